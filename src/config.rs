@@ -1,0 +1,295 @@
+//! Every tunable of the server: its default, its reason, and its validation, in one place.
+//! The command line (clap, with an `SSE_*` environment variable for every flag) is parsed
+//! into [`Config`], which the core and the driver read.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// What to do with a client that falls behind (its unsent backlog passes the bound, or its
+/// cursor falls out of the retained history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlowClientPolicy {
+    /// Close it with reason `slow`; its EventSource reconnects and resumes from history.
+    Drop,
+    /// Skip it forward to the newest event (after finishing the frame in flight): for feeds
+    /// where only the newest value matters.
+    Latest,
+}
+
+/// The command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sse-server",
+    version,
+    about = "A Server-Sent Events broadcast server on one epoll reactor"
+)]
+pub struct Cli {
+    /// Address to listen on (port 0 picks a free port; the first stdout line names it).
+    #[arg(long, env = "SSE_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// Time between ticks on the default stream (`2s`, `500ms`, `off`).
+    #[arg(long, env = "SSE_INTERVAL", default_value = "2s", value_parser = parse_opt_duration)]
+    pub interval: OptDuration,
+    /// Most streaming clients at once (default: what the open-file limit allows).
+    #[arg(long, env = "SSE_MAX_CLIENTS")]
+    pub max_clients: Option<usize>,
+    /// Comment sent to a client idle this long, so proxies keep the stream (`off` disables).
+    #[arg(long, env = "SSE_KEEPALIVE", default_value = "15s", value_parser = parse_opt_duration)]
+    pub keepalive: OptDuration,
+    /// Reconnection delay sent once at connect as `retry:` (`off`: none).
+    #[arg(long, env = "SSE_RETRY", default_value = "off", value_parser = parse_opt_duration)]
+    pub retry: OptDuration,
+    /// Largest request head, in bytes (larger: 431).
+    #[arg(long, env = "SSE_MAX_HEAD", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
+    pub max_head: u32,
+    /// Time allowed for a request head (and a publish body) to arrive (then: 408).
+    #[arg(long, env = "SSE_HEAD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub head_timeout: Duration,
+    /// Largest publish body, in bytes (larger: 413).
+    #[arg(long, env = "SSE_MAX_BODY", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_body: u32,
+    /// Events kept per topic for Last-Event-ID resume.
+    #[arg(long, env = "SSE_HISTORY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub history: u32,
+    /// Bytes of encoded events kept per topic for resume.
+    #[arg(long, env = "SSE_HISTORY_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..=1 << 30))]
+    pub history_bytes: u32,
+    /// Most topics; a new topic past this recycles the least recently used topic that has no
+    /// subscribers, or is refused with 503.
+    #[arg(long, env = "SSE_MAX_TOPICS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_topics: u32,
+    /// Most topics one client may subscribe to (more: 400).
+    #[arg(long, env = "SSE_MAX_TOPICS_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_topics_per_client: u32,
+    /// Most unsent bytes a streaming client may be behind before the slow-client policy applies.
+    #[arg(long, env = "SSE_MAX_BACKLOG", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..=1 << 30))]
+    pub max_backlog: u32,
+    /// Most unsent events a streaming client may be behind before the slow-client policy applies.
+    #[arg(long, env = "SSE_MAX_BACKLOG_EVENTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_backlog_events: u32,
+    /// What happens to a client past the backlog bound.
+    #[arg(long, env = "SSE_SLOW_CLIENT", value_enum, default_value_t = SlowClientPolicy::Drop)]
+    pub slow_client: SlowClientPolicy,
+    /// Bytes a streaming client may send after its request (read and discarded; more: close).
+    #[arg(long, env = "SSE_MAX_CLIENT_SEND", default_value_t = 4096)]
+    pub max_client_send: u32,
+    /// Require `Authorization: Bearer TOKEN` to publish (and to read /clients from afar).
+    #[arg(long, env = "SSE_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+    /// Allow publishing without a token on a non-loopback address.
+    #[arg(long, env = "SSE_ALLOW_ANONYMOUS_PUBLISH")]
+    pub allow_anonymous_publish: bool,
+    /// Publish each line of standard input as an event on the default stream.
+    #[arg(long, env = "SSE_STDIN")]
+    pub stdin: bool,
+    /// On SIGINT/SIGTERM, time given to clients to receive what is queued before closing.
+    #[arg(long, env = "SSE_SHUTDOWN_GRACE", default_value = "2s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// A duration that may be `off`.
+pub type OptDuration = Option<Duration>;
+
+/// Parses `250ms`, `2s`, `1.5s`, `3m`, `1h`; a bare number is seconds. Zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 500ms, 2s, 1m)"))?;
+    let scale = match unit {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs <= 0.0 || secs > 365.0 * 86400.0 {
+        return Err(format!("`{s}` must be more than zero and at most a year"));
+    }
+    let d = Duration::from_secs_f64(secs);
+    if d < Duration::from_millis(1) {
+        return Err(format!("`{s}` is below the 1ms resolution"));
+    }
+    Ok(d)
+}
+
+/// Like [`parse_duration`], and `off` gives `None`.
+pub fn parse_opt_duration(s: &str) -> Result<OptDuration, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        Ok(None)
+    } else {
+        parse_duration(s).map(Some)
+    }
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `None`: no ticks.
+    pub interval: Option<Duration>,
+    /// Most streaming clients.
+    pub max_clients: usize,
+    /// Most connections of any kind (streaming, reading a head, being answered): the
+    /// streaming limit plus room to tell over-limit clients to come back later.
+    pub max_connections: usize,
+    pub keepalive: Option<Duration>,
+    pub retry: Option<Duration>,
+    pub max_head: usize,
+    pub head_timeout: Duration,
+    pub max_body: usize,
+    pub history: usize,
+    pub history_bytes: usize,
+    pub max_topics: usize,
+    pub max_topics_per_client: usize,
+    pub max_backlog: u64,
+    pub max_backlog_events: u64,
+    pub slow_client: SlowClientPolicy,
+    pub max_client_send: usize,
+    pub publish_token: Option<String>,
+    pub stdin: bool,
+    pub shutdown_grace: Duration,
+    /// How long an answered-and-closing connection may take to accept its last bytes.
+    pub linger: Duration,
+}
+
+/// File descriptors kept back from clients: the listener, epoll, the signal pipe, stdin,
+/// the EMFILE reserve, log output, and a margin.
+pub const RESERVED_FDS: usize = 32;
+/// Connections over the streaming limit that can still be accepted to be told "come back".
+pub const OVERFLOW_CONNECTIONS: usize = 64;
+
+impl Config {
+    /// Validates the command line against the open-file limit `nofile`.
+    pub fn from_cli(cli: Cli, nofile: u64) -> Result<Config, String> {
+        let fd_room = usize::try_from(nofile)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(RESERVED_FDS);
+        if fd_room < 2 {
+            return Err(format!(
+                "the open-file limit ({nofile}) leaves no room for clients"
+            ));
+        }
+        let max_clients = match cli.max_clients {
+            Some(0) => return Err("--max-clients must be at least 1".into()),
+            Some(n) if n > fd_room => {
+                return Err(format!(
+                    "--max-clients {n} exceeds what the open-file limit allows ({nofile} files, {RESERVED_FDS} reserved: at most {fd_room})"
+                ));
+            }
+            Some(n) => n,
+            None => fd_room.saturating_sub(OVERFLOW_CONNECTIONS).max(1),
+        };
+        let max_connections = (max_clients + OVERFLOW_CONNECTIONS).min(fd_room);
+        if !cli.listen.ip().is_loopback()
+            && cli.publish_token.is_none()
+            && !cli.allow_anonymous_publish
+        {
+            return Err(format!(
+                "refusing to listen on non-loopback {} with anonymous publishing: set --publish-token or --allow-anonymous-publish",
+                cli.listen
+            ));
+        }
+        if let Some(t) = &cli.publish_token {
+            if t.is_empty()
+                || t.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                return Err(
+                    "--publish-token must be non-empty, without spaces or control characters"
+                        .into(),
+                );
+            }
+        }
+        Ok(Config {
+            listen: cli.listen,
+            interval: cli.interval,
+            max_clients,
+            max_connections,
+            keepalive: cli.keepalive,
+            retry: cli.retry,
+            max_head: cli.max_head as usize,
+            head_timeout: cli.head_timeout,
+            max_body: cli.max_body as usize,
+            history: cli.history as usize,
+            history_bytes: cli.history_bytes as usize,
+            max_topics: cli.max_topics as usize,
+            max_topics_per_client: cli.max_topics_per_client as usize,
+            max_backlog: u64::from(cli.max_backlog),
+            max_backlog_events: u64::from(cli.max_backlog_events),
+            slow_client: cli.slow_client,
+            max_client_send: cli.max_client_send as usize,
+            publish_token: cli.publish_token,
+            stdin: cli.stdin,
+            shutdown_grace: cli.shutdown_grace,
+            linger: Duration::from_secs(5),
+        })
+    }
+}
+
+impl Default for Config {
+    /// The defaults of the command line, with a 20,000-file limit.
+    fn default() -> Self {
+        let cli = Cli::parse_from(["sse-server"]);
+        // The defaults are valid by construction; fall back to a tiny config if not.
+        match Config::from_cli(cli, 20_000) {
+            Ok(c) => c,
+            Err(e) => unreachable!("default config invalid: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("2x").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_opt_duration("off"), Ok(None));
+    }
+
+    #[test]
+    fn limits_from_nofile() {
+        let c = Config::from_cli(Cli::parse_from(["x"]), 20_000).unwrap();
+        assert_eq!(c.max_clients, 20_000 - RESERVED_FDS - OVERFLOW_CONNECTIONS);
+        assert!(
+            Config::from_cli(Cli::parse_from(["x", "--max-clients", "30000"]), 20_000).is_err()
+        );
+        assert!(Config::from_cli(Cli::parse_from(["x", "--max-clients", "0"]), 20_000).is_err());
+    }
+
+    #[test]
+    fn non_loopback_needs_token() {
+        assert!(Config::from_cli(Cli::parse_from(["x", "--listen", "0.0.0.0:1"]), 1000).is_err());
+        assert!(
+            Config::from_cli(
+                Cli::parse_from(["x", "--listen", "0.0.0.0:1", "--publish-token", "t"]),
+                1000
+            )
+            .is_ok()
+        );
+        assert!(
+            Config::from_cli(
+                Cli::parse_from(["x", "--listen", "0.0.0.0:1", "--allow-anonymous-publish"]),
+                1000
+            )
+            .is_ok()
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! One connection's state inside the core.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use smallvec::SmallVec;
+
+use super::metrics::CloseReason;
+use super::topic::TopicId;
+use crate::http::request::HeadReader;
+
+/// Names a connection: its slab key and the generation it was accepted with. A slab key is
+/// reused after its client leaves; the generation makes ids of departed clients stale, so
+/// nothing addressed to an old client can reach the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId {
+    pub key: u32,
+    pub generation: u32,
+}
+
+/// Bytes queued for one client ahead of its log cursors.
+#[derive(Debug, Clone)]
+pub enum Bytes {
+    Static(&'static [u8]),
+    /// A frame shared with other clients (a log entry partly written, or the stream prelude).
+    Shared(Rc<[u8]>),
+    Owned(Box<[u8]>),
+}
+
+impl Bytes {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Static(s) => s,
+            Bytes::Shared(s) => s,
+            Bytes::Owned(s) => s,
+        }
+    }
+}
+
+/// Bytes to send before anything from the log, and how many of them are already sent.
+/// Always lies in `offset < bytes.len()`: a fully sent `Pending` is dropped.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub bytes: Bytes,
+    pub offset: usize,
+}
+
+impl Pending {
+    pub fn rest(&self) -> &[u8] {
+        &self.bytes.as_slice()[self.offset..]
+    }
+}
+
+/// A streaming client's position in one topic's log.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor {
+    pub topic: TopicId,
+    /// Local sequence number of the next entry not yet started. Invariant: at least the
+    /// topic's `first_seq` (a client that would fall out is handled by the slow policy first).
+    pub next: u64,
+    /// This client's index in the topic's `subscribers`.
+    pub sub_index: u32,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub enum Phase {
+    /// Reading a request head.
+    Head(HeadReader),
+    /// Reading a publish body.
+    Body(Box<BodyState>),
+    /// Receiving the event stream.
+    Streaming,
+    /// A complete response is queued in `pending`; when it is sent, either close or go
+    /// back to reading a head, with the bytes that arrived meanwhile (`early`).
+    Answering { keep_alive: bool, early: Vec<u8> },
+    /// The last bytes (an error response) are queued; close for this reason when they are
+    /// sent, ignore input.
+    Closing(CloseReason),
+}
+
+/// A publish request whose body is still arriving.
+#[derive(Debug)]
+pub struct BodyState {
+    pub topic: String,
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub need: usize,
+    pub body: Vec<u8>,
+    pub keep_alive: bool,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Client {
+    pub generation: u32,
+    pub phase: Phase,
+    pub pending: Option<Pending>,
+    /// Streaming clients only; one cursor per subscribed topic.
+    pub cursors: SmallVec<[Cursor; 2]>,
+    /// The socket is believed writable (no `WouldBlock` since the last writable event).
+    pub writable: bool,
+    /// In the core's ready queue.
+    pub queued: bool,
+    pub peer: SocketAddr,
+    pub connected_at: Instant,
+    /// Last time the kernel accepted bytes for this client (or connect time).
+    pub last_write: Instant,
+    /// Bytes received after a streaming request (bounded; past the bound: close).
+    pub received_after_request: usize,
+    /// A request on this connection was answered (it is kept alive between requests).
+    pub answered: bool,
+}
+
+impl Client {
+    pub fn new(generation: u32, peer: SocketAddr, now: Instant) -> Client {
+        Client {
+            generation,
+            phase: Phase::Head(HeadReader::default()),
+            pending: None,
+            cursors: SmallVec::new(),
+            writable: true,
+            queued: false,
+            peer,
+            connected_at: now,
+            last_write: now,
+            received_after_request: 0,
+            answered: false,
+        }
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.phase, Phase::Streaming)
+    }
+}

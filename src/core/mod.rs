@@ -1,0 +1,920 @@
+//! The sans-IO core: every protocol decision, no sockets, no clock, no syscalls.
+//!
+//! The driver (or the simulator) tells the core what happened through `handle_*` methods,
+//! each taking the current time where time matters, and then drains [`Core::poll_output`]
+//! until it returns `None`; [`Core::next_deadline`] says when to call
+//! [`Core::handle_timeout`] next. To write to a client the driver asks for its slices
+//! ([`Core::write_slices`], borrowed from the shared event log: nothing is copied per
+//! client), performs one `writev`, and reports what the kernel took with
+//! [`Core::handle_written`] or [`Core::handle_would_block`].
+//!
+//! Guarantees: a [`ClientId`] of a departed client is ignored by every method; a client
+//! never gets bytes after its `Close`; a partial write resumes at the exact byte; every
+//! frame is written whole (the slow-client policy skips whole frames only).
+
+mod client;
+pub mod metrics;
+mod route;
+pub mod topic;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use slab::Slab;
+use smallvec::SmallVec;
+
+pub use client::ClientId;
+use client::{Bytes, Client, Cursor, Pending, Phase};
+pub use metrics::{CloseReason, Metrics};
+use topic::{Topic, TopicId};
+
+use crate::config::{Config, SlowClientPolicy};
+use crate::sse::frame;
+
+/// The name of the default stream's topic (topic-less publishes go here).
+pub const DEFAULT_TOPIC: &str = "";
+/// The default stream's ticks live in a topic of their own, so a resume never replays old
+/// ticks; its name cannot be asked for in a query (topics are refused if they contain NUL).
+const TICK_TOPIC: &str = "\0tick";
+const DEFAULT_TOPIC_ID: TopicId = 0;
+const TICK_TOPIC_ID: TopicId = 1;
+
+/// Most slices offered for one write: several frames per `writev` for a client that is behind.
+pub const MAX_IOVECS: usize = 64;
+
+/// What the core asks the driver to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The client has bytes to send and its socket is believed writable: get
+    /// [`Core::write_slices`], write them once, report the result.
+    Write(ClientId),
+    /// Close the connection. The core has already forgotten the client.
+    Close(ClientId, CloseReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// The request head (or body) must be complete by now.
+    Head,
+    /// Check a streaming client: send a keep-alive if idle.
+    KeepAlive,
+    /// A closing or answering connection must have taken its bytes by now.
+    Linger,
+}
+
+type Timer = Reverse<(Instant, u32, u32, TimerKind)>;
+
+/// The protocol state machine. See the module documentation for the contract.
+pub struct Core {
+    cfg: Config,
+    clients: Slab<Client>,
+    next_generation: u32,
+    streaming: usize,
+    topics: Vec<Topic>,
+    topic_index: HashMap<Box<str>, TopicId>,
+    /// Publisher-given ids still in some topic's history, to their gseq.
+    custom_ids: HashMap<Box<str>, u64>,
+    /// Global sequence number of the next event (starts at 1; `<boot>-0` means "before all").
+    next_gseq: u64,
+    /// This run's id prefix: unix milliseconds at start, base 36.
+    boot: String,
+    /// Head and `retry:` every stream starts with, shared by all clients.
+    prelude: Rc<[u8]>,
+    ready: VecDeque<ClientId>,
+    closes: VecDeque<(ClientId, CloseReason)>,
+    timers: BinaryHeap<Timer>,
+    next_tick: Option<Instant>,
+    rng: u64,
+    /// When shutting down: the time by which every client is closed.
+    shutdown_deadline: Option<Instant>,
+    /// The broadcast being written: (started, clients woken).
+    fanout: Option<(Instant, usize)>,
+    /// Increments on every append; topics remember it for least-recently-used recycling.
+    appends: u64,
+    metrics: Metrics,
+}
+
+impl Core {
+    /// A core with no clients. `now` starts the tick schedule; `wall` names this run (event
+    /// ids); `seed` drives the jitter of keep-alives and retry delays (deterministic per seed).
+    pub fn new(cfg: Config, now: Instant, wall: DateTime<Utc>, seed: u64) -> Core {
+        let mut prelude = crate::http::response::STREAM_HEAD.as_bytes().to_vec();
+        if let Some(retry) = cfg.retry {
+            frame::encode_retry(&mut prelude, retry.as_millis() as u64);
+        }
+        let mut topics = Vec::new();
+        let mut topic_index = HashMap::new();
+        for (id, name) in [
+            (DEFAULT_TOPIC_ID, DEFAULT_TOPIC),
+            (TICK_TOPIC_ID, TICK_TOPIC),
+        ] {
+            topics.push(Topic::new(name));
+            topic_index.insert(Box::<str>::from(name), id);
+        }
+        let millis = u64::try_from(wall.timestamp_millis()).unwrap_or(0);
+        Core {
+            next_tick: cfg.interval.map(|i| now + i),
+            clients: Slab::with_capacity(cfg.max_connections.min(1 << 20)),
+            cfg,
+            next_generation: 1,
+            streaming: 0,
+            topics,
+            topic_index,
+            custom_ids: HashMap::new(),
+            next_gseq: 1,
+            boot: base36(millis),
+            prelude: Rc::from(prelude),
+            ready: VecDeque::new(),
+            closes: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            rng: seed | 1,
+            shutdown_deadline: None,
+            fanout: None,
+            appends: 0,
+            metrics: Metrics::default(),
+        }
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Streaming clients.
+    pub fn streaming_clients(&self) -> usize {
+        self.streaming
+    }
+
+    /// Connections of any kind the core holds.
+    pub fn connections(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// This run's event-id prefix.
+    pub fn boot_id(&self) -> &str {
+        &self.boot
+    }
+
+    /// The id the client with slab key `key` currently has, if any.
+    pub fn id_for_key(&self, key: u32) -> Option<ClientId> {
+        self.clients.get(key as usize).map(|c| ClientId {
+            key,
+            generation: c.generation,
+        })
+    }
+
+    /// True while `id` names a connection the core holds.
+    pub fn is_live(&self, id: ClientId) -> bool {
+        self.client(id).is_some()
+    }
+
+    /// True when `id` is a streaming client.
+    pub fn is_streaming(&self, id: ClientId) -> bool {
+        self.client(id).is_some_and(Client::is_streaming)
+    }
+
+    /// Bytes the client has queued and not yet written (its backlog).
+    pub fn backlog_bytes(&self, id: ClientId) -> Option<u64> {
+        self.client(id).map(|c| self.backlog_of(c).0)
+    }
+
+    /// True once shutdown was asked for and every connection is gone.
+    pub fn is_finished(&self) -> bool {
+        self.shutdown_deadline.is_some() && self.clients.is_empty()
+    }
+
+    /// True once shutdown was asked for (accepting has stopped).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown_deadline.is_some()
+    }
+
+    /// The earliest time [`Core::handle_timeout`] has work to do, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((t, ..))| *t);
+        [self.next_tick, timer, self.shutdown_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn client(&self, id: ClientId) -> Option<&Client> {
+        self.clients
+            .get(id.key as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    fn client_mut(&mut self, id: ClientId) -> Option<&mut Client> {
+        self.clients
+            .get_mut(id.key as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    // ---- inputs --------------------------------------------------------------------------
+
+    /// A connection was accepted. Returns its id, or `None` when the core refuses it (over
+    /// the connection limit, or shutting down): the driver then closes the socket at once.
+    pub fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
+        if self.shutdown_deadline.is_some() || self.clients.len() >= self.cfg.max_connections {
+            self.metrics.refused += 1;
+            return None;
+        }
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let key = self.clients.insert(Client::new(generation, peer, now));
+        let key = u32::try_from(key).unwrap_or(u32::MAX);
+        self.metrics.accepted += 1;
+        self.timers.push(Reverse((
+            now + self.cfg.head_timeout,
+            key,
+            generation,
+            TimerKind::Head,
+        )));
+        Some(ClientId { key, generation })
+    }
+
+    /// A connection was taken and closed at once without reaching the core (out of file
+    /// descriptors). Only counted.
+    pub fn handle_refused(&mut self) {
+        self.metrics.refused += 1;
+    }
+
+    /// Bytes were read from the client.
+    pub fn handle_read(&mut self, id: ClientId, bytes: &[u8], now: Instant) {
+        if bytes.is_empty() || self.client(id).is_none() {
+            return;
+        }
+        route::on_bytes(self, id, bytes, now);
+        self.debug_check();
+    }
+
+    /// The client closed its sending side (a read returned 0): it is gone.
+    pub fn handle_read_closed(&mut self, id: ClientId) {
+        if let Some(c) = self.client(id) {
+            // A client that already got its answer and is closing is a normal end too.
+            let _ = c;
+            self.remove(id, CloseReason::Normal);
+        }
+    }
+
+    /// A read or write failed (`reset`: the peer reset the connection).
+    pub fn handle_io_error(&mut self, id: ClientId, reset: bool) {
+        if self.client(id).is_some() {
+            self.remove(
+                id,
+                if reset {
+                    CloseReason::Reset
+                } else {
+                    CloseReason::Error
+                },
+            );
+        }
+    }
+
+    /// The socket became writable (a writable readiness event).
+    pub fn handle_writable(&mut self, id: ClientId) {
+        let Some(c) = self.client_mut(id) else { return };
+        c.writable = true;
+        self.schedule(id);
+    }
+
+    /// A write found the socket full. The client waits for its next writable event.
+    pub fn handle_would_block(&mut self, id: ClientId, now: Instant) {
+        let Some(c) = self.client_mut(id) else { return };
+        c.writable = false;
+        self.metrics.would_blocks += 1;
+        self.check_fanout_done(now);
+    }
+
+    /// Time passed: ticks, timeouts, keep-alives, the shutdown deadline. `wall` is the
+    /// wall-clock time for the tick's text. Spurious calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant, wall: DateTime<Utc>) {
+        if let Some(due) = self.next_tick.filter(|t| *t <= now) {
+            let interval = self.cfg.interval.unwrap_or(Duration::from_secs(2));
+            let mut next = due + interval;
+            if next <= now {
+                // We fell behind (a stalled process): skip missed ticks rather than burst.
+                next = now + interval;
+            }
+            self.next_tick = Some(next);
+            self.tick(now, wall);
+        }
+        while let Some(&Reverse((at, key, generation, kind))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.on_timer(ClientId { key, generation }, kind, now);
+        }
+        if self.shutdown_deadline.is_some_and(|d| d <= now) {
+            let ids: Vec<ClientId> = self
+                .clients
+                .iter()
+                .map(|(k, c)| ClientId {
+                    key: k as u32,
+                    generation: c.generation,
+                })
+                .collect();
+            for id in ids {
+                self.remove(id, CloseReason::Shutdown);
+            }
+        }
+        self.debug_check();
+    }
+
+    /// Publishes an event (from the driver's stdin reader, or any embedder). Returns its id.
+    pub fn handle_publish(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        event: Option<&str>,
+        id: Option<&str>,
+        data: &str,
+    ) -> Result<String, (u16, &'static str)> {
+        let r = self.publish(now, topic, event, id, data);
+        self.debug_check();
+        r
+    }
+
+    /// Stop accepting; give streaming clients until `now + grace` to receive what is
+    /// queued; close everything else now.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(now + self.cfg.shutdown_grace);
+        self.next_tick = None;
+        let ids: Vec<ClientId> = self
+            .clients
+            .iter()
+            .map(|(k, c)| ClientId {
+                key: k as u32,
+                generation: c.generation,
+            })
+            .collect();
+        for id in ids {
+            let Some(c) = self.client(id) else { continue };
+            let keep = match c.phase {
+                Phase::Streaming => self.has_pending(c),
+                Phase::Answering { .. } | Phase::Closing(_) => true,
+                Phase::Head(_) | Phase::Body(_) => false,
+            };
+            if !keep {
+                self.remove(id, CloseReason::Shutdown);
+            }
+        }
+        self.debug_check();
+    }
+
+    // ---- outputs -------------------------------------------------------------------------
+
+    /// The next thing to do, or `None` when nothing is left (then wait for
+    /// [`Core::next_deadline`] or I/O). Closes come first, so a slab key is released to the
+    /// driver before any new connection could reuse it.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some((id, reason)) = self.closes.pop_front() {
+            return Some(Output::Close(id, reason));
+        }
+        while let Some(id) = self.ready.pop_front() {
+            if let Some(c) = self.client_mut(id) {
+                if c.queued {
+                    c.queued = false;
+                    return Some(Output::Write(id));
+                }
+            }
+        }
+        None
+    }
+
+    /// Fills `iov` with the bytes to offer the client next, in order; returns how many slices
+    /// were filled (0 when nothing is pending or `id` is stale).
+    pub fn write_slices<'a>(&'a self, id: ClientId, iov: &mut [IoSlice<'a>]) -> usize {
+        let Some(c) = self.client(id) else { return 0 };
+        let mut n = 0;
+        if let Some(p) = &c.pending {
+            if n < iov.len() {
+                iov[n] = IoSlice::new(p.rest());
+                n += 1;
+            }
+        }
+        if c.is_streaming() {
+            let mut frames = PendingFrames::new(&self.topics, &c.cursors);
+            while n < iov.len() {
+                let Some((_, e)) = frames.next() else { break };
+                iov[n] = IoSlice::new(&e.frame);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The kernel took `written` bytes of what [`Core::write_slices`] offered.
+    pub fn handle_written(&mut self, id: ClientId, written: usize, now: Instant) {
+        let Some(c) = self
+            .clients
+            .get_mut(id.key as usize)
+            .filter(|c| c.generation == id.generation)
+        else {
+            return;
+        };
+        self.metrics.write_calls += 1;
+        self.metrics.bytes_written += written as u64;
+        if written > 0 {
+            c.last_write = now;
+        }
+        let mut left = written;
+        if let Some(p) = &mut c.pending {
+            let rest = p.bytes.as_slice().len() - p.offset;
+            if left >= rest {
+                left -= rest;
+                c.pending = None;
+            } else {
+                p.offset += left;
+                left = 0;
+            }
+        }
+        if left > 0 && c.is_streaming() {
+            let mut frames = PendingFrames::new(&self.topics, &c.cursors);
+            let mut delivered = 0u64;
+            let mut partial = None;
+            while left > 0 {
+                let Some((_, e)) = frames.next() else { break };
+                if left >= e.frame.len() {
+                    left -= e.frame.len();
+                    delivered += 1;
+                } else {
+                    partial = Some(Pending {
+                        bytes: Bytes::Shared(e.frame.clone()),
+                        offset: left,
+                    });
+                    left = 0;
+                }
+            }
+            debug_assert_eq!(left, 0, "the kernel took more bytes than were offered");
+            for (cursor, pos) in c.cursors.iter_mut().zip(frames.positions()) {
+                cursor.next = pos;
+            }
+            if partial.is_some() {
+                // The partly written frame is counted when it completes.
+                c.pending = partial;
+            }
+            self.metrics.frames_written += delivered;
+        }
+        let finished_answer =
+            c.pending.is_none() && matches!(c.phase, Phase::Answering { .. } | Phase::Closing(_));
+        if finished_answer {
+            route::answer_sent(self, id, now);
+        } else if self.shutdown_deadline.is_some()
+            && self
+                .client(id)
+                .is_some_and(|c| c.is_streaming() && !self.has_pending(c))
+        {
+            self.remove(id, CloseReason::Shutdown);
+        } else {
+            self.schedule(id);
+        }
+        self.check_fanout_done(now);
+        self.debug_check();
+    }
+
+    // ---- internals -----------------------------------------------------------------------
+
+    /// Queues the client for a write if it has bytes, is writable and is not queued yet.
+    fn schedule(&mut self, id: ClientId) {
+        let Some(c) = self.client(id) else { return };
+        if c.writable && !c.queued && self.has_pending(c) {
+            if let Some(c) = self.client_mut(id) {
+                c.queued = true;
+            }
+            self.ready.push_back(id);
+        }
+    }
+
+    fn has_pending(&self, c: &Client) -> bool {
+        c.pending.is_some()
+            || (c.is_streaming()
+                && c.cursors
+                    .iter()
+                    .any(|cur| cur.next < self.topics[cur.topic as usize].end_seq()))
+    }
+
+    /// (bytes, events) the client is behind; `u64::MAX` bytes when a cursor fell out of history.
+    fn backlog_of(&self, c: &Client) -> (u64, u64) {
+        let mut bytes = c.pending.as_ref().map_or(0, |p| p.rest().len() as u64);
+        let mut events = 0;
+        for cur in &c.cursors {
+            let t = &self.topics[cur.topic as usize];
+            match t.bytes_from(cur.next) {
+                Some(b) => bytes += b,
+                None => return (u64::MAX, u64::MAX),
+            }
+            events += t.end_seq().saturating_sub(cur.next);
+        }
+        (bytes, events)
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: deterministic per seed, good enough for jitter.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A duration in `[base, base + spread)`.
+    fn jitter(&mut self, base: Duration, spread: Duration) -> Duration {
+        let spread_ns = spread.as_nanos() as u64;
+        if spread_ns == 0 {
+            return base;
+        }
+        base + Duration::from_nanos(self.next_random() % spread_ns)
+    }
+
+    fn arm_keepalive(&mut self, id: ClientId, from: Instant) {
+        if let Some(ka) = self.cfg.keepalive {
+            let spread = (ka / 8).min(Duration::from_secs(1));
+            let at = from + self.jitter(ka, spread);
+            self.timers
+                .push(Reverse((at, id.key, id.generation, TimerKind::KeepAlive)));
+        }
+    }
+
+    fn on_timer(&mut self, id: ClientId, kind: TimerKind, now: Instant) {
+        let Some(c) = self.client(id) else { return };
+        match (kind, &c.phase) {
+            (TimerKind::Head, Phase::Head(r)) => {
+                if r.buffered() == 0 && c.answered {
+                    // An idle kept-alive connection between requests: just close it.
+                    self.remove(id, CloseReason::Timeout);
+                } else {
+                    route::fail(
+                        self,
+                        id,
+                        408,
+                        "the request head did not arrive in time",
+                        &[],
+                        now,
+                    );
+                }
+            }
+            (TimerKind::Head, Phase::Body(_)) => route::fail(
+                self,
+                id,
+                408,
+                "the request body did not arrive in time",
+                &[],
+                now,
+            ),
+            (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_)) => {
+                self.remove(id, CloseReason::Timeout)
+            }
+            (TimerKind::KeepAlive, Phase::Streaming) => {
+                let Some(ka) = self.cfg.keepalive else { return };
+                let idle_since = c.last_write;
+                if self.has_pending(c) {
+                    // Behind, not idle: look again later (the slow policy handles lag).
+                    self.arm_keepalive(id, now);
+                } else if now.saturating_duration_since(idle_since) >= ka {
+                    if let Some(c) = self.client_mut(id) {
+                        c.pending = Some(Pending {
+                            bytes: Bytes::Static(frame::KEEPALIVE),
+                            offset: 0,
+                        });
+                    }
+                    self.metrics.keepalives += 1;
+                    self.schedule(id);
+                    self.arm_keepalive(id, now);
+                } else {
+                    self.arm_keepalive(id, idle_since);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn tick(&mut self, now: Instant, wall: DateTime<Utc>) {
+        let mut buf = Vec::with_capacity(64);
+        frame::encode_event(&mut buf, None, None, &crate::timefmt::tick_text(wall));
+        self.metrics.ticks += 1;
+        self.append(now, TICK_TOPIC_ID, Rc::from(buf), false, None);
+    }
+
+    /// Appends a frame to a topic and wakes its subscribers. Returns the gseq.
+    fn append(
+        &mut self,
+        now: Instant,
+        topic: TopicId,
+        frame: Rc<[u8]>,
+        replayable: bool,
+        custom_id: Option<&str>,
+    ) -> u64 {
+        let gseq = self.next_gseq;
+        self.next_gseq += 1;
+        self.appends += 1;
+        let (max_events, max_bytes) = (self.cfg.history, self.cfg.history_bytes);
+        let custom_ids = &mut self.custom_ids;
+        if let Some(custom) = custom_id {
+            custom_ids.insert(custom.into(), gseq);
+        }
+        let t = &mut self.topics[topic as usize];
+        t.last_used = self.appends;
+        let entry = topic::NewEntry {
+            gseq,
+            frame,
+            replayable,
+            custom_id: custom_id.map(Into::into),
+        };
+        t.append(entry, max_events, max_bytes, |old| {
+            forget_custom_id(custom_ids, &old)
+        });
+        // Wake the subscribers; apply the slow policy to those too far behind.
+        let mut woken = 0;
+        let subs = std::mem::take(&mut self.topics[topic as usize].subscribers);
+        let mut lagging: Vec<u32> = Vec::new();
+        for &key in &subs {
+            let Some(c) = self.clients.get(key as usize) else {
+                continue;
+            };
+            let (bytes, events) = self.backlog_of(c);
+            if bytes > self.cfg.max_backlog || events > self.cfg.max_backlog_events {
+                lagging.push(key);
+                continue;
+            }
+            if c.writable && !c.queued {
+                let id = ClientId {
+                    key,
+                    generation: c.generation,
+                };
+                if let Some(c) = self.clients.get_mut(key as usize) {
+                    c.queued = true;
+                }
+                self.ready.push_back(id);
+                woken += 1;
+            }
+        }
+        self.topics[topic as usize].subscribers = subs;
+        for key in lagging {
+            self.lagging(key, now);
+        }
+        if woken > 0 && self.fanout.is_none() {
+            self.fanout = Some((now, woken));
+        }
+        gseq
+    }
+
+    /// Applies the slow-client policy to a client past the backlog bound.
+    fn lagging(&mut self, key: u32, now: Instant) {
+        let Some(c) = self.clients.get(key as usize) else {
+            return;
+        };
+        let id = ClientId {
+            key,
+            generation: c.generation,
+        };
+        let (bytes, events) = self.backlog_of(c);
+        match self.cfg.slow_client {
+            SlowClientPolicy::Drop => {
+                if bytes == u64::MAX {
+                    log::info!(
+                        "dropping slow client {}: fell out of the retained history",
+                        c.peer
+                    );
+                } else {
+                    log::info!(
+                        "dropping slow client {}: {bytes} bytes / {events} events behind",
+                        c.peer
+                    );
+                }
+                self.remove(id, CloseReason::Slow);
+            }
+            SlowClientPolicy::Latest => {
+                // Everything to the live edge, except the single newest entry among its topics.
+                let newest = c
+                    .cursors
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, cur)| {
+                        let t = &self.topics[cur.topic as usize];
+                        t.get(t.end_seq().checked_sub(1)?).map(|e| (e.gseq, i))
+                    })
+                    .max();
+                let ends: SmallVec<[u64; 2]> = c
+                    .cursors
+                    .iter()
+                    .map(|cur| self.topics[cur.topic as usize].end_seq())
+                    .collect();
+                if let Some(c) = self.clients.get_mut(key as usize) {
+                    for (i, (cur, end)) in c.cursors.iter_mut().zip(ends).enumerate() {
+                        cur.next = if newest.is_some_and(|(_, n)| n == i) {
+                            end - 1
+                        } else {
+                            end
+                        };
+                    }
+                }
+                self.metrics.skipped_forward += 1;
+                log::debug!(
+                    "skipped lagging client forward to the newest event ({bytes} bytes behind)"
+                );
+                let _ = now;
+                self.schedule(id);
+            }
+        }
+    }
+
+    /// Forgets a client: unsubscribes it, frees its slot, queues its `Close`.
+    fn remove(&mut self, id: ClientId, reason: CloseReason) {
+        let Some(c) = self.client(id) else { return };
+        let was_streaming = c.is_streaming();
+        let cursors = c.cursors.clone();
+        for cur in cursors {
+            self.unsubscribe(cur.topic, cur.sub_index as usize);
+        }
+        self.clients.remove(id.key as usize);
+        if was_streaming {
+            self.streaming -= 1;
+            log::debug!("client removed, {} clients", self.streaming);
+        }
+        self.metrics.count_close(reason);
+        self.closes.push_back((id, reason));
+    }
+
+    fn unsubscribe(&mut self, topic: TopicId, index: usize) {
+        let subs = &mut self.topics[topic as usize].subscribers;
+        if index >= subs.len() {
+            debug_assert!(false, "subscriber index out of range");
+            return;
+        }
+        subs.swap_remove(index);
+        if let Some(&moved) = subs.get(index) {
+            if let Some(m) = self.clients.get_mut(moved as usize) {
+                if let Some(cur) = m.cursors.iter_mut().find(|cur| cur.topic == topic) {
+                    cur.sub_index = index as u32;
+                }
+            }
+        }
+    }
+
+    fn check_fanout_done(&mut self, now: Instant) {
+        if let Some((start, clients)) = self.fanout {
+            if self.ready.is_empty() {
+                self.metrics.last_fanout = Some(now.saturating_duration_since(start));
+                self.metrics.last_fanout_clients = clients;
+                self.fanout = None;
+            }
+        }
+    }
+
+    /// Checks the core's invariants (debug builds and the simulator).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let streaming = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.is_streaming())
+            .count();
+        if streaming != self.streaming {
+            return Err(format!(
+                "streaming count {} but {} streaming clients",
+                self.streaming, streaming
+            ));
+        }
+        for (tid, t) in self.topics.iter().enumerate() {
+            for (i, &key) in t.subscribers.iter().enumerate() {
+                let Some(c) = self.clients.get(key as usize) else {
+                    return Err(format!("topic {tid} lists freed slot {key}"));
+                };
+                if !c
+                    .cursors
+                    .iter()
+                    .any(|cur| cur.topic as usize == tid && cur.sub_index as usize == i)
+                {
+                    return Err(format!(
+                        "topic {tid} subscriber {key} has no matching cursor"
+                    ));
+                }
+            }
+        }
+        for (key, c) in &self.clients {
+            for cur in &c.cursors {
+                let t = &self.topics[cur.topic as usize];
+                if t.subscribers.get(cur.sub_index as usize) != Some(&(key as u32)) {
+                    return Err(format!(
+                        "client {key} cursor not in topic {} subscribers",
+                        cur.topic
+                    ));
+                }
+                if cur.next < t.first_seq() || cur.next > t.end_seq() {
+                    return Err(format!(
+                        "client {key} cursor {} outside [{}, {}]",
+                        cur.next,
+                        t.first_seq(),
+                        t.end_seq()
+                    ));
+                }
+            }
+            if let Some(p) = &c.pending {
+                if p.offset >= p.bytes.as_slice().len() {
+                    return Err(format!("client {key} holds a fully written pending buffer"));
+                }
+            }
+            if c.writable
+                && !c.queued
+                && self.has_pending(c)
+                && !matches!(c.phase, Phase::Head(_) | Phase::Body(_))
+            {
+                return Err(format!(
+                    "client {key} is writable with bytes pending but not queued"
+                ));
+            }
+        }
+        if self.next_tick.is_none()
+            && self.cfg.interval.is_some()
+            && self.shutdown_deadline.is_none()
+        {
+            return Err("ticks are configured but no tick is scheduled".into());
+        }
+        Ok(())
+    }
+
+    fn debug_check(&self) {
+        #[cfg(debug_assertions)]
+        if let Err(e) = self.check_invariants() {
+            panic!("core invariant violated: {e}");
+        }
+    }
+}
+
+/// Iterates a streaming client's pending log entries in global order (a merge of its
+/// topics' logs by gseq), without changing the client.
+struct PendingFrames<'a> {
+    topics: &'a [Topic],
+    pos: SmallVec<[(TopicId, u64); 2]>,
+}
+
+impl<'a> PendingFrames<'a> {
+    fn new(topics: &'a [Topic], cursors: &[Cursor]) -> Self {
+        PendingFrames {
+            topics,
+            pos: cursors.iter().map(|c| (c.topic, c.next)).collect(),
+        }
+    }
+
+    /// Where each cursor stands after the entries yielded so far.
+    fn positions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pos.iter().map(|(_, p)| *p)
+    }
+}
+
+impl<'a> Iterator for PendingFrames<'a> {
+    type Item = (usize, &'a topic::Entry);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let topics = self.topics;
+        let mut best: Option<(usize, &'a topic::Entry)> = None;
+        for (i, &(t, p)) in self.pos.iter().enumerate() {
+            if let Some(e) = topics[t as usize].get(p) {
+                if best.is_none_or(|(_, b)| e.gseq < b.gseq) {
+                    best = Some((i, e));
+                }
+            }
+        }
+        let (i, e) = best?;
+        self.pos[i].1 += 1;
+        Some((i, e))
+    }
+}
+
+/// Forgets the custom id of an entry leaving history (unless a newer event reused the id).
+fn forget_custom_id(custom_ids: &mut HashMap<Box<str>, u64>, old: &topic::Entry) {
+    if let Some(cid) = &old.custom_id {
+        if custom_ids.get(cid) == Some(&old.gseq) {
+            custom_ids.remove(cid);
+        }
+    }
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

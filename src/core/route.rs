@@ -1,0 +1,679 @@
+//! What the core does with a connection's bytes: reading heads and bodies, routing requests,
+//! starting streams (with resume), publishing, and the small endpoints.
+
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::client::{BodyState, Bytes, ClientId, Cursor, Pending, Phase};
+use super::metrics::{self, CloseReason, Gauges};
+use super::topic::{Topic, TopicId};
+use super::{Core, DEFAULT_TOPIC, DEFAULT_TOPIC_ID, TICK_TOPIC_ID, TimerKind};
+use crate::http::request::{HeadError, HeadProgress, HeadReader, Method, RequestHead};
+use crate::http::response;
+use crate::sse::frame;
+
+/// Longest topic name, event type or event id accepted, in bytes.
+pub const MAX_NAME: usize = 256;
+/// Most clients listed by `GET /clients`.
+pub const MAX_LISTED_CLIENTS: usize = 100;
+
+/// Feeds bytes read from a connection into whatever phase it is in.
+pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant) {
+    let (max_head, max_body, max_send) = (
+        core.cfg.max_head,
+        core.cfg.max_body,
+        core.cfg.max_client_send,
+    );
+    let Some(c) = core.client_mut(id) else { return };
+    match &mut c.phase {
+        Phase::Head(reader) => match reader.feed(bytes, max_head) {
+            Ok(HeadProgress::Partial) => {}
+            Ok(HeadProgress::Complete { head, rest }) => route(core, id, head, rest, now),
+            Err(e) => fail(core, id, e.status(), head_error_text(e), &[], now),
+        },
+        Phase::Body(st) => {
+            let take = (st.need - st.body.len()).min(bytes.len());
+            st.body.extend_from_slice(&bytes[..take]);
+            if st.body.len() == st.need {
+                let Phase::Body(st) =
+                    std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
+                else {
+                    return;
+                };
+                finish_publish(core, id, *st, bytes[take..].to_vec(), now);
+            }
+        }
+        Phase::Streaming => {
+            c.received_after_request += bytes.len();
+            if c.received_after_request > max_send {
+                log::debug!(
+                    "closing {}: sent {} bytes after its request",
+                    c.peer,
+                    c.received_after_request
+                );
+                core.remove(id, CloseReason::Limit);
+            }
+        }
+        Phase::Answering { early, .. } => {
+            if early.len() + bytes.len() > max_head + max_body {
+                core.remove(id, CloseReason::Limit);
+            } else {
+                early.extend_from_slice(bytes);
+            }
+        }
+        Phase::Closing(_) => {}
+    }
+}
+
+fn head_error_text(e: HeadError) -> &'static str {
+    match e {
+        HeadError::Malformed => "malformed request",
+        HeadError::TooLarge => "request head too large",
+        HeadError::BadFraming => "conflicting or invalid Content-Length / Transfer-Encoding",
+    }
+}
+
+/// Answers with an error and closes once it is sent.
+pub(super) fn fail(
+    core: &mut Core,
+    id: ClientId,
+    status: u16,
+    message: &str,
+    headers: &[&str],
+    now: Instant,
+) {
+    let Some(c) = core.client_mut(id) else { return };
+    if c.is_streaming() {
+        // Never write a response into a stream.
+        core.remove(id, CloseReason::Error);
+        return;
+    }
+    c.pending = Some(Pending {
+        bytes: Bytes::Owned(response::error(status, message, headers).into()),
+        offset: 0,
+    });
+    c.phase = Phase::Closing(CloseReason::Normal);
+    core.metrics.count_response(status);
+    core.timers.push(std::cmp::Reverse((
+        now + core.cfg.linger,
+        id.key,
+        id.generation,
+        TimerKind::Linger,
+    )));
+    core.schedule(id);
+}
+
+/// Queues a complete response; keeps the connection for another request if `keep_alive`.
+fn answer(
+    core: &mut Core,
+    id: ClientId,
+    status: u16,
+    bytes: Vec<u8>,
+    keep_alive: bool,
+    early: Vec<u8>,
+    now: Instant,
+) {
+    let keep_alive = keep_alive && core.shutdown_deadline.is_none();
+    let Some(c) = core.client_mut(id) else { return };
+    c.pending = Some(Pending {
+        bytes: Bytes::Owned(bytes.into()),
+        offset: 0,
+    });
+    c.phase = Phase::Answering { keep_alive, early };
+    core.metrics.count_response(status);
+    core.timers.push(std::cmp::Reverse((
+        now + core.cfg.linger,
+        id.key,
+        id.generation,
+        TimerKind::Linger,
+    )));
+    core.schedule(id);
+}
+
+/// A complete response was sent: close, or read the next request.
+pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
+    let Some(c) = core.client_mut(id) else { return };
+    match std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal)) {
+        Phase::Answering {
+            keep_alive: true,
+            early,
+        } => {
+            c.phase = Phase::Head(HeadReader::default());
+            c.answered = true;
+            core.timers.push(std::cmp::Reverse((
+                now + core.cfg.head_timeout,
+                id.key,
+                id.generation,
+                TimerKind::Head,
+            )));
+            if !early.is_empty() {
+                on_bytes(core, id, &early, now);
+            }
+        }
+        Phase::Closing(reason) => core.remove(id, reason),
+        _ => core.remove(id, CloseReason::Normal),
+    }
+}
+
+fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
+    let keep_alive = !head.close;
+    match head.path.as_str() {
+        "/" | "/events" => match head.method {
+            Method::Get | Method::Head => start_stream(core, id, &head, rest, now),
+            _ => fail(core, id, 405, "use GET", &["Allow: GET, HEAD"], now),
+        },
+        "/publish" => match head.method {
+            Method::Post => begin_publish(core, id, &head, rest, now),
+            _ => fail(core, id, 405, "use POST", &["Allow: POST"], now),
+        },
+        "/health" => match head.method {
+            Method::Get | Method::Head => {
+                let body: &[u8] = if head.method == Method::Head {
+                    b""
+                } else {
+                    b"ok\n"
+                };
+                let r =
+                    response::complete(200, "text/plain; charset=utf-8", &[], body, !keep_alive);
+                answer(core, id, 200, r, keep_alive, rest, now);
+            }
+            _ => fail(core, id, 405, "use GET", &["Allow: GET, HEAD"], now),
+        },
+        "/metrics" => match head.method {
+            Method::Get => {
+                let body = render_metrics(core);
+                let r = response::complete(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    &[],
+                    body.as_bytes(),
+                    !keep_alive,
+                );
+                answer(core, id, 200, r, keep_alive, rest, now);
+            }
+            _ => fail(core, id, 405, "use GET", &["Allow: GET"], now),
+        },
+        "/clients" => match head.method {
+            Method::Get => {
+                let peer_local = core.client(id).is_some_and(|c| c.peer.ip().is_loopback());
+                if !peer_local && authorize(core, &head).is_err() {
+                    fail(
+                        core,
+                        id,
+                        403,
+                        "/clients is for loopback or token holders",
+                        &[],
+                        now,
+                    );
+                    return;
+                }
+                let body = render_clients(core, now);
+                let r =
+                    response::complete(200, "application/json", &[], body.as_bytes(), !keep_alive);
+                answer(core, id, 200, r, keep_alive, rest, now);
+            }
+            _ => fail(core, id, 405, "use GET", &["Allow: GET"], now),
+        },
+        _ => fail(core, id, 404, "no such path (try / or /events)", &[], now),
+    }
+}
+
+/// Where a resuming client's `Last-Event-ID` points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// No id: start at the live edge.
+    Fresh,
+    /// An event of this run: replay what came after it.
+    After(u64),
+    /// An id of an earlier run of the server: everything retained is newer.
+    EarlierRun,
+    /// An id we never issued (or no longer remember).
+    Unknown,
+}
+
+fn resolve_last_event_id(core: &Core, last: Option<&str>) -> Resume {
+    let Some(last) = last.filter(|s| !s.is_empty()) else {
+        return Resume::Fresh;
+    };
+    if let Some(&g) = core.custom_ids.get(last) {
+        return Resume::After(g);
+    }
+    let Some((boot, seq)) = last.rsplit_once('-') else {
+        return Resume::Unknown;
+    };
+    let Ok(seq) = seq.parse::<u64>() else {
+        return Resume::Unknown;
+    };
+    let base36 = !boot.is_empty()
+        && boot.len() <= 13
+        && boot
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+    if !base36 {
+        Resume::Unknown
+    } else if boot == core.boot {
+        if seq < core.next_gseq {
+            Resume::After(seq)
+        } else {
+            Resume::Unknown
+        }
+    } else {
+        Resume::EarlierRun
+    }
+}
+
+fn valid_topic_name(name: &str) -> bool {
+    name.len() <= MAX_NAME && !name.contains('\0')
+}
+
+/// The topic named `name`, created if needed (recycling the least recently used topic
+/// without subscribers when at the limit). Errors when every topic has subscribers.
+fn topic_for(core: &mut Core, name: &str) -> Result<TopicId, (u16, &'static str)> {
+    if let Some(&t) = core.topic_index.get(name) {
+        return Ok(t);
+    }
+    if core.topics.len() < core.cfg.max_topics + 2 {
+        let t = core.topics.len() as TopicId;
+        core.topics.push(Topic::new(name));
+        core.topic_index.insert(name.into(), t);
+        return Ok(t);
+    }
+    let victim = core
+        .topics
+        .iter()
+        .enumerate()
+        .skip(2)
+        .filter(|(_, t)| t.subscribers.is_empty())
+        .min_by_key(|(_, t)| t.last_used)
+        .map(|(i, _)| i);
+    let Some(v) = victim else {
+        return Err((503, "too many topics in use"));
+    };
+    let custom_ids = &mut core.custom_ids;
+    let t = &mut core.topics[v];
+    core.topic_index.remove(&t.name);
+    t.clear_history(|old| super::forget_custom_id(custom_ids, &old));
+    t.name = name.into();
+    t.last_used = core.appends;
+    core.topic_index.insert(name.into(), v as TopicId);
+    Ok(v as TopicId)
+}
+
+fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8>, now: Instant) {
+    if head.method == Method::Head {
+        let r = response::STREAM_HEAD.as_bytes().to_vec();
+        answer(core, id, 200, r, false, Vec::new(), now);
+        return;
+    }
+    if core.streaming >= core.cfg.max_clients {
+        over_limit(core, id, head, now);
+        return;
+    }
+    // The topics: none means the default stream; `topic=` (empty) names it explicitly.
+    let mut names: Vec<&str> = Vec::new();
+    for n in head.params("topic") {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    if names.is_empty() {
+        names.push(DEFAULT_TOPIC);
+    }
+    if names.len() > core.cfg.max_topics_per_client {
+        fail(core, id, 400, "too many topics", &[], now);
+        return;
+    }
+    if !names.iter().all(|n| valid_topic_name(n)) {
+        fail(core, id, 400, "invalid topic name", &[], now);
+        return;
+    }
+    let mut topic_ids: Vec<TopicId> = Vec::with_capacity(names.len() + 1);
+    for n in &names {
+        match topic_for(core, n) {
+            Ok(t) => topic_ids.push(t),
+            Err((status, msg)) => {
+                fail(core, id, status, msg, &["Retry-After: 5"], now);
+                return;
+            }
+        }
+    }
+    if topic_ids.contains(&DEFAULT_TOPIC_ID) {
+        topic_ids.push(TICK_TOPIC_ID);
+    }
+    let last = head
+        .last_event_id
+        .as_deref()
+        .or_else(|| head.param("lastEventId"));
+    let resume = resolve_last_event_id(core, last);
+    let mut gap = resume == Resume::Unknown || resume == Resume::EarlierRun;
+    let mut replaying = false;
+    let mut cursors: smallvec::SmallVec<[Cursor; 2]> = smallvec::SmallVec::new();
+    for &t in &topic_ids {
+        let topic = &core.topics[t as usize];
+        let next = match resume {
+            _ if t == TICK_TOPIC_ID => topic.end_seq(),
+            Resume::Fresh | Resume::Unknown => topic.end_seq(),
+            Resume::EarlierRun => topic.first_seq(),
+            Resume::After(g) => topic.resume_after(g).unwrap_or_else(|| {
+                gap = true;
+                topic.end_seq()
+            }),
+        };
+        replaying |= next < topic.end_seq();
+        cursors.push(Cursor {
+            topic: t,
+            next,
+            sub_index: topic.subscribers.len() as u32,
+        });
+        core.topics[t as usize].subscribers.push(id.key);
+    }
+    let pending = if gap {
+        let (reason, gap_id) = match resume {
+            Resume::EarlierRun => ("restart", Some(format!("{}-0", core.boot))),
+            Resume::Unknown => (
+                "unknown-id",
+                Some(format!("{}-{}", core.boot, core.next_gseq - 1)),
+            ),
+            _ => (
+                "too-old",
+                (!replaying).then(|| format!("{}-{}", core.boot, core.next_gseq - 1)),
+            ),
+        };
+        let mut bytes = core.prelude.to_vec();
+        let data = format!("{{\"reason\":\"{reason}\"}}");
+        frame::encode_event(&mut bytes, gap_id.as_deref(), Some("reset"), &data);
+        Bytes::Owned(bytes.into())
+    } else {
+        Bytes::Shared(Rc::clone(&core.prelude))
+    };
+    let peer = core.client(id).map(|c| c.peer);
+    if let Some(c) = core.client_mut(id) {
+        c.cursors = cursors;
+        c.pending = Some(Pending {
+            bytes: pending,
+            offset: 0,
+        });
+        c.phase = Phase::Streaming;
+        c.received_after_request = rest.len();
+    }
+    core.streaming += 1;
+    log::debug!("client added, {} clients ({:?})", core.streaming, peer);
+    core.arm_keepalive(id, now);
+    core.schedule(id);
+    if rest.len() > core.cfg.max_client_send {
+        core.remove(id, CloseReason::Limit);
+    }
+}
+
+/// A streaming request over `--max-clients`: an EventSource gets a 200 with a jittered
+/// `retry:` and a close (it never retries after a 503); anything else gets 503.
+fn over_limit(core: &mut Core, id: ClientId, head: &RequestHead, now: Instant) {
+    let delay = core.jitter(Duration::from_secs(2), Duration::from_secs(5));
+    if head.accepts_event_stream() {
+        let mut r = response::STREAM_HEAD.as_bytes().to_vec();
+        frame::encode_retry(&mut r, delay.as_millis() as u64);
+        answer(core, id, 200, r, false, Vec::new(), now);
+        // Closed after sending, and counted as a limit close.
+        if let Some(c) = core.client_mut(id) {
+            c.phase = Phase::Closing(CloseReason::Limit);
+        }
+    } else {
+        let retry_after = format!("Retry-After: {}", delay.as_secs().max(1));
+        fail(core, id, 503, "too many clients", &[&retry_after], now);
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` when a token is configured.
+fn authorize(core: &Core, head: &RequestHead) -> Result<(), (u16, &'static str)> {
+    let Some(token) = &core.cfg.publish_token else {
+        return Ok(());
+    };
+    let Some(auth) = &head.authorization else {
+        return Err((401, "a bearer token is required"));
+    };
+    let given = match auth.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+        _ => return Err((401, "a bearer token is required")),
+    };
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err((403, "wrong token"))
+    }
+}
+
+/// Compares in time that depends only on the lengths, not on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+fn begin_publish(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8>, now: Instant) {
+    if let Err((status, msg)) = authorize(core, head) {
+        let hdrs: &[&str] = if status == 401 {
+            &["WWW-Authenticate: Bearer"]
+        } else {
+            &[]
+        };
+        fail(core, id, status, msg, hdrs, now);
+        return;
+    }
+    let topic = head.param("topic").unwrap_or(DEFAULT_TOPIC).to_owned();
+    let event = head.param("event").map(str::to_owned);
+    let event_id = head.param("id").map(str::to_owned);
+    if !valid_topic_name(&topic) {
+        fail(core, id, 400, "invalid topic name", &[], now);
+        return;
+    }
+    if let Err(msg) = check_fields(event.as_deref(), event_id.as_deref()) {
+        fail(core, id, 400, msg, &[], now);
+        return;
+    }
+    if head.transfer_encoding {
+        fail(
+            core,
+            id,
+            411,
+            "send the body with a Content-Length (chunked bodies are not supported)",
+            &[],
+            now,
+        );
+        return;
+    }
+    let Some(len) = head.content_length else {
+        fail(core, id, 411, "a Content-Length is required", &[], now);
+        return;
+    };
+    if len > core.cfg.max_body as u64 {
+        fail(core, id, 413, "body larger than --max-body", &[], now);
+        return;
+    }
+    let state = BodyState {
+        topic,
+        event,
+        id: event_id,
+        need: len as usize,
+        body: Vec::with_capacity(len as usize),
+        keep_alive: !head.close,
+    };
+    if let Some(c) = core.client_mut(id) {
+        c.phase = Phase::Body(Box::new(state));
+        if head.expect_continue && rest.is_empty() && len > 0 {
+            c.pending = Some(Pending {
+                bytes: Bytes::Static(b"HTTP/1.1 100 Continue\r\n\r\n"),
+                offset: 0,
+            });
+        }
+    }
+    core.schedule(id);
+    if len == 0 {
+        let Some(c) = core.client_mut(id) else { return };
+        let Phase::Body(st) = std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
+        else {
+            return;
+        };
+        finish_publish(core, id, *st, rest, now);
+    } else if !rest.is_empty() {
+        on_bytes(core, id, &rest, now);
+    }
+}
+
+fn check_fields(event: Option<&str>, id: Option<&str>) -> Result<(), &'static str> {
+    if let Some(e) = event {
+        if e.is_empty() || e.len() > MAX_NAME || !frame::valid_field_value(e) {
+            return Err("event must be 1 to 256 bytes without CR, LF or NUL");
+        }
+    }
+    if let Some(i) = id {
+        if i.is_empty() || i.len() > MAX_NAME || !frame::valid_field_value(i) {
+            return Err("id must be 1 to 256 bytes without CR, LF or NUL");
+        }
+    }
+    Ok(())
+}
+
+fn finish_publish(core: &mut Core, id: ClientId, st: BodyState, early: Vec<u8>, now: Instant) {
+    let Ok(data) = String::from_utf8(st.body) else {
+        fail(core, id, 400, "the body is not UTF-8", &[], now);
+        return;
+    };
+    match core.publish(now, &st.topic, st.event.as_deref(), st.id.as_deref(), &data) {
+        Ok(event_id) => {
+            let body = format!("{event_id}\n");
+            let r = response::complete(
+                200,
+                "text/plain; charset=utf-8",
+                &[],
+                body.as_bytes(),
+                !st.keep_alive,
+            );
+            answer(core, id, 200, r, st.keep_alive, early, now);
+        }
+        Err((status, msg)) => fail(core, id, status, msg, &[], now),
+    }
+}
+
+impl Core {
+    /// Validates, encodes once, appends to the topic's log, wakes its subscribers.
+    pub(super) fn publish(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        event: Option<&str>,
+        id: Option<&str>,
+        data: &str,
+    ) -> Result<String, (u16, &'static str)> {
+        if self.shutdown_deadline.is_some() {
+            return Err((503, "shutting down"));
+        }
+        if !valid_topic_name(topic) {
+            return Err((400, "invalid topic name"));
+        }
+        check_fields(event, id).map_err(|m| (400, m))?;
+        if data.is_empty() {
+            return Err((
+                400,
+                "an event needs data (EventSource drops events with empty data)",
+            ));
+        }
+        let t = topic_for(self, topic)?;
+        let event_id = match id {
+            Some(i) => i.to_owned(),
+            None => format!("{}-{}", self.boot, self.next_gseq),
+        };
+        let mut buf = Vec::with_capacity(data.len() + 32 + event_id.len());
+        frame::encode_event(&mut buf, Some(&event_id), event, data);
+        self.metrics.events_published += 1;
+        self.append(now, t, Rc::from(buf), true, id);
+        Ok(event_id)
+    }
+}
+
+fn render_metrics(core: &Core) -> String {
+    let topics = core
+        .topics
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as TopicId != TICK_TOPIC_ID)
+        .map(|(_, t)| (&*t.name, t.subscribers.len(), t.len(), t.retained_bytes()))
+        .collect();
+    let g = Gauges {
+        clients: core.streaming,
+        connections: core.clients.len(),
+        max_clients: core.cfg.max_clients,
+        topics,
+    };
+    metrics::render(&core.metrics, &g)
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The most lagging streaming clients as JSON, worst first, at most [`MAX_LISTED_CLIENTS`].
+fn render_clients(core: &Core, now: Instant) -> String {
+    let mut rows: Vec<(u64, usize)> = core
+        .clients
+        .iter()
+        .filter(|(_, c)| c.is_streaming())
+        .map(|(k, c)| (core.backlog_of(c).0, k))
+        .collect();
+    rows.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out = String::from("{\"clients\":[");
+    for (i, (queued, key)) in rows.iter().take(MAX_LISTED_CLIENTS).enumerate() {
+        let Some(c) = core.clients.get(*key) else {
+            continue;
+        };
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"address\":");
+        json_str(&mut out, &c.peer.to_string());
+        out.push_str(",\"topics\":[");
+        let mut first = true;
+        for cur in c.cursors.iter().filter(|cur| cur.topic != TICK_TOPIC_ID) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            json_str(&mut out, &core.topics[cur.topic as usize].name);
+        }
+        let _ = write!(
+            out,
+            "],\"queued_bytes\":{queued},\"since_last_write_ms\":{},\"connected_ms\":{}}}",
+            now.saturating_duration_since(c.last_write).as_millis(),
+            now.saturating_duration_since(c.connected_at).as_millis()
+        );
+    }
+    let _ = write!(out, "],\"total\":{}}}\n", rows.len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,581 @@
+//! The mio reactor: owns the listener, the sockets, the signal pipe, stdin and the clock,
+//! and shuttles between the kernel and the [`Core`]. No protocol decision is made here.
+//!
+//! Readiness is edge-triggered: reads go on until `WouldBlock` (or a per-turn bound, after
+//! which the connection is revisited next turn), writes are one `writev` per `Write` output,
+//! and the core re-queues a client until it blocks or has nothing left.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::core::{ClientId, Core, MAX_IOVECS, Output};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+const STDIN: Token = Token(usize::MAX - 3);
+
+/// Connections accepted per wake-up before existing clients get their turn.
+const ACCEPTS_PER_TURN: usize = 256;
+/// Reads from one connection per wake-up before others get their turn.
+const READS_PER_TURN: usize = 16;
+/// Outputs performed per wake-up before polling again.
+const OUTPUTS_PER_TURN: usize = 1 << 16;
+/// Listen backlog: a reconnect storm of thousands must not overflow the SYN queue.
+const LISTEN_BACKLOG: i32 = 4096;
+/// After `EMFILE`/`ENFILE` on accept, wait this long before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one periodic summary line per this period.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// A socket and the generation of the client it belongs to.
+struct Slot {
+    generation: u32,
+    stream: TcpStream,
+}
+
+/// Where stdin comes from in `--stdin` mode.
+enum StdinSource {
+    /// A pipe, tty or socket: registered with the reactor.
+    Polled,
+    /// A regular file (not pollable): read a chunk each turn until EOF.
+    File,
+}
+
+struct Stdin {
+    source: StdinSource,
+    partial: Vec<u8>,
+}
+
+/// The reactor and everything it owns.
+pub struct Driver {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    core: Core,
+    sockets: Vec<Option<Slot>>,
+    signals: Signals,
+    signals_seen: u32,
+    stdin: Option<Stdin>,
+    /// Held open so that on `EMFILE` one descriptor can be freed to accept-and-close.
+    reserve_fd: Option<OwnedFd>,
+    accept_ready: bool,
+    accept_retry_at: Option<Instant>,
+    read_again: Vec<u32>,
+    scratch: Box<[u8]>,
+    summary: Summary,
+}
+
+#[derive(Default)]
+struct Summary {
+    at: Option<Instant>,
+    clients: usize,
+    events: u64,
+    bytes: u64,
+}
+
+/// Opens the listener on `addr` with a deep accept backlog.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: listen(2) on a socket we own; raising the backlog of a listening socket is allowed.
+    unsafe { libc::listen(std_listener.as_raw_fd(), LISTEN_BACKLOG) };
+    std_listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(std_listener))
+}
+
+fn open_reserve() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+impl Driver {
+    /// Binds the listener and sets up the reactor. `wall` and `seed` go to the core.
+    pub fn new(cfg: Config) -> io::Result<Driver> {
+        let poll = Poll::new()?;
+        let mut listener = bind(cfg.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let stdin = if cfg.stdin {
+            Some(Self::setup_stdin(&poll)?)
+        } else {
+            None
+        };
+        let now = Instant::now();
+        let wall = chrono::Utc::now();
+        let seed = wall.timestamp_nanos_opt().unwrap_or(0) as u64 ^ u64::from(std::process::id());
+        let core = Core::new(cfg, now, wall, seed);
+        Ok(Driver {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            core,
+            sockets: Vec::new(),
+            signals,
+            signals_seen: 0,
+            stdin,
+            reserve_fd: open_reserve(),
+            accept_ready: true,
+            accept_retry_at: None,
+            read_again: Vec::new(),
+            scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
+            summary: Summary::default(),
+        })
+    }
+
+    fn setup_stdin(poll: &Poll) -> io::Result<Stdin> {
+        let fd = 0;
+        // SAFETY: fcntl on fd 0, which stays open for the life of the process.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
+        match poll
+            .registry()
+            .register(&mut SourceFd(&fd), STDIN, Interest::READABLE)
+        {
+            Ok(()) => Ok(Stdin {
+                source: StdinSource::Polled,
+                partial: Vec::new(),
+            }),
+            // epoll refuses regular files: they are always readable, so read them each turn.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(Stdin {
+                source: StdinSource::File,
+                partial: Vec::new(),
+            }),
+            Err(e) => Err(io::Error::new(e.kind(), format!("cannot watch stdin: {e}"))),
+        }
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The core, for inspection.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Runs until shutdown completes (or a second signal).
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let busy = (self.accept_ready && self.listener.is_some())
+                || !self.read_again.is_empty()
+                || matches!(
+                    self.stdin,
+                    Some(Stdin {
+                        source: StdinSource::File,
+                        ..
+                    })
+                );
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                [self.core.next_deadline(), self.accept_retry_at]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|d| d.saturating_duration_since(now))
+            };
+            // Round up to whole milliseconds so a sub-millisecond remainder does not spin.
+            let timeout = timeout.map(|t| {
+                if t.is_zero() {
+                    t
+                } else {
+                    t.max(Duration::from_millis(1))
+                }
+            });
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if interrupted(&e) {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_ready = true,
+                    SIGNALS => {
+                        if self.on_signals(now) {
+                            log::info!("second signal: exiting now");
+                            return Ok(());
+                        }
+                    }
+                    STDIN => self.read_stdin(now),
+                    Token(key) => self.on_client_event(key as u32, event, now),
+                }
+            }
+            let again = std::mem::take(&mut self.read_again);
+            for key in again {
+                if let Some(id) = self.core.id_for_key(key) {
+                    self.read_client(id, now);
+                }
+            }
+            if matches!(
+                self.stdin,
+                Some(Stdin {
+                    source: StdinSource::File,
+                    ..
+                })
+            ) {
+                self.read_stdin(now);
+            }
+            if self.accept_retry_at.is_some_and(|t| t <= now) {
+                self.accept_retry_at = None;
+                self.accept_ready = true;
+            }
+            if self.accept_ready && self.accept_retry_at.is_none() {
+                self.accept(now);
+            }
+            if self.core.next_deadline().is_some_and(|d| d <= now) {
+                self.core.handle_timeout(now, chrono::Utc::now());
+            }
+            self.drain_outputs();
+            self.maybe_summary(now);
+            if self.core.is_finished() {
+                log::info!("shutdown complete");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Returns true when the process should exit at once (a second signal).
+    fn on_signals(&mut self, now: Instant) -> bool {
+        for sig in self.signals.pending() {
+            self.signals_seen += 1;
+            if self.signals_seen > 1 {
+                return true;
+            }
+            log::info!(
+                "signal {sig}: shutting down (grace {:?})",
+                self.core.config().shutdown_grace
+            );
+            if let Some(mut l) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+            self.core.handle_shutdown(now);
+        }
+        false
+    }
+
+    fn accept(&mut self, now: Instant) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let Some(id) = self.core.handle_accept(now, peer) else {
+                        drop(stream);
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    self.insert(id, stream);
+                }
+                Err(e) if would_block(&e) => {
+                    self.accept_ready = false;
+                    return;
+                }
+                Err(e) if interrupted(&e) || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    // Out of descriptors: free the reserve, take the waiting connection and
+                    // close it (the client sees a close, not a hang), then back off briefly
+                    // so the loop does not spin on a listener that stays readable.
+                    log::warn!("accept: {e}; refusing connections for {ACCEPT_BACKOFF:?}");
+                    self.reserve_fd = None;
+                    if let Some(Ok((stream, _))) = self.listener.as_ref().map(|l| l.accept()) {
+                        drop(stream);
+                        self.core.handle_refused();
+                    }
+                    self.reserve_fd = open_reserve();
+                    self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+        // Batch exhausted: the listener may have more; revisit next turn (poll timeout 0).
+        self.accept_ready = true;
+    }
+
+    fn insert(&mut self, id: ClientId, mut stream: TcpStream) {
+        let key = id.key as usize;
+        if self.sockets.len() <= key {
+            self.sockets.resize_with(key + 1, || None);
+        }
+        if let Some(mut stale) = self.sockets[key].take() {
+            // Cannot happen when closes are drained first; never hand a new client an old socket.
+            let _ = self.poll.registry().deregister(&mut stale.stream);
+        }
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("register: {e}");
+            self.core.handle_io_error(id, false);
+            return;
+        }
+        self.sockets[key] = Some(Slot {
+            generation: id.generation,
+            stream,
+        });
+    }
+
+    fn on_client_event(&mut self, key: u32, event: &mio::event::Event, now: Instant) {
+        let Some(id) = self.core.id_for_key(key) else {
+            return;
+        };
+        if self
+            .sockets
+            .get(key as usize)
+            .and_then(|s| s.as_ref())
+            .is_none_or(|s| s.generation != id.generation)
+        {
+            return;
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_client(id, now);
+        }
+        if event.is_writable() && self.core.is_live(id) {
+            self.core.handle_writable(id);
+        }
+    }
+
+    fn read_client(&mut self, id: ClientId, now: Instant) {
+        for _ in 0..READS_PER_TURN {
+            let Some(Some(slot)) = self.sockets.get_mut(id.key as usize) else {
+                return;
+            };
+            if slot.generation != id.generation {
+                return;
+            }
+            match slot.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.core.handle_read_closed(id);
+                    return;
+                }
+                Ok(n) => {
+                    self.core.handle_read(id, &self.scratch[..n], now);
+                    if !self.core.is_live(id) {
+                        return;
+                    }
+                }
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => {}
+                Err(e) => {
+                    self.core.handle_io_error(id, is_reset(&e));
+                    return;
+                }
+            }
+        }
+        self.read_again.push(id.key);
+    }
+
+    fn drain_outputs(&mut self) {
+        for _ in 0..OUTPUTS_PER_TURN {
+            match self.core.poll_output() {
+                None => return,
+                Some(Output::Close(id, _reason)) => self.close(id),
+                Some(Output::Write(id)) => self.write_once(id),
+            }
+        }
+    }
+
+    fn write_once(&mut self, id: ClientId) {
+        let Some(Some(slot)) = self.sockets.get(id.key as usize) else {
+            return;
+        };
+        if slot.generation != id.generation {
+            return;
+        }
+        let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = self.core.write_slices(id, &mut iov);
+        if n == 0 {
+            return;
+        }
+        let result = (&slot.stream).write_vectored(&iov[..n]);
+        let now = Instant::now();
+        match result {
+            Ok(0) => self.core.handle_would_block(id, now),
+            Ok(written) => self.core.handle_written(id, written, now),
+            Err(e) if would_block(&e) => self.core.handle_would_block(id, now),
+            Err(e) if interrupted(&e) => self.core.handle_writable(id),
+            Err(e) => self.core.handle_io_error(id, is_reset(&e)),
+        }
+    }
+
+    fn close(&mut self, id: ClientId) {
+        let Some(cell) = self.sockets.get_mut(id.key as usize) else {
+            return;
+        };
+        if cell.as_ref().is_some_and(|s| s.generation == id.generation) {
+            if let Some(mut slot) = cell.take() {
+                let _ = self.poll.registry().deregister(&mut slot.stream);
+                let _ = slot.stream.shutdown(Shutdown::Write);
+            }
+        }
+    }
+
+    fn read_stdin(&mut self, now: Instant) {
+        let Some(stdin) = &mut self.stdin else { return };
+        let max_line = self.core.config().max_body;
+        let mut eof = false;
+        // SAFETY: fd 0 stays open; ManuallyDrop keeps this File from closing it.
+        let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+        let mut lines: Vec<String> = Vec::new();
+        for _ in 0..READS_PER_TURN {
+            match file.read(&mut self.scratch) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    stdin.partial.extend_from_slice(&self.scratch[..n]);
+                    while let Some(pos) = stdin.partial.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = stdin.partial.drain(..=pos).collect();
+                        lines.push(
+                            String::from_utf8_lossy(&line[..line.len() - 1])
+                                .trim_end_matches('\r')
+                                .to_owned(),
+                        );
+                    }
+                    // A line longer than an event may be is published in pieces.
+                    while stdin.partial.len() > max_line {
+                        let piece: Vec<u8> = stdin.partial.drain(..max_line).collect();
+                        lines.push(String::from_utf8_lossy(&piece).into_owned());
+                    }
+                    if matches!(stdin.source, StdinSource::File) {
+                        break;
+                    }
+                }
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => {}
+                Err(e) => {
+                    log::warn!("stdin: {e}");
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if eof && !stdin.partial.is_empty() {
+            lines.push(String::from_utf8_lossy(&std::mem::take(&mut stdin.partial)).into_owned());
+        }
+        for line in lines.iter().filter(|l| !l.is_empty()) {
+            if let Err((_, msg)) =
+                self.core
+                    .handle_publish(now, crate::core::DEFAULT_TOPIC, None, None, line)
+            {
+                log::warn!("stdin line not published: {msg}");
+            }
+        }
+        if eof {
+            log::info!("stdin closed (EOF); still serving");
+            if matches!(
+                self.stdin,
+                Some(Stdin {
+                    source: StdinSource::Polled,
+                    ..
+                })
+            ) {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&0));
+            }
+            self.stdin = None;
+        }
+    }
+
+    fn maybe_summary(&mut self, now: Instant) {
+        let due = self
+            .summary
+            .at
+            .is_none_or(|t| now.saturating_duration_since(t) >= SUMMARY_EVERY);
+        if !due {
+            return;
+        }
+        let m = self.core.metrics();
+        let (clients, events, bytes) = (
+            self.core.streaming_clients(),
+            m.events_published + m.ticks,
+            m.bytes_written,
+        );
+        if let Some(at) = self.summary.at {
+            if clients != self.summary.clients
+                || events != self.summary.events
+                || bytes != self.summary.bytes
+            {
+                let secs = now.saturating_duration_since(at).as_secs_f64().max(1e-9);
+                log::info!(
+                    "{clients} clients, {:.1} events/s, {:.0} bytes/s",
+                    (events - self.summary.events) as f64 / secs,
+                    (bytes - self.summary.bytes) as f64 / secs
+                );
+            }
+        }
+        self.summary = Summary {
+            at: Some(now),
+            clients,
+            events,
+            bytes,
+        };
+    }
+}
+
+/// The process's open-file limit (soft), after raising it to the hard limit.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}

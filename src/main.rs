@@ -1,0 +1,49 @@
+//! `sse-server`: the command line around [`sse_server::driver::Driver`].
+//!
+//! Exit codes: 0 after a clean shutdown, 2 for bad flags (a message on stderr), 1 when the
+//! server cannot start (the address is taken, …).
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use sse_server::config::{Cli, Config};
+use sse_server::driver::{Driver, raise_nofile_limit};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let nofile = raise_nofile_limit();
+    let cfg = match Config::from_cli(cli, nofile) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("sse-server: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let (max_clients, interval) = (cfg.max_clients, cfg.interval);
+    let driver = match Driver::new(cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sse-server: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let addr = driver.local_addr();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = out.flush();
+    drop(out);
+    log::info!(
+        "sse-server {} on http://{addr}: ticks {}, at most {max_clients} clients (open-file limit {nofile})",
+        env!("CARGO_PKG_VERSION"),
+        interval.map_or("off".to_string(), |i| format!("every {i:?}")),
+    );
+    match driver.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sse-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
