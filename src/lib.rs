@@ -8,5 +8,6 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod http;
+pub mod sim;
 pub mod sse;
 pub mod timefmt;

@@ -159,6 +159,10 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
 fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
     let keep_alive = !head.close;
     match head.path.as_str() {
+        "/" if head.method == Method::Get && wants_page(&head) => {
+            let r = response::complete(200, "text/html; charset=utf-8", &[], DEMO_PAGE.as_bytes(), !keep_alive);
+            answer(core, id, 200, r, keep_alive, rest, now);
+        }
         "/" | "/events" => match head.method {
             Method::Get | Method::Head => start_stream(core, id, &head, rest, now),
             _ => fail(core, id, 405, "use GET", &["Allow: GET, HEAD"], now),
@@ -217,6 +221,15 @@ fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: I
         },
         _ => fail(core, id, 404, "no such path (try / or /events)", &[], now),
     }
+}
+
+/// The demo page, served at `/` to browser navigations.
+pub const DEMO_PAGE: &str = include_str!("../demo.html");
+
+/// A browser navigation: asks for HTML and not for an event stream (`curl` sends `*/*`,
+/// EventSource sends `text/event-stream`: both get the stream).
+fn wants_page(head: &RequestHead) -> bool {
+    head.accept.as_deref().is_some_and(|a| a.contains("text/html")) && !head.accepts_event_stream()
 }
 
 /// Where a resuming client's `Last-Event-ID` points.
