@@ -160,7 +160,13 @@ fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: I
     let keep_alive = !head.close;
     match head.path.as_str() {
         "/" if head.method == Method::Get && wants_page(&head) => {
-            let r = response::complete(200, "text/html; charset=utf-8", &[], DEMO_PAGE.as_bytes(), !keep_alive);
+            let r = response::complete(
+                200,
+                "text/html; charset=utf-8",
+                &[],
+                DEMO_PAGE.as_bytes(),
+                !keep_alive,
+            );
             answer(core, id, 200, r, keep_alive, rest, now);
         }
         "/" | "/events" => match head.method {
@@ -229,7 +235,10 @@ pub const DEMO_PAGE: &str = include_str!("../demo.html");
 /// A browser navigation: asks for HTML and not for an event stream (`curl` sends `*/*`,
 /// EventSource sends `text/event-stream`: both get the stream).
 fn wants_page(head: &RequestHead) -> bool {
-    head.accept.as_deref().is_some_and(|a| a.contains("text/html")) && !head.accepts_event_stream()
+    head.accept
+        .as_deref()
+        .is_some_and(|a| a.contains("text/html"))
+        && !head.accepts_event_stream()
 }
 
 /// Where a resuming client's `Last-Event-ID` points.

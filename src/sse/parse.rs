@@ -242,7 +242,9 @@ mod tests {
     fn leading_space_and_colons() {
         assert_eq!(parse_all(b"data:  x\n\n"), vec![ev("message", " x", "")]);
         assert_eq!(parse_all(b"data:x:y\n\n"), vec![ev("message", "x:y", "")]);
-        assert_eq!(parse_all(b"data\n\n"), Vec::<Event>::new());
+        // An empty data line still dispatches (the buffer is "\n" before the trailing LF goes).
+        assert_eq!(parse_all(b"data\n\n"), vec![ev("message", "", "")]);
+        assert_eq!(parse_all(b"id: 1\n\n"), Vec::<Event>::new());
         assert_eq!(parse_all(b"data\ndata\n\n"), vec![ev("message", "\n", "")]);
     }
 
