@@ -24,7 +24,10 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -32,7 +35,9 @@ impl Server {
             .expect("spawn sse-server");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
@@ -69,12 +74,15 @@ impl Server {
 
     /// Number of open file descriptors of the server process.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Resident set size of the server process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -84,7 +92,10 @@ impl Server {
 
     /// A value from `/metrics` (the first sample line starting with `name`).
     pub fn metric(&self, name: &str) -> f64 {
-        let (_, body) = http(self.addr, &format!("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        let (_, body) = http(
+            self.addr,
+            &format!("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
         body.lines()
             .find(|l| l.rsplit_once(' ').is_some_and(|(n, _)| n == name))
             .and_then(|l| l.rsplit(' ').next())
@@ -108,7 +119,10 @@ fn libc_sigterm() -> i32 {
 
 /// Sends `sig` to `pid` with the `kill` command (no unsafe in tests).
 pub fn signal(pid: u32, sig: i32) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Sends a raw request, reads until the server closes (bounded at 5 s); returns
@@ -128,7 +142,10 @@ pub fn http(addr: SocketAddr, raw: &str) -> (String, String) {
 
 /// The status code of a response head.
 pub fn status_of(head: &str) -> u16 {
-    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Publishes `data` with curl-free raw HTTP; returns (status, body).
@@ -154,7 +171,8 @@ impl Stream {
     /// Connects and sends `GET <path>` with extra header lines; reads the response head.
     pub fn open(addr: SocketAddr, path: &str, headers: &[&str]) -> Stream {
         let mut sock = TcpStream::connect(addr).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n");
         for h in headers {
             req.push_str(h);
@@ -162,7 +180,13 @@ impl Stream {
         }
         req.push_str("\r\n");
         sock.write_all(req.as_bytes()).expect("write");
-        let mut s = Stream { sock, buf: Vec::new(), head: String::new(), parser: Default::default(), events: Vec::new() };
+        let mut s = Stream {
+            sock,
+            buf: Vec::new(),
+            head: String::new(),
+            parser: Default::default(),
+            events: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             s.fill();
@@ -174,7 +198,10 @@ impl Stream {
                 return s;
             }
         }
-        panic!("no response head; got {:?}", String::from_utf8_lossy(&s.buf));
+        panic!(
+            "no response head; got {:?}",
+            String::from_utf8_lossy(&s.buf)
+        );
     }
 
     fn feed(&mut self, bytes: &[u8]) {
@@ -223,6 +250,11 @@ impl Stream {
 
     pub fn comments(&self) -> u64 {
         self.parser.comments()
+    }
+
+    /// The reconnection time the stream set with `retry:`.
+    pub fn retry(&self) -> Option<u64> {
+        self.parser.retry()
     }
 }
 
