@@ -340,7 +340,8 @@ impl Driver {
             self.sockets.resize_with(key + 1, || None);
         }
         if let Some(mut stale) = self.sockets[key].take() {
-            // Cannot happen when closes are drained first; never hand a new client an old socket.
+            // The core evicted this slot's previous connection to make room (its Close is
+            // still queued): close the old socket now; the stale Close is then ignored.
             let _ = self.poll.registry().deregister(&mut stale.stream);
         }
         if let Err(e) = self.poll.registry().register(

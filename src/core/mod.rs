@@ -86,6 +86,9 @@ pub struct Core {
     /// Head and `retry:` every stream starts with, shared by all clients.
     prelude: Rc<[u8]>,
     ready: VecDeque<ClientId>,
+    /// Connections in accept order that may still be reading their first head (lazily
+    /// pruned): the eviction order at the connection limit.
+    head_readers: VecDeque<ClientId>,
     closes: VecDeque<(ClientId, CloseReason)>,
     timers: BinaryHeap<Timer>,
     next_tick: Option<Instant>,
@@ -130,6 +133,7 @@ impl Core {
             boot: base36(millis),
             prelude: Rc::from(prelude),
             ready: VecDeque::new(),
+            head_readers: VecDeque::new(),
             closes: VecDeque::new(),
             timers: BinaryHeap::new(),
             rng: seed | 1,
@@ -223,8 +227,17 @@ impl Core {
 
     /// A connection was accepted. Returns its id, or `None` when the core refuses it (over
     /// the connection limit, or shutting down): the driver then closes the socket at once.
+    ///
+    /// At the connection limit, the oldest connection still waiting for its request head is
+    /// closed (reason `limit`) to make room: idle or slowloris connections cannot lock out
+    /// new clients, nor `/metrics`. The evicted client's `Close` may name the same slab key
+    /// as the returned id (the driver must close the old socket first).
     pub fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
-        if self.shutdown_deadline.is_some() || self.clients.len() >= self.cfg.max_connections {
+        if self.shutdown_deadline.is_some() {
+            self.metrics.refused += 1;
+            return None;
+        }
+        if self.clients.len() >= self.cfg.max_connections && !self.evict_oldest_head_reader() {
             self.metrics.refused += 1;
             return None;
         }
@@ -239,13 +252,39 @@ impl Core {
             generation,
             TimerKind::Head,
         )));
-        Some(ClientId { key, generation })
+        let id = ClientId { key, generation };
+        self.head_readers.push_back(id);
+        if self.head_readers.len() > 2 * self.clients.len() + 64 {
+            // Drop entries of connections that left the head phase: keeps this O(clients).
+            let clients = &self.clients;
+            self.head_readers.retain(|id| {
+                clients.get(id.key as usize).is_some_and(|c| {
+                    c.generation == id.generation && matches!(c.phase, Phase::Head(_))
+                })
+            });
+        }
+        Some(id)
     }
 
     /// A connection was taken and closed at once without reaching the core (out of file
     /// descriptors). Only counted.
     pub fn handle_refused(&mut self) {
         self.metrics.refused += 1;
+    }
+
+    /// Closes the oldest connection still reading its first request head. Returns false
+    /// when there is none.
+    fn evict_oldest_head_reader(&mut self) -> bool {
+        while let Some(id) = self.head_readers.pop_front() {
+            if self
+                .client(id)
+                .is_some_and(|c| matches!(c.phase, Phase::Head(_)) && !c.answered)
+            {
+                self.remove(id, CloseReason::Limit);
+                return true;
+            }
+        }
+        false
     }
 
     /// Bytes were read from the client.

@@ -602,3 +602,29 @@ fn metrics_and_health() {
     t.drain(None);
     assert!(t.text(h).ends_with("\r\n\r\nok\n"));
 }
+
+#[test]
+fn at_the_connection_limit_the_oldest_idle_head_reader_makes_room() {
+    let mut c = cfg();
+    c.max_clients = 1;
+    c.max_connections = 3;
+    let mut t = T::new(c);
+    let streaming = t.connect();
+    t.core.handle_read(streaming, GET, t.now);
+    let idle1 = t.connect();
+    let idle2 = t.connect();
+    t.drain(None);
+    let newcomer = t.core.handle_accept(t.now, peer()).expect("room is made");
+    t.got.push((newcomer, Vec::new(), false));
+    t.drain(None);
+    assert!(t.closed(idle1));
+    assert!(!t.closed(idle2));
+    assert!(t.core.is_streaming(streaming));
+    assert_eq!(newcomer.key, idle1.key, "the freed slot is reused");
+    assert_eq!(t.core.metrics().closed(CloseReason::Limit), 1);
+    // With only streaming clients left to evict, a newcomer is refused.
+    t.core.handle_read(newcomer, GET, t.now);
+    t.core.handle_read(idle2, GET, t.now);
+    t.drain(None);
+    assert!(t.core.handle_accept(t.now, peer()).is_none());
+}

@@ -226,6 +226,28 @@ impl Stream {
         }
     }
 
+    /// Reads whatever is already available without waiting. Returns false on EOF.
+    pub fn fill_nonblocking(&mut self) -> bool {
+        let _ = self.sock.set_nonblocking(true);
+        let mut open = true;
+        let mut chunk = [0u8; 65536];
+        loop {
+            match self.sock.read(&mut chunk) {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(n) => {
+                    let bytes = chunk[..n].to_vec();
+                    self.feed(&bytes);
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = self.sock.set_nonblocking(false);
+        open
+    }
+
     /// Reads until `n` events have arrived in total, or `limit` passes.
     pub fn wait_events(&mut self, n: usize, limit: Duration) -> &[sse_server::sse::parse::Event] {
         let deadline = Instant::now() + limit;
@@ -268,4 +290,105 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// Whether the ecosystem tests (browser, client libraries, nginx) must run rather than skip:
+/// `SSE_REQUIRE_ECOSYSTEM=1`, set by CI after `.ci/ecosystem.sh` installed what they need.
+pub fn ecosystem_required() -> bool {
+    std::env::var("SSE_REQUIRE_ECOSYSTEM").is_ok_and(|v| v == "1")
+}
+
+/// Skips an ecosystem test for a missing tool: prints why and how to install it, or fails
+/// when [`ecosystem_required`]. Use as `return ecosystem_skip(...)`.
+pub fn ecosystem_skip(test: &str, missing: &str) {
+    let msg = format!("SKIPPED {test}: {missing} (run .ci/ecosystem.sh to install)");
+    if ecosystem_required() {
+        panic!("{msg}, but SSE_REQUIRE_ECOSYSTEM=1 requires it to run");
+    }
+    println!("{msg}");
+    eprintln!("{msg}");
+}
+
+/// The project's root directory.
+pub fn project_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether `program --version` (or the given probe arguments) runs and exits 0.
+pub fn runs(program: &str, probe: &[&str]) -> bool {
+    Command::new(program)
+        .args(probe)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A helper process (node, python, nginx) killed (SIGKILL) by PID when dropped, with its
+/// stdout read line by line on a thread.
+pub struct Helper {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Helper {
+    /// Spawns `cmd` with piped stdin and stdout (stderr inherited).
+    pub fn spawn(mut cmd: Command) -> Helper {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Helper { child, lines }
+    }
+
+    /// The next stdout line; `None` at EOF or when `deadline` passes.
+    pub fn line(&mut self, deadline: Instant) -> Option<String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.lines.recv_timeout(left).ok()
+    }
+
+    /// Writes one line to its stdin.
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to helper");
+        stdin.flush().expect("flush helper stdin");
+    }
+
+    /// Waits (bounded) for it to exit; kills it if it does not.
+    pub fn finish(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

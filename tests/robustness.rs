@@ -1,0 +1,374 @@
+//! Hostile and unlucky clients against the real binary: bad input, churn with resets, slow
+//! readers, connection floods, and the observability endpoints that show them.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use util::{Server, Stream, eventually, http, publish, status_of};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Closes with RST instead of FIN (SO_LINGER with a zero timeout).
+fn reset(s: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket with a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(s);
+}
+
+/// Sends `raw`, then reads until close (bounded): the server's answer, or "" for a bare close.
+fn send_raw(addr: SocketAddr, raw: &[u8], limit: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let _ = s.write_all(raw);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn bad_inputs_get_their_status_and_never_hurt_a_streaming_client() {
+    let server = Server::start(&[
+        "--interval",
+        "off",
+        "--head-timeout",
+        "600ms",
+        "--max-body",
+        "100",
+    ]);
+    let mut watcher = Stream::open(server.addr, "/events", &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    let big_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(10_000));
+    // (request bytes, expected status; 0 = just a close)
+    let table: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("garbage", b"\x8f\x12\xfe\xff garbage \x00\r\n\r\n".to_vec(), 400),
+        ("NUL bytes", b"GET /\x00 HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("oversize head", big_head.into_bytes(), 431),
+        ("never-ending head", b"GET / HTTP/1.1\r\nX-Slow: ".to_vec(), 408),
+        ("invalid method", b"BREW /events HTTP/1.1\r\n\r\n".to_vec(), 405),
+        ("method with bad chars", b"G(T / HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), 400),
+        ("TLS hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(), 408),
+        ("duplicate Content-Length", b"POST /publish HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nx".to_vec(), 400),
+        ("TE with CL", b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n".to_vec(), 400),
+        ("TE alone", b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), 411),
+        ("body over max", b"POST /publish HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec(), 413),
+        ("negative length", b"POST /publish HTTP/1.1\r\nContent-Length: -3\r\n\r\n".to_vec(), 400),
+        ("absolute-form target", b"GET http://evil/ HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("HTTP/0.9", b"GET /\r\n\r\n".to_vec(), 400),
+        ("too many topics", format!("GET /events?{} HTTP/1.1\r\n\r\n", (0..20).map(|i| format!("topic=t{i}")).collect::<Vec<_>>().join("&")).into_bytes(), 400),
+    ];
+    for (name, raw, status) in &table {
+        let text = send_raw(server.addr, raw, 5 * SEC);
+        assert_eq!(status_of(&text), *status, "{name}: {text:?}");
+        assert!(text.contains("Connection: close"), "{name}: {text:?}");
+        // The streaming client still gets the next event.
+        let n = watcher.events.len();
+        publish(server.addr, "", &format!("after {name}"));
+        watcher.wait_events(n + 1, 3 * SEC);
+        assert_eq!(
+            watcher.events.last().map(|e| e.data.as_str()),
+            Some(format!("after {name}").as_str()),
+            "after {name}"
+        );
+    }
+    // A body longer than announced: the event is the announced bytes; the rest is a bad next request.
+    let text = send_raw(
+        server.addr,
+        b"POST /publish HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcdefghij\r\n\r\n",
+        3 * SEC,
+    );
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert_eq!(
+        status_of(
+            text.split("\r\n\r\n")
+                .nth(1)
+                .map(|_| &text[text.rfind("HTTP/1.1").unwrap()..])
+                .unwrap_or("")
+        ),
+        400
+    );
+    let n = watcher.events.len();
+    watcher.wait_events(n + 1, 3 * SEC);
+    assert_eq!(watcher.events.last().unwrap().data, "abc");
+    // Pipelined requests after a GET are read and discarded (bounded): the stream goes on.
+    let mut piped = Stream::open(server.addr, "/events", &[]);
+    piped
+        .sock
+        .write_all(b"GET /metrics HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    publish(server.addr, "", "after pipelining");
+    piped.wait_events(1, 3 * SEC);
+    assert_eq!(piped.events[0].data, "after pipelining");
+    assert!(
+        !piped.buf.windows(8).any(|w| w == b"HTTP/1.1"),
+        "no response may be written into a stream"
+    );
+    // ...but a client that keeps sending is cut off.
+    let mut chatty = Stream::open(server.addr, "/events", &[]);
+    let _ = chatty.sock.write_all(&[b'z'; 10_000]);
+    assert!(
+        chatty.wait_closed(3 * SEC),
+        "a client sending past the bound must be closed"
+    );
+    assert!(server.metric("sse_connections_closed_total{reason=\"limit\"}") >= 1.0);
+}
+
+#[test]
+fn churn_with_resets_leaves_no_fds_or_clients_behind() {
+    let server = Server::start(&["--interval", "50ms"]);
+    let baseline_fds = server.fd_count();
+    let mut keeper = Stream::open(server.addr, "/", &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    for round in 0..6 {
+        let mut socks = Vec::new();
+        for i in 0..250 {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            // Some complete their request, some stop mid-head.
+            let req: &[u8] = if i % 3 == 0 {
+                b"GET /events HT"
+            } else {
+                b"GET /events HTTP/1.1\r\n\r\n"
+            };
+            s.write_all(req).unwrap();
+            socks.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(80 + round * 10));
+        for (i, s) in socks.into_iter().enumerate() {
+            if i % 2 == 0 { reset(s) } else { drop(s) }
+        }
+    }
+    assert!(
+        eventually(5 * SEC, || server.metric("sse_clients") == 1.0
+            && server.metric("sse_connections") <= 2.0),
+        "clients gauge not back to baseline: {} clients, {} connections",
+        server.metric("sse_clients"),
+        server.metric("sse_connections")
+    );
+    assert!(
+        eventually(5 * SEC, || server.fd_count() <= baseline_fds + 1),
+        "fds: {} > baseline {}",
+        server.fd_count(),
+        baseline_fds + 1
+    );
+    let n = keeper.events.len();
+    keeper.wait_events(n + 3, 3 * SEC);
+    assert!(
+        keeper.events.len() >= n + 3,
+        "the steady client stalled during churn"
+    );
+    assert!(
+        server.metric("sse_connections_closed_total{reason=\"reset\"}")
+            + server.metric("sse_connections_closed_total{reason=\"normal\"}")
+            >= 1000.0
+    );
+}
+
+#[test]
+fn slow_readers_are_dropped_and_others_get_every_event_on_time() {
+    let server = Server::start(&["--interval", "off", "--max-backlog", "262144"]);
+    let base_rss = server.rss_kib();
+    // Slow clients: tiny receive buffers, never read.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(b"GET /events HTTP/1.1\r\n\r\n").unwrap();
+        slow.push(s);
+    }
+    let mut fast: Vec<Stream> = (0..4)
+        .map(|_| Stream::open(server.addr, "/events", &[]))
+        .collect();
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 12.0));
+    let payload = "p".repeat(8000);
+    let started = Instant::now();
+    let total = 600;
+    // Publish over one keep-alive connection, reading the fast clients as we go.
+    let mut publisher = TcpStream::connect(server.addr).unwrap();
+    publisher.set_read_timeout(Some(3 * SEC)).unwrap();
+    let mut resp = [0u8; 4096];
+    for i in 0..total {
+        let body = format!("{i} {payload}");
+        let req = format!(
+            "POST /publish HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        publisher.write_all(req.as_bytes()).unwrap();
+        let _ = publisher.read(&mut resp).unwrap();
+        for f in &mut fast {
+            f.fill_nonblocking();
+        }
+    }
+    for f in &mut fast {
+        f.wait_events(total, 10 * SEC);
+        assert_eq!(f.events.len(), total, "a fast client missed events");
+        for (i, e) in f.events.iter().enumerate() {
+            assert!(e.data.starts_with(&format!("{i} ")), "out of order at {i}");
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < 20 * SEC,
+        "delivery to fast clients took {elapsed:?}"
+    );
+    // ~4.8 MB was published; each slow client could hold at most the kernel buffers plus
+    // 256 KiB of backlog before being dropped.
+    assert!(
+        eventually(5 * SEC, || server
+            .metric("sse_connections_closed_total{reason=\"slow\"}")
+            == 8.0),
+        "slow clients not dropped"
+    );
+    let rss = server.rss_kib();
+    assert!(
+        rss < base_rss + 16 * 1024,
+        "RSS grew from {base_rss} KiB to {rss} KiB"
+    );
+}
+
+#[test]
+fn clients_endpoint_lists_the_laggards_and_metrics_have_every_family() {
+    let server = Server::start(&["--interval", "off"]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"GET /events?topic=lag HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut f = Stream::open(server.addr, "/events?topic=lag", &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 2.0));
+    let payload = "q".repeat(60_000);
+    for _ in 0..40 {
+        publish(server.addr, "?topic=lag", &payload);
+        f.fill_nonblocking();
+    }
+    let (head, body) = http(
+        server.addr,
+        "GET /clients HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&head), 200);
+    assert!(
+        body.starts_with("{\"clients\":[{\"address\":\"127.0.0.1:"),
+        "{body}"
+    );
+    assert!(body.contains("\"topics\":[\"lag\"]"));
+    assert!(body.contains("\"queued_bytes\":"));
+    assert!(body.contains("\"since_last_write_ms\":"));
+    assert!(body.contains("\"total\":2"));
+    let (_, metrics) = http(
+        server.addr,
+        "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    for family in [
+        "sse_clients ",
+        "sse_topic_clients{topic=\"lag\"} 2",
+        "sse_connections_accepted_total",
+        "sse_connections_closed_total{reason=\"normal\"}",
+        "sse_connections_closed_total{reason=\"reset\"}",
+        "sse_connections_closed_total{reason=\"slow\"}",
+        "sse_connections_closed_total{reason=\"error\"}",
+        "sse_connections_closed_total{reason=\"limit\"}",
+        "sse_events_published_total 40",
+        "sse_frames_written_total",
+        "sse_bytes_written_total",
+        "sse_write_syscalls_total",
+        "sse_history_events{topic=\"lag\"}",
+        "sse_last_fanout_seconds",
+        "sse_responses_total{status=\"200\"}",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "metrics lack {family}:\n{metrics}"
+        );
+    }
+    drop(s);
+}
+
+#[test]
+fn a_connection_flood_past_the_limit_is_refused_without_spinning() {
+    let server = Server::start(&["--interval", "200ms", "--max-clients", "20"]);
+    let mut keep = Stream::open(server.addr, "/", &[]);
+    // 20 streaming + 64 overflow connections are held; each newcomer past that evicts the
+    // oldest connection that has not sent a request.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        match TcpStream::connect(server.addr) {
+            Ok(s) => flood.push(s),
+            Err(_) => break,
+        }
+    }
+    let cpu_before = cpu_ticks(server.pid());
+    std::thread::sleep(SEC);
+    let cpu_used = cpu_ticks(server.pid()) - cpu_before;
+    assert!(
+        cpu_used < 30,
+        "the server used {cpu_used} ticks of CPU in 1 s while flooded (spinning?)"
+    );
+    assert!(server.metric("sse_connections_closed_total{reason=\"limit\"}") >= 200.0);
+    let n = keep.events.len();
+    keep.wait_events(n + 2, 3 * SEC);
+    assert!(keep.events.len() >= n + 2);
+    drop(flood);
+}
+
+#[test]
+fn shutdown_gives_queued_bytes_a_grace_period_and_a_second_signal_exits_at_once() {
+    let mut server = Server::start(&[
+        "--interval",
+        "off",
+        "--shutdown-grace",
+        "5s",
+        "--max-backlog",
+        "16777216",
+        "--history-bytes",
+        "16777216",
+    ]);
+    let mut stuck = TcpStream::connect(server.addr).unwrap();
+    stuck.write_all(b"GET /events HTTP/1.1\r\n\r\n").unwrap();
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    let big = "z".repeat(60_000);
+    for _ in 0..100 {
+        publish(server.addr, "", &big);
+    }
+    util::signal(server.pid(), 15);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "exited before the grace period with bytes queued"
+    );
+    let started = Instant::now();
+    util::signal(server.pid(), 2);
+    let status = server
+        .wait_exit(3 * SEC)
+        .expect("second signal must exit at once");
+    assert!(started.elapsed() < 2 * SEC);
+    assert_eq!(status.code(), Some(0));
+    let _ = stuck.read(&mut [0u8; 16]);
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
