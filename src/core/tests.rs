@@ -606,7 +606,7 @@ fn metrics_and_health() {
 #[test]
 fn at_the_connection_limit_the_oldest_idle_head_reader_makes_room() {
     let mut c = cfg();
-    c.max_clients = 1;
+    c.max_clients = 3;
     c.max_connections = 3;
     let mut t = T::new(c);
     let streaming = t.connect();
