@@ -628,3 +628,10 @@ fn at_the_connection_limit_the_oldest_idle_head_reader_makes_room() {
     t.drain(None);
     assert!(t.core.handle_accept(t.now, peer()).is_none());
 }
+
+#[test]
+fn per_client_state_stays_small() {
+    // The slab entry is most of a connected client's user-space memory: keep it in check.
+    let size = std::mem::size_of::<Client>();
+    assert!(size <= 256, "Client grew to {size} bytes");
+}
