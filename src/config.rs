@@ -197,16 +197,14 @@ impl Config {
                 cli.listen
             ));
         }
-        if let Some(t) = &cli.publish_token {
-            if t.is_empty()
+        if let Some(t) = &cli.publish_token
+            && (t.is_empty()
                 || t.bytes()
-                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-            {
-                return Err(
-                    "--publish-token must be non-empty, without spaces or control characters"
-                        .into(),
-                );
-            }
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control()))
+        {
+            return Err(
+                "--publish-token must be non-empty, without spaces or control characters".into(),
+            );
         }
         Ok(Config {
             listen: cli.listen,

@@ -446,11 +446,11 @@ impl Driver {
         let Some(cell) = self.sockets.get_mut(id.key as usize) else {
             return;
         };
-        if cell.as_ref().is_some_and(|s| s.generation == id.generation) {
-            if let Some(mut slot) = cell.take() {
-                let _ = self.poll.registry().deregister(&mut slot.stream);
-                let _ = slot.stream.shutdown(Shutdown::Write);
-            }
+        if cell.as_ref().is_some_and(|s| s.generation == id.generation)
+            && let Some(mut slot) = cell.take()
+        {
+            let _ = self.poll.registry().deregister(&mut slot.stream);
+            let _ = slot.stream.shutdown(Shutdown::Write);
         }
     }
 
@@ -535,18 +535,17 @@ impl Driver {
             m.events_published + m.ticks,
             m.bytes_written,
         );
-        if let Some(at) = self.summary.at {
-            if clients != self.summary.clients
+        if let Some(at) = self.summary.at
+            && (clients != self.summary.clients
                 || events != self.summary.events
-                || bytes != self.summary.bytes
-            {
-                let secs = now.saturating_duration_since(at).as_secs_f64().max(1e-9);
-                log::info!(
-                    "{clients} clients, {:.1} events/s, {:.0} bytes/s",
-                    (events - self.summary.events) as f64 / secs,
-                    (bytes - self.summary.bytes) as f64 / secs
-                );
-            }
+                || bytes != self.summary.bytes)
+        {
+            let secs = now.saturating_duration_since(at).as_secs_f64().max(1e-9);
+            log::info!(
+                "{clients} clients, {:.1} events/s, {:.0} bytes/s",
+                (events - self.summary.events) as f64 / secs,
+                (bytes - self.summary.bytes) as f64 / secs
+            );
         }
         self.summary = Summary {
             at: Some(now),

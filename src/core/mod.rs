@@ -424,11 +424,11 @@ impl Core {
             return Some(Output::Close(id, reason));
         }
         while let Some(id) = self.ready.pop_front() {
-            if let Some(c) = self.client_mut(id) {
-                if c.queued {
-                    c.queued = false;
-                    return Some(Output::Write(id));
-                }
+            if let Some(c) = self.client_mut(id)
+                && c.queued
+            {
+                c.queued = false;
+                return Some(Output::Write(id));
             }
         }
         None
@@ -439,11 +439,11 @@ impl Core {
     pub fn write_slices<'a>(&'a self, id: ClientId, iov: &mut [IoSlice<'a>]) -> usize {
         let Some(c) = self.client(id) else { return 0 };
         let mut n = 0;
-        if let Some(p) = &c.pending {
-            if n < iov.len() {
-                iov[n] = IoSlice::new(p.rest());
-                n += 1;
-            }
+        if let Some(p) = &c.pending
+            && n < iov.len()
+        {
+            iov[n] = IoSlice::new(p.rest());
+            n += 1;
         }
         if c.is_streaming() {
             let mut frames = PendingFrames::new(&self.topics, &c.cursors);
@@ -794,22 +794,21 @@ impl Core {
             return;
         }
         subs.swap_remove(index);
-        if let Some(&moved) = subs.get(index) {
-            if let Some(m) = self.clients.get_mut(moved as usize) {
-                if let Some(cur) = m.cursors.iter_mut().find(|cur| cur.topic == topic) {
-                    cur.sub_index = index as u32;
-                }
-            }
+        if let Some(&moved) = subs.get(index)
+            && let Some(m) = self.clients.get_mut(moved as usize)
+            && let Some(cur) = m.cursors.iter_mut().find(|cur| cur.topic == topic)
+        {
+            cur.sub_index = index as u32;
         }
     }
 
     fn check_fanout_done(&mut self, now: Instant) {
-        if let Some((start, clients)) = self.fanout {
-            if self.ready.is_empty() {
-                self.metrics.last_fanout = Some(now.saturating_duration_since(start));
-                self.metrics.last_fanout_clients = clients;
-                self.fanout = None;
-            }
+        if let Some((start, clients)) = self.fanout
+            && self.ready.is_empty()
+        {
+            self.metrics.last_fanout = Some(now.saturating_duration_since(start));
+            self.metrics.last_fanout_clients = clients;
+            self.fanout = None;
         }
     }
 
@@ -860,10 +859,10 @@ impl Core {
                     ));
                 }
             }
-            if let Some(p) = &c.pending {
-                if p.offset >= p.bytes.as_slice().len() {
-                    return Err(format!("client {key} holds a fully written pending buffer"));
-                }
+            if let Some(p) = &c.pending
+                && p.offset >= p.bytes.as_slice().len()
+            {
+                return Err(format!("client {key} holds a fully written pending buffer"));
             }
             if c.writable
                 && !c.queued
@@ -920,10 +919,10 @@ impl<'a> Iterator for PendingFrames<'a> {
         let topics = self.topics;
         let mut best: Option<(usize, &'a topic::Entry)> = None;
         for (i, &(t, p)) in self.pos.iter().enumerate() {
-            if let Some(e) = topics[t as usize].get(p) {
-                if best.is_none_or(|(_, b)| e.gseq < b.gseq) {
-                    best = Some((i, e));
-                }
+            if let Some(e) = topics[t as usize].get(p)
+                && best.is_none_or(|(_, b)| e.gseq < b.gseq)
+            {
+                best = Some((i, e));
             }
         }
         let (i, e) = best?;
@@ -934,10 +933,10 @@ impl<'a> Iterator for PendingFrames<'a> {
 
 /// Forgets the custom id of an entry leaving history (unless a newer event reused the id).
 fn forget_custom_id(custom_ids: &mut HashMap<Box<str>, u64>, old: &topic::Entry) {
-    if let Some(cid) = &old.custom_id {
-        if custom_ids.get(cid) == Some(&old.gseq) {
-            custom_ids.remove(cid);
-        }
+    if let Some(cid) = &old.custom_id
+        && custom_ids.get(cid) == Some(&old.gseq)
+    {
+        custom_ids.remove(cid);
     }
 }
 

@@ -545,15 +545,15 @@ fn begin_publish(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8
 }
 
 fn check_fields(event: Option<&str>, id: Option<&str>) -> Result<(), &'static str> {
-    if let Some(e) = event {
-        if e.is_empty() || e.len() > MAX_NAME || !frame::valid_field_value(e) {
-            return Err("event must be 1 to 256 bytes without CR, LF or NUL");
-        }
+    if let Some(e) = event
+        && (e.is_empty() || e.len() > MAX_NAME || !frame::valid_field_value(e))
+    {
+        return Err("event must be 1 to 256 bytes without CR, LF or NUL");
     }
-    if let Some(i) = id {
-        if i.is_empty() || i.len() > MAX_NAME || !frame::valid_field_value(i) {
-            return Err("id must be 1 to 256 bytes without CR, LF or NUL");
-        }
+    if let Some(i) = id
+        && (i.is_empty() || i.len() > MAX_NAME || !frame::valid_field_value(i))
+    {
+        return Err("id must be 1 to 256 bytes without CR, LF or NUL");
     }
     Ok(())
 }
@@ -682,7 +682,7 @@ fn render_clients(core: &Core, now: Instant) -> String {
             now.saturating_duration_since(c.connected_at).as_millis()
         );
     }
-    let _ = write!(out, "],\"total\":{}}}\n", rows.len());
+    let _ = writeln!(out, "],\"total\":{}}}", rows.len());
     out
 }
 

@@ -144,16 +144,12 @@ impl Parser {
                 self.data.push_str(&value);
                 self.data.push('\n');
             }
-            b"id" => {
-                if !value.contains('\0') {
-                    self.id_buffer = value.into_owned();
-                }
+            b"id" if !value.contains('\0') => {
+                self.id_buffer = value.into_owned();
             }
-            b"retry" => {
-                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                    // Saturate rather than overflow on absurd values.
-                    self.retry = Some(value.parse().unwrap_or(u64::MAX));
-                }
+            b"retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                // Saturate rather than overflow on absurd values.
+                self.retry = Some(value.parse().unwrap_or(u64::MAX));
             }
             _ => {}
         }
