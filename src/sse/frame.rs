@@ -136,6 +136,60 @@ mod tests {
         assert!(!valid_field_value("a\0b"));
     }
 
+    /// Conformance: encode, then decode with the WHATWG parser (cases after web-platform-tests
+    /// `eventsource/format-*`): what an EventSource sees is the data with LF line breaks.
+    #[test]
+    fn round_trips_through_a_whatwg_parser() {
+        use crate::sse::parse::parse_all;
+        let datas = [
+            "plain",
+            "",
+            " leading space",
+            "  two leading spaces",
+            "colon: inside: value",
+            ":starts with a colon",
+            "\u{FEFF}bom inside the data",
+            "nul \0 in data",
+            "trailing newline\n",
+            "crlf\r\nlf\nlone cr\rend",
+            "\r\n\r\n",
+            "\r",
+            "id: fake\nevent: fake\nretry: 1\n\ndata: fake",
+            "unicode \u{1F600} \u{00E9}",
+        ];
+        let fields = [
+            (None, None),
+            (Some("1"), Some("x")),
+            (Some(" spaced id "), Some("with:colon")),
+            (Some("\u{00E9}"), Some(" ")),
+        ];
+        for data in datas {
+            for (id, event) in fields {
+                let mut out = Vec::new();
+                encode_event(&mut out, id, event, data);
+                let got = parse_all(&out);
+                assert_eq!(got.len(), 1, "{data:?} gave {got:?}");
+                let expect = data.replace("\r\n", "\n").replace('\r', "\n");
+                assert_eq!(got[0].data, expect, "data {data:?}");
+                assert_eq!(got[0].event_type, event.unwrap_or("message"));
+                assert_eq!(got[0].last_event_id, id.unwrap_or(""));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_data_is_one_event(data in ".*", id in "[^\r\n\x00]{0,8}", event in "[^\r\n\x00]{1,8}") {
+            let mut out = Vec::new();
+            encode_event(&mut out, Some(&id), Some(&event), &data);
+            let got = crate::sse::parse::parse_all(&out);
+            proptest::prop_assert_eq!(got.len(), 1);
+            proptest::prop_assert_eq!(&got[0].data, &data.replace("\r\n", "\n").replace('\r', "\n"));
+            proptest::prop_assert_eq!(&got[0].last_event_id, &id);
+            proptest::prop_assert_eq!(&got[0].event_type, &event);
+        }
+    }
+
     #[test]
     fn retry_field() {
         let mut out = Vec::new();
