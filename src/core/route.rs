@@ -141,6 +141,7 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
         } => {
             c.phase = Phase::Head(HeadReader::default());
             c.answered = true;
+            c.head_since = now;
             core.timers.push(std::cmp::Reverse((
                 now + core.cfg.head_timeout,
                 id.key,
@@ -159,15 +160,9 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
 fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
     let keep_alive = !head.close;
     match head.path.as_str() {
-        "/" if head.method == Method::Get && wants_page(&head) => {
-            let r = response::complete(
-                200,
-                "text/html; charset=utf-8",
-                &[],
-                DEMO_PAGE.as_bytes(),
-                !keep_alive,
-            );
-            answer(core, id, 200, r, keep_alive, rest, now);
+        "/" if matches!(head.method, Method::Get | Method::Head) && wants_page(&head) => {
+            let r = response::complete(200, "text/html; charset=utf-8", &[], DEMO_PAGE.as_bytes(), !keep_alive);
+            answer(core, id, 200, head_only_if(head.method, r, DEMO_PAGE.len()), keep_alive, rest, now);
         }
         "/" | "/events" => match head.method {
             Method::Get | Method::Head => start_stream(core, id, &head, rest, now),
@@ -179,14 +174,8 @@ fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: I
         },
         "/health" => match head.method {
             Method::Get | Method::Head => {
-                let body: &[u8] = if head.method == Method::Head {
-                    b""
-                } else {
-                    b"ok\n"
-                };
-                let r =
-                    response::complete(200, "text/plain; charset=utf-8", &[], body, !keep_alive);
-                answer(core, id, 200, r, keep_alive, rest, now);
+                let r = response::complete(200, "text/plain; charset=utf-8", &[], b"ok\n", !keep_alive);
+                answer(core, id, 200, head_only_if(head.method, r, 3), keep_alive, rest, now);
             }
             _ => fail(core, id, 405, "use GET", &["Allow: GET, HEAD"], now),
         },
@@ -239,6 +228,15 @@ fn wants_page(head: &RequestHead) -> bool {
         .as_deref()
         .is_some_and(|a| a.contains("text/html"))
         && !head.accepts_event_stream()
+}
+
+/// For a HEAD request, drops the body of a complete response (its head still announces the
+/// body's length, as for GET).
+fn head_only_if(method: Method, mut response: Vec<u8>, body_len: usize) -> Vec<u8> {
+    if method == Method::Head {
+        response.truncate(response.len() - body_len);
+    }
+    response
 }
 
 /// Where a resuming client's `Last-Event-ID` points.

@@ -635,3 +635,19 @@ fn per_client_state_stays_small() {
     let size = std::mem::size_of::<Client>();
     assert!(size <= 256, "Client grew to {size} bytes");
 }
+
+#[test]
+fn head_requests_get_the_get_head_without_a_body() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(a, b"HEAD / HTTP/1.1\r\nAccept: text/html\r\nConnection: close\r\n\r\n", t.now);
+    let h = t.connect();
+    t.core.handle_read(h, b"HEAD /health HTTP/1.1\r\nConnection: close\r\n\r\n", t.now);
+    t.drain(None);
+    let page = t.text(a);
+    assert!(page.contains("Content-Type: text/html"), "{page}");
+    assert!(page.contains(&format!("Content-Length: {}", route::DEMO_PAGE.len())));
+    assert!(page.ends_with("\r\n\r\n"));
+    assert!(t.text(h).contains("Content-Length: 3\r\n"));
+    assert!(t.text(h).ends_with("\r\n\r\n"));
+}
