@@ -111,6 +111,12 @@ pub struct Client {
     pub received_after_request: usize,
     /// A request on this connection was answered (it is kept alive between requests).
     pub answered: bool,
+    /// When the current request-head phase began (accept, or the last keep-alive answer
+    /// sent). Head timers armed for an earlier phase are stale before `head_since + timeout`.
+    pub head_since: Instant,
+    /// When the response being sent was queued. Linger timers armed for an earlier response
+    /// on this kept-alive connection are stale before `answer_since + linger`.
+    pub answer_since: Instant,
 }
 
 impl Client {
@@ -127,6 +133,8 @@ impl Client {
             last_write: now,
             received_after_request: 0,
             answered: false,
+            head_since: now,
+            answer_since: now,
         }
     }
 

@@ -86,6 +86,8 @@ pub struct Core {
     /// Head and `retry:` every stream starts with, shared by all clients.
     prelude: Rc<[u8]>,
     ready: VecDeque<ClientId>,
+    /// Non-streaming connections with a response to send: served before `ready`.
+    answers: VecDeque<ClientId>,
     /// Connections in accept order that may still be reading their first head (lazily
     /// pruned): the eviction order at the connection limit.
     head_readers: VecDeque<ClientId>,
@@ -133,6 +135,7 @@ impl Core {
             boot: base36(millis),
             prelude: Rc::from(prelude),
             ready: VecDeque::new(),
+            answers: VecDeque::new(),
             head_readers: VecDeque::new(),
             closes: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -205,7 +208,10 @@ impl Core {
     /// The earliest time [`Core::handle_timeout`] has work to do, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((t, ..))| *t);
-        [self.next_tick, timer, self.shutdown_deadline]
+        // Once every connection is gone the shutdown deadline has nothing left to do (and
+        // after it passed it would stay in the past, a busy loop for the caller).
+        let shutdown = self.shutdown_deadline.filter(|_| !self.clients.is_empty());
+        [self.next_tick, timer, shutdown]
             .into_iter()
             .flatten()
             .min()
@@ -418,12 +424,14 @@ impl Core {
 
     /// The next thing to do, or `None` when nothing is left (then wait for
     /// [`Core::next_deadline`] or I/O). Closes come first, so a slab key is released to the
-    /// driver before any new connection could reuse it.
+    /// driver before any new connection could reuse it; then responses (a publisher's answer
+    /// overtakes the fan-out it caused, so its pipelined next request is parsed before the
+    /// fan-out is written, and subscribers get several frames per write); then streams.
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some((id, reason)) = self.closes.pop_front() {
             return Some(Output::Close(id, reason));
         }
-        while let Some(id) = self.ready.pop_front() {
+        while let Some(id) = self.answers.pop_front().or_else(|| self.ready.pop_front()) {
             if let Some(c) = self.client_mut(id)
                 && c.queued
             {
@@ -531,10 +539,15 @@ impl Core {
     fn schedule(&mut self, id: ClientId) {
         let Some(c) = self.client(id) else { return };
         if c.writable && !c.queued && self.has_pending(c) {
+            let streaming = c.is_streaming();
             if let Some(c) = self.client_mut(id) {
                 c.queued = true;
             }
-            self.ready.push_back(id);
+            if streaming {
+                self.ready.push_back(id);
+            } else {
+                self.answers.push_back(id);
+            }
         }
     }
 
@@ -590,6 +603,10 @@ impl Core {
     fn on_timer(&mut self, id: ClientId, kind: TimerKind, now: Instant) {
         let Some(c) = self.client(id) else { return };
         match (kind, &c.phase) {
+            // A head timer of an earlier head phase of this connection (armed at accept or
+            // after a previous answer): the current phase has a timer of its own.
+            (TimerKind::Head, Phase::Head(_) | Phase::Body(_))
+                if now < c.head_since + self.cfg.head_timeout => {}
             (TimerKind::Head, Phase::Head(r)) => {
                 if r.buffered() == 0 && c.answered {
                     // An idle kept-alive connection between requests: just close it.
@@ -613,6 +630,9 @@ impl Core {
                 &[],
                 now,
             ),
+            // A linger timer of an earlier response on this kept-alive connection.
+            (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_))
+                if now < c.answer_since + self.cfg.linger => {}
             (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_)) => {
                 self.remove(id, CloseReason::Timeout)
             }

@@ -94,6 +94,7 @@ pub(super) fn fail(
         offset: 0,
     });
     c.phase = Phase::Closing(CloseReason::Normal);
+    c.answer_since = now;
     core.metrics.count_response(status);
     core.timers.push(std::cmp::Reverse((
         now + core.cfg.linger,
@@ -121,6 +122,7 @@ fn answer(
         offset: 0,
     });
     c.phase = Phase::Answering { keep_alive, early };
+    c.answer_since = now;
     core.metrics.count_response(status);
     core.timers.push(std::cmp::Reverse((
         now + core.cfg.linger,
@@ -161,8 +163,22 @@ fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: I
     let keep_alive = !head.close;
     match head.path.as_str() {
         "/" if matches!(head.method, Method::Get | Method::Head) && wants_page(&head) => {
-            let r = response::complete(200, "text/html; charset=utf-8", &[], DEMO_PAGE.as_bytes(), !keep_alive);
-            answer(core, id, 200, head_only_if(head.method, r, DEMO_PAGE.len()), keep_alive, rest, now);
+            let r = response::complete(
+                200,
+                "text/html; charset=utf-8",
+                &[],
+                DEMO_PAGE.as_bytes(),
+                !keep_alive,
+            );
+            answer(
+                core,
+                id,
+                200,
+                head_only_if(head.method, r, DEMO_PAGE.len()),
+                keep_alive,
+                rest,
+                now,
+            );
         }
         "/" | "/events" => match head.method {
             Method::Get | Method::Head => start_stream(core, id, &head, rest, now),
@@ -174,8 +190,17 @@ fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: I
         },
         "/health" => match head.method {
             Method::Get | Method::Head => {
-                let r = response::complete(200, "text/plain; charset=utf-8", &[], b"ok\n", !keep_alive);
-                answer(core, id, 200, head_only_if(head.method, r, 3), keep_alive, rest, now);
+                let r =
+                    response::complete(200, "text/plain; charset=utf-8", &[], b"ok\n", !keep_alive);
+                answer(
+                    core,
+                    id,
+                    200,
+                    head_only_if(head.method, r, 3),
+                    keep_alive,
+                    rest,
+                    now,
+                );
             }
             _ => fail(core, id, 405, "use GET", &["Allow: GET, HEAD"], now),
         },

@@ -640,9 +640,17 @@ fn per_client_state_stays_small() {
 fn head_requests_get_the_get_head_without_a_body() {
     let mut t = T::new(cfg());
     let a = t.connect();
-    t.core.handle_read(a, b"HEAD / HTTP/1.1\r\nAccept: text/html\r\nConnection: close\r\n\r\n", t.now);
+    t.core.handle_read(
+        a,
+        b"HEAD / HTTP/1.1\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+        t.now,
+    );
     let h = t.connect();
-    t.core.handle_read(h, b"HEAD /health HTTP/1.1\r\nConnection: close\r\n\r\n", t.now);
+    t.core.handle_read(
+        h,
+        b"HEAD /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+        t.now,
+    );
     t.drain(None);
     let page = t.text(a);
     assert!(page.contains("Content-Type: text/html"), "{page}");
@@ -650,4 +658,48 @@ fn head_requests_get_the_get_head_without_a_body() {
     assert!(page.ends_with("\r\n\r\n"));
     assert!(t.text(h).contains("Content-Length: 3\r\n"));
     assert!(t.text(h).ends_with("\r\n\r\n"));
+}
+
+#[test]
+fn pipelined_publishes_are_answered_before_the_fanout_so_frames_batch() {
+    let mut t = T::new(cfg());
+    let subs: Vec<ClientId> = (0..50).map(|_| t.connect()).collect();
+    for s in &subs {
+        t.core.handle_read(*s, GET, t.now);
+    }
+    t.drain(None);
+    let writes_before = t.core.metrics().write_calls;
+    let p = t.connect();
+    let one = "POST /publish HTTP/1.1\r\nContent-Length: 1\r\n\r\nx";
+    t.core.handle_read(p, one.repeat(4).as_bytes(), t.now);
+    t.drain(None);
+    assert_eq!(t.text(p).matches("200 OK").count(), 4);
+    for s in &subs {
+        assert_eq!(t.events(*s).len(), 4);
+    }
+    // 4 responses, and one write per subscriber carrying all four frames.
+    assert_eq!(t.core.metrics().write_calls - writes_before, 4 + 50);
+}
+
+#[test]
+fn a_busy_kept_alive_connection_outlives_stale_linger_timers() {
+    let mut t = T::new(cfg());
+    let p = t.connect();
+    let one = b"POST /publish HTTP/1.1\r\nContent-Length: 1\r\n\r\nx";
+    // A response that is not taken at once arms a linger timer (5 s)...
+    t.core.handle_would_block(p, t.now);
+    t.core.handle_read(p, one, t.now);
+    t.advance(Duration::from_secs(1));
+    t.core.handle_writable(p);
+    t.drain(None);
+    // ...then the connection keeps publishing; at 5 s it is answering a later request.
+    t.advance(Duration::from_secs(3));
+    t.core.handle_would_block(p, t.now);
+    t.core.handle_read(p, one, t.now);
+    t.advance(Duration::from_millis(1500));
+    assert!(!t.closed(p), "closed by the first response's linger timer");
+    t.core.handle_writable(p);
+    t.drain(None);
+    assert_eq!(t.text(p).matches("200 OK").count(), 2);
+    assert!(!t.closed(p));
 }
