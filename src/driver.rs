@@ -40,6 +40,10 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 struct Slot {
     generation: u32,
     stream: TcpStream,
+    /// Registered for writable readiness too. Sockets start with read interest only: a client
+    /// that keeps up never fills its socket, and watching EPOLLOUT would cost an epoll wake-up
+    /// for every ACK it sends. Interest is added the first time a write would block.
+    watching_writable: bool,
 }
 
 /// Where stdin comes from in `--stdin` mode.
@@ -344,11 +348,11 @@ impl Driver {
             // still queued): close the old socket now; the stale Close is then ignored.
             let _ = self.poll.registry().deregister(&mut stale.stream);
         }
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), Interest::READABLE)
+        {
             log::warn!("register: {e}");
             self.core.handle_io_error(id, false);
             return;
@@ -356,6 +360,7 @@ impl Driver {
         self.sockets[key] = Some(Slot {
             generation: id.generation,
             stream,
+            watching_writable: false,
         });
     }
 
@@ -434,11 +439,34 @@ impl Driver {
         let result = (&slot.stream).write_vectored(&iov[..n]);
         let now = Instant::now();
         match result {
-            Ok(0) => self.core.handle_would_block(id, now),
+            Ok(0) => self.blocked(id, now),
             Ok(written) => self.core.handle_written(id, written, now),
-            Err(e) if would_block(&e) => self.core.handle_would_block(id, now),
+            Err(e) if would_block(&e) => self.blocked(id, now),
             Err(e) if interrupted(&e) => self.core.handle_writable(id),
             Err(e) => self.core.handle_io_error(id, is_reset(&e)),
+        }
+    }
+
+    /// A write would block: the core waits for a writable event, so make sure one comes.
+    /// (EPOLL_CTL_MOD re-checks readiness: if room appeared meanwhile, the event is reported.)
+    fn blocked(&mut self, id: ClientId, now: Instant) {
+        self.core.handle_would_block(id, now);
+        let Some(Some(slot)) = self.sockets.get_mut(id.key as usize) else {
+            return;
+        };
+        if !slot.watching_writable {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            match self.poll.registry().reregister(
+                &mut slot.stream,
+                Token(id.key as usize),
+                interest,
+            ) {
+                Ok(()) => slot.watching_writable = true,
+                Err(e) => {
+                    log::warn!("reregister: {e}");
+                    self.core.handle_io_error(id, false);
+                }
+            }
         }
     }
 
