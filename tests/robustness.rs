@@ -5,31 +5,11 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use util::{Server, Stream, eventually, http, publish, status_of};
+use util::{Server, Stream, eventually, http, publish, reset, status_of};
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// Closes with RST instead of FIN (SO_LINGER with a zero timeout).
-fn reset(s: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket with a correctly sized option value.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(s);
-}
 
 /// Sends `raw`, then reads until close (bounded): the server's answer, or "" for a bare close.
 fn send_raw(addr: SocketAddr, raw: &[u8], limit: Duration) -> String {

@@ -10,7 +10,6 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -63,22 +62,10 @@ fn soak_churn_and_publish() {
                 std::thread::sleep(Duration::from_millis(50 + round % 50));
                 for (i, s) in socks.into_iter().enumerate() {
                     if i % 2 == 0 {
-                        let linger = libc::linger {
-                            l_onoff: 1,
-                            l_linger: 0,
-                        };
-                        // SAFETY: setsockopt on an open socket with a correctly sized value.
-                        unsafe {
-                            libc::setsockopt(
-                                s.as_raw_fd(),
-                                libc::SOL_SOCKET,
-                                libc::SO_LINGER,
-                                &linger as *const libc::linger as *const libc::c_void,
-                                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                            );
-                        }
+                        util::reset(s);
+                    } else {
+                        drop(s);
                     }
-                    drop(s);
                     churned.fetch_add(1, Ordering::Relaxed);
                 }
                 round += 1;

@@ -217,6 +217,15 @@ impl Core {
             .min()
     }
 
+    /// The ids of every connection (a snapshot, for closing many at once).
+    fn all_ids(&self) -> Vec<ClientId> {
+        let id = |(k, c): (usize, &Client)| ClientId {
+            key: k as u32,
+            generation: c.generation,
+        };
+        self.clients.iter().map(id).collect()
+    }
+
     fn client(&self, id: ClientId) -> Option<&Client> {
         self.clients
             .get(id.key as usize)
@@ -361,15 +370,7 @@ impl Core {
             self.on_timer(ClientId { key, generation }, kind, now);
         }
         if self.shutdown_deadline.is_some_and(|d| d <= now) {
-            let ids: Vec<ClientId> = self
-                .clients
-                .iter()
-                .map(|(k, c)| ClientId {
-                    key: k as u32,
-                    generation: c.generation,
-                })
-                .collect();
-            for id in ids {
+            for id in self.all_ids() {
                 self.remove(id, CloseReason::Shutdown);
             }
         }
@@ -398,15 +399,7 @@ impl Core {
         }
         self.shutdown_deadline = Some(now + self.cfg.shutdown_grace);
         self.next_tick = None;
-        let ids: Vec<ClientId> = self
-            .clients
-            .iter()
-            .map(|(k, c)| ClientId {
-                key: k as u32,
-                generation: c.generation,
-            })
-            .collect();
-        for id in ids {
+        for id in self.all_ids() {
             let Some(c) = self.client(id) else { continue };
             let keep = match c.phase {
                 Phase::Streaming => self.has_pending(c),

@@ -171,30 +171,6 @@ pub fn start_connect(src: Option<Ipv4Addr>, dst: SocketAddr) -> io::Result<mio::
     )))
 }
 
-/// The soft open-file limit after raising it to the hard limit.
-pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
 /// True when `ip` is an IPv4 loopback address (the only place source spreading works).
 pub fn is_v4_loopback(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V4(v4) if v4.is_loopback())
