@@ -23,10 +23,11 @@ fn peer() -> SocketAddr {
 }
 
 fn cfg() -> Config {
-    let mut c = Config::default();
-    c.interval = Some(Duration::from_secs(2));
-    c.keepalive = None;
-    c
+    Config {
+        interval: Some(Duration::from_secs(2)),
+        keepalive: None,
+        ..Config::default()
+    }
 }
 
 impl T {
