@@ -404,9 +404,7 @@ fn shutdown_deadline_does_not_stay_in_the_past() {
 }
 
 /// Regression of the simulator's own slow-close accounting (a keep-alive comment in flight
-/// was counted as a frame in flight), with the strict slow-close check on. A second shrunk
-/// case of the same family (closed as slow at ~2 KB / 1 event behind) is still undiagnosed,
-/// so `Sim::strict_slow` stays off by default.
+/// was counted as a frame in flight), with the strict slow-close check on.
 #[test]
 fn slow_close_is_justified() {
     let config = SimConfig {
@@ -485,6 +483,57 @@ fn slow_close_is_justified() {
     ];
     let mut sim = Sim::new(&config, 7);
     sim.strict_slow = true;
+    sim.run(&ops)
+        .unwrap_or_else(|e| panic!("{e}\n{}", sim.summary()));
+}
+
+/// Regression: a client closed as slow at 2,035 bytes of frames behind a 2,048-byte bound,
+/// because a keep-alive comment (14 bytes) was queued ahead of them: the core counts every
+/// unsent byte, and the model must too.
+#[test]
+fn a_queued_keepalive_counts_toward_the_backlog() {
+    let config = SimConfig {
+        latest: false,
+        small_backlog: true,
+        history: 107,
+        keepalive: true,
+        retry: false,
+        ticks: false,
+        max_clients: 97,
+        initial_window: 2552,
+    };
+    let stream = RequestKind::Stream {
+        topics: 11,
+        last_id: LastId::None,
+        in_query: false,
+    };
+    let ops = vec![
+        Op::Connect,
+        Op::HalfClose { conn: 0 },
+        Op::Connect,
+        Op::Request {
+            conn: 0,
+            kind: stream,
+            cuts: vec![],
+            hold_back: false,
+        },
+        Op::Advance { millis: 0 },
+        Op::Full { conn: 0 },
+        Op::Advance { millis: 325 },
+        Op::Publish {
+            topic: 87,
+            event: None,
+            id: None,
+            data: vec![Piece::Word(179), Piece::Word(101)],
+        },
+        Op::Publish {
+            topic: 107,
+            event: None,
+            id: None,
+            data: vec![Piece::Long(52950), Piece::Word(1), Piece::Word(120)],
+        },
+    ];
+    let mut sim = Sim::new(&config, 7);
     sim.run(&ops)
         .unwrap_or_else(|e| panic!("{e}\n{}", sim.summary()));
 }
