@@ -63,10 +63,12 @@ pub struct Cli {
     /// Most topics one client may subscribe to (more: 400).
     #[arg(long, env = "SSE_MAX_TOPICS_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_topics_per_client: u32,
-    /// Most unsent bytes a streaming client may be behind before the slow-client policy applies.
+    /// Most unsent bytes a streaming client may be behind before the slow-client policy
+    /// applies (never less than --history-bytes).
     #[arg(long, env = "SSE_MAX_BACKLOG", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..=1 << 30))]
     pub max_backlog: u32,
-    /// Most unsent events a streaming client may be behind before the slow-client policy applies.
+    /// Most unsent events a streaming client may be behind before the slow-client policy
+    /// applies (never less than --history).
     #[arg(long, env = "SSE_MAX_BACKLOG_EVENTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_backlog_events: u32,
     /// What happens to a client past the backlog bound.
@@ -220,8 +222,10 @@ impl Config {
             history_bytes: cli.history_bytes as usize,
             max_topics: cli.max_topics as usize,
             max_topics_per_client: cli.max_topics_per_client as usize,
-            max_backlog: u64::from(cli.max_backlog),
-            max_backlog_events: u64::from(cli.max_backlog_events),
+            // A resuming client is behind by up to the whole history: were the backlog bound
+            // smaller, it would be dropped as slow at the next event, reconnect, and loop.
+            max_backlog: u64::from(cli.max_backlog.max(cli.history_bytes)),
+            max_backlog_events: u64::from(cli.max_backlog_events.max(cli.history)),
             slow_client: cli.slow_client,
             max_client_send: cli.max_client_send as usize,
             publish_token: cli.publish_token,
@@ -270,6 +274,24 @@ mod tests {
             Config::from_cli(Cli::parse_from(["x", "--max-clients", "30000"]), 20_000).is_err()
         );
         assert!(Config::from_cli(Cli::parse_from(["x", "--max-clients", "0"]), 20_000).is_err());
+    }
+
+    #[test]
+    fn backlog_bounds_cover_the_history() {
+        let cli = Cli::parse_from([
+            "x",
+            "--history",
+            "5000",
+            "--max-backlog-events",
+            "10",
+            "--history-bytes",
+            "4000000",
+            "--max-backlog",
+            "2048",
+        ]);
+        let c = Config::from_cli(cli, 1000).unwrap();
+        assert_eq!(c.max_backlog_events, 5000);
+        assert_eq!(c.max_backlog, 4_000_000);
     }
 
     #[test]

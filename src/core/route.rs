@@ -351,10 +351,6 @@ fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8>
         answer(core, id, 200, r, false, Vec::new(), now);
         return;
     }
-    if core.streaming >= core.cfg.max_clients {
-        over_limit(core, id, head, now);
-        return;
-    }
     // The topics: none means the default stream; `topic=` (empty) names it explicitly.
     let mut names: Vec<&str> = Vec::new();
     for n in head.params("topic") {
@@ -371,6 +367,11 @@ fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8>
     }
     if !names.iter().all(|n| valid_topic_name(n)) {
         fail(core, id, 400, "invalid topic name", &[], now);
+        return;
+    }
+    // Over the limit only once the request itself is known to be valid.
+    if core.streaming >= core.cfg.max_clients {
+        over_limit(core, id, head, now);
         return;
     }
     let mut topic_ids: Vec<TopicId> = Vec::with_capacity(names.len() + 1);
