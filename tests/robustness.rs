@@ -162,7 +162,14 @@ fn churn_with_resets_leaves_no_fds_or_clients_behind() {
 
 #[test]
 fn slow_readers_are_dropped_and_others_get_every_event_on_time() {
-    let server = Server::start(&["--interval", "off", "--max-backlog", "262144", "--history-bytes", "262144"]);
+    let server = Server::start(&[
+        "--interval",
+        "off",
+        "--max-backlog",
+        "262144",
+        "--history-bytes",
+        "262144",
+    ]);
     let base_rss = server.rss_kib();
     // Slow clients: tiny receive buffers, never read.
     let mut slow = Vec::new();
