@@ -313,11 +313,8 @@ impl Core {
 
     /// The client closed its sending side (a read returned 0): it is gone.
     pub fn handle_read_closed(&mut self, id: ClientId) {
-        if let Some(c) = self.client(id) {
-            // A client that already got its answer and is closing is a normal end too.
-            let _ = c;
-            self.remove(id, CloseReason::Normal);
-        }
+        // A client that hangs up (even one still being answered) ends normally.
+        self.remove(id, CloseReason::Normal);
     }
 
     /// A read or write failed (`reset`: the peer reset the connection).
@@ -715,7 +712,7 @@ impl Core {
         }
         self.topics[topic as usize].subscribers = subs;
         for key in lagging {
-            self.lagging(key, now);
+            self.apply_slow_policy(key);
         }
         if woken > 0 && self.fanout.is_none() {
             self.fanout = Some((now, woken));
@@ -724,7 +721,7 @@ impl Core {
     }
 
     /// Applies the slow-client policy to a client past the backlog bound.
-    fn lagging(&mut self, key: u32, now: Instant) {
+    fn apply_slow_policy(&mut self, key: u32) {
         let Some(c) = self.clients.get(key as usize) else {
             return;
         };
@@ -777,7 +774,6 @@ impl Core {
                 log::debug!(
                     "skipped lagging client forward to the newest event ({bytes} bytes behind)"
                 );
-                let _ = now;
                 self.schedule(id);
             }
         }
