@@ -195,15 +195,17 @@ impl Driver {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let busy = (self.accept_ready && self.listener.is_some())
-                || !self.read_again.is_empty()
-                || matches!(
-                    self.stdin,
-                    Some(Stdin {
-                        source: StdinSource::File,
-                        ..
-                    })
-                );
+            // (While accepting is backed off, the retry time is the deadline, not "now".)
+            let busy =
+                (self.accept_ready && self.listener.is_some() && self.accept_retry_at.is_none())
+                    || !self.read_again.is_empty()
+                    || matches!(
+                        self.stdin,
+                        Some(Stdin {
+                            source: StdinSource::File,
+                            ..
+                        })
+                    );
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
@@ -325,11 +327,13 @@ impl Driver {
                     }
                     self.reserve_fd = open_reserve();
                     self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
+                    self.accept_ready = false;
                     return;
                 }
                 Err(e) => {
                     log::warn!("accept: {e}");
                     self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
+                    self.accept_ready = false;
                     return;
                 }
             }

@@ -359,3 +359,57 @@ fn cpu_ticks(pid: u32) -> u64 {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0)
 }
+
+#[test]
+fn out_of_file_descriptors_on_accept_neither_spins_nor_crashes() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: prlimit (util-linux) not installed");
+        return;
+    }
+    let server = Server::start(&["--interval", "200ms"]);
+    let mut keep = Stream::open(server.addr, "/", &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    // Lower the running server's open-file limit to just above what it uses: accept then
+    // fails with EMFILE, far below the server's own connection limit.
+    let used = server.fd_count() as u64;
+    let lim = format!("--nofile={}:{}", used + 3, used + 3);
+    let ok = std::process::Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), &lim])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut flood = Vec::new();
+    for _ in 0..50 {
+        if let Ok(s) = TcpStream::connect(server.addr) {
+            flood.push(s);
+        }
+    }
+    let cpu_before = cpu_ticks(server.pid());
+    std::thread::sleep(SEC);
+    let cpu_used = cpu_ticks(server.pid()) - cpu_before;
+    assert!(
+        cpu_used < 30,
+        "the server used {cpu_used} ticks of CPU in 1 s while out of fds (spinning?)"
+    );
+    let n = keep.events.len();
+    keep.wait_events(n + 2, 3 * SEC);
+    assert!(
+        keep.events.len() >= n + 2,
+        "the streaming client stalled while the server was out of fds"
+    );
+    assert!(server.child.id() > 0);
+    drop(flood);
+    // Room again: the limit back up, the server serves new connections.
+    let lim = "--nofile=20000:20000".to_string();
+    std::process::Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), &lim])
+        .status()
+        .unwrap();
+    assert!(eventually(5 * SEC, || server
+        .metric("sse_connections_refused_total")
+        >= 1.0));
+}
