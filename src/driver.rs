@@ -554,37 +554,52 @@ impl Driver {
     }
 
     fn maybe_summary(&mut self, now: Instant) {
-        let due = self
-            .summary
-            .at
-            .is_none_or(|t| now.saturating_duration_since(t) >= SUMMARY_EVERY);
-        if !due {
-            return;
-        }
         let m = self.core.metrics();
-        let (clients, events, bytes) = (
+        let counts = (
             self.core.streaming_clients(),
             m.events_published + m.ticks,
             m.bytes_written,
         );
-        if let Some(at) = self.summary.at
-            && (clients != self.summary.clients
-                || events != self.summary.events
-                || bytes != self.summary.bytes)
-        {
-            let secs = now.saturating_duration_since(at).as_secs_f64().max(1e-9);
-            log::info!(
-                "{clients} clients, {:.1} events/s, {:.0} bytes/s",
-                (events - self.summary.events) as f64 / secs,
-                (bytes - self.summary.bytes) as f64 / secs
-            );
+        if let Some(line) = self.summary.advance(now, counts) {
+            log::info!("{line}");
         }
-        self.summary = Summary {
+    }
+}
+
+impl Summary {
+    /// Called every turn with (clients, events, bytes written so far). At most once per
+    /// [`SUMMARY_EVERY`] it takes a new sample, and returns a line when something changed
+    /// since the last one.
+    fn advance(
+        &mut self,
+        now: Instant,
+        (clients, events, bytes): (usize, u64, u64),
+    ) -> Option<String> {
+        if self
+            .at
+            .is_some_and(|t| now.saturating_duration_since(t) < SUMMARY_EVERY)
+        {
+            return None;
+        }
+        let changed = clients != self.clients || events != self.events || bytes != self.bytes;
+        let line = match self.at {
+            Some(at) if changed => {
+                let secs = now.saturating_duration_since(at).as_secs_f64().max(1e-9);
+                Some(format!(
+                    "{clients} clients, {:.1} events/s, {:.0} bytes/s",
+                    events.saturating_sub(self.events) as f64 / secs,
+                    bytes.saturating_sub(self.bytes) as f64 / secs
+                ))
+            }
+            _ => None,
+        };
+        *self = Summary {
             at: Some(now),
             clients,
             events,
             bytes,
         };
+        line
     }
 }
 
@@ -610,4 +625,39 @@ pub fn raise_nofile_limit() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_at_most_every_period_and_only_on_change() {
+        let t0 = Instant::now();
+        let mut s = Summary::default();
+        assert_eq!(
+            s.advance(t0, (0, 0, 0)),
+            None,
+            "the first call only samples"
+        );
+        assert_eq!(
+            s.advance(t0 + Duration::from_secs(5), (3, 10, 1000)),
+            None,
+            "too soon"
+        );
+        assert_eq!(
+            s.advance(t0 + Duration::from_secs(10), (3, 10, 1000))
+                .as_deref(),
+            Some("3 clients, 1.0 events/s, 100 bytes/s")
+        );
+        assert_eq!(
+            s.advance(t0 + Duration::from_secs(20), (3, 10, 1000)),
+            None,
+            "nothing changed"
+        );
+        assert!(
+            s.advance(t0 + Duration::from_secs(31), (2, 10, 1000))
+                .is_some()
+        );
+    }
 }
