@@ -23,8 +23,10 @@ pub struct ClientId {
 #[derive(Debug, Clone)]
 pub enum Bytes {
     Static(&'static [u8]),
-    /// A frame shared with other clients (a log entry partly written, or the stream prelude).
+    /// Bytes shared with other clients (the stream prelude).
     Shared(Rc<[u8]>),
+    /// A log frame that is partly written (counted as a delivery when it completes).
+    Frame(Rc<[u8]>),
     Owned(Box<[u8]>),
 }
 
@@ -32,7 +34,7 @@ impl Bytes {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Static(s) => s,
-            Bytes::Shared(s) => s,
+            Bytes::Shared(s) | Bytes::Frame(s) => s,
             Bytes::Owned(s) => s,
         }
     }

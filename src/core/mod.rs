@@ -473,6 +473,9 @@ impl Core {
             let rest = p.bytes.as_slice().len() - p.offset;
             if left >= rest {
                 left -= rest;
+                if matches!(p.bytes, Bytes::Frame(_)) {
+                    self.metrics.frames_written += 1;
+                }
                 c.pending = None;
             } else {
                 p.offset += left;
@@ -490,7 +493,7 @@ impl Core {
                     delivered += 1;
                 } else {
                     partial = Some(Pending {
-                        bytes: Bytes::Shared(e.frame.clone()),
+                        bytes: Bytes::Frame(e.frame.clone()),
                         offset: left,
                     });
                     left = 0;

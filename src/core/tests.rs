@@ -176,6 +176,8 @@ fn partial_writes_resume_at_the_exact_byte() {
     assert_eq!(ev.len(), 5);
     assert_eq!(ev[4].data, "event number 4\nsecond line");
     assert!(t.core.metrics().write_calls > 20);
+    // Frames finished after a partial write count as deliveries too.
+    assert_eq!(t.core.metrics().frames_written, 10);
 }
 
 #[test]
