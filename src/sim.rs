@@ -981,14 +981,7 @@ impl Sim {
                 "publish returned id {got:?}, expected {want:?}"
             );
             self.seen_published += 1;
-            self.model_append(
-                topic,
-                Some(&want),
-                event,
-                &data,
-                id.map(str::to_owned),
-                true,
-            )?;
+            self.model_append(topic, Some(&want), event, &data, id.map(str::to_owned))?;
         }
         self.after_call(None)?;
         self.drain()
@@ -1152,7 +1145,7 @@ impl Sim {
             );
             self.seen_ticks = ticks;
             let text = crate::timefmt::tick_text(self.wall());
-            self.model_append(TICK, None, None, &text, None, false)?;
+            self.model_append(TICK, None, None, &text, None)?;
         }
         if published != self.seen_published {
             ensure!(
@@ -1182,7 +1175,6 @@ impl Sim {
                 p.event.as_deref(),
                 &p.data,
                 p.id.clone(),
-                true,
             )?;
         }
         let streaming = self.core.streaming_clients();
@@ -1326,9 +1318,7 @@ impl Sim {
         event: Option<&str>,
         data: &str,
         custom: Option<String>,
-        replayable: bool,
     ) -> Result<(), String> {
-        let _ = replayable;
         let gseq = self.next_gseq;
         self.next_gseq += 1;
         let mut bytes = Vec::new();

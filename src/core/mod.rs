@@ -657,7 +657,7 @@ impl Core {
         let mut buf = Vec::with_capacity(64);
         frame::encode_event(&mut buf, None, None, &crate::timefmt::tick_text(wall));
         self.metrics.ticks += 1;
-        self.append(now, TICK_TOPIC_ID, Rc::from(buf), false, None);
+        self.append(now, TICK_TOPIC_ID, Rc::from(buf), None);
     }
 
     /// Appends a frame to a topic and wakes its subscribers. Returns the gseq.
@@ -666,7 +666,6 @@ impl Core {
         now: Instant,
         topic: TopicId,
         frame: Rc<[u8]>,
-        replayable: bool,
         custom_id: Option<&str>,
     ) -> u64 {
         let gseq = self.next_gseq;
@@ -682,7 +681,6 @@ impl Core {
         let entry = topic::NewEntry {
             gseq,
             frame,
-            replayable,
             custom_id: custom_id.map(Into::into),
         };
         t.append(entry, max_events, max_bytes, |old| {

@@ -634,7 +634,7 @@ impl Core {
         let mut buf = Vec::with_capacity(data.len() + 32 + event_id.len());
         frame::encode_event(&mut buf, Some(&event_id), event, data);
         self.metrics.events_published += 1;
-        self.append(now, t, Rc::from(buf), true, id);
+        self.append(now, t, Rc::from(buf), id);
         Ok(event_id)
     }
 }

@@ -21,8 +21,6 @@ pub struct Entry {
     pub frame: Rc<[u8]>,
     /// Bytes of all entries before this one since the topic began (running offset).
     pub start: u64,
-    /// Whether a resuming client gets this entry replayed (published events yes, ticks no).
-    pub replayable: bool,
     /// The publisher-given id, if the event has one (else its id derives from `gseq`).
     pub custom_id: Option<Box<str>>,
 }
@@ -32,7 +30,6 @@ pub struct Entry {
 pub struct NewEntry {
     pub gseq: u64,
     pub frame: Rc<[u8]>,
-    pub replayable: bool,
     pub custom_id: Option<Box<str>>,
 }
 
@@ -122,7 +119,6 @@ impl Topic {
         let NewEntry {
             gseq,
             frame,
-            replayable,
             custom_id,
         } = entry;
         let len = frame.len();
@@ -130,7 +126,6 @@ impl Topic {
             gseq,
             frame,
             start: self.end_bytes,
-            replayable,
             custom_id,
         });
         self.end_bytes += len as u64;
@@ -189,7 +184,6 @@ mod tests {
         NewEntry {
             gseq,
             frame: f,
-            replayable: true,
             custom_id: None,
         }
     }
