@@ -75,6 +75,32 @@ fn multi_line_bodies_arrive_with_lf_breaks_and_cannot_inject_fields() {
 }
 
 #[test]
+fn curl_chunked_publish_works() {
+    let server = Server::start(&["--interval", "off"]);
+    let mut c = Stream::open(server.addr, "/events", &[]);
+    wait_subscribed(&server, 1.0);
+    let dir = std::env::temp_dir().join(format!("sse-chunk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("body.txt");
+    std::fs::write(&file, "chunked\nbody").unwrap();
+    let at = format!("@{}", file.display());
+    let Some((id, _)) = curl(&[
+        "-s",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &at,
+        &server.url("/publish"),
+    ]) else {
+        eprintln!("SKIP: curl not installed");
+        return;
+    };
+    assert!(!id.trim().is_empty());
+    c.wait_events(1, 3 * SEC);
+    assert_eq!(c.events[0].data, "chunked\nbody");
+}
+
+#[test]
 fn publish_validation() {
     let server = Server::start(&["--interval", "off", "--max-body", "1000"]);
     assert_eq!(publish(server.addr, "?event=a%0Db", "x").0, 400);

@@ -85,6 +85,8 @@ pub enum Phase {
 /// A publish request whose body is still arriving.
 #[derive(Debug)]
 pub struct BodyState {
+    /// Decodes a chunked body; `None` for a body of `need` bytes (`Content-Length`).
+    pub chunked: Option<crate::http::chunked::ChunkedDecoder>,
     pub topic: String,
     pub event: Option<String>,
     pub id: Option<String>,

@@ -9,6 +9,7 @@ use super::client::{BodyState, Bytes, ClientId, Cursor, Pending, Phase};
 use super::metrics::{self, CloseReason, Gauges};
 use super::topic::{Topic, TopicId};
 use super::{Core, DEFAULT_TOPIC, DEFAULT_TOPIC_ID, TICK_TOPIC_ID, TimerKind};
+use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::request::{HeadError, HeadProgress, HeadReader, Method, RequestHead};
 use crate::http::response;
 use crate::sse::frame;
@@ -33,15 +34,29 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
             Err(e) => fail(core, id, e.status(), head_error_text(e), &[], now),
         },
         Phase::Body(st) => {
-            let take = (st.need - st.body.len()).min(bytes.len());
-            st.body.extend_from_slice(&bytes[..take]);
-            if st.body.len() == st.need {
+            let (used, done) = match &mut st.chunked {
+                Some(decoder) => match decoder.feed(bytes, &mut st.body, max_body) {
+                    Ok(progress) => progress,
+                    Err(ChunkError::TooLarge) => {
+                        return fail(core, id, 413, "body larger than --max-body", &[], now);
+                    }
+                    Err(ChunkError::Malformed) => {
+                        return fail(core, id, 400, "malformed chunked body", &[], now);
+                    }
+                },
+                None => {
+                    let take = (st.need - st.body.len()).min(bytes.len());
+                    st.body.extend_from_slice(&bytes[..take]);
+                    (take, st.body.len() == st.need)
+                }
+            };
+            if done {
                 let Phase::Body(st) =
                     std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
                 else {
                     return;
                 };
-                finish_publish(core, id, *st, bytes[take..].to_vec(), now);
+                finish_publish(core, id, *st, bytes[used..].to_vec(), now);
             }
         }
         Phase::Streaming => {
@@ -519,36 +534,55 @@ fn begin_publish(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8
         fail(core, id, 400, msg, &[], now);
         return;
     }
-    if head.transfer_encoding {
-        fail(
-            core,
-            id,
-            411,
-            "send the body with a Content-Length (chunked bodies are not supported)",
-            &[],
-            now,
-        );
-        return;
-    }
-    let Some(len) = head.content_length else {
-        fail(core, id, 411, "a Content-Length is required", &[], now);
-        return;
+    // A body is framed by Content-Length or by chunked coding (both at once was refused by
+    // the parser as a smuggling shape).
+    let chunked = match (head.transfer_encoding, head.chunked) {
+        (true, true) => Some(ChunkedDecoder::default()),
+        (true, false) => {
+            fail(
+                core,
+                id,
+                501,
+                "the only Transfer-Encoding supported is chunked",
+                &[],
+                now,
+            );
+            return;
+        }
+        (false, _) => None,
     };
-    if len > core.cfg.max_body as u64 {
-        fail(core, id, 413, "body larger than --max-body", &[], now);
-        return;
-    }
+    let need = match (&chunked, head.content_length) {
+        (Some(_), _) => 0,
+        (None, Some(len)) if len > core.cfg.max_body as u64 => {
+            fail(core, id, 413, "body larger than --max-body", &[], now);
+            return;
+        }
+        (None, Some(len)) => len as usize,
+        (None, None) => {
+            fail(
+                core,
+                id,
+                411,
+                "a Content-Length (or a chunked body) is required",
+                &[],
+                now,
+            );
+            return;
+        }
+    };
+    let body_follows = chunked.is_some() || need > 0;
     let state = BodyState {
+        chunked,
         topic,
         event,
         id: event_id,
-        need: len as usize,
-        body: Vec::with_capacity(len as usize),
+        need,
+        body: Vec::with_capacity(need),
         keep_alive: !head.close,
     };
     if let Some(c) = core.client_mut(id) {
         c.phase = Phase::Body(Box::new(state));
-        if head.expect_continue && rest.is_empty() && len > 0 {
+        if head.expect_continue && rest.is_empty() && body_follows {
             c.pending = Some(Pending {
                 bytes: Bytes::Static(b"HTTP/1.1 100 Continue\r\n\r\n"),
                 offset: 0,
@@ -556,7 +590,7 @@ fn begin_publish(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8
         }
     }
     core.schedule(id);
-    if len == 0 {
+    if !body_follows {
         let Some(c) = core.client_mut(id) else { return };
         let Phase::Body(st) = std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
         else {

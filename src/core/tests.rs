@@ -706,3 +706,51 @@ fn a_busy_kept_alive_connection_outlives_stale_linger_timers() {
     assert_eq!(t.text(p).matches("200 OK").count(), 2);
     assert!(!t.closed(p));
 }
+
+#[test]
+fn chunked_publish_in_any_split() {
+    let req: &[u8] = b"POST /publish?event=c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5;x=y\r\nworld\r\n0\r\n\r\nPOST /publish HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+    for step in [req.len(), 1, 3, 7] {
+        let mut t = T::new(cfg());
+        let s = t.connect();
+        t.core.handle_read(s, GET, t.now);
+        let p = t.connect();
+        for part in req.chunks(step) {
+            t.core.handle_read(p, part, t.now);
+            t.drain(None);
+        }
+        let data: Vec<String> = t.events(s).into_iter().map(|e| e.data).collect();
+        assert_eq!(data, vec!["hello world", "hi"], "split {step}");
+        assert_eq!(t.text(p).matches("200 OK").count(), 2);
+    }
+}
+
+#[test]
+fn chunked_errors() {
+    let cases: &[(&[u8], u16)] = &[
+        (
+            b"POST /publish HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            501,
+        ),
+        (
+            b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            400,
+        ),
+        (
+            b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\n",
+            413,
+        ),
+    ];
+    for (req, status) in cases {
+        let mut t = T::new(cfg());
+        let a = t.connect();
+        t.core.handle_read(a, req, t.now);
+        t.drain(None);
+        assert!(
+            t.text(a).starts_with(&format!("HTTP/1.1 {status} ")),
+            "{}",
+            t.text(a)
+        );
+        assert!(t.closed(a));
+    }
+}

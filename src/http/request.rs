@@ -56,6 +56,8 @@ pub struct RequestHead {
     pub content_length: Option<u64>,
     /// A `Transfer-Encoding` header was present.
     pub transfer_encoding: bool,
+    /// `Transfer-Encoding` is exactly `chunked` (the only coding we decode).
+    pub chunked: bool,
     /// `Expect: 100-continue` was sent.
     pub expect_continue: bool,
     /// The connection must close after the response (`Connection: close`, or HTTP/1.0 without
@@ -141,6 +143,7 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         authorization: None,
         content_length: None,
         transfer_encoding: false,
+        chunked: false,
         expect_continue: false,
         close: minor_version == 0,
     };
@@ -159,6 +162,9 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
             }
             out.content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Several headers combine into one list of codings: only a lone `chunked` is ours.
+            out.chunked =
+                !out.transfer_encoding && h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
             out.transfer_encoding = true;
         } else if name.eq_ignore_ascii_case("accept") {
             out.accept = Some(String::from_utf8_lossy(h.value).into_owned());
