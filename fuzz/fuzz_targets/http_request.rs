@@ -1,11 +1,12 @@
-//! Arbitrary bytes, arbitrarily split, into `HeadReader::feed`: it never panics, and the
-//! outcome is the same as for the unsplit input.
+//! Arbitrary bytes, arbitrarily split, into `HeadReader::feed` and into the chunked-body
+//! decoder: neither panics, and each gives the same outcome as for the unsplit input.
 //!
 //! Input layout: byte 0 = number of cuts (mod 8), then 2 bytes per cut (little-endian
 //! offsets), then the request bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sse_server::http::chunked::{ChunkError, ChunkedDecoder};
 use sse_server::http::request::{HeadError, HeadProgress, HeadReader};
 
 /// A small limit so that the over-limit paths are reached.
@@ -32,6 +33,22 @@ fn feed_all(parts: &[&[u8]]) -> Result<HeadProgress, HeadError> {
     last
 }
 
+/// Decodes the parts as one chunked body: (body, bytes used, complete) or the error.
+fn decode_all(parts: &[&[u8]]) -> Result<(Vec<u8>, usize, bool), ChunkError> {
+    let mut d = ChunkedDecoder::default();
+    let mut body = Vec::new();
+    let mut used = 0;
+    for p in parts {
+        let (n, done) = d.feed(p, &mut body, MAX_HEAD)?;
+        used += n;
+        if done {
+            return Ok((body, used, true));
+        }
+    }
+    assert!(body.len() <= MAX_HEAD, "the chunked body passed its limit");
+    Ok((body, used, false))
+}
+
 fuzz_target!(|input: &[u8]| {
     let Some((&n, rest)) = input.split_first() else {
         return;
@@ -56,4 +73,9 @@ fuzz_target!(|input: &[u8]| {
     let whole = feed_all(&[data]);
     let split = feed_all(&parts);
     assert_eq!(split, whole, "a split changed the outcome: {parts:?}");
+    assert_eq!(
+        decode_all(&parts),
+        decode_all(&[data]),
+        "a split changed the chunked outcome: {parts:?}"
+    );
 });
