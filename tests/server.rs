@@ -280,3 +280,35 @@ fn port_zero_prints_the_real_address() {
     assert_eq!(status_of(&head), 200);
     assert_eq!(body, "ok\n");
 }
+
+#[test]
+fn listens_on_ipv6_loopback() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIP: no IPv6 loopback on this machine");
+        return;
+    };
+    drop(probe);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+        .args(["--listen", "[::1]:0", "--interval", "100ms"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(addr.is_ipv6());
+    let mut s = Stream::open(addr, "/", &[]);
+    s.wait_events(1, Duration::from_secs(3));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(s.events[0].data.starts_with("the time is "));
+}

@@ -754,3 +754,43 @@ fn chunked_errors() {
         assert!(t.closed(a));
     }
 }
+
+#[test]
+fn topics_past_the_limit_recycle_the_least_recently_used_idle_one() {
+    let mut c = cfg();
+    c.max_topics = 2;
+    let mut t = T::new(c);
+    let old_id = t.core.handle_publish(t.now, "a", None, None, "a1").unwrap();
+    t.core.handle_publish(t.now, "b", None, None, "b1").unwrap();
+    // A third topic recycles "a" (least recently used, no subscribers): its history is gone.
+    t.core.handle_publish(t.now, "c", None, None, "c1").unwrap();
+    let r = t.connect();
+    t.core.handle_read(r, &resume_request("a", &old_id), t.now);
+    t.drain(None);
+    let ev = t.events(r);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        ev[0].event_type, "reset",
+        "a resume into a recycled topic is a gap: {ev:?}"
+    );
+    // Now "a" (re-created for the subscriber) and "c" exist; "a" has a subscriber, "c" not:
+    // a new topic recycles "c"; with both busy, a new topic is refused.
+    let s = t.connect();
+    t.core
+        .handle_read(s, b"GET /events?topic=d HTTP/1.1\r\n\r\n", t.now);
+    t.drain(None);
+    assert!(t.core.is_streaming(s));
+    assert_eq!(
+        t.core.handle_publish(t.now, "e", None, None, "x"),
+        Err((503, "too many topics in use"))
+    );
+    let u = t.connect();
+    t.core
+        .handle_read(u, b"GET /events?topic=f HTTP/1.1\r\n\r\n", t.now);
+    t.drain(None);
+    assert!(t.text(u).starts_with("HTTP/1.1 503 "), "{}", t.text(u));
+    // Publishing to a busy topic still works and reaches its subscriber.
+    t.core.handle_publish(t.now, "d", None, None, "d1").unwrap();
+    t.drain(None);
+    assert_eq!(t.events(s).last().map(|e| e.data.as_str()), Some("d1"));
+}
