@@ -59,9 +59,14 @@ fn curl_gets_ticks_in_the_exact_format_an_interval_apart() {
             .unwrap()
         })
         .collect();
+    // (The schedule is fixed-rate: a tick delayed by a busy machine makes the next gap
+    // shorter, so check the mean gap, and that no gap is wildly off.)
+    let span = (times[times.len() - 1] - times[0]).num_milliseconds();
+    let mean = span / (times.len() as i64 - 1);
+    assert!((170..=260).contains(&mean), "ticks {mean} ms apart on average (interval 200 ms)");
     for w in times.windows(2) {
         let gap = (w[1] - w[0]).num_milliseconds();
-        assert!((150..=400).contains(&gap), "ticks {gap} ms apart");
+        assert!((1..=700).contains(&gap), "ticks {gap} ms apart");
     }
 }
 
