@@ -63,7 +63,10 @@ fn curl_gets_ticks_in_the_exact_format_an_interval_apart() {
     // shorter, so check the mean gap, and that no gap is wildly off.)
     let span = (times[times.len() - 1] - times[0]).num_milliseconds();
     let mean = span / (times.len() as i64 - 1);
-    assert!((170..=260).contains(&mean), "ticks {mean} ms apart on average (interval 200 ms)");
+    assert!(
+        (170..=260).contains(&mean),
+        "ticks {mean} ms apart on average (interval 200 ms)"
+    );
     for w in times.windows(2) {
         let gap = (w[1] - w[0]).num_milliseconds();
         assert!((1..=700).contains(&gap), "ticks {gap} ms apart");
