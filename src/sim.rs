@@ -2046,12 +2046,24 @@ impl Sim {
 
     // ---- liveness and the end of a run -----------------------------------------------------
 
+    /// Moves the clock to the core's next deadline, runs the timeout and checks every
+    /// invariant. Returns false when the core has no deadline (nothing will happen by itself).
+    fn jump_to_next_deadline(&mut self) -> Result<bool, String> {
+        let Some(d) = self.core.next_deadline() else {
+            return Ok(false);
+        };
+        self.elapsed = self.elapsed.max(d.saturating_duration_since(self.base));
+        self.timeout()?;
+        self.check()?;
+        Ok(true)
+    }
+
     /// Heals every fault (all clients read, sockets get room, held-back bytes stay held) and
     /// runs the clock until every open connection is a stream client with nothing missing.
     /// Fails with "no liveness" when that takes more than `max_steps` wake-ups.
     pub fn heal_and_settle(&mut self, max_steps: usize) -> Result<(), String> {
         let latest = self.cfg.slow_client == SlowClientPolicy::Latest;
-        for step in 0..max_steps {
+        for _ in 0..max_steps {
             for ci in self.open_conns() {
                 self.conns[ci].reading = true;
                 self.open_window(ci, MAX_WINDOW)?;
@@ -2067,15 +2079,9 @@ impl Sim {
             if settled {
                 return Ok(());
             }
-            let _ = step;
-            match self.core.next_deadline() {
-                Some(d) => {
-                    self.elapsed = self.elapsed.max(d.saturating_duration_since(self.base));
-                    self.timeout()?;
-                }
-                None => break,
+            if !self.jump_to_next_deadline()? {
+                break;
             }
-            self.check()?;
         }
         let stuck: Vec<String> = self
             .open_conns()
@@ -2111,14 +2117,9 @@ impl Sim {
             if self.core.is_finished() {
                 break;
             }
-            match self.core.next_deadline() {
-                Some(d) => {
-                    self.elapsed = self.elapsed.max(d.saturating_duration_since(self.base));
-                    self.timeout()?;
-                }
-                None => break,
+            if !self.jump_to_next_deadline()? {
+                break;
             }
-            self.check()?;
         }
         ensure!(
             self.core.is_finished(),

@@ -690,21 +690,6 @@ fn render_metrics(core: &Core) -> String {
     metrics::render(&core.metrics, &g)
 }
 
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 /// The most lagging streaming clients as JSON, worst first, at most [`MAX_LISTED_CLIENTS`].
 fn render_clients(core: &Core, now: Instant) -> String {
     let mut rows: Vec<(u64, usize)> = core
@@ -723,7 +708,7 @@ fn render_clients(core: &Core, now: Instant) -> String {
             out.push(',');
         }
         out.push_str("{\"address\":");
-        json_str(&mut out, &c.peer.to_string());
+        response::push_json_string(&mut out, &c.peer.to_string());
         out.push_str(",\"topics\":[");
         let mut first = true;
         for cur in c.cursors.iter().filter(|cur| cur.topic != TICK_TOPIC_ID) {
@@ -731,7 +716,7 @@ fn render_clients(core: &Core, now: Instant) -> String {
                 out.push(',');
             }
             first = false;
-            json_str(&mut out, &core.topics[cur.topic as usize].name);
+            response::push_json_string(&mut out, &core.topics[cur.topic as usize].name);
         }
         let _ = write!(
             out,
