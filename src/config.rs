@@ -236,12 +236,41 @@ impl Config {
     }
 }
 
+impl Cli {
+    /// The command line's defaults, written out: reads neither the process's arguments nor
+    /// its `SSE_*` environment (a test `cli_defaults_match_clap` keeps the two in step).
+    pub fn defaults() -> Cli {
+        Cli {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            interval: Some(Duration::from_secs(2)),
+            max_clients: None,
+            keepalive: Some(Duration::from_secs(15)),
+            retry: None,
+            max_head: 8192,
+            head_timeout: Duration::from_secs(10),
+            max_body: 65536,
+            history: 1024,
+            history_bytes: 1 << 20,
+            max_topics: 256,
+            max_topics_per_client: 16,
+            max_backlog: 1 << 20,
+            max_backlog_events: 1024,
+            slow_client: SlowClientPolicy::Drop,
+            max_client_send: 4096,
+            publish_token: None,
+            allow_anonymous_publish: false,
+            stdin: false,
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
 impl Default for Config {
-    /// The defaults of the command line, with a 20,000-file limit.
+    /// The defaults of the command line, with a 20,000-file limit. Reads neither the
+    /// command line nor the environment, so `SSE_*` variables never change tests.
     fn default() -> Self {
-        let cli = Cli::parse_from(["sse-server"]);
-        // The defaults are valid by construction; fall back to a tiny config if not.
-        match Config::from_cli(cli, 20_000) {
+        // The defaults are valid by construction.
+        match Config::from_cli(Cli::defaults(), 20_000) {
             Ok(c) => c,
             Err(e) => unreachable!("default config invalid: {e}"),
         }
@@ -264,6 +293,18 @@ mod tests {
         assert!(parse_duration("2x").is_err());
         assert!(parse_duration("").is_err());
         assert_eq!(parse_opt_duration("off"), Ok(None));
+    }
+
+    /// `Cli::defaults()` is what clap gives with no arguments (checked only when no `SSE_*`
+    /// variable is set: clap would read it).
+    #[test]
+    fn cli_defaults_match_clap() {
+        if std::env::vars().any(|(k, _)| k.starts_with("SSE_")) {
+            eprintln!("skipped: an SSE_* variable is set, clap's defaults would include it");
+            return;
+        }
+        let clap = format!("{:?}", Cli::parse_from(["x"]));
+        assert_eq!(format!("{:?}", Cli::defaults()), clap);
     }
 
     #[test]

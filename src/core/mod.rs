@@ -15,10 +15,10 @@
 mod client;
 pub mod metrics;
 mod route;
+mod timers;
 pub mod topic;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -31,6 +31,7 @@ use smallvec::SmallVec;
 pub use client::ClientId;
 use client::{Bytes, Client, Cursor, Pending, Phase};
 pub use metrics::{CloseReason, Metrics};
+use timers::{TimerKind, Timers};
 use topic::{Topic, TopicId};
 
 use crate::config::{Config, SlowClientPolicy};
@@ -57,18 +58,6 @@ pub enum Output {
     Close(ClientId, CloseReason),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKind {
-    /// The request head (or body) must be complete by now.
-    Head,
-    /// Check a streaming client: send a keep-alive if idle.
-    KeepAlive,
-    /// A closing or answering connection must have taken its bytes by now.
-    Linger,
-}
-
-type Timer = Reverse<(Instant, u32, u32, TimerKind)>;
-
 /// The protocol state machine. See the module documentation for the contract.
 pub struct Core {
     cfg: Config,
@@ -92,7 +81,7 @@ pub struct Core {
     /// pruned): the eviction order at the connection limit.
     head_readers: VecDeque<ClientId>,
     closes: VecDeque<(ClientId, CloseReason)>,
-    timers: BinaryHeap<Timer>,
+    timers: Timers,
     next_tick: Option<Instant>,
     rng: u64,
     /// When shutting down: the time by which every client is closed.
@@ -138,7 +127,7 @@ impl Core {
             answers: VecDeque::new(),
             head_readers: VecDeque::new(),
             closes: VecDeque::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             rng: seed | 1,
             shutdown_deadline: None,
             fanout: None,
@@ -207,7 +196,7 @@ impl Core {
 
     /// The earliest time [`Core::handle_timeout`] has work to do, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|Reverse((t, ..))| *t);
+        let timer = self.timers.next_at();
         // Once every connection is gone the shutdown deadline has nothing left to do (and
         // after it passed it would stay in the past, a busy loop for the caller).
         let shutdown = self.shutdown_deadline.filter(|_| !self.clients.is_empty());
@@ -261,13 +250,9 @@ impl Core {
         let key = self.clients.insert(Client::new(generation, peer, now));
         let key = u32::try_from(key).unwrap_or(u32::MAX);
         self.metrics.accepted += 1;
-        self.timers.push(Reverse((
-            now + self.cfg.head_timeout,
-            key,
-            generation,
-            TimerKind::Head,
-        )));
         let id = ClientId { key, generation };
+        self.timers
+            .arm(id, TimerKind::Head, now + self.cfg.head_timeout);
         self.head_readers.push_back(id);
         if self.head_readers.len() > 2 * self.clients.len() + 64 {
             // Drop entries of connections that left the head phase: keeps this O(clients).
@@ -359,12 +344,8 @@ impl Core {
             self.next_tick = Some(next);
             self.tick(now, wall);
         }
-        while let Some(&Reverse((at, key, generation, kind))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            self.on_timer(ClientId { key, generation }, kind, now);
+        while let Some(timer) = self.timers.next(now) {
+            self.on_timer(timer.client, timer.kind, now);
         }
         if self.shutdown_deadline.is_some_and(|d| d <= now) {
             for id in self.all_ids() {
@@ -588,8 +569,7 @@ impl Core {
         if let Some(ka) = self.cfg.keepalive {
             let spread = (ka / 8).min(Duration::from_secs(1));
             let at = from + self.jitter(ka, spread);
-            self.timers
-                .push(Reverse((at, id.key, id.generation, TimerKind::KeepAlive)));
+            self.timers.arm(id, TimerKind::KeepAlive, at);
         }
     }
 

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::client::{BodyState, Bytes, ClientId, Cursor, Pending, Phase};
 use super::metrics::{self, CloseReason, Gauges};
+use super::timers::TimerKind;
 use super::topic::{Topic, TopicId};
-use super::{Core, DEFAULT_TOPIC, DEFAULT_TOPIC_ID, TICK_TOPIC_ID, TimerKind};
+use super::{Core, DEFAULT_TOPIC, DEFAULT_TOPIC_ID, TICK_TOPIC_ID};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::request::{HeadError, HeadProgress, HeadReader, Method, RequestHead};
 use crate::http::response;
@@ -111,12 +112,8 @@ pub(super) fn fail(
     c.phase = Phase::Closing(CloseReason::Normal);
     c.answer_since = now;
     core.metrics.count_response(status);
-    core.timers.push(std::cmp::Reverse((
-        now + core.cfg.linger,
-        id.key,
-        id.generation,
-        TimerKind::Linger,
-    )));
+    core.timers
+        .arm(id, TimerKind::Linger, now + core.cfg.linger);
     core.schedule(id);
 }
 
@@ -139,12 +136,8 @@ fn answer(
     c.phase = Phase::Answering { keep_alive, early };
     c.answer_since = now;
     core.metrics.count_response(status);
-    core.timers.push(std::cmp::Reverse((
-        now + core.cfg.linger,
-        id.key,
-        id.generation,
-        TimerKind::Linger,
-    )));
+    core.timers
+        .arm(id, TimerKind::Linger, now + core.cfg.linger);
     core.schedule(id);
 }
 
@@ -159,12 +152,8 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
             c.phase = Phase::Head(HeadReader::default());
             c.answered = true;
             c.head_since = now;
-            core.timers.push(std::cmp::Reverse((
-                now + core.cfg.head_timeout,
-                id.key,
-                id.generation,
-                TimerKind::Head,
-            )));
+            core.timers
+                .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
             if !early.is_empty() {
                 on_bytes(core, id, &early, now);
             }
