@@ -13,12 +13,13 @@
 //! frame is written whole (the slow-client policy skips whole frames only).
 
 mod client;
+pub mod event_log;
 pub mod metrics;
 mod route;
 mod timers;
 pub mod topic;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -29,21 +30,16 @@ use slab::Slab;
 use smallvec::SmallVec;
 
 pub use client::ClientId;
-use client::{Bytes, Client, Cursor, Pending, Phase};
+use client::{Bytes, Client, Pending, Phase};
+use event_log::{EventLog, TICK_TOPIC_ID};
 pub use metrics::{CloseReason, Metrics};
 use timers::{TimerKind, Timers};
-use topic::{Topic, TopicId};
+use topic::TopicId;
 
 use crate::config::{Config, SlowClientPolicy};
 use crate::sse::frame;
 
-/// The name of the default stream's topic (topic-less publishes go here).
-pub const DEFAULT_TOPIC: &str = "";
-/// The default stream's ticks live in a topic of their own, so a resume never replays old
-/// ticks; its name cannot be asked for in a query (topics are refused if they contain NUL).
-const TICK_TOPIC: &str = "\0tick";
-const DEFAULT_TOPIC_ID: TopicId = 0;
-const TICK_TOPIC_ID: TopicId = 1;
+pub use event_log::DEFAULT_TOPIC;
 
 /// Most slices offered for one write: several frames per `writev` for a client that is behind.
 pub const MAX_IOVECS: usize = 64;
@@ -64,14 +60,8 @@ pub struct Core {
     clients: Slab<Client>,
     next_generation: u32,
     streaming: usize,
-    topics: Vec<Topic>,
-    topic_index: HashMap<Box<str>, TopicId>,
-    /// Publisher-given ids still in some topic's history, to their gseq.
-    custom_ids: HashMap<Box<str>, u64>,
-    /// Global sequence number of the next event (starts at 1; `<boot>-0` means "before all").
-    next_gseq: u64,
-    /// This run's id prefix: unix milliseconds at start, base 36.
-    boot: String,
+    /// The topics, their bounded histories, and event numbering.
+    log: EventLog,
     /// Head and `retry:` every stream starts with, shared by all clients.
     prelude: Rc<[u8]>,
     ready: VecDeque<ClientId>,
@@ -88,8 +78,6 @@ pub struct Core {
     shutdown_deadline: Option<Instant>,
     /// The broadcast being written: (started, clients woken).
     fanout: Option<(Instant, usize)>,
-    /// Increments on every append; topics remember it for least-recently-used recycling.
-    appends: u64,
     metrics: Metrics,
 }
 
@@ -101,27 +89,15 @@ impl Core {
         if let Some(retry) = cfg.retry {
             frame::encode_retry(&mut prelude, retry.as_millis() as u64);
         }
-        let mut topics = Vec::new();
-        let mut topic_index = HashMap::new();
-        for (id, name) in [
-            (DEFAULT_TOPIC_ID, DEFAULT_TOPIC),
-            (TICK_TOPIC_ID, TICK_TOPIC),
-        ] {
-            topics.push(Topic::new(name));
-            topic_index.insert(Box::<str>::from(name), id);
-        }
         let millis = u64::try_from(wall.timestamp_millis()).unwrap_or(0);
+        let log = EventLog::new(millis, cfg.history, cfg.history_bytes, cfg.max_topics);
         Core {
             next_tick: cfg.interval.map(|i| now + i),
             clients: Slab::with_capacity(cfg.max_connections.min(1 << 20)),
             cfg,
             next_generation: 1,
             streaming: 0,
-            topics,
-            topic_index,
-            custom_ids: HashMap::new(),
-            next_gseq: 1,
-            boot: base36(millis),
+            log,
             prelude: Rc::from(prelude),
             ready: VecDeque::new(),
             answers: VecDeque::new(),
@@ -131,7 +107,6 @@ impl Core {
             rng: seed | 1,
             shutdown_deadline: None,
             fanout: None,
-            appends: 0,
             metrics: Metrics::default(),
         }
     }
@@ -158,7 +133,7 @@ impl Core {
 
     /// This run's event-id prefix.
     pub fn boot_id(&self) -> &str {
-        &self.boot
+        self.log.boot()
     }
 
     /// The id the client with slab key `key` currently has, if any.
@@ -425,7 +400,7 @@ impl Core {
             n += 1;
         }
         if c.is_streaming() {
-            let mut frames = PendingFrames::new(&self.topics, &c.cursors);
+            let mut frames = self.log.pending_frames(&c.cursors);
             while n < iov.len() {
                 let Some((_, e)) = frames.next() else { break };
                 iov[n] = IoSlice::new(&e.frame);
@@ -464,7 +439,7 @@ impl Core {
             }
         }
         if left > 0 && c.is_streaming() {
-            let mut frames = PendingFrames::new(&self.topics, &c.cursors);
+            let mut frames = self.log.pending_frames(&c.cursors);
             let mut delivered = 0u64;
             let mut partial = None;
             while left > 0 {
@@ -530,7 +505,7 @@ impl Core {
             || (c.is_streaming()
                 && c.cursors
                     .iter()
-                    .any(|cur| cur.next < self.topics[cur.topic as usize].end_seq()))
+                    .any(|cur| cur.next < self.log.topic(cur.topic).end_seq()))
     }
 
     /// (bytes, events) the client is behind; `u64::MAX` bytes when a cursor fell out of history.
@@ -538,7 +513,7 @@ impl Core {
         let mut bytes = c.pending.as_ref().map_or(0, |p| p.rest().len() as u64);
         let mut events = 0;
         for cur in &c.cursors {
-            let t = &self.topics[cur.topic as usize];
+            let t = self.log.topic(cur.topic);
             match t.bytes_from(cur.next) {
                 Some(b) => bytes += b,
                 None => return (u64::MAX, u64::MAX),
@@ -637,38 +612,24 @@ impl Core {
         let mut buf = Vec::with_capacity(64);
         frame::encode_event(&mut buf, None, None, &crate::timefmt::tick_text(wall));
         self.metrics.ticks += 1;
-        self.append(now, TICK_TOPIC_ID, Rc::from(buf), None);
+        let gseq = self.log.assign_gseq();
+        self.append(now, TICK_TOPIC_ID, gseq, Rc::from(buf), None);
     }
 
-    /// Appends a frame to a topic and wakes its subscribers. Returns the gseq.
+    /// Appends a frame with its (already assigned) gseq to a topic's log and wakes the
+    /// topic's subscribers.
     fn append(
         &mut self,
         now: Instant,
         topic: TopicId,
+        gseq: u64,
         frame: Rc<[u8]>,
         custom_id: Option<&str>,
-    ) -> u64 {
-        let gseq = self.next_gseq;
-        self.next_gseq += 1;
-        self.appends += 1;
-        let (max_events, max_bytes) = (self.cfg.history, self.cfg.history_bytes);
-        let custom_ids = &mut self.custom_ids;
-        if let Some(custom) = custom_id {
-            custom_ids.insert(custom.into(), gseq);
-        }
-        let t = &mut self.topics[topic as usize];
-        t.last_used = self.appends;
-        let entry = topic::NewEntry {
-            gseq,
-            frame,
-            custom_id: custom_id.map(Into::into),
-        };
-        t.append(entry, max_events, max_bytes, |old| {
-            forget_custom_id(custom_ids, &old)
-        });
+    ) {
+        self.log.append(topic, gseq, frame, custom_id);
         // Wake the subscribers; apply the slow policy to those too far behind.
         let mut woken = 0;
-        let subs = std::mem::take(&mut self.topics[topic as usize].subscribers);
+        let subs = std::mem::take(&mut self.log.topic_mut(topic).subscribers);
         let mut lagging: Vec<u32> = Vec::new();
         for &key in &subs {
             let Some(c) = self.clients.get(key as usize) else {
@@ -691,14 +652,13 @@ impl Core {
                 woken += 1;
             }
         }
-        self.topics[topic as usize].subscribers = subs;
+        self.log.topic_mut(topic).subscribers = subs;
         for key in lagging {
             self.apply_slow_policy(key);
         }
         if woken > 0 && self.fanout.is_none() {
             self.fanout = Some((now, woken));
         }
-        gseq
     }
 
     /// Applies the slow-client policy to a client past the backlog bound.
@@ -733,14 +693,14 @@ impl Core {
                     .iter()
                     .enumerate()
                     .filter_map(|(i, cur)| {
-                        let t = &self.topics[cur.topic as usize];
+                        let t = self.log.topic(cur.topic);
                         t.get(t.end_seq().checked_sub(1)?).map(|e| (e.gseq, i))
                     })
                     .max();
                 let ends: SmallVec<[u64; 2]> = c
                     .cursors
                     .iter()
-                    .map(|cur| self.topics[cur.topic as usize].end_seq())
+                    .map(|cur| self.log.topic(cur.topic).end_seq())
                     .collect();
                 if let Some(c) = self.clients.get_mut(key as usize) {
                     for (i, (cur, end)) in c.cursors.iter_mut().zip(ends).enumerate() {
@@ -778,7 +738,7 @@ impl Core {
     }
 
     fn unsubscribe(&mut self, topic: TopicId, index: usize) {
-        let subs = &mut self.topics[topic as usize].subscribers;
+        let subs = &mut self.log.topic_mut(topic).subscribers;
         if index >= subs.len() {
             debug_assert!(false, "subscriber index out of range");
             return;
@@ -815,7 +775,7 @@ impl Core {
                 self.streaming, streaming
             ));
         }
-        for (tid, t) in self.topics.iter().enumerate() {
+        for (tid, t) in self.log.topics() {
             for (i, &key) in t.subscribers.iter().enumerate() {
                 let Some(c) = self.clients.get(key as usize) else {
                     return Err(format!("topic {tid} lists freed slot {key}"));
@@ -823,7 +783,7 @@ impl Core {
                 if !c
                     .cursors
                     .iter()
-                    .any(|cur| cur.topic as usize == tid && cur.sub_index as usize == i)
+                    .any(|cur| cur.topic == tid && cur.sub_index as usize == i)
                 {
                     return Err(format!(
                         "topic {tid} subscriber {key} has no matching cursor"
@@ -833,7 +793,7 @@ impl Core {
         }
         for (key, c) in &self.clients {
             for cur in &c.cursors {
-                let t = &self.topics[cur.topic as usize];
+                let t = self.log.topic(cur.topic);
                 if t.subscribers.get(cur.sub_index as usize) != Some(&(key as u32)) {
                     return Err(format!(
                         "client {key} cursor not in topic {} subscribers",
@@ -864,6 +824,7 @@ impl Core {
                 ));
             }
         }
+        self.log.check_invariants()?;
         if self.next_tick.is_none()
             && self.cfg.interval.is_some()
             && self.shutdown_deadline.is_none()
@@ -879,69 +840,6 @@ impl Core {
             panic!("core invariant violated: {e}");
         }
     }
-}
-
-/// Iterates a streaming client's pending log entries in global order (a merge of its
-/// topics' logs by gseq), without changing the client.
-struct PendingFrames<'a> {
-    topics: &'a [Topic],
-    pos: SmallVec<[(TopicId, u64); 2]>,
-}
-
-impl<'a> PendingFrames<'a> {
-    fn new(topics: &'a [Topic], cursors: &[Cursor]) -> Self {
-        PendingFrames {
-            topics,
-            pos: cursors.iter().map(|c| (c.topic, c.next)).collect(),
-        }
-    }
-
-    /// Where each cursor stands after the entries yielded so far.
-    fn positions(&self) -> impl Iterator<Item = u64> + '_ {
-        self.pos.iter().map(|(_, p)| *p)
-    }
-}
-
-impl<'a> Iterator for PendingFrames<'a> {
-    type Item = (usize, &'a topic::Entry);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let topics = self.topics;
-        let mut best: Option<(usize, &'a topic::Entry)> = None;
-        for (i, &(t, p)) in self.pos.iter().enumerate() {
-            if let Some(e) = topics[t as usize].get(p)
-                && best.is_none_or(|(_, b)| e.gseq < b.gseq)
-            {
-                best = Some((i, e));
-            }
-        }
-        let (i, e) = best?;
-        self.pos[i].1 += 1;
-        Some((i, e))
-    }
-}
-
-/// Forgets the custom id of an entry leaving history (unless a newer event reused the id).
-fn forget_custom_id(custom_ids: &mut HashMap<Box<str>, u64>, old: &topic::Entry) {
-    if let Some(cid) = &old.custom_id
-        && custom_ids.get(cid) == Some(&old.gseq)
-    {
-        custom_ids.remove(cid);
-    }
-}
-
-fn base36(mut n: u64) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::Core;
 use super::client::{BodyState, Bytes, ClientId, Cursor, Pending, Phase};
+use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
 use super::metrics::{self, CloseReason, Gauges};
 use super::timers::TimerKind;
-use super::topic::{Topic, TopicId};
-use super::{Core, DEFAULT_TOPIC, DEFAULT_TOPIC_ID, TICK_TOPIC_ID};
+use super::topic::TopicId;
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::request::{HeadError, HeadProgress, HeadReader, Method, RequestHead};
 use crate::http::response;
@@ -268,85 +269,17 @@ fn head_only_if(method: Method, mut response: Vec<u8>, body_len: usize) -> Vec<u
     response
 }
 
-/// Where a resuming client's `Last-Event-ID` points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resume {
-    /// No id: start at the live edge.
-    Fresh,
-    /// An event of this run: replay what came after it.
-    After(u64),
-    /// An id of an earlier run of the server: everything retained is newer.
-    EarlierRun,
-    /// An id we never issued (or no longer remember).
-    Unknown,
-}
-
-fn resolve_last_event_id(core: &Core, last: Option<&str>) -> Resume {
-    let Some(last) = last.filter(|s| !s.is_empty()) else {
-        return Resume::Fresh;
-    };
-    if let Some(&g) = core.custom_ids.get(last) {
-        return Resume::After(g);
-    }
-    let Some((boot, seq)) = last.rsplit_once('-') else {
-        return Resume::Unknown;
-    };
-    let Ok(seq) = seq.parse::<u64>() else {
-        return Resume::Unknown;
-    };
-    let base36 = !boot.is_empty()
-        && boot.len() <= 13
-        && boot
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
-    if !base36 {
-        Resume::Unknown
-    } else if boot == core.boot {
-        if seq < core.next_gseq {
-            Resume::After(seq)
-        } else {
-            Resume::Unknown
-        }
-    } else {
-        Resume::EarlierRun
-    }
-}
-
 fn valid_topic_name(name: &str) -> bool {
     name.len() <= MAX_NAME && !name.contains('\0')
 }
 
-/// The topic named `name`, created if needed (recycling the least recently used topic
-/// without subscribers when at the limit). Errors when every topic has subscribers.
+/// The topic named `name`, created or recycled if needed (see [`EventLog::topic_for`]).
+///
+/// [`EventLog::topic_for`]: super::event_log::EventLog::topic_for
 fn topic_for(core: &mut Core, name: &str) -> Result<TopicId, (u16, &'static str)> {
-    if let Some(&t) = core.topic_index.get(name) {
-        return Ok(t);
-    }
-    if core.topics.len() < core.cfg.max_topics + 2 {
-        let t = core.topics.len() as TopicId;
-        core.topics.push(Topic::new(name));
-        core.topic_index.insert(name.into(), t);
-        return Ok(t);
-    }
-    let victim = core
-        .topics
-        .iter()
-        .enumerate()
-        .skip(2)
-        .filter(|(_, t)| t.subscribers.is_empty())
-        .min_by_key(|(_, t)| t.last_used)
-        .map(|(i, _)| i);
-    let Some(v) = victim else {
-        return Err((503, "too many topics in use"));
-    };
-    let custom_ids = &mut core.custom_ids;
-    let t = &mut core.topics[v];
-    core.topic_index.remove(&t.name);
-    t.clear_history(|old| super::forget_custom_id(custom_ids, &old));
-    t.name = name.into();
-    t.last_used = core.appends;
-    core.topic_index.insert(name.into(), v as TopicId);
-    Ok(v as TopicId)
+    core.log
+        .topic_for(name)
+        .ok_or((503, "too many topics in use"))
 }
 
 fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8>, now: Instant) {
@@ -395,12 +328,12 @@ fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8>
         .last_event_id
         .as_deref()
         .or_else(|| head.param("lastEventId"));
-    let resume = resolve_last_event_id(core, last);
+    let resume = core.log.resolve(last);
     let mut gap = resume == Resume::Unknown || resume == Resume::EarlierRun;
     let mut replaying = false;
     let mut cursors: smallvec::SmallVec<[Cursor; 2]> = smallvec::SmallVec::new();
     for &t in &topic_ids {
-        let topic = &core.topics[t as usize];
+        let topic = core.log.topic(t);
         let next = match resume {
             _ if t == TICK_TOPIC_ID => topic.end_seq(),
             Resume::Fresh | Resume::Unknown => topic.end_seq(),
@@ -416,19 +349,13 @@ fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, rest: Vec<u8>
             next,
             sub_index: topic.subscribers.len() as u32,
         });
-        core.topics[t as usize].subscribers.push(id.key);
+        core.log.topic_mut(t).subscribers.push(id.key);
     }
     let pending = if gap {
         let (reason, gap_id) = match resume {
-            Resume::EarlierRun => ("restart", Some(format!("{}-0", core.boot))),
-            Resume::Unknown => (
-                "unknown-id",
-                Some(format!("{}-{}", core.boot, core.next_gseq - 1)),
-            ),
-            _ => (
-                "too-old",
-                (!replaying).then(|| format!("{}-{}", core.boot, core.next_gseq - 1)),
-            ),
+            Resume::EarlierRun => ("restart", Some(core.log.event_id(0))),
+            Resume::Unknown => ("unknown-id", Some(core.log.last_event_id())),
+            _ => ("too-old", (!replaying).then(|| core.log.last_event_id())),
         };
         let mut bytes = core.prelude.to_vec();
         let data = format!("{{\"reason\":\"{reason}\"}}");
@@ -650,24 +577,24 @@ impl Core {
             ));
         }
         let t = topic_for(self, topic)?;
+        let gseq = self.log.assign_gseq();
         let event_id = match id {
             Some(i) => i.to_owned(),
-            None => format!("{}-{}", self.boot, self.next_gseq),
+            None => self.log.event_id(gseq),
         };
         let mut buf = Vec::with_capacity(data.len() + 32 + event_id.len());
         frame::encode_event(&mut buf, Some(&event_id), event, data);
         self.metrics.events_published += 1;
-        self.append(now, t, Rc::from(buf), id);
+        self.append(now, t, gseq, Rc::from(buf), id);
         Ok(event_id)
     }
 }
 
 fn render_metrics(core: &Core) -> String {
     let topics = core
-        .topics
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i as TopicId != TICK_TOPIC_ID)
+        .log
+        .topics()
+        .filter(|(i, _)| *i != TICK_TOPIC_ID)
         .map(|(_, t)| (&*t.name, t.subscribers.len(), t.len(), t.retained_bytes()))
         .collect();
     let g = Gauges {
@@ -705,7 +632,7 @@ fn render_clients(core: &Core, now: Instant) -> String {
                 out.push(',');
             }
             first = false;
-            response::push_json_string(&mut out, &core.topics[cur.topic as usize].name);
+            response::push_json_string(&mut out, &core.log.topic(cur.topic).name);
         }
         let _ = write!(
             out,
