@@ -7,7 +7,8 @@
 //! - global sequence numbers (gseq) increase strictly across all appends, whatever the
 //!   topic: a client of several topics receives their events merged by gseq;
 //! - every custom (publisher-given) id in the index names an event that is still retained,
-//!   and maps to the newest such event;
+//!   the newest retained one with that id (once that event is evicted the id no longer
+//!   resolves, even if an older event with the same id is still retained);
 //! - at most `max_topics` named topics besides the default and tick topics; past it, the
 //!   least recently appended-to topic without subscribers is recycled (its history cleared).
 //!
@@ -247,8 +248,12 @@ impl EventLog {
             let Some(cid) = &e.custom_id else { continue };
             match self.custom_ids.get(cid) {
                 Some(&g) if g == e.gseq => named += 1,
-                Some(&g) if g > e.gseq => {}
-                _ => return Err(format!("retained custom id {cid:?} is not indexed")),
+                Some(&g) if g < e.gseq => {
+                    return Err(format!("custom id {cid:?} indexes an older event"));
+                }
+                // An older event with a reused id, or one whose newer namesake was evicted
+                // first (then the id no longer resolves).
+                _ => {}
             }
         }
         if named != self.custom_ids.len() {
@@ -403,6 +408,17 @@ mod tests {
         add(&mut l, "a", "3", None);
         add(&mut l, "a", "4", None);
         assert_eq!(l.resolve(Some("x")), Resume::After(g2));
+    }
+
+    #[test]
+    fn a_custom_id_stops_resolving_when_its_newest_event_leaves() {
+        let mut l = log(1, 4);
+        add(&mut l, "a", "1", Some("x"));
+        add(&mut l, "b", "2", Some("x"));
+        // The newer "x" (topic b) is evicted first; the older one in topic a is retained
+        // but the id no longer resolves (as before the event log was its own type).
+        add(&mut l, "b", "3", None);
+        assert_eq!(l.resolve(Some("x")), Resume::Unknown);
     }
 
     #[test]

@@ -13,30 +13,30 @@
 //! frame is written whole (the slow-client policy skips whole frames only).
 
 mod client;
+mod connection;
+mod endpoints;
 pub mod event_log;
 pub mod metrics;
-mod route;
+mod publish;
+mod stream;
 mod timers;
 pub mod topic;
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use slab::Slab;
-use smallvec::SmallVec;
 
 pub use client::ClientId;
-use client::{Bytes, Client, Pending, Phase};
-use event_log::{EventLog, TICK_TOPIC_ID};
+use client::{Client, Phase};
+use event_log::EventLog;
 pub use metrics::{CloseReason, Metrics};
 use timers::{TimerKind, Timers};
-use topic::TopicId;
 
-use crate::config::{Config, SlowClientPolicy};
+use crate::config::Config;
 use crate::sse::frame;
 
 pub use event_log::DEFAULT_TOPIC;
@@ -247,27 +247,12 @@ impl Core {
         self.metrics.refused += 1;
     }
 
-    /// Closes the oldest connection still reading its first request head. Returns false
-    /// when there is none.
-    fn evict_oldest_head_reader(&mut self) -> bool {
-        while let Some(id) = self.head_readers.pop_front() {
-            if self
-                .client(id)
-                .is_some_and(|c| matches!(c.phase, Phase::Head(_)) && !c.answered)
-            {
-                self.remove(id, CloseReason::Limit);
-                return true;
-            }
-        }
-        false
-    }
-
     /// Bytes were read from the client.
     pub fn handle_read(&mut self, id: ClientId, bytes: &[u8], now: Instant) {
         if bytes.is_empty() || self.client(id).is_none() {
             return;
         }
-        route::on_bytes(self, id, bytes, now);
+        connection::on_bytes(self, id, bytes, now);
         self.debug_check();
     }
 
@@ -388,140 +373,7 @@ impl Core {
         None
     }
 
-    /// Fills `iov` with the bytes to offer the client next, in order; returns how many slices
-    /// were filled (0 when nothing is pending or `id` is stale).
-    pub fn write_slices<'a>(&'a self, id: ClientId, iov: &mut [IoSlice<'a>]) -> usize {
-        let Some(c) = self.client(id) else { return 0 };
-        let mut n = 0;
-        if let Some(p) = &c.pending
-            && n < iov.len()
-        {
-            iov[n] = IoSlice::new(p.rest());
-            n += 1;
-        }
-        if c.is_streaming() {
-            let mut frames = self.log.pending_frames(&c.cursors);
-            while n < iov.len() {
-                let Some((_, e)) = frames.next() else { break };
-                iov[n] = IoSlice::new(&e.frame);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// The kernel took `written` bytes of what [`Core::write_slices`] offered.
-    pub fn handle_written(&mut self, id: ClientId, written: usize, now: Instant) {
-        let Some(c) = self
-            .clients
-            .get_mut(id.key as usize)
-            .filter(|c| c.generation == id.generation)
-        else {
-            return;
-        };
-        self.metrics.write_calls += 1;
-        self.metrics.bytes_written += written as u64;
-        if written > 0 {
-            c.last_write = now;
-        }
-        let mut left = written;
-        if let Some(p) = &mut c.pending {
-            let rest = p.bytes.as_slice().len() - p.offset;
-            if left >= rest {
-                left -= rest;
-                if matches!(p.bytes, Bytes::Frame(_)) {
-                    self.metrics.frames_written += 1;
-                }
-                c.pending = None;
-            } else {
-                p.offset += left;
-                left = 0;
-            }
-        }
-        if left > 0 && c.is_streaming() {
-            let mut frames = self.log.pending_frames(&c.cursors);
-            let mut delivered = 0u64;
-            let mut partial = None;
-            while left > 0 {
-                let Some((_, e)) = frames.next() else { break };
-                if left >= e.frame.len() {
-                    left -= e.frame.len();
-                    delivered += 1;
-                } else {
-                    partial = Some(Pending {
-                        bytes: Bytes::Frame(e.frame.clone()),
-                        offset: left,
-                    });
-                    left = 0;
-                }
-            }
-            debug_assert_eq!(left, 0, "the kernel took more bytes than were offered");
-            for (cursor, pos) in c.cursors.iter_mut().zip(frames.positions()) {
-                cursor.next = pos;
-            }
-            if partial.is_some() {
-                // The partly written frame is counted when it completes.
-                c.pending = partial;
-            }
-            self.metrics.frames_written += delivered;
-        }
-        let finished_answer =
-            c.pending.is_none() && matches!(c.phase, Phase::Answering { .. } | Phase::Closing(_));
-        if finished_answer {
-            route::answer_sent(self, id, now);
-        } else if self.shutdown_deadline.is_some()
-            && self
-                .client(id)
-                .is_some_and(|c| c.is_streaming() && !self.has_pending(c))
-        {
-            self.remove(id, CloseReason::Shutdown);
-        } else {
-            self.schedule(id);
-        }
-        self.check_fanout_done(now);
-        self.debug_check();
-    }
-
     // ---- internals -----------------------------------------------------------------------
-
-    /// Queues the client for a write if it has bytes, is writable and is not queued yet.
-    fn schedule(&mut self, id: ClientId) {
-        let Some(c) = self.client(id) else { return };
-        if c.writable && !c.queued && self.has_pending(c) {
-            let streaming = c.is_streaming();
-            if let Some(c) = self.client_mut(id) {
-                c.queued = true;
-            }
-            if streaming {
-                self.ready.push_back(id);
-            } else {
-                self.answers.push_back(id);
-            }
-        }
-    }
-
-    fn has_pending(&self, c: &Client) -> bool {
-        c.pending.is_some()
-            || (c.is_streaming()
-                && c.cursors
-                    .iter()
-                    .any(|cur| cur.next < self.log.topic(cur.topic).end_seq()))
-    }
-
-    /// (bytes, events) the client is behind; `u64::MAX` bytes when a cursor fell out of history.
-    fn backlog_of(&self, c: &Client) -> (u64, u64) {
-        let mut bytes = c.pending.as_ref().map_or(0, |p| p.rest().len() as u64);
-        let mut events = 0;
-        for cur in &c.cursors {
-            let t = self.log.topic(cur.topic);
-            match t.bytes_from(cur.next) {
-                Some(b) => bytes += b,
-                None => return (u64::MAX, u64::MAX),
-            }
-            events += t.end_seq().saturating_sub(cur.next);
-        }
-        (bytes, events)
-    }
 
     fn next_random(&mut self) -> u64 {
         // xorshift64*: deterministic per seed, good enough for jitter.
@@ -540,186 +392,6 @@ impl Core {
         base + Duration::from_nanos(self.next_random() % spread_ns)
     }
 
-    fn arm_keepalive(&mut self, id: ClientId, from: Instant) {
-        if let Some(ka) = self.cfg.keepalive {
-            let spread = (ka / 8).min(Duration::from_secs(1));
-            let at = from + self.jitter(ka, spread);
-            self.timers.arm(id, TimerKind::KeepAlive, at);
-        }
-    }
-
-    fn on_timer(&mut self, id: ClientId, kind: TimerKind, now: Instant) {
-        let Some(c) = self.client(id) else { return };
-        match (kind, &c.phase) {
-            // A head timer of an earlier head phase of this connection (armed at accept or
-            // after a previous answer): the current phase has a timer of its own.
-            (TimerKind::Head, Phase::Head(_) | Phase::Body(_))
-                if now < c.head_since + self.cfg.head_timeout => {}
-            (TimerKind::Head, Phase::Head(r)) => {
-                if r.buffered() == 0 && c.answered {
-                    // An idle kept-alive connection between requests: just close it.
-                    self.remove(id, CloseReason::Timeout);
-                } else {
-                    route::fail(
-                        self,
-                        id,
-                        408,
-                        "the request head did not arrive in time",
-                        &[],
-                        now,
-                    );
-                }
-            }
-            (TimerKind::Head, Phase::Body(_)) => route::fail(
-                self,
-                id,
-                408,
-                "the request body did not arrive in time",
-                &[],
-                now,
-            ),
-            // A linger timer of an earlier response on this kept-alive connection.
-            (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_))
-                if now < c.answer_since + self.cfg.linger => {}
-            (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_)) => {
-                self.remove(id, CloseReason::Timeout)
-            }
-            (TimerKind::KeepAlive, Phase::Streaming) => {
-                let Some(ka) = self.cfg.keepalive else { return };
-                let idle_since = c.last_write;
-                if self.has_pending(c) {
-                    // Behind, not idle: look again later (the slow policy handles lag).
-                    self.arm_keepalive(id, now);
-                } else if now.saturating_duration_since(idle_since) >= ka {
-                    if let Some(c) = self.client_mut(id) {
-                        c.pending = Some(Pending {
-                            bytes: Bytes::Static(frame::KEEPALIVE),
-                            offset: 0,
-                        });
-                    }
-                    self.metrics.keepalives += 1;
-                    self.schedule(id);
-                    self.arm_keepalive(id, now);
-                } else {
-                    self.arm_keepalive(id, idle_since);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn tick(&mut self, now: Instant, wall: DateTime<Utc>) {
-        let mut buf = Vec::with_capacity(64);
-        frame::encode_event(&mut buf, None, None, &crate::timefmt::tick_text(wall));
-        self.metrics.ticks += 1;
-        let gseq = self.log.assign_gseq();
-        self.append(now, TICK_TOPIC_ID, gseq, Rc::from(buf), None);
-    }
-
-    /// Appends a frame with its (already assigned) gseq to a topic's log and wakes the
-    /// topic's subscribers.
-    fn append(
-        &mut self,
-        now: Instant,
-        topic: TopicId,
-        gseq: u64,
-        frame: Rc<[u8]>,
-        custom_id: Option<&str>,
-    ) {
-        self.log.append(topic, gseq, frame, custom_id);
-        // Wake the subscribers; apply the slow policy to those too far behind.
-        let mut woken = 0;
-        let subs = std::mem::take(&mut self.log.topic_mut(topic).subscribers);
-        let mut lagging: Vec<u32> = Vec::new();
-        for &key in &subs {
-            let Some(c) = self.clients.get(key as usize) else {
-                continue;
-            };
-            let (bytes, events) = self.backlog_of(c);
-            if bytes > self.cfg.max_backlog || events > self.cfg.max_backlog_events {
-                lagging.push(key);
-                continue;
-            }
-            if c.writable && !c.queued {
-                let id = ClientId {
-                    key,
-                    generation: c.generation,
-                };
-                if let Some(c) = self.clients.get_mut(key as usize) {
-                    c.queued = true;
-                }
-                self.ready.push_back(id);
-                woken += 1;
-            }
-        }
-        self.log.topic_mut(topic).subscribers = subs;
-        for key in lagging {
-            self.apply_slow_policy(key);
-        }
-        if woken > 0 && self.fanout.is_none() {
-            self.fanout = Some((now, woken));
-        }
-    }
-
-    /// Applies the slow-client policy to a client past the backlog bound.
-    fn apply_slow_policy(&mut self, key: u32) {
-        let Some(c) = self.clients.get(key as usize) else {
-            return;
-        };
-        let id = ClientId {
-            key,
-            generation: c.generation,
-        };
-        let (bytes, events) = self.backlog_of(c);
-        match self.cfg.slow_client {
-            SlowClientPolicy::Drop => {
-                if bytes == u64::MAX {
-                    log::info!(
-                        "dropping slow client {}: fell out of the retained history",
-                        c.peer
-                    );
-                } else {
-                    log::info!(
-                        "dropping slow client {}: {bytes} bytes / {events} events behind",
-                        c.peer
-                    );
-                }
-                self.remove(id, CloseReason::Slow);
-            }
-            SlowClientPolicy::Latest => {
-                // Everything to the live edge, except the single newest entry among its topics.
-                let newest = c
-                    .cursors
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, cur)| {
-                        let t = self.log.topic(cur.topic);
-                        t.get(t.end_seq().checked_sub(1)?).map(|e| (e.gseq, i))
-                    })
-                    .max();
-                let ends: SmallVec<[u64; 2]> = c
-                    .cursors
-                    .iter()
-                    .map(|cur| self.log.topic(cur.topic).end_seq())
-                    .collect();
-                if let Some(c) = self.clients.get_mut(key as usize) {
-                    for (i, (cur, end)) in c.cursors.iter_mut().zip(ends).enumerate() {
-                        cur.next = if newest.is_some_and(|(_, n)| n == i) {
-                            end - 1
-                        } else {
-                            end
-                        };
-                    }
-                }
-                self.metrics.skipped_forward += 1;
-                log::debug!(
-                    "skipped lagging client forward to the newest event ({bytes} bytes behind)"
-                );
-                self.schedule(id);
-            }
-        }
-    }
-
     /// Forgets a client: unsubscribes it, frees its slot, queues its `Close`.
     fn remove(&mut self, id: ClientId, reason: CloseReason) {
         let Some(c) = self.client(id) else { return };
@@ -735,31 +407,6 @@ impl Core {
         }
         self.metrics.count_close(reason);
         self.closes.push_back((id, reason));
-    }
-
-    fn unsubscribe(&mut self, topic: TopicId, index: usize) {
-        let subs = &mut self.log.topic_mut(topic).subscribers;
-        if index >= subs.len() {
-            debug_assert!(false, "subscriber index out of range");
-            return;
-        }
-        subs.swap_remove(index);
-        if let Some(&moved) = subs.get(index)
-            && let Some(m) = self.clients.get_mut(moved as usize)
-            && let Some(cur) = m.cursors.iter_mut().find(|cur| cur.topic == topic)
-        {
-            cur.sub_index = index as u32;
-        }
-    }
-
-    fn check_fanout_done(&mut self, now: Instant) {
-        if let Some((start, clients)) = self.fanout
-            && self.ready.is_empty()
-        {
-            self.metrics.last_fanout = Some(now.saturating_duration_since(start));
-            self.metrics.last_fanout_clients = clients;
-            self.fanout = None;
-        }
     }
 
     /// Checks the core's invariants (debug builds and the simulator).

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 
 use super::*;
+use crate::config::SlowClientPolicy;
 use crate::sse::parse::{Event, Parser};
 
 const GET: &[u8] = b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
@@ -657,7 +658,7 @@ fn head_requests_get_the_get_head_without_a_body() {
     t.drain(None);
     let page = t.text(a);
     assert!(page.contains("Content-Type: text/html"), "{page}");
-    assert!(page.contains(&format!("Content-Length: {}", route::DEMO_PAGE.len())));
+    assert!(page.contains(&format!("Content-Length: {}", endpoints::DEMO_PAGE.len())));
     assert!(page.ends_with("\r\n\r\n"));
     assert!(t.text(h).contains("Content-Length: 3\r\n"));
     assert!(t.text(h).ends_with("\r\n\r\n"));

@@ -1,0 +1,235 @@
+//! The HTTP phases of a connection: reading a request head, reading a body, answering
+//! (with keep-alive back to reading a head), and lingering until the last bytes are taken.
+//! Head, body and linger timeouts are handled here too.
+use std::time::Instant;
+
+use super::Core;
+use super::client::{Bytes, ClientId, Pending, Phase};
+use super::endpoints::route;
+use super::metrics::CloseReason;
+use super::publish::finish_publish;
+use super::timers::TimerKind;
+use crate::http::chunked::ChunkError;
+use crate::http::request::{HeadError, HeadProgress, HeadReader};
+use crate::http::response;
+use crate::sse::frame;
+
+/// Feeds bytes read from a connection into whatever phase it is in.
+pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant) {
+    let (max_head, max_body, max_send) = (
+        core.cfg.max_head,
+        core.cfg.max_body,
+        core.cfg.max_client_send,
+    );
+    let Some(c) = core.client_mut(id) else { return };
+    match &mut c.phase {
+        Phase::Head(reader) => match reader.feed(bytes, max_head) {
+            Ok(HeadProgress::Partial) => {}
+            Ok(HeadProgress::Complete { head, rest }) => route(core, id, head, rest, now),
+            Err(e) => fail(core, id, e.status(), head_error_text(e), &[], now),
+        },
+        Phase::Body(st) => {
+            let (used, done) = match &mut st.chunked {
+                Some(decoder) => match decoder.feed(bytes, &mut st.body, max_body) {
+                    Ok(progress) => progress,
+                    Err(ChunkError::TooLarge) => {
+                        return fail(core, id, 413, "body larger than --max-body", &[], now);
+                    }
+                    Err(ChunkError::Malformed) => {
+                        return fail(core, id, 400, "malformed chunked body", &[], now);
+                    }
+                },
+                None => {
+                    let take = (st.need - st.body.len()).min(bytes.len());
+                    st.body.extend_from_slice(&bytes[..take]);
+                    (take, st.body.len() == st.need)
+                }
+            };
+            if done {
+                let Phase::Body(st) =
+                    std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
+                else {
+                    return;
+                };
+                finish_publish(core, id, *st, bytes[used..].to_vec(), now);
+            }
+        }
+        Phase::Streaming => {
+            c.received_after_request += bytes.len();
+            if c.received_after_request > max_send {
+                log::debug!(
+                    "closing {}: sent {} bytes after its request",
+                    c.peer,
+                    c.received_after_request
+                );
+                core.remove(id, CloseReason::Limit);
+            }
+        }
+        Phase::Answering { early, .. } => {
+            if early.len() + bytes.len() > max_head + max_body {
+                core.remove(id, CloseReason::Limit);
+            } else {
+                early.extend_from_slice(bytes);
+            }
+        }
+        Phase::Closing(_) => {}
+    }
+}
+
+pub(super) fn head_error_text(e: HeadError) -> &'static str {
+    match e {
+        HeadError::Malformed => "malformed request",
+        HeadError::TooLarge => "request head too large",
+        HeadError::BadFraming => "conflicting or invalid Content-Length / Transfer-Encoding",
+    }
+}
+
+/// Answers with an error and closes once it is sent.
+pub(super) fn fail(
+    core: &mut Core,
+    id: ClientId,
+    status: u16,
+    message: &str,
+    headers: &[&str],
+    now: Instant,
+) {
+    let Some(c) = core.client_mut(id) else { return };
+    if c.is_streaming() {
+        // Never write a response into a stream.
+        core.remove(id, CloseReason::Error);
+        return;
+    }
+    c.pending = Some(Pending {
+        bytes: Bytes::Owned(response::error(status, message, headers).into()),
+        offset: 0,
+    });
+    c.phase = Phase::Closing(CloseReason::Normal);
+    c.answer_since = now;
+    core.metrics.count_response(status);
+    core.timers
+        .arm(id, TimerKind::Linger, now + core.cfg.linger);
+    core.schedule(id);
+}
+
+/// Queues a complete response; keeps the connection for another request if `keep_alive`.
+pub(super) fn answer(
+    core: &mut Core,
+    id: ClientId,
+    status: u16,
+    bytes: Vec<u8>,
+    keep_alive: bool,
+    early: Vec<u8>,
+    now: Instant,
+) {
+    let keep_alive = keep_alive && core.shutdown_deadline.is_none();
+    let Some(c) = core.client_mut(id) else { return };
+    c.pending = Some(Pending {
+        bytes: Bytes::Owned(bytes.into()),
+        offset: 0,
+    });
+    c.phase = Phase::Answering { keep_alive, early };
+    c.answer_since = now;
+    core.metrics.count_response(status);
+    core.timers
+        .arm(id, TimerKind::Linger, now + core.cfg.linger);
+    core.schedule(id);
+}
+
+/// A complete response was sent: close, or read the next request.
+pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
+    let Some(c) = core.client_mut(id) else { return };
+    match std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal)) {
+        Phase::Answering {
+            keep_alive: true,
+            early,
+        } => {
+            c.phase = Phase::Head(HeadReader::default());
+            c.answered = true;
+            c.head_since = now;
+            core.timers
+                .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
+            if !early.is_empty() {
+                on_bytes(core, id, &early, now);
+            }
+        }
+        Phase::Closing(reason) => core.remove(id, reason),
+        _ => core.remove(id, CloseReason::Normal),
+    }
+}
+
+impl Core {
+    pub(super) fn on_timer(&mut self, id: ClientId, kind: TimerKind, now: Instant) {
+        let Some(c) = self.client(id) else { return };
+        match (kind, &c.phase) {
+            // A head timer of an earlier head phase of this connection (armed at accept or
+            // after a previous answer): the current phase has a timer of its own.
+            (TimerKind::Head, Phase::Head(_) | Phase::Body(_))
+                if now < c.head_since + self.cfg.head_timeout => {}
+            (TimerKind::Head, Phase::Head(r)) => {
+                if r.buffered() == 0 && c.answered {
+                    // An idle kept-alive connection between requests: just close it.
+                    self.remove(id, CloseReason::Timeout);
+                } else {
+                    fail(
+                        self,
+                        id,
+                        408,
+                        "the request head did not arrive in time",
+                        &[],
+                        now,
+                    );
+                }
+            }
+            (TimerKind::Head, Phase::Body(_)) => fail(
+                self,
+                id,
+                408,
+                "the request body did not arrive in time",
+                &[],
+                now,
+            ),
+            // A linger timer of an earlier response on this kept-alive connection.
+            (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_))
+                if now < c.answer_since + self.cfg.linger => {}
+            (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_)) => {
+                self.remove(id, CloseReason::Timeout)
+            }
+            (TimerKind::KeepAlive, Phase::Streaming) => {
+                let Some(ka) = self.cfg.keepalive else { return };
+                let idle_since = c.last_write;
+                if self.has_pending(c) {
+                    // Behind, not idle: look again later (the slow policy handles lag).
+                    self.arm_keepalive(id, now);
+                } else if now.saturating_duration_since(idle_since) >= ka {
+                    if let Some(c) = self.client_mut(id) {
+                        c.pending = Some(Pending {
+                            bytes: Bytes::Static(frame::KEEPALIVE),
+                            offset: 0,
+                        });
+                    }
+                    self.metrics.keepalives += 1;
+                    self.schedule(id);
+                    self.arm_keepalive(id, now);
+                } else {
+                    self.arm_keepalive(id, idle_since);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes the oldest connection still reading its first request head. Returns false
+    /// when there is none.
+    pub(super) fn evict_oldest_head_reader(&mut self) -> bool {
+        while let Some(id) = self.head_readers.pop_front() {
+            if self
+                .client(id)
+                .is_some_and(|c| matches!(c.phase, Phase::Head(_)) && !c.answered)
+            {
+                self.remove(id, CloseReason::Limit);
+                return true;
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,219 @@
+//! Routing a complete request head to its endpoint, and the small endpoints themselves
+//! (`/` demo page, `/health`, `/metrics`, `/clients`, bearer-token checks). Routing sees the
+//! whole parsed head ([`RequestHead`]), so a decision about who may do what belongs here.
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use super::Core;
+use super::client::ClientId;
+use super::connection::{answer, fail};
+use super::event_log::TICK_TOPIC_ID;
+use super::metrics::{self, Gauges};
+use super::publish::begin_publish;
+use super::stream::start_stream;
+use crate::http::request::{Method, RequestHead};
+use crate::http::response;
+
+/// Most clients listed by `GET /clients`.
+pub const MAX_LISTED_CLIENTS: usize = 100;
+
+pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
+    let keep_alive = !head.close;
+    match head.path.as_str() {
+        "/" if matches!(head.method, Method::Get | Method::Head) && wants_page(&head) => {
+            let r = response::complete(
+                200,
+                "text/html; charset=utf-8",
+                &[],
+                DEMO_PAGE.as_bytes(),
+                !keep_alive,
+            );
+            answer(
+                core,
+                id,
+                200,
+                head_only_if(head.method, r, DEMO_PAGE.len()),
+                keep_alive,
+                rest,
+                now,
+            );
+        }
+        "/" | "/events" => match head.method {
+            Method::Get | Method::Head => start_stream(core, id, &head, rest, now),
+            _ => fail(core, id, 405, "use GET", &["Allow: GET, HEAD"], now),
+        },
+        "/publish" => match head.method {
+            Method::Post => begin_publish(core, id, &head, rest, now),
+            _ => fail(core, id, 405, "use POST", &["Allow: POST"], now),
+        },
+        "/health" => match head.method {
+            Method::Get | Method::Head => {
+                let r =
+                    response::complete(200, "text/plain; charset=utf-8", &[], b"ok\n", !keep_alive);
+                answer(
+                    core,
+                    id,
+                    200,
+                    head_only_if(head.method, r, 3),
+                    keep_alive,
+                    rest,
+                    now,
+                );
+            }
+            _ => fail(core, id, 405, "use GET", &["Allow: GET, HEAD"], now),
+        },
+        "/metrics" => match head.method {
+            Method::Get => {
+                let body = render_metrics(core);
+                let r = response::complete(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    &[],
+                    body.as_bytes(),
+                    !keep_alive,
+                );
+                answer(core, id, 200, r, keep_alive, rest, now);
+            }
+            _ => fail(core, id, 405, "use GET", &["Allow: GET"], now),
+        },
+        "/clients" => match head.method {
+            Method::Get => {
+                let peer_local = core.client(id).is_some_and(|c| c.peer.ip().is_loopback());
+                if !peer_local && authorize(core, &head).is_err() {
+                    fail(
+                        core,
+                        id,
+                        403,
+                        "/clients is for loopback or token holders",
+                        &[],
+                        now,
+                    );
+                    return;
+                }
+                let body = render_clients(core, now);
+                let r =
+                    response::complete(200, "application/json", &[], body.as_bytes(), !keep_alive);
+                answer(core, id, 200, r, keep_alive, rest, now);
+            }
+            _ => fail(core, id, 405, "use GET", &["Allow: GET"], now),
+        },
+        _ => fail(core, id, 404, "no such path (try / or /events)", &[], now),
+    }
+}
+
+/// The demo page, served at `/` to browser navigations.
+pub const DEMO_PAGE: &str = include_str!("../demo.html");
+
+/// A browser navigation: asks for HTML and not for an event stream (`curl` sends `*/*`,
+/// EventSource sends `text/event-stream`: both get the stream).
+pub(super) fn wants_page(head: &RequestHead) -> bool {
+    head.accept
+        .as_deref()
+        .is_some_and(|a| a.contains("text/html"))
+        && !head.accepts_event_stream()
+}
+
+/// For a HEAD request, drops the body of a complete response (its head still announces the
+/// body's length, as for GET).
+pub(super) fn head_only_if(method: Method, mut response: Vec<u8>, body_len: usize) -> Vec<u8> {
+    if method == Method::Head {
+        response.truncate(response.len() - body_len);
+    }
+    response
+}
+
+/// Checks `Authorization: Bearer <token>` when a token is configured.
+pub(super) fn authorize(core: &Core, head: &RequestHead) -> Result<(), (u16, &'static str)> {
+    let Some(token) = &core.cfg.publish_token else {
+        return Ok(());
+    };
+    let Some(auth) = &head.authorization else {
+        return Err((401, "a bearer token is required"));
+    };
+    let given = match auth.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+        _ => return Err((401, "a bearer token is required")),
+    };
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err((403, "wrong token"))
+    }
+}
+
+/// Compares in time that depends only on the lengths, not on where the bytes differ.
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+pub(super) fn render_metrics(core: &Core) -> String {
+    let topics = core
+        .log
+        .topics()
+        .filter(|(i, _)| *i != TICK_TOPIC_ID)
+        .map(|(_, t)| (&*t.name, t.subscribers.len(), t.len(), t.retained_bytes()))
+        .collect();
+    let g = Gauges {
+        clients: core.streaming,
+        connections: core.clients.len(),
+        max_clients: core.cfg.max_clients,
+        topics,
+    };
+    metrics::render(&core.metrics, &g)
+}
+
+/// The most lagging streaming clients as JSON, worst first, at most [`MAX_LISTED_CLIENTS`].
+pub(super) fn render_clients(core: &Core, now: Instant) -> String {
+    let mut rows: Vec<(u64, usize)> = core
+        .clients
+        .iter()
+        .filter(|(_, c)| c.is_streaming())
+        .map(|(k, c)| (core.backlog_of(c).0, k))
+        .collect();
+    rows.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out = String::from("{\"clients\":[");
+    for (i, (queued, key)) in rows.iter().take(MAX_LISTED_CLIENTS).enumerate() {
+        let Some(c) = core.clients.get(*key) else {
+            continue;
+        };
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"address\":");
+        response::push_json_string(&mut out, &c.peer.to_string());
+        out.push_str(",\"topics\":[");
+        let mut first = true;
+        for cur in c.cursors.iter().filter(|cur| cur.topic != TICK_TOPIC_ID) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            response::push_json_string(&mut out, &core.log.topic(cur.topic).name);
+        }
+        let _ = write!(
+            out,
+            "],\"queued_bytes\":{queued},\"since_last_write_ms\":{},\"connected_ms\":{}}}",
+            now.saturating_duration_since(c.last_write).as_millis(),
+            now.saturating_duration_since(c.connected_at).as_millis()
+        );
+    }
+    let _ = writeln!(out, "],\"total\":{}}}", rows.len());
+    out
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
