@@ -1,5 +1,5 @@
 //! The core's broadcast cost with no syscalls: `N` simulated streaming clients (1,000,
-//! 10,000, 100,000), one `handle_publish`, then the driver's work drained exactly as the
+//! 10,000, 100,000), one `publish`, then the driver's work drained exactly as the
 //! driver does it (`poll_output` → `write_slices` → `handle_written` with everything taken).
 //!
 //! Reported per delivery (one frame to one client): criterion's time per iteration divided
@@ -51,7 +51,7 @@ fn core_with(n: usize) -> Core {
             Ipv4Addr::new(127, 0, (i >> 16) as u8, 1),
             (i & 0xffff) as u16,
         ));
-        let id = core.handle_accept(now, peer).expect("accepted");
+        let id = core.handle_accept(peer, now).expect("accepted");
         core.handle_writable(id);
         core.handle_read(id, GET, now);
     }
@@ -64,7 +64,7 @@ fn core_with(n: usize) -> Core {
 fn broadcast(core: &mut Core, n: usize) -> Duration {
     let now = Instant::now();
     let start = Instant::now();
-    core.handle_publish(now, "", None, None, black_box("ts=1728830122123456789"))
+    core.publish("", None, None, black_box("ts=1728830122123456789"), now)
         .expect("published");
     let writes = drain(core, now);
     let t = start.elapsed();

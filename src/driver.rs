@@ -17,7 +17,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::core::{ClientId, Core, MAX_IOVECS, Output};
+use crate::core::{ClientId, Core, IoFailure, MAX_IOVECS, Output};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -107,13 +107,14 @@ fn interrupted(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
 }
 
-fn is_reset(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
+/// A reset by the peer, or any other failure.
+fn io_failure(e: &io::Error) -> IoFailure {
+    match e.kind() {
         io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted
-    )
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => IoFailure::Reset,
+        _ => IoFailure::Other,
+    }
 }
 
 impl Driver {
@@ -266,7 +267,7 @@ impl Driver {
                 self.accept(now);
             }
             if self.core.next_deadline().is_some_and(|d| d <= now) {
-                self.core.handle_timeout(now, chrono::Utc::now());
+                self.core.handle_timeout(chrono::Utc::now(), now);
             }
             self.drain_outputs();
             self.maybe_summary(now);
@@ -291,7 +292,7 @@ impl Driver {
             if let Some(mut l) = self.listener.take() {
                 let _ = self.poll.registry().deregister(&mut l);
             }
-            self.core.handle_shutdown(now);
+            self.core.shutdown(now);
         }
         false
     }
@@ -303,7 +304,7 @@ impl Driver {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    let Some(id) = self.core.handle_accept(now, peer) else {
+                    let Some(id) = self.core.handle_accept(peer, now) else {
                         drop(stream);
                         continue;
                     };
@@ -323,7 +324,7 @@ impl Driver {
                     self.reserve_fd = None;
                     if let Some(Ok((stream, _))) = self.listener.as_ref().map(|l| l.accept()) {
                         drop(stream);
-                        self.core.handle_refused();
+                        self.core.refuse();
                     }
                     self.reserve_fd = open_reserve();
                     self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
@@ -358,7 +359,7 @@ impl Driver {
             .register(&mut stream, Token(key), Interest::READABLE)
         {
             log::warn!("register: {e}");
-            self.core.handle_io_error(id, false);
+            self.core.handle_io_error(id, IoFailure::Other);
             return;
         }
         self.sockets[key] = Some(Slot {
@@ -410,7 +411,7 @@ impl Driver {
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
                 Err(e) => {
-                    self.core.handle_io_error(id, is_reset(&e));
+                    self.core.handle_io_error(id, io_failure(&e));
                     return;
                 }
             }
@@ -447,7 +448,7 @@ impl Driver {
             Ok(written) => self.core.handle_written(id, written, now),
             Err(e) if would_block(&e) => self.blocked(id, now),
             Err(e) if interrupted(&e) => self.core.handle_writable(id),
-            Err(e) => self.core.handle_io_error(id, is_reset(&e)),
+            Err(e) => self.core.handle_io_error(id, io_failure(&e)),
         }
     }
 
@@ -468,7 +469,7 @@ impl Driver {
                 Ok(()) => slot.watching_writable = true,
                 Err(e) => {
                     log::warn!("reregister: {e}");
-                    self.core.handle_io_error(id, false);
+                    self.core.handle_io_error(id, IoFailure::Other);
                 }
             }
         }
@@ -531,11 +532,11 @@ impl Driver {
             lines.push(String::from_utf8_lossy(&std::mem::take(&mut stdin.partial)).into_owned());
         }
         for line in lines.iter().filter(|l| !l.is_empty()) {
-            if let Err((_, msg)) =
-                self.core
-                    .handle_publish(now, crate::core::DEFAULT_TOPIC, None, None, line)
+            if let Err(e) = self
+                .core
+                .publish(crate::core::DEFAULT_TOPIC, None, None, line, now)
             {
-                log::warn!("stdin line not published: {msg}");
+                log::warn!("stdin line not published: {}", e.message());
             }
         }
         if eof {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::config::{Config, SlowClientPolicy};
-use crate::core::{ClientId, CloseReason, Core, MAX_IOVECS, Output};
+use crate::core::{ClientId, CloseReason, Core, IoFailure, MAX_IOVECS, Output};
 use crate::http::response::STREAM_HEAD;
 use crate::sse::frame;
 use crate::sse::parse::{Event, Parser};
@@ -163,7 +163,7 @@ pub enum Op {
     Stall { millis: u16 },
     /// Time jumps to the core's next deadline.
     Tick,
-    /// An event is published through [`Core::handle_publish`].
+    /// An event is published through [`Core::publish`].
     Publish {
         topic: u8,
         event: Option<u8>,
@@ -660,7 +660,7 @@ impl Sim {
                 if let Some(ci) = self.pick(*conn) {
                     self.conns[ci].client_ended = true;
                     let id = self.conns[ci].id;
-                    self.core.handle_io_error(id, true);
+                    self.core.handle_io_error(id, IoFailure::Reset);
                     self.after_call(Some(id))?;
                     self.drain()?;
                 }
@@ -699,7 +699,7 @@ impl Sim {
             Op::Shutdown => {
                 self.shutting_down = true;
                 let now = self.now();
-                self.core.handle_shutdown(now);
+                self.core.shutdown(now);
                 self.after_call(None)?;
                 self.drain()?;
             }
@@ -713,7 +713,7 @@ impl Sim {
         let now = self.now();
         let at_limit = self.core.connections() >= self.cfg.max_connections;
         let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + self.conns.len() as u16));
-        let Some(id) = self.core.handle_accept(now, peer) else {
+        let Some(id) = self.core.handle_accept(peer, now) else {
             ensure!(
                 self.shutting_down || at_limit,
                 "a connection was refused with {} of {} connections and no shutdown",
@@ -926,7 +926,7 @@ impl Sim {
     fn timeout(&mut self) -> Result<(), String> {
         let (now, wall) = (self.now(), self.wall());
         self.trace("timeout", self.elapsed.as_nanos() as u64, 0);
-        self.core.handle_timeout(now, wall);
+        self.core.handle_timeout(wall, now);
         if let Some(d) = self.core.next_deadline() {
             ensure!(
                 d > now,
@@ -953,18 +953,18 @@ impl Sim {
         let valid = publish_valid(event, id, &data);
         let now = self.now();
         let before = self.core.metrics().events_published;
-        let r = self
-            .core
-            .handle_publish(now, TOPICS[topic], event, id, &data);
+        let r = self.core.publish(TOPICS[topic], event, id, &data, now);
         let expect_ok = valid && !self.shutting_down;
         match &r {
             Ok(_) => ensure!(
                 expect_ok,
                 "publish of an invalid event (or during shutdown) succeeded: {event:?} {id:?} {data:?}"
             ),
-            Err((status, msg)) => ensure!(
+            Err(e) => ensure!(
                 !expect_ok,
-                "publish of a valid event failed with {status} {msg}: {event:?} {id:?} {data:?}"
+                "publish of a valid event failed with {} {}: {event:?} {id:?} {data:?}",
+                e.status(),
+                e.message()
             ),
         }
         ensure!(
@@ -2135,7 +2135,7 @@ impl Sim {
     }
 }
 
-/// True when `handle_publish` must accept this event (outside shutdown).
+/// True when `publish` must accept this event (outside shutdown).
 fn publish_valid(event: Option<&str>, id: Option<&str>, data: &str) -> bool {
     let field_ok = |v: &str| !v.is_empty() && v.len() <= 256 && frame::valid_field_value(v);
     !data.is_empty() && event.is_none_or(field_ok) && id.is_none_or(field_ok)

@@ -6,11 +6,12 @@ use std::time::Instant;
 use super::Core;
 use super::client::{Bytes, ClientId, Pending, Phase};
 use super::endpoints::route;
+use super::error::RequestError;
 use super::metrics::CloseReason;
 use super::publish::finish_publish;
 use super::timers::TimerKind;
 use crate::http::chunked::ChunkError;
-use crate::http::request::{HeadError, HeadProgress, HeadReader};
+use crate::http::request::{HeadProgress, HeadReader};
 use crate::http::response;
 use crate::sse::frame;
 
@@ -26,17 +27,17 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
         Phase::Head(reader) => match reader.feed(bytes, max_head) {
             Ok(HeadProgress::Partial) => {}
             Ok(HeadProgress::Complete { head, rest }) => route(core, id, head, rest, now),
-            Err(e) => fail(core, id, e.status(), head_error_text(e), &[], now),
+            Err(e) => fail(core, id, RequestError::Head(e), now),
         },
         Phase::Body(st) => {
             let (used, done) = match &mut st.chunked {
                 Some(decoder) => match decoder.feed(bytes, &mut st.body, max_body) {
                     Ok(progress) => progress,
                     Err(ChunkError::TooLarge) => {
-                        return fail(core, id, 413, "body larger than --max-body", &[], now);
+                        return fail(core, id, RequestError::BodyTooLarge, now);
                     }
                     Err(ChunkError::Malformed) => {
-                        return fail(core, id, 400, "malformed chunked body", &[], now);
+                        return fail(core, id, RequestError::MalformedChunked, now);
                     }
                 },
                 None => {
@@ -76,21 +77,17 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
     }
 }
 
-pub(super) fn head_error_text(e: HeadError) -> &'static str {
-    match e {
-        HeadError::Malformed => "malformed request",
-        HeadError::TooLarge => "request head too large",
-        HeadError::BadFraming => "conflicting or invalid Content-Length / Transfer-Encoding",
-    }
+/// Answers with an error and closes once it is sent.
+pub(super) fn fail(core: &mut Core, id: ClientId, err: RequestError, now: Instant) {
+    fail_with(core, id, err, None, now);
 }
 
-/// Answers with an error and closes once it is sent.
-pub(super) fn fail(
+/// [`fail`] with one more header line than the error itself carries.
+pub(super) fn fail_with(
     core: &mut Core,
     id: ClientId,
-    status: u16,
-    message: &str,
-    headers: &[&str],
+    err: RequestError,
+    extra_header: Option<&str>,
     now: Instant,
 ) {
     let Some(c) = core.client_mut(id) else { return };
@@ -99,8 +96,11 @@ pub(super) fn fail(
         core.remove(id, CloseReason::Error);
         return;
     }
+    let own = err.headers();
+    let headers: Vec<&str> = own.as_deref().into_iter().chain(extra_header).collect();
+    let status = err.status();
     c.pending = Some(Pending {
-        bytes: Bytes::Owned(response::error(status, message, headers).into()),
+        bytes: Bytes::Owned(response::error(status, err.message(), &headers).into()),
         offset: 0,
     });
     c.phase = Phase::Closing(CloseReason::Normal);
@@ -170,24 +170,10 @@ impl Core {
                     // An idle kept-alive connection between requests: just close it.
                     self.remove(id, CloseReason::Timeout);
                 } else {
-                    fail(
-                        self,
-                        id,
-                        408,
-                        "the request head did not arrive in time",
-                        &[],
-                        now,
-                    );
+                    fail(self, id, RequestError::HeadTimeout, now);
                 }
             }
-            (TimerKind::Head, Phase::Body(_)) => fail(
-                self,
-                id,
-                408,
-                "the request body did not arrive in time",
-                &[],
-                now,
-            ),
+            (TimerKind::Head, Phase::Body(_)) => fail(self, id, RequestError::BodyTimeout, now),
             // A linger timer of an earlier response on this kept-alive connection.
             (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_))
                 if now < c.answer_since + self.cfg.linger => {}

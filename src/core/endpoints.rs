@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::Core;
 use super::client::ClientId;
 use super::connection::{answer, fail};
+use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
 use super::metrics::{self, Gauges};
 use super::publish::begin_publish;
@@ -40,11 +41,16 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
         }
         "/" | "/events" => match head.method {
             Method::Get | Method::Head => start_stream(core, id, &head, rest, now),
-            _ => fail(core, id, 405, "use GET", &["Allow: GET, HEAD"], now),
+            _ => fail(
+                core,
+                id,
+                RequestError::MethodNotAllowed(Allow::GetHead),
+                now,
+            ),
         },
         "/publish" => match head.method {
             Method::Post => begin_publish(core, id, &head, rest, now),
-            _ => fail(core, id, 405, "use POST", &["Allow: POST"], now),
+            _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Post), now),
         },
         "/health" => match head.method {
             Method::Get | Method::Head => {
@@ -60,7 +66,12 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
                     now,
                 );
             }
-            _ => fail(core, id, 405, "use GET", &["Allow: GET, HEAD"], now),
+            _ => fail(
+                core,
+                id,
+                RequestError::MethodNotAllowed(Allow::GetHead),
+                now,
+            ),
         },
         "/metrics" => match head.method {
             Method::Get => {
@@ -74,20 +85,13 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
                 );
                 answer(core, id, 200, r, keep_alive, rest, now);
             }
-            _ => fail(core, id, 405, "use GET", &["Allow: GET"], now),
+            _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Get), now),
         },
         "/clients" => match head.method {
             Method::Get => {
                 let peer_local = core.client(id).is_some_and(|c| c.peer.ip().is_loopback());
                 if !peer_local && authorize(core, &head).is_err() {
-                    fail(
-                        core,
-                        id,
-                        403,
-                        "/clients is for loopback or token holders",
-                        &[],
-                        now,
-                    );
+                    fail(core, id, RequestError::ClientsForbidden, now);
                     return;
                 }
                 let body = render_clients(core, now);
@@ -95,9 +99,9 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
                     response::complete(200, "application/json", &[], body.as_bytes(), !keep_alive);
                 answer(core, id, 200, r, keep_alive, rest, now);
             }
-            _ => fail(core, id, 405, "use GET", &["Allow: GET"], now),
+            _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Get), now),
         },
-        _ => fail(core, id, 404, "no such path (try / or /events)", &[], now),
+        _ => fail(core, id, RequestError::NotFound, now),
     }
 }
 
@@ -123,21 +127,21 @@ pub(super) fn head_only_if(method: Method, mut response: Vec<u8>, body_len: usiz
 }
 
 /// Checks `Authorization: Bearer <token>` when a token is configured.
-pub(super) fn authorize(core: &Core, head: &RequestHead) -> Result<(), (u16, &'static str)> {
+pub(super) fn authorize(core: &Core, head: &RequestHead) -> Result<(), RequestError> {
     let Some(token) = &core.cfg.publish_token else {
         return Ok(());
     };
     let Some(auth) = &head.authorization else {
-        return Err((401, "a bearer token is required"));
+        return Err(RequestError::TokenRequired);
     };
     let given = match auth.split_once(' ') {
         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-        _ => return Err((401, "a bearer token is required")),
+        _ => return Err(RequestError::TokenRequired),
     };
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
-        Err((403, "wrong token"))
+        Err(RequestError::WrongToken)
     }
 }
 

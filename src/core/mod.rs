@@ -15,6 +15,7 @@
 mod client;
 mod connection;
 mod endpoints;
+pub mod error;
 pub mod event_log;
 pub mod metrics;
 mod publish;
@@ -32,6 +33,7 @@ use slab::Slab;
 
 pub use client::ClientId;
 use client::{Client, Phase};
+pub use error::{Allow, RequestError};
 use event_log::EventLog;
 pub use metrics::{CloseReason, Metrics};
 use timers::{TimerKind, Timers};
@@ -52,6 +54,15 @@ pub enum Output {
     Write(ClientId),
     /// Close the connection. The core has already forgotten the client.
     Close(ClientId, CloseReason),
+}
+
+/// Why a read or write failed, as far as the close reason cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoFailure {
+    /// The peer reset the connection (`ECONNRESET`, `EPIPE`).
+    Reset,
+    /// Any other error.
+    Other,
 }
 
 /// The protocol state machine. See the module documentation for the contract.
@@ -211,7 +222,7 @@ impl Core {
     /// closed (reason `limit`) to make room: idle or slowloris connections cannot lock out
     /// new clients, nor `/metrics`. The evicted client's `Close` may name the same slab key
     /// as the returned id (the driver must close the old socket first).
-    pub fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
+    pub fn handle_accept(&mut self, peer: SocketAddr, now: Instant) -> Option<ClientId> {
         if self.shutdown_deadline.is_some() {
             self.metrics.refused += 1;
             return None;
@@ -241,9 +252,9 @@ impl Core {
         Some(id)
     }
 
-    /// A connection was taken and closed at once without reaching the core (out of file
-    /// descriptors). Only counted.
-    pub fn handle_refused(&mut self) {
+    /// Counts a connection the driver took and closed at once without giving it to the
+    /// core (out of file descriptors).
+    pub fn refuse(&mut self) {
         self.metrics.refused += 1;
     }
 
@@ -262,17 +273,14 @@ impl Core {
         self.remove(id, CloseReason::Normal);
     }
 
-    /// A read or write failed (`reset`: the peer reset the connection).
-    pub fn handle_io_error(&mut self, id: ClientId, reset: bool) {
+    /// A read or write failed.
+    pub fn handle_io_error(&mut self, id: ClientId, failure: IoFailure) {
         if self.client(id).is_some() {
-            self.remove(
-                id,
-                if reset {
-                    CloseReason::Reset
-                } else {
-                    CloseReason::Error
-                },
-            );
+            let reason = match failure {
+                IoFailure::Reset => CloseReason::Reset,
+                IoFailure::Other => CloseReason::Error,
+            };
+            self.remove(id, reason);
         }
     }
 
@@ -293,7 +301,7 @@ impl Core {
 
     /// Time passed: ticks, timeouts, keep-alives, the shutdown deadline. `wall` is the
     /// wall-clock time for the tick's text. Spurious calls do nothing.
-    pub fn handle_timeout(&mut self, now: Instant, wall: DateTime<Utc>) {
+    pub fn handle_timeout(&mut self, wall: DateTime<Utc>, now: Instant) {
         if let Some(due) = self.next_tick.filter(|t| *t <= now) {
             let interval = self.cfg.interval.unwrap_or(Duration::from_secs(2));
             let mut next = due + interval;
@@ -315,23 +323,25 @@ impl Core {
         self.debug_check();
     }
 
-    /// Publishes an event (from the driver's stdin reader, or any embedder). Returns its id.
-    pub fn handle_publish(
+    /// Publishes an event (from the driver's stdin reader, or any embedder): validates it,
+    /// encodes it once, appends it to its topic's log and wakes the subscribers. Returns
+    /// its id.
+    pub fn publish(
         &mut self,
-        now: Instant,
         topic: &str,
         event: Option<&str>,
         id: Option<&str>,
         data: &str,
-    ) -> Result<String, (u16, &'static str)> {
-        let r = self.publish(now, topic, event, id, data);
+        now: Instant,
+    ) -> Result<String, RequestError> {
+        let r = self.publish_event(topic, event, id, data, now);
         self.debug_check();
         r
     }
 
     /// Stop accepting; give streaming clients until `now + grace` to receive what is
     /// queued; close everything else now.
-    pub fn handle_shutdown(&mut self, now: Instant) {
+    pub fn shutdown(&mut self, now: Instant) {
         if self.shutdown_deadline.is_some() {
             return;
         }

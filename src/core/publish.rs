@@ -10,6 +10,7 @@ use super::Core;
 use super::client::{BodyState, Bytes, ClientId, Pending, Phase};
 use super::connection::{answer, fail, on_bytes};
 use super::endpoints::authorize;
+use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, TICK_TOPIC_ID};
 use super::metrics::CloseReason;
 use super::topic::TopicId;
@@ -28,10 +29,8 @@ pub(super) fn valid_topic_name(name: &str) -> bool {
 /// The topic named `name`, created or recycled if needed (see [`EventLog::topic_for`]).
 ///
 /// [`EventLog::topic_for`]: super::event_log::EventLog::topic_for
-pub(super) fn topic_for(core: &mut Core, name: &str) -> Result<TopicId, (u16, &'static str)> {
-    core.log
-        .topic_for(name)
-        .ok_or((503, "too many topics in use"))
+pub(super) fn topic_for(core: &mut Core, name: &str) -> Result<TopicId, RequestError> {
+    core.log.topic_for(name).ok_or(RequestError::TooManyTopics)
 }
 
 pub(super) fn begin_publish(
@@ -41,24 +40,19 @@ pub(super) fn begin_publish(
     rest: Vec<u8>,
     now: Instant,
 ) {
-    if let Err((status, msg)) = authorize(core, head) {
-        let hdrs: &[&str] = if status == 401 {
-            &["WWW-Authenticate: Bearer"]
-        } else {
-            &[]
-        };
-        fail(core, id, status, msg, hdrs, now);
+    if let Err(e) = authorize(core, head) {
+        fail(core, id, e, now);
         return;
     }
     let topic = head.param("topic").unwrap_or(DEFAULT_TOPIC).to_owned();
     let event = head.param("event").map(str::to_owned);
     let event_id = head.param("id").map(str::to_owned);
     if !valid_topic_name(&topic) {
-        fail(core, id, 400, "invalid topic name", &[], now);
+        fail(core, id, RequestError::InvalidTopic, now);
         return;
     }
-    if let Err(msg) = check_fields(event.as_deref(), event_id.as_deref()) {
-        fail(core, id, 400, msg, &[], now);
+    if let Err(e) = check_fields(event.as_deref(), event_id.as_deref()) {
+        fail(core, id, e, now);
         return;
     }
     // A body is framed by Content-Length or by chunked coding (both at once was refused by
@@ -66,14 +60,7 @@ pub(super) fn begin_publish(
     let chunked = match (head.transfer_encoding, head.chunked) {
         (true, true) => Some(ChunkedDecoder::default()),
         (true, false) => {
-            fail(
-                core,
-                id,
-                501,
-                "the only Transfer-Encoding supported is chunked",
-                &[],
-                now,
-            );
+            fail(core, id, RequestError::UnsupportedCoding, now);
             return;
         }
         (false, _) => None,
@@ -81,19 +68,12 @@ pub(super) fn begin_publish(
     let need = match (&chunked, head.content_length) {
         (Some(_), _) => 0,
         (None, Some(len)) if len > core.cfg.max_body as u64 => {
-            fail(core, id, 413, "body larger than --max-body", &[], now);
+            fail(core, id, RequestError::BodyTooLarge, now);
             return;
         }
         (None, Some(len)) => len as usize,
         (None, None) => {
-            fail(
-                core,
-                id,
-                411,
-                "a Content-Length (or a chunked body) is required",
-                &[],
-                now,
-            );
+            fail(core, id, RequestError::LengthRequired, now);
             return;
         }
     };
@@ -129,16 +109,16 @@ pub(super) fn begin_publish(
     }
 }
 
-pub(super) fn check_fields(event: Option<&str>, id: Option<&str>) -> Result<(), &'static str> {
+pub(super) fn check_fields(event: Option<&str>, id: Option<&str>) -> Result<(), RequestError> {
     if let Some(e) = event
         && (e.is_empty() || e.len() > MAX_NAME || !frame::valid_field_value(e))
     {
-        return Err("event must be 1 to 256 bytes without CR, LF or NUL");
+        return Err(RequestError::InvalidEvent);
     }
     if let Some(i) = id
         && (i.is_empty() || i.len() > MAX_NAME || !frame::valid_field_value(i))
     {
-        return Err("id must be 1 to 256 bytes without CR, LF or NUL");
+        return Err(RequestError::InvalidId);
     }
     Ok(())
 }
@@ -151,10 +131,10 @@ pub(super) fn finish_publish(
     now: Instant,
 ) {
     let Ok(data) = String::from_utf8(st.body) else {
-        fail(core, id, 400, "the body is not UTF-8", &[], now);
+        fail(core, id, RequestError::NotUtf8, now);
         return;
     };
-    match core.publish(now, &st.topic, st.event.as_deref(), st.id.as_deref(), &data) {
+    match core.publish_event(&st.topic, st.event.as_deref(), st.id.as_deref(), &data, now) {
         Ok(event_id) => {
             let body = format!("{event_id}\n");
             let r = response::complete(
@@ -166,32 +146,29 @@ pub(super) fn finish_publish(
             );
             answer(core, id, 200, r, st.keep_alive, early, now);
         }
-        Err((status, msg)) => fail(core, id, status, msg, &[], now),
+        Err(e) => fail(core, id, e, now),
     }
 }
 
 impl Core {
     /// Validates, encodes once, appends to the topic's log, wakes its subscribers.
-    pub(super) fn publish(
+    pub(super) fn publish_event(
         &mut self,
-        now: Instant,
         topic: &str,
         event: Option<&str>,
         id: Option<&str>,
         data: &str,
-    ) -> Result<String, (u16, &'static str)> {
+        now: Instant,
+    ) -> Result<String, RequestError> {
         if self.shutdown_deadline.is_some() {
-            return Err((503, "shutting down"));
+            return Err(RequestError::ShuttingDown);
         }
         if !valid_topic_name(topic) {
-            return Err((400, "invalid topic name"));
+            return Err(RequestError::InvalidTopic);
         }
-        check_fields(event, id).map_err(|m| (400, m))?;
+        check_fields(event, id)?;
         if data.is_empty() {
-            return Err((
-                400,
-                "an event needs data (EventSource drops events with empty data)",
-            ));
+            return Err(RequestError::EmptyData);
         }
         let t = topic_for(self, topic)?;
         let gseq = self.log.assign_gseq();

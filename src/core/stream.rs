@@ -10,7 +10,8 @@ use smallvec::SmallVec;
 
 use super::Core;
 use super::client::{Bytes, Client, ClientId, Cursor, Pending, Phase};
-use super::connection::{answer, fail};
+use super::connection::{answer, fail, fail_with};
+use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
 use super::metrics::CloseReason;
 use super::publish::{topic_for, valid_topic_name};
@@ -44,11 +45,11 @@ pub(super) fn start_stream(
         names.push(DEFAULT_TOPIC);
     }
     if names.len() > core.cfg.max_topics_per_client {
-        fail(core, id, 400, "too many topics", &[], now);
+        fail(core, id, RequestError::TooManyTopicsPerClient, now);
         return;
     }
     if !names.iter().all(|n| valid_topic_name(n)) {
-        fail(core, id, 400, "invalid topic name", &[], now);
+        fail(core, id, RequestError::InvalidTopic, now);
         return;
     }
     // Over the limit only once the request itself is known to be valid.
@@ -60,8 +61,9 @@ pub(super) fn start_stream(
     for n in &names {
         match topic_for(core, n) {
             Ok(t) => topic_ids.push(t),
-            Err((status, msg)) => {
-                fail(core, id, status, msg, &["Retry-After: 5"], now);
+            Err(e) => {
+                // Topics free up as subscribers leave: ask to come back soon.
+                fail_with(core, id, e, Some("Retry-After: 5"), now);
                 return;
             }
         }
@@ -141,8 +143,13 @@ pub(super) fn over_limit(core: &mut Core, id: ClientId, head: &RequestHead, now:
             c.phase = Phase::Closing(CloseReason::Limit);
         }
     } else {
-        let retry_after = format!("Retry-After: {}", delay.as_secs().max(1));
-        fail(core, id, 503, "too many clients", &[&retry_after], now);
+        let retry_after_secs = delay.as_secs().max(1);
+        fail(
+            core,
+            id,
+            RequestError::TooManyClients { retry_after_secs },
+            now,
+        );
     }
 }
 

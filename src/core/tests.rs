@@ -43,7 +43,7 @@ impl T {
     }
 
     fn connect(&mut self) -> ClientId {
-        let id = self.core.handle_accept(self.now, peer()).unwrap();
+        let id = self.core.handle_accept(peer(), self.now).unwrap();
         self.got.push((id, Vec::new(), false));
         id
     }
@@ -86,7 +86,7 @@ impl T {
         self.now += d;
         let wall = Utc.with_ymd_and_hms(2024, 10, 13, 14, 35, 22).unwrap()
             + chrono::Duration::from_std(d).unwrap();
-        self.core.handle_timeout(self.now, wall);
+        self.core.handle_timeout(wall, self.now);
     }
 
     fn text(&self, id: ClientId) -> String {
@@ -156,12 +156,12 @@ fn partial_writes_resume_at_the_exact_byte() {
     t.drain(None);
     for i in 0..5 {
         t.core
-            .handle_publish(
-                t.now,
+            .publish(
                 "",
                 None,
                 None,
                 &format!("event number {i}\nsecond line"),
+                t.now,
             )
             .unwrap();
     }
@@ -190,7 +190,7 @@ fn one_blocked_client_does_not_delay_others() {
     t.core.handle_read(fast, GET, t.now);
     t.drain(None);
     t.core.handle_would_block(slow, t.now);
-    t.core.handle_publish(t.now, "", None, None, "x").unwrap();
+    t.core.publish("", None, None, "x", t.now).unwrap();
     t.drain(None);
     assert_eq!(t.events(fast).len(), 1);
     assert_eq!(t.events(slow).len(), 0);
@@ -216,7 +216,7 @@ fn disconnect_frees_the_slot_and_stale_ids_are_ignored() {
     assert_eq!(a.key, b.key);
     assert_ne!(a.generation, b.generation);
     t.core.handle_read(a, b"garbage", t.now);
-    t.core.handle_io_error(a, true);
+    t.core.handle_io_error(a, IoFailure::Reset);
     assert!(t.core.is_live(b));
     t.core.handle_read(b, GET, t.now);
     t.drain(None);
@@ -301,15 +301,9 @@ fn topics_are_isolated() {
         .handle_read(b, b"GET /events?topic=B&topic=A HTTP/1.1\r\n\r\n", t.now);
     t.core.handle_read(d, GET, t.now);
     t.drain(None);
-    t.core
-        .handle_publish(t.now, "B", None, None, "to b")
-        .unwrap();
-    t.core
-        .handle_publish(t.now, "A", None, None, "to a")
-        .unwrap();
-    t.core
-        .handle_publish(t.now, "", None, None, "to default")
-        .unwrap();
+    t.core.publish("B", None, None, "to b", t.now).unwrap();
+    t.core.publish("A", None, None, "to a", t.now).unwrap();
+    t.core.publish("", None, None, "to default", t.now).unwrap();
     t.advance(Duration::from_secs(2));
     t.drain(None);
     let data = |id| t.events(id).into_iter().map(|e| e.data).collect::<Vec<_>>();
@@ -330,7 +324,7 @@ fn resume_replays_exactly_what_was_missed() {
     let ids: Vec<String> = (0..5)
         .map(|i| {
             t.core
-                .handle_publish(t.now, "A", None, None, &format!("e{i}"))
+                .publish("A", None, None, &format!("e{i}"), t.now)
                 .unwrap()
         })
         .collect();
@@ -354,10 +348,10 @@ fn resume_replays_exactly_what_was_missed() {
 fn custom_ids_resume_too() {
     let mut t = T::new(cfg());
     t.core
-        .handle_publish(t.now, "A", None, Some("first"), "1")
+        .publish("A", None, Some("first"), "1", t.now)
         .unwrap();
     t.core
-        .handle_publish(t.now, "A", None, Some("second"), "2")
+        .publish("A", None, Some("second"), "2", t.now)
         .unwrap();
     let a = t.connect();
     t.core.handle_read(a, &resume_request("A", "first"), t.now);
@@ -376,7 +370,7 @@ fn too_old_unknown_and_earlier_run_ids_get_a_reset() {
     let ids: Vec<String> = (0..6)
         .map(|i| {
             t.core
-                .handle_publish(t.now, "A", None, None, &format!("e{i}"))
+                .publish("A", None, None, &format!("e{i}"), t.now)
                 .unwrap()
         })
         .collect();
@@ -402,7 +396,7 @@ fn too_old_unknown_and_earlier_run_ids_get_a_reset() {
     let er: Vec<String> = t.events(r).into_iter().map(|e| e.data).collect();
     assert_eq!(er, vec!["{\"reason\":\"restart\"}", "e3", "e4", "e5"]);
     // The reset event's id resumes at the live edge: reconnecting with it loses nothing new.
-    t.core.handle_publish(t.now, "A", None, None, "e6").unwrap();
+    t.core.publish("A", None, None, "e6", t.now).unwrap();
     let a2 = t.connect();
     t.core
         .handle_read(a2, &resume_request("A", &ea[0].last_event_id), t.now);
@@ -416,9 +410,9 @@ fn too_old_unknown_and_earlier_run_ids_get_a_reset() {
 #[test]
 fn ticks_are_not_replayed() {
     let mut t = T::new(cfg());
-    let id0 = t.core.handle_publish(t.now, "", None, None, "p0").unwrap();
+    let id0 = t.core.publish("", None, None, "p0", t.now).unwrap();
     t.advance(Duration::from_secs(2));
-    t.core.handle_publish(t.now, "", None, None, "p1").unwrap();
+    t.core.publish("", None, None, "p1", t.now).unwrap();
     let a = t.connect();
     t.core.handle_read(
         a,
@@ -445,7 +439,7 @@ fn slow_client_dropped_past_backlog() {
     t.core.handle_would_block(slow, t.now);
     for i in 0..100 {
         t.core
-            .handle_publish(t.now, "", None, None, &format!("{i:040}"))
+            .publish("", None, None, &format!("{i:040}"), t.now)
             .unwrap();
         t.drain(None);
     }
@@ -464,13 +458,13 @@ fn slow_client_latest_policy_skips_whole_frames() {
     t.core.handle_read(slow, GET, t.now);
     t.drain(None);
     t.core
-        .handle_publish(t.now, "", None, None, &"a".repeat(100))
+        .publish("", None, None, &"a".repeat(100), t.now)
         .unwrap();
     // Half a frame goes out, then the socket fills.
     t.drain(Some(300));
     for i in 0..100 {
         t.core
-            .handle_publish(t.now, "", None, None, &format!("{i:040}"))
+            .publish("", None, None, &format!("{i:040}"), t.now)
             .unwrap();
         t.drain(None);
     }
@@ -541,14 +535,12 @@ fn shutdown_lets_queued_bytes_out_then_closes() {
     t.core.handle_read(a, GET, t.now);
     t.drain(None);
     t.core.handle_would_block(a, t.now);
-    t.core
-        .handle_publish(t.now, "", None, None, "last words")
-        .unwrap();
-    t.core.handle_shutdown(t.now);
+    t.core.publish("", None, None, "last words", t.now).unwrap();
+    t.core.shutdown(t.now);
     t.drain(None);
     assert!(t.closed(h));
     assert!(!t.closed(a));
-    assert!(t.core.handle_accept(t.now, peer()).is_none());
+    assert!(t.core.handle_accept(peer(), t.now).is_none());
     t.core.handle_writable(a);
     t.drain(None);
     assert!(t.closed(a));
@@ -563,8 +555,8 @@ fn shutdown_deadline_closes_stuck_clients() {
     t.core.handle_read(a, GET, t.now);
     t.drain(None);
     t.core.handle_would_block(a, t.now);
-    t.core.handle_publish(t.now, "", None, None, "x").unwrap();
-    t.core.handle_shutdown(t.now);
+    t.core.publish("", None, None, "x", t.now).unwrap();
+    t.core.shutdown(t.now);
     t.drain(None);
     assert!(!t.core.is_finished());
     t.advance(Duration::from_secs(2));
@@ -618,7 +610,7 @@ fn at_the_connection_limit_the_oldest_idle_head_reader_makes_room() {
     let idle1 = t.connect();
     let idle2 = t.connect();
     t.drain(None);
-    let newcomer = t.core.handle_accept(t.now, peer()).expect("room is made");
+    let newcomer = t.core.handle_accept(peer(), t.now).expect("room is made");
     t.got.push((newcomer, Vec::new(), false));
     t.drain(None);
     assert!(t.closed(idle1));
@@ -630,7 +622,7 @@ fn at_the_connection_limit_the_oldest_idle_head_reader_makes_room() {
     t.core.handle_read(newcomer, GET, t.now);
     t.core.handle_read(idle2, GET, t.now);
     t.drain(None);
-    assert!(t.core.handle_accept(t.now, peer()).is_none());
+    assert!(t.core.handle_accept(peer(), t.now).is_none());
 }
 
 #[test]
@@ -761,10 +753,10 @@ fn topics_past_the_limit_recycle_the_least_recently_used_idle_one() {
     let mut c = cfg();
     c.max_topics = 2;
     let mut t = T::new(c);
-    let old_id = t.core.handle_publish(t.now, "a", None, None, "a1").unwrap();
-    t.core.handle_publish(t.now, "b", None, None, "b1").unwrap();
+    let old_id = t.core.publish("a", None, None, "a1", t.now).unwrap();
+    t.core.publish("b", None, None, "b1", t.now).unwrap();
     // A third topic recycles "a" (least recently used, no subscribers): its history is gone.
-    t.core.handle_publish(t.now, "c", None, None, "c1").unwrap();
+    t.core.publish("c", None, None, "c1", t.now).unwrap();
     let r = t.connect();
     t.core.handle_read(r, &resume_request("a", &old_id), t.now);
     t.drain(None);
@@ -782,8 +774,8 @@ fn topics_past_the_limit_recycle_the_least_recently_used_idle_one() {
     t.drain(None);
     assert!(t.core.is_streaming(s));
     assert_eq!(
-        t.core.handle_publish(t.now, "e", None, None, "x"),
-        Err((503, "too many topics in use"))
+        t.core.publish("e", None, None, "x", t.now),
+        Err(RequestError::TooManyTopics)
     );
     let u = t.connect();
     t.core
@@ -791,7 +783,7 @@ fn topics_past_the_limit_recycle_the_least_recently_used_idle_one() {
     t.drain(None);
     assert!(t.text(u).starts_with("HTTP/1.1 503 "), "{}", t.text(u));
     // Publishing to a busy topic still works and reaches its subscriber.
-    t.core.handle_publish(t.now, "d", None, None, "d1").unwrap();
+    t.core.publish("d", None, None, "d1", t.now).unwrap();
     t.drain(None);
     assert_eq!(t.events(s).last().map(|e| e.data.as_str()), Some("d1"));
 }

@@ -1,0 +1,171 @@
+//! Why a request is refused: one enum, mapped to its status, message and extra headers in
+//! one place ([`RequestError::status`], [`RequestError::message`], [`RequestError::headers`]).
+
+use crate::http::request::HeadError;
+
+/// The methods an endpoint allows (its `Allow` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allow {
+    GetHead,
+    Get,
+    Post,
+}
+
+/// A request the core answers with an error status (and then closes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// The request head could not be read.
+    Head(HeadError),
+    /// The request head did not arrive within `--head-timeout`.
+    HeadTimeout,
+    /// The request body did not arrive within `--head-timeout`.
+    BodyTimeout,
+    /// The body is (or announces being) larger than `--max-body`.
+    BodyTooLarge,
+    /// A chunked body that does not follow the chunked coding.
+    MalformedChunked,
+    /// A `Transfer-Encoding` other than chunked.
+    UnsupportedCoding,
+    /// A publish with neither `Content-Length` nor a chunked body.
+    LengthRequired,
+    /// A publish body that is not UTF-8.
+    NotUtf8,
+    /// The method is not one the path allows.
+    MethodNotAllowed(Allow),
+    /// No such path.
+    NotFound,
+    /// A topic name that is too long or contains NUL.
+    InvalidTopic,
+    /// An `event` that is empty, too long, or contains CR, LF or NUL.
+    InvalidEvent,
+    /// An `id` that is empty, too long, or contains CR, LF or NUL.
+    InvalidId,
+    /// An event with empty data (EventSource would drop it).
+    EmptyData,
+    /// More `topic` parameters than `--max-topics-per-client`.
+    TooManyTopicsPerClient,
+    /// Every topic slot holds a topic with subscribers.
+    TooManyTopics,
+    /// A non-EventSource stream request over `--max-clients`: come back after this many seconds.
+    TooManyClients { retry_after_secs: u64 },
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A token is configured and none (or no bearer token) was sent.
+    TokenRequired,
+    /// The bearer token is not the configured one.
+    WrongToken,
+    /// `/clients` from a non-loopback peer without the token.
+    ClientsForbidden,
+}
+
+impl RequestError {
+    /// The HTTP status of the answer.
+    pub fn status(self) -> u16 {
+        use RequestError::*;
+        match self {
+            Head(e) => e.status(),
+            HeadTimeout | BodyTimeout => 408,
+            BodyTooLarge => 413,
+            MalformedChunked
+            | NotUtf8
+            | InvalidTopic
+            | InvalidEvent
+            | InvalidId
+            | EmptyData
+            | TooManyTopicsPerClient => 400,
+            UnsupportedCoding => 501,
+            LengthRequired => 411,
+            MethodNotAllowed(_) => 405,
+            NotFound => 404,
+            TooManyTopics | TooManyClients { .. } | ShuttingDown => 503,
+            TokenRequired => 401,
+            WrongToken | ClientsForbidden => 403,
+        }
+    }
+
+    /// The one-line explanation sent as the body.
+    pub fn message(self) -> &'static str {
+        use RequestError::*;
+        match self {
+            Head(HeadError::Malformed) => "malformed request",
+            Head(HeadError::TooLarge) => "request head too large",
+            Head(HeadError::BadFraming) => {
+                "conflicting or invalid Content-Length / Transfer-Encoding"
+            }
+            HeadTimeout => "the request head did not arrive in time",
+            BodyTimeout => "the request body did not arrive in time",
+            BodyTooLarge => "body larger than --max-body",
+            MalformedChunked => "malformed chunked body",
+            UnsupportedCoding => "the only Transfer-Encoding supported is chunked",
+            LengthRequired => "a Content-Length (or a chunked body) is required",
+            NotUtf8 => "the body is not UTF-8",
+            MethodNotAllowed(Allow::Post) => "use POST",
+            MethodNotAllowed(_) => "use GET",
+            NotFound => "no such path (try / or /events)",
+            InvalidTopic => "invalid topic name",
+            InvalidEvent => "event must be 1 to 256 bytes without CR, LF or NUL",
+            InvalidId => "id must be 1 to 256 bytes without CR, LF or NUL",
+            EmptyData => "an event needs data (EventSource drops events with empty data)",
+            TooManyTopicsPerClient => "too many topics",
+            TooManyTopics => "too many topics in use",
+            TooManyClients { .. } => "too many clients",
+            ShuttingDown => "shutting down",
+            TokenRequired => "a bearer token is required",
+            WrongToken => "wrong token",
+            ClientsForbidden => "/clients is for loopback or token holders",
+        }
+    }
+
+    /// Header lines the answer carries besides the standard ones.
+    pub fn headers(self) -> Option<String> {
+        use RequestError::*;
+        match self {
+            MethodNotAllowed(Allow::GetHead) => Some("Allow: GET, HEAD".into()),
+            MethodNotAllowed(Allow::Get) => Some("Allow: GET".into()),
+            MethodNotAllowed(Allow::Post) => Some("Allow: POST".into()),
+            TooManyClients { retry_after_secs } => Some(format!("Retry-After: {retry_after_secs}")),
+            TokenRequired => Some("WWW-Authenticate: Bearer".into()),
+            _ => None,
+        }
+    }
+
+    /// `(status, message)`, for callers that only report.
+    pub fn pair(self) -> (u16, &'static str) {
+        (self.status(), self.message())
+    }
+}
+
+impl From<HeadError> for RequestError {
+    fn from(e: HeadError) -> Self {
+        RequestError::Head(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_headers() {
+        assert_eq!(
+            RequestError::TooManyTopics.pair(),
+            (503, "too many topics in use")
+        );
+        assert_eq!(RequestError::Head(HeadError::TooLarge).status(), 431);
+        assert_eq!(
+            RequestError::MethodNotAllowed(Allow::Post)
+                .headers()
+                .as_deref(),
+            Some("Allow: POST")
+        );
+        assert_eq!(RequestError::WrongToken.headers(), None);
+        assert_eq!(
+            RequestError::TooManyClients {
+                retry_after_secs: 3
+            }
+            .headers()
+            .as_deref(),
+            Some("Retry-After: 3")
+        );
+    }
+}
