@@ -1,38 +1,64 @@
 //! The core's broadcast cost with no syscalls: `N` simulated streaming clients (1,000,
-//! 10,000, 100,000), one `publish`, then the driver's work drained exactly as the
-//! driver does it (`poll_output` → `write_slices` → `handle_written` with everything taken).
+//! 10,000, 100,000), one `publish`, then the driver's work drained by the same harness
+//! the driver uses (`core::drain`: `poll_output` → `write_slices` → `handle_written`, with
+//! everything taken).
 //!
 //! Reported per delivery (one frame to one client): criterion's time per iteration divided
 //! by `N` (its "thrpt" line is deliveries per second), and a plain median summary printed at
 //! the end. The cost must be flat per client as `N` grows.
 
+use std::convert::Infallible;
 use std::hint::black_box;
-use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use sse_server::config::Config;
-use sse_server::core::{Core, MAX_IOVECS, Output};
+use sse_server::core::drain::{OutputSink, WriteOutcome, offer};
+use sse_server::core::{ClientId, CloseReason, Core};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 const GET: &[u8] =
     b"GET /events HTTP/1.1\r\nHost: 127.0.0.1:3000\r\nAccept: text/event-stream\r\n\r\n";
 
-/// Performs every queued output as a driver whose sockets take everything; returns the
-/// number of writes.
-fn drain(core: &mut Core, now: Instant) -> usize {
-    let mut writes = 0;
-    while let Some(out) = core.poll_output() {
-        if let Output::Write(id) = out {
-            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = core.write_slices(id, &mut iov);
-            let total: usize = iov[..n].iter().map(|s| s.len()).sum();
-            core.handle_written(id, total, now);
-            writes += 1;
-        }
+/// A driver whose sockets take everything, counting its writes.
+struct TakeAll<'a> {
+    core: &'a mut Core,
+    now: Instant,
+    writes: usize,
+}
+
+impl OutputSink for TakeAll<'_> {
+    type Error = Infallible;
+
+    fn core(&mut self) -> &mut Core {
+        self.core
     }
-    writes
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn write(&mut self, id: ClientId) -> Result<WriteOutcome, Infallible> {
+        let total = offer(self.core, id, |iov| iov.iter().map(|s| s.len()).sum());
+        self.writes += 1;
+        Ok(WriteOutcome::Wrote(total))
+    }
+
+    fn close(&mut self, _: ClientId, _: CloseReason) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// Performs every queued output with the shared drain harness; returns the number of writes.
+fn drain(core: &mut Core, now: Instant) -> usize {
+    let mut sink = TakeAll {
+        core,
+        now,
+        writes: 0,
+    };
+    let Ok(_) = sink.drain(usize::MAX);
+    sink.writes
 }
 
 /// A core with `n` streaming clients, each past its response head.

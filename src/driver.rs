@@ -5,7 +5,8 @@
 //! which the connection is revisited next turn), writes are one `writev` per `Write` output,
 //! and the core re-queues a client until it blocks or has nothing left.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::convert::Infallible;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -17,7 +18,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::core::{ClientId, Core, IoFailure, MAX_IOVECS, Output};
+use crate::core::drain::{OutputSink, WriteOutcome, offer};
+use crate::core::{ClientId, CloseReason, Core, IoFailure};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -419,43 +421,14 @@ impl Driver {
         self.read_again.push(id.key);
     }
 
+    /// Performs the core's outputs (at most [`OUTPUTS_PER_TURN`] per turn).
     fn drain_outputs(&mut self) {
-        for _ in 0..OUTPUTS_PER_TURN {
-            match self.core.poll_output() {
-                None => return,
-                Some(Output::Close(id, _reason)) => self.close(id),
-                Some(Output::Write(id)) => self.write_once(id),
-            }
-        }
-    }
-
-    fn write_once(&mut self, id: ClientId) {
-        let Some(Some(slot)) = self.sockets.get(id.key as usize) else {
-            return;
-        };
-        if slot.generation != id.generation {
-            return;
-        }
-        let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = self.core.write_slices(id, &mut iov);
-        if n == 0 {
-            return;
-        }
-        let result = (&slot.stream).write_vectored(&iov[..n]);
-        let now = Instant::now();
-        match result {
-            Ok(0) => self.blocked(id, now),
-            Ok(written) => self.core.handle_written(id, written, now),
-            Err(e) if would_block(&e) => self.blocked(id, now),
-            Err(e) if interrupted(&e) => self.core.handle_writable(id),
-            Err(e) => self.core.handle_io_error(id, io_failure(&e)),
-        }
+        let Ok(_) = OutputSink::drain(self, OUTPUTS_PER_TURN);
     }
 
     /// A write would block: the core waits for a writable event, so make sure one comes.
     /// (EPOLL_CTL_MOD re-checks readiness: if room appeared meanwhile, the event is reported.)
-    fn blocked(&mut self, id: ClientId, now: Instant) {
-        self.core.handle_would_block(id, now);
+    fn watch_writable(&mut self, id: ClientId) {
         let Some(Some(slot)) = self.sockets.get_mut(id.key as usize) else {
             return;
         };
@@ -475,7 +448,7 @@ impl Driver {
         }
     }
 
-    fn close(&mut self, id: ClientId) {
+    fn close_socket(&mut self, id: ClientId) {
         let Some(cell) = self.sockets.get_mut(id.key as usize) else {
             return;
         };
@@ -626,6 +599,52 @@ pub fn raise_nofile_limit() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+/// The driver performs the core's outputs on real sockets through the shared drain harness.
+impl OutputSink for Driver {
+    type Error = Infallible;
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// One `writev` of the offered slices.
+    fn write(&mut self, id: ClientId) -> Result<WriteOutcome, Infallible> {
+        let Some(Some(slot)) = self.sockets.get(id.key as usize) else {
+            return Ok(WriteOutcome::Skipped);
+        };
+        if slot.generation != id.generation {
+            return Ok(WriteOutcome::Skipped);
+        }
+        let result = offer(&self.core, id, |iov| {
+            (!iov.is_empty()).then(|| (&slot.stream).write_vectored(iov))
+        });
+        Ok(match result {
+            None => WriteOutcome::Skipped,
+            Some(Ok(0)) => WriteOutcome::WouldBlock,
+            Some(Ok(written)) => WriteOutcome::Wrote(written),
+            Some(Err(e)) if would_block(&e) => WriteOutcome::WouldBlock,
+            Some(Err(e)) if interrupted(&e) => WriteOutcome::Interrupted,
+            Some(Err(e)) => WriteOutcome::Failed(io_failure(&e)),
+        })
+    }
+
+    fn after_write(&mut self, id: ClientId, outcome: WriteOutcome) -> Result<(), Infallible> {
+        if outcome == WriteOutcome::WouldBlock {
+            self.watch_writable(id);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, id: ClientId, _reason: CloseReason) -> Result<(), Infallible> {
+        self.close_socket(id);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::config::{Config, SlowClientPolicy};
-use crate::core::{ClientId, CloseReason, Core, IoFailure, MAX_IOVECS, Output};
+use crate::core::drain::{OutputSink, WriteOutcome, offer};
+use crate::core::{ClientId, CloseReason, Core, IoFailure, Output};
 use crate::http::response::STREAM_HEAD;
 use crate::sse::frame;
 use crate::sse::parse::{Event, Parser};
@@ -1040,24 +1041,15 @@ impl Sim {
     }
 
     /// Drains the core's outputs like the driver's `drain_outputs`.
+    /// Performs the core's outputs through the shared drain harness until none are left.
     fn drain(&mut self) -> Result<(), String> {
-        for _ in 0..MAX_OUTPUTS {
-            match self.core.poll_output() {
-                None => return Ok(()),
-                Some(Output::Close(id, reason)) => {
-                    self.trace("close", u64::from(id.key), reason as u64);
-                    self.on_close(id, reason)?;
-                    self.after_call(None)?;
-                }
-                Some(Output::Write(id)) => {
-                    self.on_write(id)?;
-                    self.after_call(Some(id))?;
-                }
-            }
+        if OutputSink::drain(self, MAX_OUTPUTS)? {
+            Ok(())
+        } else {
+            Err(format!(
+                "livelock: more than {MAX_OUTPUTS} outputs without the core settling"
+            ))
         }
-        Err(format!(
-            "livelock: more than {MAX_OUTPUTS} outputs without the core settling"
-        ))
     }
 
     fn slot_conn(&self, id: ClientId) -> Option<usize> {
@@ -1067,39 +1059,52 @@ impl Sim {
         }
     }
 
-    fn on_write(&mut self, id: ClientId) -> Result<(), String> {
+    /// Takes what fits in the connection's send window of the slices the core offers.
+    fn on_write(&mut self, id: ClientId) -> Result<WriteOutcome, String> {
         let Some(ci) = self.slot_conn(id) else {
             return Err(format!(
                 "Write for {id:?}, which has no open socket (a stale id reached the driver)"
             ));
         };
         let window = self.conns[ci].window;
-        let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = self.core.write_slices(id, &mut iov);
-        ensure!(n > 0, "Write output for {id:?} with nothing to write");
-        let mut taken = Vec::new();
-        for s in &iov[..n] {
-            let room = window - taken.len();
-            if room == 0 {
-                break;
+        let (n, taken) = offer(&self.core, id, |iov| {
+            let mut taken = Vec::new();
+            for s in iov {
+                let room = window - taken.len();
+                if room == 0 {
+                    break;
+                }
+                taken.extend_from_slice(&s[..s.len().min(room)]);
             }
-            taken.extend_from_slice(&s[..s.len().min(room)]);
-        }
-        let now = self.now();
+            (iov.len(), taken)
+        });
+        ensure!(n > 0, "Write output for {id:?} with nothing to write");
         if taken.is_empty() {
             self.trace("would_block", u64::from(id.key), 0);
-            self.core.handle_would_block(id, now);
-            // The driver starts watching writability now; re-registering reports no event
-            // because the socket is full (window 0).
-            self.conns[ci].watching_writable = true;
-            return Ok(());
+            return Ok(WriteOutcome::WouldBlock);
         }
         self.trace("write", u64::from(id.key), fnv(0, &taken));
         let c = &mut self.conns[ci];
         c.window -= taken.len();
         c.raw.extend_from_slice(&taken);
-        self.core.handle_written(id, taken.len(), now);
-        self.on_received(ci)
+        Ok(WriteOutcome::Wrote(taken.len()))
+    }
+
+    /// After a write was reported to the core: the driver side's follow-up.
+    fn on_written(&mut self, id: ClientId, outcome: WriteOutcome) -> Result<(), String> {
+        let Some(ci) = self.slot_conn(id) else {
+            return Err(format!("{id:?} lost its socket during a write"));
+        };
+        match outcome {
+            // The driver starts watching writability now; re-registering reports no event
+            // because the socket is full (window 0).
+            WriteOutcome::WouldBlock => {
+                self.conns[ci].watching_writable = true;
+                Ok(())
+            }
+            WriteOutcome::Wrote(_) => self.on_received(ci),
+            _ => Ok(()),
+        }
     }
 
     fn on_close(&mut self, id: ClientId, reason: CloseReason) -> Result<(), String> {
@@ -2161,6 +2166,40 @@ fn content_length(head: &str) -> Option<usize> {
         k.eq_ignore_ascii_case("content-length")
             .then(|| v.trim().parse().ok())?
     })
+}
+
+/// The simulator performs the core's outputs on simulated sockets through the same drain
+/// harness as the driver, checking invariants after each.
+impl OutputSink for Sim {
+    type Error = String;
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn now(&self) -> Instant {
+        Sim::now(self)
+    }
+
+    fn write(&mut self, id: ClientId) -> Result<WriteOutcome, String> {
+        self.on_write(id)
+    }
+
+    fn after_write(&mut self, id: ClientId, outcome: WriteOutcome) -> Result<(), String> {
+        self.on_written(id, outcome)
+    }
+
+    fn close(&mut self, id: ClientId, reason: CloseReason) -> Result<(), String> {
+        self.trace("close", u64::from(id.key), reason as u64);
+        self.on_close(id, reason)
+    }
+
+    fn after_output(&mut self, output: Output) -> Result<(), String> {
+        match output {
+            Output::Close(..) => self.after_call(None),
+            Output::Write(id) => self.after_call(Some(id)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 
 mod client;
 mod connection;
+pub mod drain;
 mod endpoints;
 pub mod error;
 pub mod event_log;

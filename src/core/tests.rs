@@ -1,11 +1,11 @@
 //! Core tests with no sockets: everything through the core's own interface.
 
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 
+use super::drain::{OutputSink, WriteOutcome, offer};
 use super::*;
 use crate::config::SlowClientPolicy;
 use crate::sse::parse::{Event, Parser};
@@ -17,6 +17,54 @@ struct T {
     now: Instant,
     /// Bytes each client received (by id), and whether it was closed.
     got: Vec<(ClientId, Vec<u8>, bool)>,
+}
+
+/// The test's driver side: records what each client received.
+struct Sink<'a> {
+    t: &'a mut T,
+    window: Option<usize>,
+}
+
+impl OutputSink for Sink<'_> {
+    type Error = std::convert::Infallible;
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.t.core
+    }
+
+    fn now(&self) -> Instant {
+        self.t.now
+    }
+
+    fn write(&mut self, id: ClientId) -> Result<WriteOutcome, Self::Error> {
+        let mut bytes: Vec<u8> = offer(&self.t.core, id, |iov| {
+            iov.iter().flat_map(|s| s.iter().copied()).collect()
+        });
+        assert!(!bytes.is_empty(), "Write output with nothing to write");
+        if let Some(w) = self.window {
+            bytes.truncate(w);
+        }
+        let len = bytes.len();
+        self.t.entry(id).1.extend_from_slice(&bytes);
+        Ok(if len == 0 {
+            WriteOutcome::WouldBlock
+        } else {
+            WriteOutcome::Wrote(len)
+        })
+    }
+
+    fn after_write(&mut self, id: ClientId, outcome: WriteOutcome) -> Result<(), Self::Error> {
+        if matches!(outcome, WriteOutcome::Wrote(_)) && self.window.is_some() {
+            // A short write: the socket is now full.
+            self.t.core.handle_would_block(id, self.t.now);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, id: ClientId, _: CloseReason) -> Result<(), Self::Error> {
+        self.t.entry(id).2 = true;
+        Ok(())
+    }
 }
 
 fn peer() -> SocketAddr {
@@ -53,33 +101,11 @@ impl T {
     }
 
     /// Drains outputs; each write takes at most `window` bytes (None: everything).
+    /// Performs every output with the shared harness; each write takes at most `window`
+    /// bytes (then the socket is full), or everything.
     fn drain(&mut self, window: Option<usize>) {
-        while let Some(out) = self.core.poll_output() {
-            match out {
-                Output::Close(id, _) => self.entry(id).2 = true,
-                Output::Write(id) => {
-                    let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-                    let n = self.core.write_slices(id, &mut iov);
-                    let mut bytes: Vec<u8> =
-                        iov[..n].iter().flat_map(|s| s.iter().copied()).collect();
-                    assert!(!bytes.is_empty(), "Write output with nothing to write");
-                    if let Some(w) = window {
-                        bytes.truncate(w);
-                    }
-                    let len = bytes.len();
-                    self.entry(id).1.extend_from_slice(&bytes);
-                    if len == 0 {
-                        self.core.handle_would_block(id, self.now);
-                    } else {
-                        self.core.handle_written(id, len, self.now);
-                        if window.is_some() {
-                            // A short write: the socket is now full.
-                            self.core.handle_would_block(id, self.now);
-                        }
-                    }
-                }
-            }
-        }
+        let Ok(done) = (Sink { t: self, window }).drain(usize::MAX);
+        assert!(done);
     }
 
     fn advance(&mut self, d: Duration) {
