@@ -8,6 +8,8 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod http;
+pub mod json;
+pub mod os;
 pub mod sim;
 pub mod sse;
 pub mod timefmt;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use sse_server::config::{Cli, Config};
-use sse_server::driver::{Driver, raise_nofile_limit};
+use sse_server::driver::Driver;
+use sse_server::os::raise_nofile_limit;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

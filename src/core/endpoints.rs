@@ -188,7 +188,7 @@ pub(super) fn render_clients(core: &Core, now: Instant) -> String {
             out.push(',');
         }
         out.push_str("{\"address\":");
-        response::push_json_string(&mut out, &c.peer.to_string());
+        crate::json::push_json_string(&mut out, &c.peer.to_string());
         out.push_str(",\"topics\":[");
         let mut first = true;
         for cur in c.cursors.iter().filter(|cur| cur.topic != TICK_TOPIC_ID) {
@@ -196,7 +196,7 @@ pub(super) fn render_clients(core: &Core, now: Instant) -> String {
                 out.push(',');
             }
             first = false;
-            response::push_json_string(&mut out, &core.log.topic(cur.topic).name);
+            crate::json::push_json_string(&mut out, &core.log.topic(cur.topic).name);
         }
         let _ = write!(
             out,

@@ -517,7 +517,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             }
         }
     }
-    let nofile = sse_server::driver::raise_nofile_limit();
+    let nofile = sse_server::os::raise_nofile_limit();
     let room = nofile.saturating_sub(RESERVED_FDS);
     eprintln!("sse-load: open-file limit {nofile}: room for {room} clients");
     if u64::from(args.clients) > room {

@@ -339,7 +339,7 @@ impl Report {
 /// `s` as a JSON string literal.
 fn json_str(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
-    sse_server::http::response::push_json_string(&mut o, s);
+    sse_server::json::push_json_string(&mut o, s);
     o
 }
 
