@@ -17,6 +17,10 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+mod stdin;
+
+use stdin::{Stdin, StdinSource};
+
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
 use crate::core::{ClientId, CloseReason, Core, IoFailure};
@@ -46,19 +50,6 @@ struct Slot {
     /// that keeps up never fills its socket, and watching EPOLLOUT would cost an epoll wake-up
     /// for every ACK it sends. Interest is added the first time a write would block.
     watching_writable: bool,
-}
-
-/// Where stdin comes from in `--stdin` mode.
-enum StdinSource {
-    /// A pipe, tty or socket: registered with the reactor.
-    Polled,
-    /// A regular file (not pollable): read a chunk each turn until EOF.
-    File,
-}
-
-struct Stdin {
-    source: StdinSource,
-    partial: Vec<u8>,
 }
 
 /// The reactor and everything it owns.
@@ -131,7 +122,7 @@ impl Driver {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let stdin = if cfg.stdin {
-            Some(Self::setup_stdin(&poll)?)
+            Some(Stdin::setup(&poll, STDIN, cfg.max_body)?)
         } else {
             None
         };
@@ -155,32 +146,6 @@ impl Driver {
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             summary: Summary::default(),
         })
-    }
-
-    fn setup_stdin(poll: &Poll) -> io::Result<Stdin> {
-        let fd = 0;
-        // SAFETY: fcntl on fd 0, which stays open for the life of the process.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-            }
-        }
-        match poll
-            .registry()
-            .register(&mut SourceFd(&fd), STDIN, Interest::READABLE)
-        {
-            Ok(()) => Ok(Stdin {
-                source: StdinSource::Polled,
-                partial: Vec::new(),
-            }),
-            // epoll refuses regular files: they are always readable, so read them each turn.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(Stdin {
-                source: StdinSource::File,
-                partial: Vec::new(),
-            }),
-            Err(e) => Err(io::Error::new(e.kind(), format!("cannot watch stdin: {e}"))),
-        }
     }
 
     /// The address actually bound (port 0 resolved).
@@ -462,7 +427,6 @@ impl Driver {
 
     fn read_stdin(&mut self, now: Instant) {
         let Some(stdin) = &mut self.stdin else { return };
-        let max_line = self.core.config().max_body;
         let mut eof = false;
         // SAFETY: fd 0 stays open; ManuallyDrop keeps this File from closing it.
         let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
@@ -474,20 +438,7 @@ impl Driver {
                     break;
                 }
                 Ok(n) => {
-                    stdin.partial.extend_from_slice(&self.scratch[..n]);
-                    while let Some(pos) = stdin.partial.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = stdin.partial.drain(..=pos).collect();
-                        lines.push(
-                            String::from_utf8_lossy(&line[..line.len() - 1])
-                                .trim_end_matches('\r')
-                                .to_owned(),
-                        );
-                    }
-                    // A line longer than an event may be is published in pieces.
-                    while stdin.partial.len() > max_line {
-                        let piece: Vec<u8> = stdin.partial.drain(..max_line).collect();
-                        lines.push(String::from_utf8_lossy(&piece).into_owned());
-                    }
+                    stdin.lines.feed(&self.scratch[..n], &mut lines);
                     if matches!(stdin.source, StdinSource::File) {
                         break;
                     }
@@ -501,8 +452,8 @@ impl Driver {
                 }
             }
         }
-        if eof && !stdin.partial.is_empty() {
-            lines.push(String::from_utf8_lossy(&std::mem::take(&mut stdin.partial)).into_owned());
+        if eof {
+            stdin.lines.finish(&mut lines);
         }
         for line in lines.iter().filter(|l| !l.is_empty()) {
             if let Err(e) = self
