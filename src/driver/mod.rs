@@ -6,9 +6,9 @@
 //! and the core re-queues a client until it blocks or has nothing left.
 
 use std::convert::Infallible;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -17,8 +17,13 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+mod accept;
+mod sockets;
+
+use accept::{Accepted, Acceptor};
 mod stdin;
 
+use sockets::Sockets;
 use stdin::{Stdin, StdinSource};
 
 use crate::config::Config;
@@ -37,35 +42,19 @@ const READS_PER_TURN: usize = 16;
 const OUTPUTS_PER_TURN: usize = 1 << 16;
 /// Listen backlog: a reconnect storm of thousands must not overflow the SYN queue.
 const LISTEN_BACKLOG: i32 = 4096;
-/// After `EMFILE`/`ENFILE` on accept, wait this long before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one periodic summary line per this period.
 const SUMMARY_EVERY: Duration = Duration::from_secs(10);
-
-/// A socket and the generation of the client it belongs to.
-struct Slot {
-    generation: u32,
-    stream: TcpStream,
-    /// Registered for writable readiness too. Sockets start with read interest only: a client
-    /// that keeps up never fills its socket, and watching EPOLLOUT would cost an epoll wake-up
-    /// for every ACK it sends. Interest is added the first time a write would block.
-    watching_writable: bool,
-}
 
 /// The reactor and everything it owns.
 pub struct Driver {
     poll: Poll,
-    listener: Option<TcpListener>,
+    acceptor: Acceptor,
     local_addr: SocketAddr,
     core: Core,
-    sockets: Vec<Option<Slot>>,
+    sockets: Sockets,
     signals: Signals,
     signals_seen: u32,
     stdin: Option<Stdin>,
-    /// Held open so that on `EMFILE` one descriptor can be freed to accept-and-close.
-    reserve_fd: Option<OwnedFd>,
-    accept_ready: bool,
-    accept_retry_at: Option<Instant>,
     read_again: Vec<u32>,
     scratch: Box<[u8]>,
     summary: Summary,
@@ -86,10 +75,6 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     unsafe { libc::listen(std_listener.as_raw_fd(), LISTEN_BACKLOG) };
     std_listener.set_nonblocking(true)?;
     Ok(TcpListener::from_std(std_listener))
-}
-
-fn open_reserve() -> Option<OwnedFd> {
-    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -132,16 +117,13 @@ impl Driver {
         let core = Core::new(cfg, now, wall, seed);
         Ok(Driver {
             poll,
-            listener: Some(listener),
+            acceptor: Acceptor::new(listener),
             local_addr,
             core,
-            sockets: Vec::new(),
+            sockets: Sockets::default(),
             signals,
             signals_seen: 0,
             stdin,
-            reserve_fd: open_reserve(),
-            accept_ready: true,
-            accept_retry_at: None,
             read_again: Vec::new(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             summary: Summary::default(),
@@ -164,20 +146,19 @@ impl Driver {
         loop {
             let now = Instant::now();
             // (While accepting is backed off, the retry time is the deadline, not "now".)
-            let busy =
-                (self.accept_ready && self.listener.is_some() && self.accept_retry_at.is_none())
-                    || !self.read_again.is_empty()
-                    || matches!(
-                        self.stdin,
-                        Some(Stdin {
-                            source: StdinSource::File,
-                            ..
-                        })
-                    );
+            let busy = self.acceptor.has_work()
+                || !self.read_again.is_empty()
+                || matches!(
+                    self.stdin,
+                    Some(Stdin {
+                        source: StdinSource::File,
+                        ..
+                    })
+                );
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                [self.core.next_deadline(), self.accept_retry_at]
+                [self.core.next_deadline(), self.acceptor.retry_at()]
                     .into_iter()
                     .flatten()
                     .min()
@@ -200,7 +181,7 @@ impl Driver {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_ready = true,
+                    LISTENER => self.acceptor.set_ready(),
                     SIGNALS => {
                         if self.on_signals(now) {
                             log::info!("second signal: exiting now");
@@ -226,11 +207,7 @@ impl Driver {
             ) {
                 self.read_stdin(now);
             }
-            if self.accept_retry_at.is_some_and(|t| t <= now) {
-                self.accept_retry_at = None;
-                self.accept_ready = true;
-            }
-            if self.accept_ready && self.accept_retry_at.is_none() {
+            if self.acceptor.due(now) {
                 self.accept(now);
             }
             if self.core.next_deadline().is_some_and(|d| d <= now) {
@@ -256,21 +233,17 @@ impl Driver {
                 "signal {sig}: shutting down (grace {:?})",
                 self.core.config().shutdown_grace
             );
-            if let Some(mut l) = self.listener.take() {
-                let _ = self.poll.registry().deregister(&mut l);
-            }
+            self.acceptor.stop(self.poll.registry());
             self.core.shutdown(now);
         }
         false
     }
 
+    /// Accepts up to [`ACCEPTS_PER_TURN`] connections and hands them to the core.
     fn accept(&mut self, now: Instant) {
         for _ in 0..ACCEPTS_PER_TURN {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => {
+            match self.acceptor.accept(now) {
+                Accepted::Connection(stream, peer) => {
                     let Some(id) = self.core.handle_accept(peer, now) else {
                         drop(stream);
                         continue;
@@ -278,74 +251,31 @@ impl Driver {
                     let _ = stream.set_nodelay(true);
                     self.insert(id, stream);
                 }
-                Err(e) if would_block(&e) => {
-                    self.accept_ready = false;
-                    return;
-                }
-                Err(e) if interrupted(&e) || e.kind() == io::ErrorKind::ConnectionAborted => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
-                    // Out of descriptors: free the reserve, take the waiting connection and
-                    // close it (the client sees a close, not a hang), then back off briefly
-                    // so the loop does not spin on a listener that stays readable.
-                    log::warn!("accept: {e}; refusing connections for {ACCEPT_BACKOFF:?}");
-                    self.reserve_fd = None;
-                    if let Some(Ok((stream, _))) = self.listener.as_ref().map(|l| l.accept()) {
-                        drop(stream);
+                Accepted::Again => {}
+                Accepted::Done { refused } => {
+                    if refused {
                         self.core.refuse();
                     }
-                    self.reserve_fd = open_reserve();
-                    self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
-                    self.accept_ready = false;
-                    return;
-                }
-                Err(e) => {
-                    log::warn!("accept: {e}");
-                    self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
-                    self.accept_ready = false;
                     return;
                 }
             }
         }
         // Batch exhausted: the listener may have more; revisit next turn (poll timeout 0).
-        self.accept_ready = true;
+        self.acceptor.batch_exhausted();
     }
 
-    fn insert(&mut self, id: ClientId, mut stream: TcpStream) {
-        let key = id.key as usize;
-        if self.sockets.len() <= key {
-            self.sockets.resize_with(key + 1, || None);
-        }
-        if let Some(mut stale) = self.sockets[key].take() {
-            // The core evicted this slot's previous connection to make room (its Close is
-            // still queued): close the old socket now; the stale Close is then ignored.
-            let _ = self.poll.registry().deregister(&mut stale.stream);
-        }
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(key), Interest::READABLE)
-        {
+    fn insert(&mut self, id: ClientId, stream: TcpStream) {
+        if let Err(e) = self.sockets.insert(self.poll.registry(), id, stream) {
             log::warn!("register: {e}");
             self.core.handle_io_error(id, IoFailure::Other);
-            return;
         }
-        self.sockets[key] = Some(Slot {
-            generation: id.generation,
-            stream,
-            watching_writable: false,
-        });
     }
 
     fn on_client_event(&mut self, key: u32, event: &mio::event::Event, now: Instant) {
         let Some(id) = self.core.id_for_key(key) else {
             return;
         };
-        if self
-            .sockets
-            .get(key as usize)
-            .and_then(|s| s.as_ref())
-            .is_none_or(|s| s.generation != id.generation)
-        {
+        if !self.sockets.holds(id) {
             return;
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -358,13 +288,10 @@ impl Driver {
 
     fn read_client(&mut self, id: ClientId, now: Instant) {
         for _ in 0..READS_PER_TURN {
-            let Some(Some(slot)) = self.sockets.get_mut(id.key as usize) else {
+            let Some(result) = self.sockets.read(id, &mut self.scratch) else {
                 return;
             };
-            if slot.generation != id.generation {
-                return;
-            }
-            match slot.stream.read(&mut self.scratch) {
+            match result {
                 Ok(0) => {
                     self.core.handle_read_closed(id);
                     return;
@@ -392,36 +319,10 @@ impl Driver {
     }
 
     /// A write would block: the core waits for a writable event, so make sure one comes.
-    /// (EPOLL_CTL_MOD re-checks readiness: if room appeared meanwhile, the event is reported.)
     fn watch_writable(&mut self, id: ClientId) {
-        let Some(Some(slot)) = self.sockets.get_mut(id.key as usize) else {
-            return;
-        };
-        if !slot.watching_writable {
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            match self.poll.registry().reregister(
-                &mut slot.stream,
-                Token(id.key as usize),
-                interest,
-            ) {
-                Ok(()) => slot.watching_writable = true,
-                Err(e) => {
-                    log::warn!("reregister: {e}");
-                    self.core.handle_io_error(id, IoFailure::Other);
-                }
-            }
-        }
-    }
-
-    fn close_socket(&mut self, id: ClientId) {
-        let Some(cell) = self.sockets.get_mut(id.key as usize) else {
-            return;
-        };
-        if cell.as_ref().is_some_and(|s| s.generation == id.generation)
-            && let Some(mut slot) = cell.take()
-        {
-            let _ = self.poll.registry().deregister(&mut slot.stream);
-            let _ = slot.stream.shutdown(Shutdown::Write);
+        if let Err(e) = self.sockets.watch_writable(self.poll.registry(), id) {
+            log::warn!("reregister: {e}");
+            self.core.handle_io_error(id, IoFailure::Other);
         }
     }
 
@@ -542,14 +443,13 @@ impl OutputSink for Driver {
 
     /// One `writev` of the offered slices.
     fn write(&mut self, id: ClientId) -> Result<WriteOutcome, Infallible> {
-        let Some(Some(slot)) = self.sockets.get(id.key as usize) else {
-            return Ok(WriteOutcome::Skipped);
-        };
-        if slot.generation != id.generation {
-            return Ok(WriteOutcome::Skipped);
-        }
+        let sockets = &self.sockets;
         let result = offer(&self.core, id, |iov| {
-            (!iov.is_empty()).then(|| (&slot.stream).write_vectored(iov))
+            if iov.is_empty() {
+                None
+            } else {
+                sockets.write(id, iov)
+            }
         });
         Ok(match result {
             None => WriteOutcome::Skipped,
@@ -569,7 +469,7 @@ impl OutputSink for Driver {
     }
 
     fn close(&mut self, id: ClientId, _reason: CloseReason) -> Result<(), Infallible> {
-        self.close_socket(id);
+        self.sockets.close(self.poll.registry(), id);
         Ok(())
     }
 }
