@@ -1,0 +1,567 @@
+//! The deterministic simulator: a simulated clock and network around the real [`Core`].
+//!
+//! [`Sim`] stands in for [`crate::driver`]: it feeds the core the same `handle_*` calls in the
+//! same order, drains [`Core::poll_output`] the same way (`Write` → [`Core::write_slices`] and
+//! one simulated `writev`, `Close` → the socket goes), and keys its sockets by slab key and
+//! generation. What it simulates instead of the kernel:
+//!
+//! - **Time**: a fixed base [`Instant`] plus an offset, and a fixed base wall time; nothing
+//!   reads the real clock, so a run is a pure function of its [`SimConfig`] and its [`Op`]s.
+//! - **Send windows**: each socket takes at most `window` bytes; a write beyond it is partial,
+//!   a write into a full socket is `WouldBlock`. The scenario opens the window ([`Op::Writable`])
+//!   or fills it ([`Op::Full`]).
+//! - **Edge-triggered writability** (epoll `EPOLLET`): a writable event is reported only when a
+//!   full socket (window 0) gets room, and (as in the driver, which adds `EPOLLOUT` interest at
+//!   the first `WouldBlock`) only once a write has blocked on it. A core that stops writing
+//!   before `WouldBlock` is never woken again; the simulator reports that as a stall.
+//! - **Clients**: each connection keeps every byte it received and, once streaming, decodes
+//!   them with the WHATWG [`Parser`]; a model of what was published (per-topic retention,
+//!   publisher ids, resume rules) says what each client must have received.
+//!
+//! [`Sim::apply`] runs one operation and then checks every invariant (see [`Sim::check`]);
+//! it returns `Err` with a message naming the broken invariant. Nothing here panics on what a
+//! scenario does; the fuzz target panics on `Err`.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::config::{Config, SlowClientPolicy};
+use crate::core::drain::{OutputSink, WriteOutcome, offer};
+use crate::core::{ClientId, CloseReason, Core, IoFailure, Output};
+use crate::http::response::STREAM_HEAD;
+use crate::sse::frame;
+use crate::sse::parse::{Event, Parser};
+
+/// Topic names a scenario can use (index 0 is the default stream).
+pub const TOPICS: [&str; 4] = ["", "a", "b", "news"];
+/// Publisher-given ids: valid ones, one shaped like an id of an earlier run, invalid ones.
+pub const IDS: [&str; 5] = ["x1", "x2", "k-3", "bad\nid", "n\0l"];
+/// Event types: valid ones and an invalid one.
+pub const EVENTS: [&str; 4] = ["update", "reset", "a b", "bad\revent"];
+/// Text pieces for event data: leading spaces, colons, non-ASCII, field look-alikes.
+pub const WORDS: [&str; 7] = [
+    "hello",
+    " spaced",
+    "colon: x",
+    "\u{e9}t\u{e9} \u{1f389}",
+    ": not a comment",
+    "data: fake",
+    "id: 99",
+];
+
+/// Model index of the tick topic (after [`TOPICS`]).
+const TICK: usize = TOPICS.len();
+/// Most outputs drained after one operation before the simulator calls it a livelock.
+const MAX_OUTPUTS: usize = 200_000;
+/// Largest send window a socket can have (a kernel send buffer).
+const MAX_WINDOW: usize = 1 << 20;
+/// FNV-1a, 64 bits: a hash that is the same on every run and platform.
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// What a parsed event must look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expected {
+    event_type: String,
+    data: String,
+    /// The `id:` the frame carries (`None`: the parser's last id is unchanged).
+    id: Option<String>,
+}
+
+/// One frame a stream client must receive: its exact bytes, and what a parser makes of it
+/// (`None` for the `retry:` prelude, which dispatches nothing).
+#[derive(Debug, Clone)]
+struct ExpFrame {
+    bytes: Rc<[u8]>,
+    event: Option<Expected>,
+    /// The model event it is (`None` for prelude and gap frames).
+    model: Option<usize>,
+}
+
+/// An event the model knows was appended to a topic's log.
+#[derive(Debug, Clone)]
+struct MEvent {
+    topic: usize,
+    local_seq: u64,
+    frame: ExpFrame,
+}
+
+/// The model of one topic's retained history (an independent re-statement of the log's
+/// bounds: the newest `history` entries within `history_bytes`, the newest always kept).
+#[derive(Debug, Default)]
+struct MTopic {
+    /// (gseq, frame length, publisher id) of the retained entries, oldest first.
+    log: VecDeque<(u64, usize, Option<String>)>,
+    first_seq: u64,
+    bytes: usize,
+    evicted_gseq: Option<u64>,
+}
+
+impl MTopic {
+    fn end_seq(&self) -> u64 {
+        self.first_seq + self.log.len() as u64
+    }
+
+    fn resume_after(&self, gseq: u64) -> Option<u64> {
+        if self.evicted_gseq.is_some_and(|e| e > gseq) {
+            return None;
+        }
+        Some(self.first_seq + self.log.iter().filter(|e| e.0 <= gseq).count() as u64)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    Fresh,
+    After(u64),
+    EarlierRun,
+    Unknown,
+}
+
+/// What a request sent on a connection must get back.
+#[derive(Debug, Clone)]
+struct Expect {
+    /// Acceptable statuses.
+    statuses: Vec<u16>,
+    /// The connection closes after this response.
+    closes: bool,
+    /// A `HEAD /events`: the response is the bare stream head.
+    head_only: bool,
+    /// Begun when the connection's head timeout had already passed (a 408 may answer it).
+    late: bool,
+    /// When its last byte was sent (`None`: not yet).
+    completed_at: Option<Duration>,
+}
+
+/// A request whose bytes are fully sent and whose outcome is pending.
+#[derive(Debug, Clone)]
+struct StreamWant {
+    topics: Vec<usize>,
+    last_id: Option<String>,
+}
+
+/// What a client of a stream must receive and what it got so far.
+#[derive(Debug)]
+struct StreamState {
+    /// Model topics (tick included for the default stream).
+    topics: Vec<usize>,
+    /// Raw offset where the stream head starts.
+    head_at: usize,
+    expected: Vec<ExpFrame>,
+    /// Frames of `expected` received whole (for `latest`, the index after the last match).
+    matched: usize,
+    /// Raw offset of the first byte not yet matched to a whole frame.
+    pos: usize,
+    parser: Parser,
+    /// Events the parser dispatched.
+    dispatched: Vec<Event>,
+    /// Bytes of model frames received whole.
+    received_frame_bytes: u64,
+    /// The last whole frame received (under `latest`, identical frames make the matched
+    /// index ambiguous; the newest frame must be the last one received).
+    last_frame: Option<Rc<[u8]>>,
+}
+
+/// One simulated client connection.
+#[derive(Debug)]
+struct Conn {
+    id: ClientId,
+    /// The simulator still holds its socket.
+    open: bool,
+    window: usize,
+    /// Writable readiness is watched (from the first `WouldBlock` on, as in the driver).
+    watching_writable: bool,
+    /// Bytes sent since the last answer was received whole (pipelined bytes the server
+    /// buffers while its answer is unread: past `max_head + max_body`, a `limit` close).
+    sent_since_answer: usize,
+    reading: bool,
+    raw: Vec<u8>,
+    closed: Option<CloseReason>,
+    /// The client itself ended the connection (half-close or reset).
+    client_ended: bool,
+    /// Requests fully sent that get an HTTP response, in order.
+    sent: Vec<Expect>,
+    /// Pieces of a request held back, and the request's expectation.
+    held: Option<(Vec<u8>, Option<StreamWant>, Option<PubReq>)>,
+    /// A request was started but not finished (held back or never sent).
+    incomplete: bool,
+    /// No more requests make sense (a closing request or a stream was sent).
+    done: bool,
+    /// When the current request head phase began (accept, or the last keep-alive answer).
+    head_since: Duration,
+    want_stream: Option<StreamWant>,
+    stream: Option<StreamState>,
+    /// `streaming clients >= max_clients` was seen while its stream request was pending.
+    maybe_over_limit: bool,
+    /// Publish requests sent whose event the core has not appended yet.
+    publishes: VecDeque<PubReq>,
+    /// Responses already checked (complete) in `raw`.
+    responses_seen: usize,
+    /// The last id a client carries across reconnects (as an EventSource does).
+    inherited_id: String,
+    /// The server answered with 408 (and then closes).
+    timed_out: bool,
+    /// That 408 answered no request at all (the client never began one).
+    extra_408: bool,
+    /// It was told "over the client limit" in full (stream head and `retry:`).
+    over_limit_complete: bool,
+}
+
+/// A publish sent over HTTP, as the model must record it.
+#[derive(Debug, Clone)]
+struct PubReq {
+    topic: usize,
+    event: Option<String>,
+    id: Option<String>,
+    data: String,
+}
+
+/// The simulated world: the real core, a clock, sockets and clients, and the model.
+pub struct Sim {
+    core: Core,
+    cfg: Config,
+    base: Instant,
+    elapsed: Duration,
+    wall0: DateTime<Utc>,
+    initial_window: usize,
+    conns: Vec<Conn>,
+    /// Sockets by slab key: (generation, connection index), as in the driver.
+    slots: Vec<Option<(u32, usize)>>,
+    /// Ids whose socket the simulator closed at accept (slot reused after an eviction).
+    evicted: Vec<(ClientId, usize)>,
+    // The model.
+    next_gseq: u64,
+    topics: Vec<MTopic>,
+    custom_ids: HashMap<String, u64>,
+    events: Vec<MEvent>,
+    seen_published: u64,
+    seen_ticks: u64,
+    shutting_down: bool,
+    trace: u64,
+    steps: u64,
+    /// Largest frame seen (bounds a `latest` client's backlog).
+    max_frame: usize,
+    /// Fail when a `slow` close does not look justified by the model's lag accounting (on by
+    /// default; a switch for experiments with the slow-client policy).
+    pub strict_slow: bool,
+    /// Topics appended to since the last check: their subscribers must be within the
+    /// backlog bound now (the bound is enforced when an event is appended).
+    appended: Vec<usize>,
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+mod check;
+mod invariants;
+mod model;
+mod network;
+mod ops;
+mod outputs;
+mod render;
+mod runner;
+
+pub use ops::*;
+
+impl Sim {
+    /// A simulated server with no clients. `seed` seeds the core's jitter.
+    pub fn new(sc: &SimConfig, seed: u64) -> Sim {
+        let cfg = sc.config();
+        let base = Instant::now();
+        let wall0 = Utc
+            .with_ymd_and_hms(2024, 10, 13, 14, 35, 22)
+            .single()
+            .unwrap_or_default();
+        Sim {
+            core: Core::new(cfg.clone(), base, wall0, seed),
+            cfg,
+            base,
+            elapsed: Duration::ZERO,
+            wall0,
+            initial_window: usize::from(sc.initial_window),
+            conns: Vec::new(),
+            slots: Vec::new(),
+            evicted: Vec::new(),
+            next_gseq: 1,
+            topics: (0..=TOPICS.len()).map(|_| MTopic::default()).collect(),
+            custom_ids: HashMap::new(),
+            events: Vec::new(),
+            seen_published: 0,
+            seen_ticks: 0,
+            shutting_down: false,
+            trace: 0xcbf2_9ce4_8422_2325,
+            steps: 0,
+            max_frame: 0,
+            appended: Vec::new(),
+            strict_slow: true,
+        }
+    }
+
+    /// The core under test.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// A hash of everything that crossed the core's boundary so far (the determinism check).
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+
+    /// Operations applied so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Events and ticks the model recorded.
+    pub fn events_broadcast(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Frames clients received whole and verified (a measure of how much a run checked).
+    pub fn frames_verified(&self) -> usize {
+        self.conns
+            .iter()
+            .filter_map(|c| c.stream.as_ref())
+            .map(|s| s.matched)
+            .sum()
+    }
+
+    /// One line per connection: its state, bytes received, frames verified, close reason.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for (i, c) in self.conns.iter().enumerate() {
+            let _ = write!(
+                out,
+                "#{i} key={} gen={} open={} window={} reading={} raw={} requests={} ",
+                c.id.key,
+                c.id.generation,
+                c.open,
+                c.window,
+                c.reading,
+                c.raw.len(),
+                c.sent.len()
+            );
+            if let Some(s) = &c.stream {
+                let _ = write!(out, "stream {}/{} frames ", s.matched, s.expected.len());
+            }
+            let _ = writeln!(out, "closed={:?}", c.closed);
+        }
+        out
+    }
+
+    fn now(&self) -> Instant {
+        self.base + self.elapsed
+    }
+
+    fn wall(&self) -> DateTime<Utc> {
+        self.wall0 + chrono::Duration::from_std(self.elapsed).unwrap_or_default()
+    }
+
+    fn trace(&mut self, tag: &str, a: u64, b: u64) {
+        self.trace = fnv(self.trace, tag.as_bytes());
+        self.trace = fnv(self.trace, &a.to_le_bytes());
+        self.trace = fnv(self.trace, &b.to_le_bytes());
+    }
+
+    /// Open connections, in connection order.
+    fn open_conns(&self) -> Vec<usize> {
+        (0..self.conns.len())
+            .filter(|&i| self.conns[i].open)
+            .collect()
+    }
+
+    fn pick(&self, n: u8) -> Option<usize> {
+        let open = self.open_conns();
+        (!open.is_empty()).then(|| open[usize::from(n) % open.len()])
+    }
+
+    /// Runs a whole scenario, stopping at the first broken invariant.
+    pub fn run(&mut self, ops: &[Op]) -> Result<(), String> {
+        for (i, op) in ops.iter().enumerate() {
+            self.apply(op)
+                .map_err(|e| format!("after op #{i} {op:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Applies one operation like the driver would, drains the outputs, checks invariants.
+    pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+        self.steps += 1;
+        self.trace("op", self.steps, 0);
+        match op {
+            Op::Connect => self.connect()?,
+            Op::Request {
+                conn,
+                kind,
+                cuts,
+                hold_back,
+            } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.request(ci, kind, cuts, *hold_back)?;
+                }
+            }
+            Op::SendRest { conn } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.send_rest(ci)?;
+                }
+            }
+            Op::Writable { conn, window } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.open_window(ci, usize::from(*window))?;
+                }
+            }
+            Op::Full { conn } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.conns[ci].window = 0;
+                }
+            }
+            Op::HalfClose { conn } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.conns[ci].client_ended = true;
+                    let id = self.conns[ci].id;
+                    self.core.handle_read_closed(id);
+                    self.after_call(Some(id))?;
+                    self.drain()?;
+                }
+            }
+            Op::Reset { conn } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.conns[ci].client_ended = true;
+                    let id = self.conns[ci].id;
+                    self.core.handle_io_error(id, IoFailure::Reset);
+                    self.after_call(Some(id))?;
+                    self.drain()?;
+                }
+            }
+            Op::Advance { millis } => {
+                self.advance(Duration::from_millis(u64::from(*millis) * 10))?
+            }
+            Op::Stall { millis } => {
+                self.elapsed += Duration::from_millis(u64::from(*millis) * 10);
+                self.timeout()?;
+            }
+            Op::Tick => {
+                if let Some(d) = self.core.next_deadline() {
+                    let at = d.saturating_duration_since(self.base);
+                    self.elapsed = self.elapsed.max(at);
+                    self.timeout()?;
+                }
+            }
+            Op::Publish {
+                topic,
+                event,
+                id,
+                data,
+            } => self.publish(*topic, *event, *id, data)?,
+            Op::StopReading { conn } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.conns[ci].reading = false;
+                }
+            }
+            Op::ResumeReading { conn } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.conns[ci].reading = true;
+                }
+            }
+            Op::Reconnect { conn } => self.reconnect(*conn)?,
+            Op::Shutdown => {
+                self.shutting_down = true;
+                let now = self.now();
+                self.core.shutdown(now);
+                self.after_call(None)?;
+                self.drain()?;
+            }
+        }
+        self.check()
+    }
+}
+
+/// True when `publish` must accept this event (outside shutdown).
+fn publish_valid(event: Option<&str>, id: Option<&str>, data: &str) -> bool {
+    let field_ok = |v: &str| !v.is_empty() && v.len() <= 256 && frame::valid_field_value(v);
+    !data.is_empty() && event.is_none_or(field_ok) && id.is_none_or(field_ok)
+}
+
+fn dummy_expect() -> Expect {
+    Expect {
+        statuses: vec![200],
+        closes: true,
+        head_only: false,
+        late: false,
+        completed_at: None,
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn content_length(head: &str) -> Option<usize> {
+    head.split("\r\n").find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(topics: u8) -> Op {
+        Op::Request {
+            conn: 255,
+            kind: RequestKind::Stream {
+                topics,
+                last_id: LastId::None,
+                in_query: false,
+            },
+            cuts: vec![5, 17],
+            hold_back: false,
+        }
+    }
+
+    #[test]
+    fn a_calm_run_delivers_everything() {
+        let mut sim = Sim::new(&SimConfig::default(), 1);
+        let ops = vec![
+            Op::Connect,
+            stream(0),
+            Op::Connect,
+            stream(0b10),
+            Op::Publish {
+                topic: 1,
+                event: Some(0),
+                id: None,
+                data: vec![Piece::Word(0), Piece::CrLf, Piece::Word(1), Piece::Cr],
+            },
+            Op::Publish {
+                topic: 0,
+                event: None,
+                id: Some(0),
+                data: vec![Piece::Word(3)],
+            },
+            Op::Advance { millis: 500 },
+        ];
+        sim.run(&ops).unwrap();
+        assert!(sim.frames_verified() >= 4, "{}", sim.frames_verified());
+        sim.heal_and_settle(50).unwrap();
+        sim.finish(50).unwrap();
+    }
+}
