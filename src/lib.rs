@@ -1,7 +1,8 @@
 //! sse-server: a Server-Sent Events broadcast server on one mio (epoll) reactor.
 //!
 //! All protocol logic lives in [`core`], a state machine that does no I/O; [`driver`] is the
-//! thin mio reactor around it, and `sim` (feature `sim`, and in tests) a deterministic
+//! thin mio reactor around it, and [`sim`] (always built; the `sim` feature only adds
+//! `arbitrary` derives for the fuzz targets) a deterministic
 //! simulated network around the same core.
 
 pub mod config;
