@@ -494,8 +494,7 @@ impl Sim {
 
 /// True when `publish` must accept this event (outside shutdown).
 fn publish_valid(event: Option<&str>, id: Option<&str>, data: &str) -> bool {
-    let field_ok = |v: &str| !v.is_empty() && v.len() <= 256 && frame::valid_field_value(v);
-    !data.is_empty() && event.is_none_or(field_ok) && id.is_none_or(field_ok)
+    !data.is_empty() && event.is_none_or(model::valid_field) && id.is_none_or(model::valid_field)
 }
 
 fn dummy_expect() -> Expect {

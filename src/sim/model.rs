@@ -3,7 +3,9 @@
 //!
 //! It is written independently of the core and must stay so: it never calls the core's
 //! functions it checks (no `core::event_log`, no routing, no validation from `core`), so
-//! a bug in the core cannot hide behind the same bug in the model.
+//! a bug in the core cannot hide behind the same bug in the model. What it shares with the
+//! core is only the SSE encoder (`sse::frame`, tested on its own, and whose output clients
+//! decode back with the WHATWG parser) and the run's boot id (a getter).
 
 use super::*;
 
@@ -185,4 +187,10 @@ impl Sim {
         self.trace("append", gseq, topic as u64);
         Ok(())
     }
+}
+
+/// A valid `event` or `id` value as the protocol rules say (1 to 256 bytes, no CR, LF or
+/// NUL), written here rather than taken from the core.
+pub(super) fn valid_field(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 256 && !v.contains(['\r', '\n', '\0'])
 }

@@ -1,5 +1,6 @@
 //! Rendering a scenario's requests as bytes, with what each must get back.
 
+use super::model;
 use super::*;
 
 impl Sim {
@@ -113,9 +114,8 @@ impl Sim {
                 )
                 .into_bytes();
                 req.extend_from_slice(data.as_bytes());
-                let field_ok =
-                    |v: &str| !v.is_empty() && v.len() <= 256 && frame::valid_field_value(v);
-                let fields_ok = event.is_none_or(field_ok) && id.is_none_or(field_ok);
+                let fields_ok =
+                    event.is_none_or(model::valid_field) && id.is_none_or(model::valid_field);
                 // The body limit is checked after the fields, before the body arrives.
                 let too_large = fields_ok && data.len() > self.cfg.max_body;
                 let valid = publish_valid(event, id, &data) && !too_large;
