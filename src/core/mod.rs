@@ -1,16 +1,51 @@
 //! The sans-IO core: every protocol decision, no sockets, no clock, no syscalls.
 //!
+//! # Life of a request, from accept to close
+//!
+//! 1. accept: [`Core::handle_accept`] takes a slot (evicting the oldest idle head reader at
+//!    the limit, `connection.rs`) and arms the head timer (`timers.rs`).
+//! 2. bytes: [`Core::handle_read`] → `connection::on_bytes`, by phase: the head
+//!    (`HeadReader::feed`), a publish body (`Content-Length` or the chunked decoder), extra
+//!    bytes of a stream (bounded), or early pipelined bytes while answering.
+//! 3. routing: `endpoints::route` sees the whole parsed head and picks the endpoint; a
+//!    refusal is a [`RequestError`] answered by `connection::fail`.
+//! 4. a stream: `stream::start_stream` resolves topics and `Last-Event-ID`
+//!    ([`event_log::EventLog::resolve`]), places one cursor per topic and queues the prelude
+//!    (or a `reset`).
+//! 5. a publish: `publish::begin_publish` (token, fields, framing) → body →
+//!    `publish::finish_publish` → `Core::publish_event` (also [`Core::publish`] for the
+//!    driver's stdin) → `EventLog::assign_gseq` + `Core::append` (`stream.rs`):
+//!    `EventLog::append`, then the topic's subscribers are woken or, past the backlog bound,
+//!    get the slow-client policy (`stream::apply_slow_policy`).
+//! 6. answers: `connection::answer` queues a complete response; once it is written,
+//!    `connection::answer_sent` closes or goes back to step 2 (keep-alive).
+//! 7. writing: the driver drains [`Core::poll_output`] (answers before streams) with the
+//!    harness in [`drain`]: [`Core::write_slices`] (from the shared log, nothing copied),
+//!    one `writev`, then [`Core::handle_written`] / [`Core::handle_would_block`] /
+//!    [`Core::handle_writable`] (all in `stream.rs`).
+//! 8. time: [`Core::handle_timeout`] runs ticks (`publish::tick`), then due timers
+//!    (`Timers::next` → `connection.rs` `on_timer`: head and linger timeouts, keep-alives).
+//! 9. close: [`Core::handle_read_closed`], [`Core::handle_io_error`], a timeout, a limit or
+//!    [`Core::shutdown`] → `Core::remove` (unsubscribes, frees the slot) → [`Output::Close`].
+//!
+//! # Contract
+//!
 //! The driver (or the simulator) tells the core what happened through `handle_*` methods,
-//! each taking the current time where time matters, and then drains [`Core::poll_output`]
-//! until it returns `None`; [`Core::next_deadline`] says when to call
-//! [`Core::handle_timeout`] next. To write to a client the driver asks for its slices
-//! ([`Core::write_slices`], borrowed from the shared event log: nothing is copied per
-//! client), performs one `writev`, and reports what the kernel took with
-//! [`Core::handle_written`] or [`Core::handle_would_block`].
+//! each taking the current time last where time matters, and gives commands
+//! ([`Core::publish`], [`Core::shutdown`], [`Core::refuse`]); then it drains
+//! [`Core::poll_output`] until it returns `None` ([`drain::OutputSink::drain`]);
+//! [`Core::next_deadline`] says when to call [`Core::handle_timeout`] next.
 //!
 //! Guarantees: a [`ClientId`] of a departed client is ignored by every method; a client
 //! never gets bytes after its `Close`; a partial write resumes at the exact byte; every
 //! frame is written whole (the slow-client policy skips whole frames only).
+//!
+//! Invariants (checked after every input in debug builds and by the simulator,
+//! [`Core::check_invariants`]): the streaming count matches the clients; every topic
+//! subscriber has exactly one matching cursor and every cursor is listed by its topic;
+//! cursors lie within their topic's retained log; a fully written pending buffer is never
+//! kept; a writable client with bytes pending is queued; ticks are scheduled while
+//! configured; and the event log's own ([`event_log`]).
 
 mod client;
 mod connection;
