@@ -248,9 +248,10 @@ impl Core {
             .get_mut(id.key as usize)
             .filter(|c| c.generation == id.generation)
     }
+}
 
-    // ---- inputs --------------------------------------------------------------------------
-
+/// Inputs: what happened, and the driver's commands.
+impl Core {
     /// A connection was accepted. Returns its id, or `None` when the core refuses it (over
     /// the connection limit, or shutting down): the driver then closes the socket at once.
     ///
@@ -396,9 +397,10 @@ impl Core {
         }
         self.debug_check();
     }
+}
 
-    // ---- outputs -------------------------------------------------------------------------
-
+/// Outputs and internals.
+impl Core {
     /// The next thing to do, or `None` when nothing is left (then wait for
     /// [`Core::next_deadline`] or I/O). Closes come first, so a slab key is released to the
     /// driver before any new connection could reuse it; then responses (a publisher's answer

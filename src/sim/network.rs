@@ -194,7 +194,10 @@ impl Sim {
         }
         Ok(())
     }
+}
 
+/// Time and events.
+impl Sim {
     /// Time passes to `elapsed + d`, waking at every deadline on the way.
     pub(super) fn advance(&mut self, d: Duration) -> Result<(), String> {
         let target = self.elapsed + d;
