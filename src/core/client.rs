@@ -76,10 +76,35 @@ pub enum Phase {
     Streaming,
     /// A complete response is queued in `pending`; when it is sent, either close or go
     /// back to reading a head, with the bytes that arrived meanwhile (`early`).
-    Answering { keep_alive: bool, early: Vec<u8> },
+    Answering { then: AfterAnswer, early: Vec<u8> },
     /// The last bytes (an error response) are queued; close for this reason when they are
     /// sent, ignore input.
     Closing(CloseReason),
+}
+
+/// What a connection does once a complete answer is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAnswer {
+    /// Read the next request (HTTP/1.1 keep-alive).
+    KeepAlive,
+    /// Close.
+    Close,
+}
+
+impl AfterAnswer {
+    /// What a request with `Connection: close` (or HTTP/1.0 without keep-alive) asks for.
+    pub fn for_request(close: bool) -> AfterAnswer {
+        if close {
+            AfterAnswer::Close
+        } else {
+            AfterAnswer::KeepAlive
+        }
+    }
+
+    /// True when the response must say `Connection: close`.
+    pub fn closes(self) -> bool {
+        self == AfterAnswer::Close
+    }
 }
 
 /// A publish request whose body is still arriving.
@@ -92,7 +117,8 @@ pub struct BodyState {
     pub id: Option<String>,
     pub need: usize,
     pub body: Vec<u8>,
-    pub keep_alive: bool,
+    /// What the connection does once the publish is answered.
+    pub then: AfterAnswer,
 }
 
 /// One connection.

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::Core;
-use super::client::{Bytes, ClientId, Pending, Phase};
+use super::client::{AfterAnswer, Bytes, ClientId, Pending, Phase};
 use super::endpoints::route;
 use super::error::RequestError;
 use super::metrics::CloseReason;
@@ -111,23 +111,28 @@ pub(super) fn fail_with(
     core.schedule(id);
 }
 
-/// Queues a complete response; keeps the connection for another request if `keep_alive`.
+/// Queues a complete response; then the connection closes or reads another request
+/// (never during shutdown).
 pub(super) fn answer(
     core: &mut Core,
     id: ClientId,
     status: u16,
     bytes: Vec<u8>,
-    keep_alive: bool,
+    then: AfterAnswer,
     early: Vec<u8>,
     now: Instant,
 ) {
-    let keep_alive = keep_alive && core.shutdown_deadline.is_none();
+    let then = if core.shutdown_deadline.is_some() {
+        AfterAnswer::Close
+    } else {
+        then
+    };
     let Some(c) = core.client_mut(id) else { return };
     c.pending = Some(Pending {
         bytes: Bytes::Owned(bytes.into()),
         offset: 0,
     });
-    c.phase = Phase::Answering { keep_alive, early };
+    c.phase = Phase::Answering { then, early };
     c.answer_since = now;
     core.metrics.count_response(status);
     core.timers
@@ -140,7 +145,7 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
     let Some(c) = core.client_mut(id) else { return };
     match std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal)) {
         Phase::Answering {
-            keep_alive: true,
+            then: AfterAnswer::KeepAlive,
             early,
         } => {
             c.phase = Phase::Head(HeadReader::default());

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::Core;
-use super::client::ClientId;
+use super::client::{AfterAnswer, ClientId};
 use super::connection::{answer, fail};
 use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
@@ -19,7 +19,7 @@ use crate::http::response;
 pub const MAX_LISTED_CLIENTS: usize = 100;
 
 pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
-    let keep_alive = !head.close;
+    let then = AfterAnswer::for_request(head.close);
     match head.path.as_str() {
         "/" if matches!(head.method, Method::Get | Method::Head) && wants_page(&head) => {
             let r = response::complete(
@@ -27,14 +27,14 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
                 "text/html; charset=utf-8",
                 &[],
                 DEMO_PAGE.as_bytes(),
-                !keep_alive,
+                then.closes(),
             );
             answer(
                 core,
                 id,
                 200,
                 head_only_if(head.method, r, DEMO_PAGE.len()),
-                keep_alive,
+                then,
                 rest,
                 now,
             );
@@ -54,14 +54,19 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
         },
         "/health" => match head.method {
             Method::Get | Method::Head => {
-                let r =
-                    response::complete(200, "text/plain; charset=utf-8", &[], b"ok\n", !keep_alive);
+                let r = response::complete(
+                    200,
+                    "text/plain; charset=utf-8",
+                    &[],
+                    b"ok\n",
+                    then.closes(),
+                );
                 answer(
                     core,
                     id,
                     200,
                     head_only_if(head.method, r, 3),
-                    keep_alive,
+                    then,
                     rest,
                     now,
                 );
@@ -81,9 +86,9 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
                     "text/plain; version=0.0.4; charset=utf-8",
                     &[],
                     body.as_bytes(),
-                    !keep_alive,
+                    then.closes(),
                 );
-                answer(core, id, 200, r, keep_alive, rest, now);
+                answer(core, id, 200, r, then, rest, now);
             }
             _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Get), now),
         },
@@ -95,9 +100,14 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
                     return;
                 }
                 let body = render_clients(core, now);
-                let r =
-                    response::complete(200, "application/json", &[], body.as_bytes(), !keep_alive);
-                answer(core, id, 200, r, keep_alive, rest, now);
+                let r = response::complete(
+                    200,
+                    "application/json",
+                    &[],
+                    body.as_bytes(),
+                    then.closes(),
+                );
+                answer(core, id, 200, r, then, rest, now);
             }
             _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Get), now),
         },

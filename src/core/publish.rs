@@ -7,7 +7,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::Core;
-use super::client::{BodyState, Bytes, ClientId, Pending, Phase};
+use super::client::{AfterAnswer, BodyState, Bytes, ClientId, Pending, Phase};
 use super::connection::{answer, fail, on_bytes};
 use super::endpoints::authorize;
 use super::error::RequestError;
@@ -85,7 +85,7 @@ pub(super) fn begin_publish(
         id: event_id,
         need,
         body: Vec::with_capacity(need),
-        keep_alive: !head.close,
+        then: AfterAnswer::for_request(head.close),
     };
     if let Some(c) = core.client_mut(id) {
         c.phase = Phase::Body(Box::new(state));
@@ -142,9 +142,9 @@ pub(super) fn finish_publish(
                 "text/plain; charset=utf-8",
                 &[],
                 body.as_bytes(),
-                !st.keep_alive,
+                st.then.closes(),
             );
-            answer(core, id, 200, r, st.keep_alive, early, now);
+            answer(core, id, 200, r, st.then, early, now);
         }
         Err(e) => fail(core, id, e, now),
     }

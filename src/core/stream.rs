@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 
 use super::Core;
-use super::client::{Bytes, Client, ClientId, Cursor, Pending, Phase};
+use super::client::{AfterAnswer, Bytes, Client, ClientId, Cursor, Pending, Phase};
 use super::connection::{answer, fail, fail_with};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
@@ -31,7 +31,7 @@ pub(super) fn start_stream(
 ) {
     if head.method == Method::Head {
         let r = response::STREAM_HEAD.as_bytes().to_vec();
-        answer(core, id, 200, r, false, Vec::new(), now);
+        answer(core, id, 200, r, AfterAnswer::Close, Vec::new(), now);
         return;
     }
     // The topics: none means the default stream; `topic=` (empty) names it explicitly.
@@ -137,7 +137,7 @@ pub(super) fn over_limit(core: &mut Core, id: ClientId, head: &RequestHead, now:
     if head.accepts_event_stream() {
         let mut r = response::STREAM_HEAD.as_bytes().to_vec();
         frame::encode_retry(&mut r, delay.as_millis() as u64);
-        answer(core, id, 200, r, false, Vec::new(), now);
+        answer(core, id, 200, r, AfterAnswer::Close, Vec::new(), now);
         // Closed after sending, and counted as a limit close.
         if let Some(c) = core.client_mut(id) {
             c.phase = Phase::Closing(CloseReason::Limit);
