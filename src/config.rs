@@ -307,6 +307,28 @@ mod tests {
         assert_eq!(format!("{:?}", Cli::defaults()), clap);
     }
 
+    /// `Config::default()` ignores `SSE_*` variables: the test runs itself again in a child
+    /// process with `SSE_HISTORY=3` set, where the default must still be 1024.
+    #[test]
+    fn default_config_ignores_environment() {
+        if std::env::var_os("SSE_HISTORY").is_some() {
+            assert_eq!(Config::default().history, 1024);
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "config::tests::default_config_ignores_environment",
+            ])
+            .env("SSE_HISTORY", "3")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the child ran no test: {text}");
+    }
+
     #[test]
     fn limits_from_nofile() {
         let c = Config::from_cli(Cli::parse_from(["x"]), 20_000).unwrap();
