@@ -22,18 +22,13 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
     let then = AfterAnswer::for_request(head.close);
     match head.path.as_str() {
         "/" if matches!(head.method, Method::Get | Method::Head) && wants_page(&head) => {
-            let r = response::complete(
-                200,
-                "text/html; charset=utf-8",
-                &[],
-                DEMO_PAGE.as_bytes(),
-                then.closes(),
-            );
-            answer(
+            let page = DEMO_PAGE.as_bytes();
+            answer_ok(
                 core,
                 id,
-                200,
-                head_only_if(head.method, r, DEMO_PAGE.len()),
+                head.method,
+                "text/html; charset=utf-8",
+                page,
                 then,
                 rest,
                 now,
@@ -54,22 +49,8 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
         },
         "/health" => match head.method {
             Method::Get | Method::Head => {
-                let r = response::complete(
-                    200,
-                    "text/plain; charset=utf-8",
-                    &[],
-                    b"ok\n",
-                    then.closes(),
-                );
-                answer(
-                    core,
-                    id,
-                    200,
-                    head_only_if(head.method, r, 3),
-                    then,
-                    rest,
-                    now,
-                );
+                let plain = "text/plain; charset=utf-8";
+                answer_ok(core, id, head.method, plain, b"ok\n", then, rest, now);
             }
             _ => fail(
                 core,
@@ -81,14 +62,17 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
         "/metrics" => match head.method {
             Method::Get => {
                 let body = render_metrics(core);
-                let r = response::complete(
-                    200,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    &[],
+                let prometheus = "text/plain; version=0.0.4; charset=utf-8";
+                answer_ok(
+                    core,
+                    id,
+                    head.method,
+                    prometheus,
                     body.as_bytes(),
-                    then.closes(),
+                    then,
+                    rest,
+                    now,
                 );
-                answer(core, id, 200, r, then, rest, now);
             }
             _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Get), now),
         },
@@ -100,19 +84,46 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
                     return;
                 }
                 let body = render_clients(core, now);
-                let r = response::complete(
-                    200,
-                    "application/json",
-                    &[],
+                let json = "application/json";
+                answer_ok(
+                    core,
+                    id,
+                    head.method,
+                    json,
                     body.as_bytes(),
-                    then.closes(),
+                    then,
+                    rest,
+                    now,
                 );
-                answer(core, id, 200, r, then, rest, now);
             }
             _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Get), now),
         },
         _ => fail(core, id, RequestError::NotFound, now),
     }
+}
+
+/// Answers 200 with a complete `body` (for HEAD, the same head without the body).
+#[allow(clippy::too_many_arguments)]
+fn answer_ok(
+    core: &mut Core,
+    id: ClientId,
+    method: Method,
+    content_type: &str,
+    body: &[u8],
+    then: AfterAnswer,
+    rest: Vec<u8>,
+    now: Instant,
+) {
+    let r = response::complete(200, content_type, &[], body, then.closes());
+    answer(
+        core,
+        id,
+        200,
+        head_only_if(method, r, body.len()),
+        then,
+        rest,
+        now,
+    );
 }
 
 /// The demo page, served at `/` to browser navigations.
