@@ -373,6 +373,9 @@ pub struct HeadReader {
 }
 
 /// What feeding bytes into a [`HeadReader`] produced.
+// Made once per request and moved straight out: boxing the head would cost an allocation
+// per request to save stack space in a value that never sits in a collection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum HeadProgress {
     /// More bytes are needed.

@@ -143,35 +143,35 @@ fn hex(b: u8) -> Option<u8> {
 mod tests {
     use super::*;
 
-    fn t(target: &str) -> Option<(String, Vec<(String, String)>, Option<String>)> {
-        parse_target(target, false).map(|t| (t.path, t.query, t.authority))
+    fn t(target: &str) -> Option<Target> {
+        parse_target(target, false)
     }
 
     #[test]
     fn origin_form() {
-        let (path, query, authority) = t("/events?topic=a&topic=b%20c&x").unwrap();
-        assert_eq!(path, "/events");
+        let target = t("/events?topic=a&topic=b%20c&x").unwrap();
+        assert_eq!(target.path, "/events");
         assert_eq!(
-            query,
+            target.query,
             vec![
                 ("topic".into(), "a".into()),
                 ("topic".into(), "b c".into()),
                 ("x".into(), String::new())
             ]
         );
-        assert_eq!(authority, None);
+        assert_eq!(target.authority, None);
     }
 
     #[test]
     fn absolute_form_gives_path_query_and_authority() {
-        let (path, query, authority) = t("http://example.com:3000/publish?topic=x").unwrap();
-        assert_eq!(path, "/publish");
-        assert_eq!(query, vec![("topic".into(), "x".into())]);
-        assert_eq!(authority.as_deref(), Some("example.com:3000"));
-        assert_eq!(t("HTTPS://h").unwrap().0, "/");
-        let (path, query, _) = t("http://h?topic=y").unwrap();
-        assert_eq!((path.as_str(), query.len()), ("/", 1));
-        assert_eq!(t("http://[::1]:80/health").unwrap().0, "/health");
+        let target = t("http://example.com:3000/publish?topic=x").unwrap();
+        assert_eq!(target.path, "/publish");
+        assert_eq!(target.query, vec![("topic".into(), "x".into())]);
+        assert_eq!(target.authority.as_deref(), Some("example.com:3000"));
+        assert_eq!(t("HTTPS://h").unwrap().path, "/");
+        let target = t("http://h?topic=y").unwrap();
+        assert_eq!((target.path.as_str(), target.query.len()), ("/", 1));
+        assert_eq!(t("http://[::1]:80/health").unwrap().path, "/health");
     }
 
     #[test]
