@@ -130,6 +130,12 @@ pub fn answer(
     out
 }
 
+/// The `Allow` header of a 405 on a read-only endpoint (`/`, `/events`, `/health`,
+/// `/metrics`, `/clients`): HEAD works wherever GET does.
+pub const ALLOW_READ: &str = "Allow: GET, HEAD, OPTIONS";
+/// The `Allow` header of a 405 on `/publish`.
+pub const ALLOW_PUBLISH: &str = "Allow: POST, OPTIONS";
+
 /// Methods a cross-origin page may use on `/publish` (and the other endpoints).
 pub const PREFLIGHT_METHODS: &str = "GET, HEAD, POST, OPTIONS";
 /// Request headers a cross-origin page may send: the publish token, the body's type, and
