@@ -7,7 +7,7 @@
 //! body memory) and never past the limit; a discarded body holds no memory at all.
 
 use super::chunked::{ChunkError, ChunkedDecoder};
-use super::request::BodyFraming;
+use super::request::{BodyFraming, RequestHead};
 
 /// Why a body was refused; each maps to one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,10 @@ pub enum BodyError {
     Malformed,
     /// Longer than the limit (`Content-Length` over it, or chunks adding up past it): 413.
     TooLarge,
+    /// A body to use comes with neither `Content-Length` nor chunked coding: 411.
+    LengthRequired,
+    /// A body to use has a transfer coding before `chunked` that we cannot decode: 501.
+    UnsupportedCoding,
 }
 
 impl BodyError {
@@ -24,6 +28,8 @@ impl BodyError {
         match self {
             BodyError::Malformed => 400,
             BodyError::TooLarge => 413,
+            BodyError::LengthRequired => 411,
+            BodyError::UnsupportedCoding => 501,
         }
     }
 
@@ -32,6 +38,8 @@ impl BodyError {
         match self {
             BodyError::Malformed => "malformed chunked body",
             BodyError::TooLarge => "body larger than --max-body",
+            BodyError::LengthRequired => "a Content-Length (or a chunked body) is required",
+            BodyError::UnsupportedCoding => "the only Transfer-Encoding supported is chunked",
         }
     }
 }
@@ -71,6 +79,26 @@ pub struct BodyProgress {
 }
 
 impl BodyReader {
+    /// The reader for a request whose body is used (a publish): 411 when the head frames no
+    /// body at all, 501 for a coding we cannot decode, 413 for a `Content-Length` over
+    /// `limit`; else a reader that keeps the body.
+    pub fn for_use(head: &RequestHead, limit: usize) -> Result<BodyReader, BodyError> {
+        if head.framing == BodyFraming::None {
+            return Err(BodyError::LengthRequired);
+        }
+        if head.unsupported_coding {
+            return Err(BodyError::UnsupportedCoding);
+        }
+        Self::keep(head.framing, limit)
+    }
+
+    /// The reader for any other request: reads past its body (none, `Content-Length` or
+    /// chunked, whatever the method) so the next request is found where the head says; 413
+    /// for a body over `limit`.
+    pub fn for_discard(head: &RequestHead, limit: usize) -> Result<BodyReader, BodyError> {
+        Self::discard(head.framing, limit)
+    }
+
     /// A reader that keeps the body (at most `limit` bytes). Refuses at once a
     /// `Content-Length` over the limit, before any body byte is read.
     pub fn keep(framing: BodyFraming, limit: usize) -> Result<BodyReader, BodyError> {
@@ -219,6 +247,42 @@ mod tests {
         assert_eq!(read(r, &[b"b\r\n"]), Err(BodyError::TooLarge));
         assert_eq!(BodyError::TooLarge.status(), 413);
         assert_eq!(BodyError::Malformed.status(), 400);
+    }
+
+    #[test]
+    fn readers_for_a_request() {
+        let head = |raw: &str| crate::http::request::parse_head(raw.as_bytes()).unwrap();
+        let no_length = head("POST /publish HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            BodyReader::for_use(&no_length, 10).err(),
+            Some(BodyError::LengthRequired)
+        );
+        assert!(BodyReader::for_discard(&no_length, 10).unwrap().is_done());
+        let gzip = head("POST /p HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(
+            BodyReader::for_use(&gzip, 10).err().map(BodyError::status),
+            Some(501)
+        );
+        let mut r = BodyReader::for_discard(&gzip, 10).unwrap();
+        assert_eq!(
+            r.feed(b"1\r\nz\r\n0\r\n\r\nGET"),
+            Ok(BodyProgress {
+                used: 11,
+                done: true
+            })
+        );
+        let empty = head("POST /p HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        let r = BodyReader::for_use(&empty, 10).unwrap();
+        assert!(
+            r.is_done(),
+            "an empty publish body is complete, not refused"
+        );
+        assert_eq!(r.into_body(), b"");
+        let get = head("GET /health HTTP/1.1\r\nContent-Length: 11\r\n\r\n");
+        assert_eq!(
+            BodyReader::for_discard(&get, 10).err(),
+            Some(BodyError::TooLarge)
+        );
     }
 
     /// Finding 18: a head announcing a large body reserves nothing until bytes arrive, and

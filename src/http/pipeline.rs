@@ -1,5 +1,7 @@
 //! A connection's byte stream split into requests: a head, then exactly the body its head
 //! frames (kept for `POST`, read past and dropped for any other method), then the next head.
+//! A `POST` without framing (411) or with a coding we cannot decode (501) ends the stream, as
+//! it ends a publish.
 //!
 //! This is the reference composition of [`HeadReader`] and [`BodyReader`] that routing
 //! follows (routing interleaves its own decisions: 401, 411, 100-continue), and what the
@@ -78,9 +80,9 @@ impl RequestStream {
                     Ok(HeadProgress::Partial) => return Ok(()),
                     Ok(HeadProgress::Complete { head, rest }) => {
                         let body = if head.method == Method::Post {
-                            BodyReader::keep(head.framing, self.max_body)
+                            BodyReader::for_use(&head, self.max_body)
                         } else {
-                            BodyReader::discard(head.framing, self.max_body)
+                            BodyReader::for_discard(&head, self.max_body)
                         }
                         .map_err(StreamError::Body)?;
                         self.state = State::Body(Box::new(head), body);
