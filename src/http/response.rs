@@ -96,6 +96,8 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A complete response to any request, HEAD included: with `head_only` the head still
 /// announces the body's `Content-Length` (as for GET, RFC 9110 §9.3.2) but no body follows.
+/// A `204` carries neither body nor `Content-Type`/`Content-Length` (a plain `OPTIONS`:
+/// `answer(204, "", &[ALLOW_READ], b"", ..)`).
 ///
 /// `extra_headers` are whole lines without the trailing CRLF.
 pub fn answer(
@@ -108,11 +110,14 @@ pub fn answer(
 ) -> Vec<u8> {
     let mut head = String::with_capacity(160);
     let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason(status));
-    let _ = write!(
-        head,
-        "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    // A 204 has no content and must not announce a length (RFC 9110 §8.6, §15.3.5).
+    if status != 204 {
+        let _ = write!(
+            head,
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
     head.push_str("Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n");
     for h in extra_headers {
         head.push_str(h);
@@ -124,7 +129,7 @@ pub fn answer(
     }
     head.push_str("\r\n");
     let mut out = head.into_bytes();
-    if !head_only {
+    if !head_only && status != 204 {
         out.extend_from_slice(body);
     }
     out
@@ -244,6 +249,22 @@ mod tests {
             complete(200, "t", &[], b"x", false),
             answer(200, "t", &[], b"x", Connection::KeepAlive, false)
         );
+    }
+
+    #[test]
+    fn a_204_announces_no_length() {
+        let r = answer(
+            204,
+            "",
+            &[ALLOW_PUBLISH],
+            b"ignored",
+            Connection::KeepAlive,
+            false,
+        );
+        let r = String::from_utf8(r).unwrap();
+        assert!(r.starts_with("HTTP/1.1 204 No Content\r\n"));
+        assert!(!r.contains("Content-Length") && !r.contains("Content-Type"));
+        assert!(r.ends_with("\r\nAllow: POST, OPTIONS\r\n\r\n"), "{r}");
     }
 
     #[test]
