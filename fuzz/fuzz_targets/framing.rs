@@ -27,7 +27,10 @@ fn run(parts: &[&[u8]]) -> (Vec<Request>, Option<StreamError>) {
             // After an error nothing more is read: a later feed completes no request.
             let mut after = Vec::new();
             assert_eq!(stream.feed(b"GET / HTTP/1.1\r\n\r\n", &mut after), Err(e));
-            assert!(after.is_empty(), "a request completed after the stream failed");
+            assert!(
+                after.is_empty(),
+                "a request completed after the stream failed"
+            );
             return (out, Some(e));
         }
     }
