@@ -90,9 +90,9 @@ pub struct RequestHead {
     /// The authority of an absolute-form target, else the first `Host` header's value.
     pub host: Option<String>,
     /// Why the request must be refused with 400 for its `Host` (RFC 9112 §3.2): missing on
-    /// HTTP/1.1, sent more than once, or not a valid authority. Routing checks it (see
-    /// [`RequestHead::host_problem`]); the parser only reports it.
-    pub host_problem: Option<&'static str>,
+    /// HTTP/1.1, sent more than once, or not a valid authority. Routing checks it with
+    /// [`RequestHead::host_problem`]; the parser only reports it.
+    host_problem: Option<&'static str>,
     pub accept: Option<String>,
     pub last_event_id: Option<String>,
     pub authorization: Option<String>,
