@@ -52,7 +52,8 @@ fn bad_inputs_get_their_status_and_never_hurt_a_streaming_client() {
         ("no length", b"POST /publish HTTP/1.1\r\n\r\n".to_vec(), 411),
         ("body over max", b"POST /publish HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec(), 413),
         ("negative length", b"POST /publish HTTP/1.1\r\nContent-Length: -3\r\n\r\n".to_vec(), 400),
-        ("absolute-form target", b"GET http://evil/ HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("authority-form target", b"CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n".to_vec(), 400),
+        ("TE not ending in chunked", b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(), 400),
         ("HTTP/0.9", b"GET /\r\n\r\n".to_vec(), 400),
         ("too many topics", format!("GET /events?{} HTTP/1.1\r\n\r\n", (0..20).map(|i| format!("topic=t{i}")).collect::<Vec<_>>().join("&")).into_bytes(), 400),
     ];

@@ -5,18 +5,30 @@
 //! that are new since the last call (the hyper approach); `httparse` runs once, on a complete
 //! head. Everything kept from the head is copied into owned fields: no borrow outlives a read.
 
+//!
+//! What the parser decides and what it leaves to routing: it refuses what makes the byte
+//! stream ambiguous (bad framing, broken syntax, oversized heads), and reports everything
+//! else (the body's [`BodyFraming`] whatever the method, `Host` problems, keep-alive) in the
+//! [`RequestHead`] for routing to act on.
+
+pub use super::response::Connection;
+pub use super::target::percent_decode;
+use super::target::{parse_target, valid_authority};
+
 /// Most headers a request may carry (more is 431).
 pub const MAX_HEADERS: usize = 64;
 
 /// Why a request head was refused; each maps to one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
-    /// Not HTTP/1.x, or broken syntax: 400.
+    /// Not HTTP/1.x, or broken syntax, or a target in none of the accepted forms: 400.
     Malformed,
     /// The head (or one of its parts) exceeds the size limit or header count: 431.
     TooLarge,
-    /// Conflicting or unparsable `Content-Length`, or `Content-Length` with
-    /// `Transfer-Encoding` (a request-smuggling shape): 400.
+    /// The body's framing cannot be known for sure (RFC 9112 §6.3), so neither the body nor
+    /// the next request can be found: conflicting or unparsable `Content-Length`,
+    /// `Content-Length` with `Transfer-Encoding`, `Transfer-Encoding` whose last coding is not
+    /// `chunked` or that applies `chunked` twice, `Transfer-Encoding` on HTTP/1.0: 400.
     BadFraming,
 }
 
@@ -28,6 +40,15 @@ impl HeadError {
             HeadError::TooLarge => 431,
         }
     }
+
+    /// The one-line reason sent in the error response's body.
+    pub fn message(self) -> &'static str {
+        match self {
+            HeadError::Malformed => "malformed request",
+            HeadError::TooLarge => "request head too large",
+            HeadError::BadFraming => "conflicting or invalid Content-Length / Transfer-Encoding",
+        }
+    }
 }
 
 /// The request method, as far as routing cares.
@@ -36,33 +57,70 @@ pub enum Method {
     Get,
     Head,
     Post,
+    /// A CORS preflight, or `OPTIONS *`.
+    Options,
     /// Any other token (405 on known paths).
     Other,
+}
+
+/// How the request's body is delimited (RFC 9112 §6.3), whatever the method: a `GET` with a
+/// `Content-Length` has a body too, and the next request starts after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// Neither `Content-Length` nor `Transfer-Encoding`: no body (a `POST` without a length
+    /// is 411).
+    None,
+    /// `Content-Length: n` (n may be 0).
+    Length(u64),
+    /// `Transfer-Encoding` ending in `chunked`.
+    Chunked,
 }
 
 /// The parts of a request head the server uses, copied out of the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Method,
-    /// The path, without the query string, percent-decoding not applied.
+    /// The path, without the query string, percent-decoding not applied. Taken from the
+    /// target in any form: `/p?q`, `http://host/p?q` (absolute-form), `*` (`OPTIONS` only).
     pub path: String,
     /// Query parameters in order, percent-decoded (`+` is a space).
     pub query: Vec<(String, String)>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
+    /// The authority of an absolute-form target, else the first `Host` header's value.
+    pub host: Option<String>,
+    /// Why the request must be refused with 400 for its `Host` (RFC 9112 §3.2): missing on
+    /// HTTP/1.1, sent more than once, or not a valid authority. Routing checks it with
+    /// [`RequestHead::host_problem`]; the parser only reports it.
+    host_problem: Option<&'static str>,
     pub accept: Option<String>,
     pub last_event_id: Option<String>,
     pub authorization: Option<String>,
+    /// `Origin` (CORS), for routing's origin policy.
+    pub origin: Option<String>,
+    /// `Access-Control-Request-Method`: with `OPTIONS`, this is a CORS preflight.
+    pub cors_request_method: Option<String>,
     pub content_length: Option<u64>,
     /// A `Transfer-Encoding` header was present.
     pub transfer_encoding: bool,
     /// `Transfer-Encoding` is exactly `chunked` (the only coding we decode).
     pub chunked: bool,
-    /// `Expect: 100-continue` was sent.
+    /// How the body is delimited: what must be read (kept or discarded) before the next
+    /// request on the connection.
+    pub framing: BodyFraming,
+    /// `Transfer-Encoding` names a coding before the final `chunked` (e.g. `gzip, chunked`):
+    /// the framing is known (the body can be discarded) but its content cannot be used; a
+    /// consumer of the body answers 501.
+    pub unsupported_coding: bool,
+    /// `Expect: 100-continue` was sent on HTTP/1.1 (an HTTP/1.0 client does not know the
+    /// interim response, RFC 9110 §10.1.1: ignored there).
     pub expect_continue: bool,
     /// The connection must close after the response (`Connection: close`, or HTTP/1.0 without
     /// `keep-alive`).
     pub close: bool,
+    /// An HTTP/1.0 request asked for `Connection: keep-alive` and the connection is kept: the
+    /// answer must say `Connection: keep-alive` (an HTTP/1.0 client assumes close otherwise).
+    pub keep_alive_announced: bool,
 }
 
 impl RequestHead {
@@ -84,6 +142,33 @@ impl RequestHead {
         self.accept
             .as_deref()
             .is_some_and(|a| a.contains("text/event-stream"))
+    }
+
+    /// `Err(message)` when the request must be answered 400 for its `Host` header.
+    pub fn host_problem(&self) -> Result<(), &'static str> {
+        self.host_problem.map_or(Ok(()), Err)
+    }
+
+    /// True when body bytes follow the head (to read, kept or discarded, before the next
+    /// request).
+    pub fn has_body(&self) -> bool {
+        !matches!(self.framing, BodyFraming::None | BodyFraming::Length(0))
+    }
+
+    /// True for a CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
+    pub fn is_preflight(&self) -> bool {
+        self.method == Method::Options && self.cors_request_method.is_some()
+    }
+
+    /// What a complete answer to this request says about the connection.
+    pub fn connection(&self) -> Connection {
+        if self.close {
+            Connection::Close
+        } else if self.keep_alive_announced {
+            Connection::KeepAliveAnnounced
+        } else {
+            Connection::KeepAlive
+        }
     }
 }
 
@@ -107,6 +192,86 @@ pub fn find_head_end(buf: &[u8], scanned_before: usize) -> Option<usize> {
     None
 }
 
+/// What the framing headers said, gathered over all header lines.
+#[derive(Default)]
+struct FramingHeaders {
+    content_length: Option<u64>,
+    /// Every coding of every `Transfer-Encoding` line, in order, lowercased.
+    codings: Vec<String>,
+    transfer_encoding: bool,
+}
+
+impl FramingHeaders {
+    /// One `Content-Length` line: digits, or a list of identical digit strings (RFC 9110
+    /// §8.6); every line must agree.
+    fn add_content_length(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        let text = std::str::from_utf8(value).map_err(|_| HeadError::BadFraming)?;
+        for item in text.split(',') {
+            let item = item.trim_matches([' ', '\t']);
+            if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::BadFraming);
+            }
+            let n: u64 = item.parse().map_err(|_| HeadError::BadFraming)?;
+            if self.content_length.is_some_and(|prev| prev != n) {
+                return Err(HeadError::BadFraming);
+            }
+            self.content_length = Some(n);
+        }
+        Ok(())
+    }
+
+    /// One `Transfer-Encoding` line: its codings join the list (several lines form one list).
+    fn add_transfer_encoding(&mut self, value: &[u8]) {
+        self.transfer_encoding = true;
+        let text = String::from_utf8_lossy(value);
+        self.codings.extend(
+            text.split(',')
+                .map(|c| c.trim_matches([' ', '\t']).to_ascii_lowercase())
+                .filter(|c| !c.is_empty()),
+        );
+    }
+
+    /// The body's framing (RFC 9112 §6.1, §6.3), and whether a coding other than `chunked`
+    /// was applied.
+    fn resolve(&self, minor_version: u8) -> Result<(BodyFraming, bool), HeadError> {
+        if !self.transfer_encoding {
+            let framing = self
+                .content_length
+                .map_or(BodyFraming::None, BodyFraming::Length);
+            return Ok((framing, false));
+        }
+        let chunked_last = self.codings.last().is_some_and(|c| c == "chunked");
+        let chunked_once = self.codings.iter().filter(|c| *c == "chunked").count() == 1;
+        if minor_version == 0 || self.content_length.is_some() || !chunked_last || !chunked_once {
+            return Err(HeadError::BadFraming);
+        }
+        Ok((BodyFraming::Chunked, self.codings.len() > 1))
+    }
+}
+
+/// What `Host` and `Connection` said, gathered over all header lines.
+#[derive(Default)]
+struct ConnectionHeaders {
+    hosts: usize,
+    host_invalid: bool,
+    says_close: bool,
+    says_keep_alive: bool,
+}
+
+impl ConnectionHeaders {
+    fn host_problem(&self, minor_version: u8) -> Option<&'static str> {
+        if self.hosts > 1 {
+            Some("more than one Host header")
+        } else if self.hosts == 0 && minor_version == 1 {
+            Some("HTTP/1.1 requires a Host header")
+        } else if self.host_invalid {
+            Some("invalid Host header")
+        } else {
+            None
+        }
+    }
+}
+
 /// Parses a complete head (as delimited by [`find_head_end`]).
 pub fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -121,124 +286,81 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
         Some("POST") => Method::Post,
+        Some("OPTIONS") => Method::Options,
         Some(_) => Method::Other,
         None => return Err(HeadError::Malformed),
     };
     let target = req.path.ok_or(HeadError::Malformed)?;
-    if !target.starts_with('/') {
-        return Err(HeadError::Malformed);
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, parse_query(q)),
-        None => (target, Vec::new()),
-    };
+    let target = parse_target(target, method == Method::Options).ok_or(HeadError::Malformed)?;
     let minor_version = req.version.ok_or(HeadError::Malformed)?;
     let mut out = RequestHead {
         method,
-        path: path.to_owned(),
-        query,
+        path: target.path,
+        query: target.query,
         minor_version,
+        host: None,
+        host_problem: None,
         accept: None,
         last_event_id: None,
         authorization: None,
+        origin: None,
+        cors_request_method: None,
         content_length: None,
         transfer_encoding: false,
         chunked: false,
+        framing: BodyFraming::None,
+        unsupported_coding: false,
         expect_continue: false,
-        close: minor_version == 0,
+        close: false,
+        keep_alive_announced: false,
     };
+    let mut framing = FramingHeaders::default();
+    let mut conn = ConnectionHeaders::default();
     for h in req.headers.iter() {
         let name = h.name;
+        let text = || String::from_utf8_lossy(h.value).trim().to_owned();
         if name.eq_ignore_ascii_case("content-length") {
-            let text = std::str::from_utf8(h.value)
-                .map_err(|_| HeadError::BadFraming)?
-                .trim();
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::BadFraming);
-            }
-            let n: u64 = text.parse().map_err(|_| HeadError::BadFraming)?;
-            if out.content_length.is_some_and(|prev| prev != n) {
-                return Err(HeadError::BadFraming);
-            }
-            out.content_length = Some(n);
+            framing.add_content_length(h.value)?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Several headers combine into one list of codings: only a lone `chunked` is ours.
-            out.chunked =
-                !out.transfer_encoding && h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            out.transfer_encoding = true;
+            framing.add_transfer_encoding(h.value);
+        } else if name.eq_ignore_ascii_case("host") {
+            conn.hosts += 1;
+            let value = text();
+            conn.host_invalid |= !valid_authority(&value);
+            out.host.get_or_insert(value);
         } else if name.eq_ignore_ascii_case("accept") {
             out.accept = Some(String::from_utf8_lossy(h.value).into_owned());
         } else if name.eq_ignore_ascii_case("last-event-id") {
-            out.last_event_id = Some(String::from_utf8_lossy(h.value).trim().to_owned());
+            out.last_event_id = Some(text());
         } else if name.eq_ignore_ascii_case("authorization") {
-            out.authorization = Some(String::from_utf8_lossy(h.value).trim().to_owned());
+            out.authorization = Some(text());
+        } else if name.eq_ignore_ascii_case("origin") {
+            out.origin = Some(text());
+        } else if name.eq_ignore_ascii_case("access-control-request-method") {
+            out.cors_request_method = Some(text());
         } else if name.eq_ignore_ascii_case("expect") {
-            out.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+            out.expect_continue =
+                minor_version == 1 && h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("connection") {
             for token in String::from_utf8_lossy(h.value).split(',') {
                 let token = token.trim();
-                if token.eq_ignore_ascii_case("close") {
-                    out.close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") && minor_version == 0 {
-                    out.close = false;
-                }
+                conn.says_close |= token.eq_ignore_ascii_case("close");
+                conn.says_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
         }
     }
-    if out.transfer_encoding && out.content_length.is_some() {
-        return Err(HeadError::BadFraming);
+    (out.framing, out.unsupported_coding) = framing.resolve(minor_version)?;
+    out.content_length = framing.content_length;
+    out.transfer_encoding = framing.transfer_encoding;
+    out.chunked = out.framing == BodyFraming::Chunked && !out.unsupported_coding;
+    out.close = conn.says_close || (minor_version == 0 && !conn.says_keep_alive);
+    out.keep_alive_announced = minor_version == 0 && !out.close;
+    out.host_problem = conn.host_problem(minor_version);
+    if target.authority.is_some() {
+        // An absolute-form target's authority replaces `Host` (RFC 9112 §3.2.2).
+        out.host = target.authority;
     }
     Ok(out)
-}
-
-/// Splits a query string into decoded `(name, value)` pairs.
-fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(kv), String::new()),
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes and `+`; invalid escapes are kept as written; invalid UTF-8 is
-/// replaced (U+FFFD), so the result is always a valid string.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' if i + 2 < bytes.len()
-                && hex(bytes[i + 1]).is_some()
-                && hex(bytes[i + 2]).is_some() =>
-            {
-                let hi = hex(bytes[i + 1]).unwrap_or(0);
-                let lo = hex(bytes[i + 2]).unwrap_or(0);
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Accumulates a request head that arrives over several reads, within a size limit.
@@ -251,6 +373,9 @@ pub struct HeadReader {
 }
 
 /// What feeding bytes into a [`HeadReader`] produced.
+// Made once per request and moved straight out: boxing the head would cost an allocation
+// per request to save stack space in a value that never sits in a collection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum HeadProgress {
     /// More bytes are needed.
@@ -311,16 +436,29 @@ mod tests {
 
     const GET: &[u8] = b"GET /events?topic=a&topic=b%20c&lastEventId=x-1 HTTP/1.1\r\nHost: h\r\nAccept: text/event-stream\r\nLast-Event-ID:  42 \r\n\r\n";
 
+    /// Feeds the parts until the head is complete or refused; the parts after the one that
+    /// completed the head join its `rest` (as later reads would).
     fn feed_all(parts: &[&[u8]], max: usize) -> Result<HeadProgress, HeadError> {
         let mut r = HeadReader::default();
         let mut last = Ok(HeadProgress::Partial);
-        for p in parts {
+        for (i, p) in parts.iter().enumerate() {
             last = r.feed(p, max);
-            if !matches!(last, Ok(HeadProgress::Partial)) {
-                return last;
+            match &mut last {
+                Ok(HeadProgress::Partial) => {}
+                Ok(HeadProgress::Complete { rest, .. }) => {
+                    parts[i + 1..]
+                        .iter()
+                        .for_each(|p| rest.extend_from_slice(p));
+                    return last;
+                }
+                Err(_) => return last,
             }
         }
         last
+    }
+
+    fn parse(req: &str) -> Result<RequestHead, HeadError> {
+        parse_head(req.as_bytes())
     }
 
     #[test]
@@ -333,8 +471,13 @@ mod tests {
         assert_eq!(head.params("topic").collect::<Vec<_>>(), vec!["a", "b c"]);
         assert_eq!(head.param("lastEventId"), Some("x-1"));
         assert_eq!(head.last_event_id.as_deref(), Some("42"));
+        assert_eq!(head.host.as_deref(), Some("h"));
+        assert_eq!(head.host_problem(), Ok(()));
+        assert_eq!(head.framing, BodyFraming::None);
+        assert!(!head.has_body());
         assert!(head.accepts_event_stream());
         assert!(!head.close);
+        assert_eq!(head.connection(), Connection::KeepAlive);
         assert!(rest.is_empty());
     }
 
@@ -379,43 +522,146 @@ mod tests {
         let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(feed_all(&[req.as_bytes()], 8192), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn framing_is_refused_when_ambiguous() {
+        for req in [
+            "POST /publish HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST /publish HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
+            "POST /publish HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /p HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST /p HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            "POST /p HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "POST /p HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            // chunked must be the final coding, applied once (RFC 9112 §6.1, §6.3).
+            "POST /p HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST /p HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST /p HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST /p HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n",
+            "POST /p HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            // HTTP/1.0 has no chunked coding: the framing is faulty (RFC 9112 §6.1).
+            "POST /p HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(parse(req), Err(HeadError::BadFraming), "{req:?}");
+        }
+        // No space before the colon (a classic smuggling shape): httparse refuses it.
         assert_eq!(
-            feed_all(
-                &[b"POST /publish HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"],
-                8192
-            ),
-            Err(HeadError::BadFraming)
-        );
-        assert_eq!(
-            feed_all(&[b"POST /publish HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"], 8192),
-            Err(HeadError::BadFraming)
-        );
-        assert_eq!(
-            feed_all(&[b"POST /p HTTP/1.1\r\nContent-Length: -1\r\n\r\n"], 8192),
-            Err(HeadError::BadFraming)
+            parse("POST /p HTTP/1.1\r\nContent-Length : 5\r\n\r\n"),
+            Err(HeadError::Malformed)
         );
     }
 
     #[test]
-    fn versions_and_connection() {
-        let Ok(HeadProgress::Complete { head, .. }) = feed_all(&[b"GET / HTTP/1.0\r\n\r\n"], 8192)
-        else {
-            panic!()
-        };
-        assert!(head.close);
-        let Ok(HeadProgress::Complete { head, .. }) = feed_all(
-            &[b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n"],
-            8192,
-        ) else {
-            panic!()
-        };
-        assert!(head.close);
+    fn framing_follows_the_headers_whatever_the_method() {
+        let h = parse("GET /health HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(h.framing, BodyFraming::Length(5));
+        assert!(h.has_body());
+        let h = parse("HEAD /metrics HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        assert_eq!(h.framing, BodyFraming::Chunked);
+        assert!(h.chunked && !h.unsupported_coding);
+        let h = parse("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(h.framing, BodyFraming::Length(0));
+        assert!(!h.has_body());
+        let h = parse("POST /p HTTP/1.1\r\nContent-Length: 7, 7\r\n\r\n").unwrap();
+        assert_eq!(h.framing, BodyFraming::Length(7));
+        let h = parse(
+            "POST /p HTTP/1.1\r\nTransfer-Encoding: gzip,\r\n Transfer-Encoding: Chunked\r\n\r\n",
+        );
+        assert!(h.is_err(), "obs-fold is refused");
+        let h = parse(
+            "POST /p HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(h.framing, BodyFraming::Chunked);
+        assert!(h.unsupported_coding && !h.chunked && h.transfer_encoding);
+        let h = parse("POST /p HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(h.framing, BodyFraming::None);
     }
 
     #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%2Fb+c%zz%4"), "a/b c%zz%4");
-        assert_eq!(percent_decode("%FF"), "\u{FFFD}");
+    fn host_is_checked() {
+        let problem = |req: &str| parse(req).unwrap().host_problem();
+        assert_eq!(
+            problem("GET / HTTP/1.1\r\n\r\n"),
+            Err("HTTP/1.1 requires a Host header")
+        );
+        assert_eq!(
+            problem("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+            Err("more than one Host header")
+        );
+        assert_eq!(
+            problem("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err("more than one Host header")
+        );
+        assert_eq!(
+            problem("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+            Err("invalid Host header")
+        );
+        assert_eq!(problem("GET / HTTP/1.0\r\n\r\n"), Ok(()));
+        assert_eq!(problem("GET / HTTP/1.1\r\nHost:\r\n\r\n"), Ok(()));
+        assert_eq!(
+            problem("GET / HTTP/1.1\r\nhost: [::1]:3000\r\n\r\n"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn absolute_and_asterisk_form() {
+        let h = parse("GET http://example.com:3000/events?topic=x HTTP/1.1\r\nHost: other\r\n\r\n")
+            .unwrap();
+        assert_eq!(h.path, "/events");
+        assert_eq!(h.param("topic"), Some("x"));
+        assert_eq!(h.host.as_deref(), Some("example.com:3000"));
+        let h = parse("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        assert_eq!((h.method, h.path.as_str()), (Method::Options, "*"));
+        assert_eq!(
+            parse("GET * HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Err(HeadError::Malformed)
+        );
+        assert_eq!(
+            parse("CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Err(HeadError::Malformed)
+        );
+    }
+
+    #[test]
+    fn versions_connection_and_expect() {
+        let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(h.close);
+        assert_eq!(h.connection(), Connection::Close);
+        let h = parse("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").unwrap();
+        assert!(h.close);
+        let h = parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+        assert!(!h.close && h.keep_alive_announced);
+        assert_eq!(h.connection(), Connection::KeepAliveAnnounced);
+        let h = parse("GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n").unwrap();
+        assert!(h.close && !h.keep_alive_announced);
+        let h = parse("GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert_eq!(h.connection(), Connection::KeepAlive);
+        let h =
+            parse("POST /p HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").unwrap();
+        assert!(!h.expect_continue, "HTTP/1.0 has no interim responses");
+        let h = parse("POST /p HTTP/1.1\r\nExpect: 100-Continue \r\nContent-Length: 1\r\n\r\n")
+            .unwrap();
+        assert!(h.expect_continue);
+    }
+
+    #[test]
+    fn preflight_headers() {
+        let h = parse(
+            "OPTIONS /publish HTTP/1.1\r\nHost: h\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: POST\r\n\r\n",
+        )
+        .unwrap();
+        assert!(h.is_preflight());
+        assert_eq!(h.origin.as_deref(), Some("https://a.example"));
+        assert!(
+            !parse("OPTIONS /publish HTTP/1.1\r\nHost: h\r\n\r\n")
+                .unwrap()
+                .is_preflight()
+        );
     }
 
     proptest! {

@@ -23,7 +23,9 @@ Connection: close\r\n\
 /// The reason phrase of each status we send.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -40,7 +42,8 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A complete response with a body of known length.
+/// A complete response with a body of known length (HTTP/1.1 persistence; [`answer`] takes a
+/// [`Connection`] and serves HEAD too).
 ///
 /// `extra_headers` are whole lines without the trailing CRLF. With `close`, the response
 /// says `Connection: close` and the server closes after sending it.
@@ -51,25 +54,125 @@ pub fn complete(
     body: &[u8],
     close: bool,
 ) -> Vec<u8> {
-    let mut head = String::with_capacity(160 + body.len().min(64));
+    let connection = if close {
+        Connection::Close
+    } else {
+        Connection::KeepAlive
+    };
+    answer(status, content_type, extra_headers, body, connection, false)
+}
+
+/// What a complete response says about its connection, decided from the request
+/// ([`crate::http::request::RequestHead::connection`]) and the server's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// `Connection: close`; the server closes after sending.
+    Close,
+    /// Kept for the next request; nothing said (the HTTP/1.1 default).
+    KeepAlive,
+    /// Kept for the next request of an HTTP/1.0 client, which assumes close unless told:
+    /// `Connection: keep-alive`.
+    KeepAliveAnnounced,
+}
+
+impl Connection {
+    /// True when the connection is kept for another request.
+    pub fn keeps_alive(self) -> bool {
+        self != Connection::Close
+    }
+
+    /// The header line this answer carries, if any (without CRLF).
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            Connection::Close => Some("Connection: close"),
+            Connection::KeepAlive => None,
+            Connection::KeepAliveAnnounced => Some("Connection: keep-alive"),
+        }
+    }
+}
+
+/// The interim answer to `Expect: 100-continue` (HTTP/1.1 only).
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A complete response to any request, HEAD included: with `head_only` the head still
+/// announces the body's `Content-Length` (as for GET, RFC 9110 §9.3.2) but no body follows.
+/// A `204` carries neither body nor `Content-Type`/`Content-Length` (a plain `OPTIONS`:
+/// `answer(204, "", &[ALLOW_READ], b"", ..)`).
+///
+/// `extra_headers` are whole lines without the trailing CRLF.
+pub fn answer(
+    status: u16,
+    content_type: &str,
+    extra_headers: &[&str],
+    body: &[u8],
+    connection: Connection,
+    head_only: bool,
+) -> Vec<u8> {
+    let mut head = String::with_capacity(160);
     let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason(status));
-    let _ = write!(
-        head,
-        "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    // A 204 has no content and must not announce a length (RFC 9110 §8.6, §15.3.5).
+    if status != 204 {
+        let _ = write!(
+            head,
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
     head.push_str("Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n");
     for h in extra_headers {
         head.push_str(h);
         head.push_str("\r\n");
     }
-    if close {
-        head.push_str("Connection: close\r\n");
+    if let Some(h) = connection.header() {
+        head.push_str(h);
+        head.push_str("\r\n");
     }
     head.push_str("\r\n");
     let mut out = head.into_bytes();
-    out.extend_from_slice(body);
+    if !head_only && status != 204 {
+        out.extend_from_slice(body);
+    }
     out
+}
+
+/// The `Allow` header of a 405 on a read-only endpoint (`/`, `/events`, `/health`,
+/// `/metrics`, `/clients`): HEAD works wherever GET does.
+pub const ALLOW_READ: &str = "Allow: GET, HEAD, OPTIONS";
+/// The `Allow` header of a 405 on `/publish`.
+pub const ALLOW_PUBLISH: &str = "Allow: POST, OPTIONS";
+
+/// Methods a cross-origin page may use on `/publish` (and the other endpoints).
+pub const PREFLIGHT_METHODS: &str = "GET, HEAD, POST, OPTIONS";
+/// Request headers a cross-origin page may send: the publish token, the body's type, and
+/// the resume id.
+pub const PREFLIGHT_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+/// How long a browser may cache a preflight answer, in seconds.
+pub const PREFLIGHT_MAX_AGE: u32 = 600;
+
+/// The answer to a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`): `204`,
+/// the allowed methods and headers, and how long to cache them. `allow_origin` is the
+/// `Access-Control-Allow-Origin` value routing's origin policy chose (`*`, or the request's
+/// origin, in which case `Vary: Origin` is added so caches keep answers per origin).
+pub fn preflight(allow_origin: &str, connection: Connection) -> Vec<u8> {
+    let mut head = String::with_capacity(320);
+    head.push_str("HTTP/1.1 204 No Content\r\n");
+    let _ = write!(
+        head,
+        "Access-Control-Allow-Origin: {allow_origin}\r\n\
+         Access-Control-Allow-Methods: {PREFLIGHT_METHODS}\r\n\
+         Access-Control-Allow-Headers: {PREFLIGHT_HEADERS}\r\n\
+         Access-Control-Max-Age: {PREFLIGHT_MAX_AGE}\r\n"
+    );
+    if allow_origin != "*" {
+        head.push_str("Vary: Origin\r\n");
+    }
+    head.push_str("Cache-Control: no-store\r\n");
+    if let Some(h) = connection.header() {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
 }
 
 /// A complete error response: a one-line plain-text body naming the problem, then close.
@@ -96,6 +199,80 @@ mod tests {
         assert!(r.contains("\r\nConnection: close\r\n"));
         let (head, body) = r.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    #[test]
+    fn answer_to_head_announces_the_length_without_the_body() {
+        let get = answer(
+            200,
+            "text/plain",
+            &[],
+            b"ok\n",
+            Connection::KeepAlive,
+            false,
+        );
+        let head = answer(200, "text/plain", &[], b"ok\n", Connection::KeepAlive, true);
+        assert_eq!(&get[..head.len()], &head[..]);
+        assert_eq!(&get[head.len()..], b"ok\n");
+        let text = String::from_utf8(head).unwrap();
+        assert!(text.contains("\r\nContent-Length: 3\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert!(!text.contains("Connection:"));
+    }
+
+    #[test]
+    fn connection_header_follows_the_request() {
+        let close = String::from_utf8(answer(200, "t", &[], b"", Connection::Close, false));
+        assert!(close.unwrap().contains("\r\nConnection: close\r\n"));
+        let http10 = answer(200, "t", &[], b"", Connection::KeepAliveAnnounced, false);
+        let http10 = String::from_utf8(http10).unwrap();
+        assert!(http10.contains("\r\nConnection: keep-alive\r\n"));
+        assert!(Connection::KeepAliveAnnounced.keeps_alive());
+        assert!(!Connection::Close.keeps_alive());
+        assert_eq!(
+            complete(200, "t", &[], b"x", false),
+            answer(200, "t", &[], b"x", Connection::KeepAlive, false)
+        );
+    }
+
+    #[test]
+    fn a_204_announces_no_length() {
+        let r = answer(
+            204,
+            "",
+            &[ALLOW_PUBLISH],
+            b"ignored",
+            Connection::KeepAlive,
+            false,
+        );
+        let r = String::from_utf8(r).unwrap();
+        assert!(r.starts_with("HTTP/1.1 204 No Content\r\n"));
+        assert!(!r.contains("Content-Length") && !r.contains("Content-Type"));
+        assert!(r.ends_with("\r\nAllow: POST, OPTIONS\r\n\r\n"), "{r}");
+    }
+
+    #[test]
+    fn preflight_is_a_204_with_the_cors_headers() {
+        let r = String::from_utf8(preflight("*", Connection::KeepAlive)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 204 No Content\r\n"));
+        for h in [
+            "Access-Control-Allow-Origin: *",
+            "Access-Control-Allow-Methods: GET, HEAD, POST, OPTIONS",
+            "Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID",
+            "Access-Control-Max-Age: 600",
+        ] {
+            assert!(r.contains(&format!("\r\n{h}\r\n")), "{h}: {r}");
+        }
+        assert!(
+            !r.contains("Content-Length"),
+            "a 204 has no body and no length"
+        );
+        assert!(!r.contains("Vary"));
+        assert!(r.ends_with("\r\n\r\n"));
+        let r = String::from_utf8(preflight("https://a.example", Connection::Close)).unwrap();
+        assert!(r.contains("\r\nAccess-Control-Allow-Origin: https://a.example\r\n"));
+        assert!(r.contains("\r\nVary: Origin\r\n"));
+        assert!(r.contains("\r\nConnection: close\r\n"));
     }
 
     #[test]

@@ -1,0 +1,254 @@
+//! A connection's byte stream split into requests: a head, then exactly the body its head
+//! frames (kept for `POST`, read past and dropped for any other method), then the next head.
+//! A `POST` without framing (411) or with a coding we cannot decode (501) ends the stream, as
+//! it ends a publish.
+//!
+//! This is the reference composition of [`HeadReader`] and [`BodyReader`] that routing
+//! follows (routing interleaves its own decisions: 401, 411, 100-continue), and what the
+//! framing proptest and fuzz target check: the same bytes in any split give the same
+//! requests, the same bodies and the same error, and each request gives one outcome.
+
+use super::body::{BodyError, BodyReader};
+use super::request::{HeadError, HeadProgress, HeadReader, Method, RequestHead};
+
+/// One complete request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub head: RequestHead,
+    /// The body of a `POST`; empty for other methods (their body, if any, was discarded).
+    pub body: Vec<u8>,
+}
+
+/// Why the stream could not be read further; the connection answers this status and closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamError {
+    Head(HeadError),
+    Body(BodyError),
+}
+
+impl StreamError {
+    /// The status code this error is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            StreamError::Head(e) => e.status(),
+            StreamError::Body(e) => e.status(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Head(HeadReader),
+    Body(Box<RequestHead>, BodyReader),
+    Failed(StreamError),
+}
+
+/// Reads pipelined requests within a head limit and a body limit.
+#[derive(Debug)]
+pub struct RequestStream {
+    state: State,
+    max_head: usize,
+    max_body: usize,
+}
+
+impl RequestStream {
+    pub fn new(max_head: usize, max_body: usize) -> RequestStream {
+        RequestStream {
+            state: State::Head(HeadReader::default()),
+            max_head,
+            max_body,
+        }
+    }
+
+    /// Feeds bytes read from the connection; appends every request they complete to `out`,
+    /// in order. After an error, every later call returns it again and completes nothing.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Request>) -> Result<(), StreamError> {
+        let result = self.feed_inner(bytes, out);
+        if let Err(e) = result {
+            self.state = State::Failed(e);
+        }
+        result
+    }
+
+    fn feed_inner(&mut self, bytes: &[u8], out: &mut Vec<Request>) -> Result<(), StreamError> {
+        let mut owned: Vec<u8>;
+        let mut input: &[u8] = bytes;
+        loop {
+            match &mut self.state {
+                State::Failed(e) => return Err(*e),
+                State::Head(reader) => match reader.feed(input, self.max_head) {
+                    Ok(HeadProgress::Partial) => return Ok(()),
+                    Ok(HeadProgress::Complete { head, rest }) => {
+                        let body = if head.method == Method::Post {
+                            BodyReader::for_use(&head, self.max_body)
+                        } else {
+                            BodyReader::for_discard(&head, self.max_body)
+                        }
+                        .map_err(StreamError::Body)?;
+                        self.state = State::Body(Box::new(head), body);
+                        owned = rest;
+                        input = &owned;
+                        if body_done(&self.state) {
+                            self.complete(out);
+                            if input.is_empty() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Err(e) => return Err(StreamError::Head(e)),
+                },
+                State::Body(_, reader) => {
+                    if input.is_empty() {
+                        return Ok(());
+                    }
+                    let progress = reader.feed(input).map_err(StreamError::Body)?;
+                    input = &input[progress.used..];
+                    if !progress.done {
+                        return Ok(());
+                    }
+                    self.complete(out);
+                    if input.is_empty() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body is complete: emit the request and read the next head.
+    fn complete(&mut self, out: &mut Vec<Request>) {
+        let state = std::mem::replace(&mut self.state, State::Head(HeadReader::default()));
+        if let State::Body(head, reader) = state {
+            out.push(Request {
+                head: *head,
+                body: reader.into_body(),
+            });
+        }
+    }
+}
+
+fn body_done(state: &State) -> bool {
+    matches!(state, State::Body(_, reader) if reader.is_done())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::BodyFraming;
+    use proptest::prelude::*;
+
+    fn run(parts: &[&[u8]]) -> (Vec<Request>, Option<StreamError>) {
+        let mut s = RequestStream::new(256, 64);
+        let mut out = Vec::new();
+        for p in parts {
+            if let Err(e) = s.feed(p, &mut out) {
+                return (out, Some(e));
+            }
+        }
+        (out, None)
+    }
+
+    /// Finding 6: a body on a GET is read past, never parsed as the next request.
+    #[test]
+    fn a_get_body_is_not_a_request() {
+        let smuggled = "POST /publish HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx";
+        let wire = format!(
+            "GET /health HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{smuggled}GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n",
+            smuggled.len()
+        );
+        let (reqs, err) = run(&[wire.as_bytes()]);
+        assert_eq!(err, None);
+        let paths: Vec<&str> = reqs.iter().map(|r| r.head.path.as_str()).collect();
+        assert_eq!(paths, ["/health", "/metrics"]);
+        assert!(reqs[0].body.is_empty(), "a GET's body is discarded");
+        let chunked = format!(
+            "GET /health HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\nGET /metrics HTTP/1.1\r\nHost: h\r\n\r\n",
+            smuggled.len()
+        );
+        let (reqs, err) = run(&[chunked.as_bytes()]);
+        assert_eq!(err, None);
+        let paths: Vec<&str> = reqs.iter().map(|r| r.head.path.as_str()).collect();
+        assert_eq!(paths, ["/health", "/metrics"]);
+    }
+
+    #[test]
+    fn publishes_keep_their_bodies_including_empty_ones() {
+        let wire = b"POST /publish HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhiPOST /publish HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\nPOST /publish HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (reqs, err) = run(&[wire]);
+        assert_eq!(err, None);
+        let bodies: Vec<&[u8]> = reqs.iter().map(|r| r.body.as_slice()).collect();
+        assert_eq!(bodies, [&b"hi"[..], b"", b""]);
+        assert_eq!(reqs[1].head.framing, BodyFraming::Length(0));
+    }
+
+    #[test]
+    fn errors_end_the_stream() {
+        let wire = b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 65\r\n\r\n";
+        let (reqs, err) = run(&[wire]);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(err, Some(StreamError::Body(BodyError::TooLarge)));
+        assert_eq!(err.map(StreamError::status), Some(413));
+        let mut s = RequestStream::new(256, 64);
+        let mut out = Vec::new();
+        assert!(
+            s.feed(
+                b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc",
+                &mut out
+            )
+            .is_err()
+        );
+        assert_eq!(
+            s.feed(b"GET / HTTP/1.1\r\n\r\n", &mut out),
+            Err(StreamError::Body(BodyError::Malformed))
+        );
+        assert!(out.is_empty());
+    }
+
+    fn request_strategy() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop::sample::select(vec!["GET", "HEAD", "POST", "OPTIONS"]);
+        let body = proptest::collection::vec(any::<u8>(), 0..30);
+        (method, body, 0u8..4).prop_map(|(m, body, framing)| {
+            let mut w = format!("{m} /p HTTP/1.1\r\nHost: h\r\n").into_bytes();
+            match framing {
+                0 => w.extend_from_slice(b"\r\n"),
+                1 => {
+                    w.extend_from_slice(
+                        format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                    );
+                    w.extend_from_slice(&body);
+                }
+                2 => {
+                    w.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    for c in body.chunks(5) {
+                        w.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                        w.extend_from_slice(c);
+                        w.extend_from_slice(b"\r\n");
+                    }
+                    w.extend_from_slice(b"0\r\n\r\n");
+                }
+                _ => w.extend_from_slice(&body),
+            }
+            w
+        })
+    }
+
+    proptest! {
+        /// Pipelined requests (some with bodies on any method, some garbage) in any split give
+        /// the same requests, bodies and error.
+        #[test]
+        fn any_split_same_requests(reqs in proptest::collection::vec(request_strategy(), 1..5),
+                                   cuts in proptest::collection::vec(0usize..400, 0..8)) {
+            let wire: Vec<u8> = reqs.concat();
+            let whole = run(&[&wire]);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+            points.sort_unstable();
+            let mut parts = Vec::new();
+            let mut prev = 0;
+            for p in points { parts.push(&wire[prev..p]); prev = p; }
+            parts.push(&wire[prev..]);
+            prop_assert_eq!(run(&parts), whole.clone());
+            let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+            prop_assert_eq!(run(&bytes), whole);
+        }
+    }
+}
