@@ -231,8 +231,17 @@ impl AuthConfig {
             .map_err(|MalformedToken| AuthError::Invalid(InvalidToken::Malformed))
     }
 
+    /// Verifies one token against the configured keys at `now` (unix seconds).
+    pub fn verify_token(
+        &self,
+        token: &BearerToken,
+        now: u64,
+    ) -> Result<VerifiedClaims, InvalidToken> {
+        self.verifier.verify(token, now)
+    }
+
     fn verify(&self, token: &BearerToken, now: u64) -> Result<VerifiedClaims, AuthError> {
-        self.verifier.verify(token, now).map_err(AuthError::Invalid)
+        self.verify_token(token, now).map_err(AuthError::Invalid)
     }
 }
 

@@ -75,7 +75,7 @@ pub use cors::{CorsPolicy, Endpoint};
 pub use decide::{AuthError, Grant, Publisher, RequestParts};
 pub use extract::{BearerToken, TokenSource};
 pub use topics::{TopicPattern, TopicPatterns};
-pub use verify::{InvalidToken, LEEWAY_SECS, Verifier};
+pub use verify::{InvalidToken, LEEWAY_SECS, VerifiedClaims, Verifier};
 
 /// The authorization settings as given on the command line, before validation. Its `Debug`
 /// redacts the secret and the publish token.
