@@ -360,3 +360,27 @@ fn debug_shows_algorithms_not_keys() {
     assert!(shown.contains("HS256"), "{shown}");
     assert!(!shown.contains("secret"), "{shown}");
 }
+
+/// The example token of `README-section.md` (minted with openssl, also accepted as minted by
+/// PyJWT and npm `jsonwebtoken` when this was written) verifies with the documented secret.
+#[test]
+fn readme_example_token_verifies() {
+    let v = Verifier::new(
+        Some(b"change-me-to-at-least-32-random-bytes"),
+        None,
+        None,
+        None,
+    )
+    .expect("valid");
+    let readme = include_str!("README-section.md");
+    let token = readme
+        .split_whitespace()
+        .find(|w| w.starts_with("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."))
+        .expect("the README section shows a token");
+    let claims = v
+        .verify(&BearerToken::new(token), NOW)
+        .expect("valid until 2100");
+    assert!(claims.subscribe.matches("user/42") && claims.subscribe.matches("shop/7/a"));
+    assert!(claims.publish.matches("shop/7/a") && !claims.publish.matches("user/42"));
+    assert_eq!(claims.subject.as_deref(), Some("user-42"));
+}
