@@ -33,8 +33,9 @@
 //!    (400s first) and before anything is written or counted as a client:
 //!    `cfg.auth.authorize_subscribe(&parts, &topics, unix_now)`. `Err(e)` answers
 //!    `fail(core, id, e.status(), &e.body(), &e.headers(), now)` plus the CORS headers; the
-//!    topic name goes in the body only. `Ok(grant)` is stored in the client (`Client::grant`,
-//!    a few words: two pattern lists shared through an `Arc` and a `u64`).
+//!    topic name goes in the body only. `Ok(grant)` is stored in the client (`Client::grant`:
+//!    the public patterns shared through an `Arc`, the token's subscribe patterns, bounded by
+//!    the token's size, an expiry and the `sub`; `None`/empty for public-only streams).
 //! 5. **Expiry timer.** If [`Grant::expires_at`] is `Some(t)`, the core pushes a
 //!    `TimerKind::TokenExpiry` deadline at `now + Duration::from_secs(grant.secs_until_expiry(unix_now))`
 //!    (generation-checked like every timer). When it fires on a still-streaming client, the
