@@ -339,6 +339,16 @@ fn shared_token_only_keeps_the_old_answers() {
         publish(&c, &[("authorization", b"bearer tok")], &[], "x"),
         Ok(Publisher::SharedToken)
     );
+    // A non-ASCII shared token (allowed by `--publish-token`) still works.
+    let c8 = config(AuthOptions {
+        publish_token: Some("pässwörd".into()),
+        ..AuthOptions::default()
+    });
+    let h = "Bearer pässwörd".as_bytes();
+    assert_eq!(
+        publish(&c8, &[("authorization", h)], &[], "x"),
+        Ok(Publisher::SharedToken)
+    );
     // Subscribing stays open.
     assert!(subscribe(&c, &[], &["user/42"]).is_ok());
 }

@@ -162,10 +162,15 @@ pub fn from_query(query: &[(&str, &str)]) -> Result<Option<BearerToken>, Malform
     }
 }
 
-/// Accepts a token of at most [`MAX_TOKEN_BYTES`] bytes of visible ASCII (no spaces or
-/// control characters). Anything else cannot be a JWT, nor a `--publish-token`.
+/// Accepts a token of at most [`MAX_TOKEN_BYTES`] bytes of UTF-8 without spaces or control
+/// characters: anything else can be neither a JWT nor a `--publish-token` (which may be
+/// non-ASCII).
 fn checked_token(bytes: &[u8]) -> Result<BearerToken, MalformedToken> {
-    if bytes.len() > MAX_TOKEN_BYTES || !bytes.iter().all(|b| b.is_ascii_graphic()) {
+    if bytes.len() > MAX_TOKEN_BYTES
+        || bytes
+            .iter()
+            .any(|&b| b.is_ascii_control() || b.is_ascii_whitespace())
+    {
         return Err(MalformedToken);
     }
     let text = std::str::from_utf8(bytes).map_err(|_| MalformedToken)?;
@@ -351,6 +356,14 @@ mod tests {
             Err(MalformedToken)
         );
         assert_eq!(find(&[], &[("access_token", "a\nb")]), Err(MalformedToken));
+    }
+
+    #[test]
+    fn non_ascii_utf8_is_a_token_for_the_shared_publish_token() {
+        assert_eq!(
+            find(&[("authorization", "Bearer pässwörd".as_bytes())], &[]),
+            tok("pässwörd", TokenSource::Header)
+        );
     }
 
     #[test]
