@@ -135,11 +135,11 @@ impl std::error::Error for ConfigError {}
 /// The validated authorization settings: keys, public topics, cookie name, CORS policy and the
 /// shared publish token. Its `Debug` shows no secret.
 pub struct AuthConfig {
-    pub(crate) verifier: Verifier,
-    pub(crate) public_topics: Arc<TopicPatterns>,
-    pub(crate) cookie_name: String,
-    pub(crate) cors: CorsPolicy,
-    pub(crate) publish_token: Option<String>,
+    verifier: Verifier,
+    public_topics: Arc<TopicPatterns>,
+    cookie_name: String,
+    cors: CorsPolicy,
+    publish_token: Option<String>,
 }
 
 impl fmt::Debug for AuthConfig {
