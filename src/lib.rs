@@ -5,6 +5,7 @@
 //! `arbitrary` derives for the fuzz targets) a deterministic
 //! simulated network around the same core.
 
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod driver;

@@ -1,0 +1,403 @@
+//! Private topics: who may subscribe to and publish on which topic, decided from a signed token
+//! (JWT) the request carries. Everything here is pure: time comes in as unix seconds, requests
+//! as header and query pairs, so the decisions are unit-tested, fuzzed (`fuzz_targets/auth.rs`)
+//! and usable by the simulator exactly as by the server.
+//!
+//! - [`extract`]: finding the token (`Authorization: Bearer`, then the cookie, then
+//!   `access_token`); [`BearerToken`] never shows itself in `Debug`.
+//! - [`verify`]: signature (HS256/RS256/ES256 via `jsonwebtoken`), `exp`/`nbf` with
+//!   [`LEEWAY_SECS`], `aud`/`iss`, the `sse` claim.
+//! - [`topics`]: the topic patterns of the claims and of `--public-topics`.
+//! - [`decide`]: the decisions, [`AuthConfig::authorize_subscribe`] and
+//!   [`AuthConfig::authorize_publish`], giving a [`Grant`] or an [`AuthError`] (401/403).
+//! - [`cors`]: `--allow-origin`, the CORS headers of answers and of `OPTIONS` preflights.
+//!
+//! # Wiring plan (routing, the client, the expiry timer, resume)
+//!
+//! 1. **Configuration.** `config.rs` gains the flags `--jwt-secret` (env `SSE_JWT_SECRET`),
+//!    `--jwt-public-key FILE`, `--jwt-audience`, `--jwt-issuer`, `--public-topics PATTERN...`
+//!    (`num_args(0..)`: the flag with no pattern makes every topic private), `--jwt-cookie`,
+//!    `--allow-origin ORIGIN...`; it reads the key file (an unreadable file is a start-up error)
+//!    and builds one [`AuthConfig`] with [`AuthConfig::new`] from an [`AuthOptions`], also
+//!    passing `--publish-token`. Any [`ConfigError`] exits with status 2 and its message. The
+//!    `AuthConfig` lives in the core's `Config`.
+//! 2. **Request head.** `http/request.rs` keeps, besides `authorization`, the `Cookie` headers
+//!    (all of them, joined with `"; "`), `Origin`, and for preflights
+//!    `Access-Control-Request-Method`; routing builds [`RequestParts`] from them and from
+//!    `RequestHead::query` (a small `Vec<(&str, &str)>` and `Vec<(&str, &[u8])>`).
+//! 3. **Time.** The core stays sans-IO: it keeps the wall-clock anchor it already gets
+//!    (`Core::new(.., wall, ..)`, refreshed by `handle_timeout(now, wall)`) and derives unix
+//!    seconds for a request as `anchor_unix + (now − anchor_instant)`. The simulator controls
+//!    both, so token expiry is deterministic under simulation.
+//! 4. **Stream requests** (`route::start_stream`), after the topics are parsed and checked
+//!    (400s first) and before anything is written or counted as a client:
+//!    `cfg.auth.authorize_subscribe(&parts, &topics, unix_now)`. `Err(e)` answers
+//!    `fail(core, id, e.status(), &e.body(), &e.headers(), now)` plus the CORS headers; the
+//!    topic name goes in the body only. `Ok(grant)` is stored in the client (`Client::grant`:
+//!    the public patterns shared through an `Arc`, the token's subscribe patterns, bounded by
+//!    the token's size, an expiry and the `sub`; `None`/empty for public-only streams).
+//! 5. **Expiry timer.** If [`Grant::expires_at`] is `Some(t)`, the core pushes a
+//!    `TimerKind::TokenExpiry` deadline at `now + Duration::from_secs(grant.secs_until_expiry(unix_now))`
+//!    (generation-checked like every timer). When it fires on a still-streaming client, the
+//!    core appends to that client only a final frame `event: reset` /
+//!    `data: {"reason":"token-expired"}` with the id of the last event the client was sent (so
+//!    the page reconnects with that `Last-Event-ID` and misses nothing), then closes it once
+//!    the frame is written, with the close reason `token-expired` (a new metrics label). A
+//!    client that is in the middle of a frame finishes that frame first (as `latest` does).
+//! 6. **Resume.** A `Last-Event-ID` resume only places cursors in the requested topics, and
+//!    every requested topic passed the decision, so filtering is already implied; the core
+//!    still `debug_assert!`s `grant.may_see(topic)` for every frame it offers a client, and the
+//!    simulator checks "no client ever receives an event of a topic its token does not allow"
+//!    with [`Grant::may_see`] (the default stream `""` covers its hidden tick topic).
+//! 7. **Publish** (`route::begin_publish`), after the topic is read:
+//!    `cfg.auth.authorize_publish(&parts, topic, unix_now)` replaces `authorize`; errors are
+//!    answered as in step 4. `/clients` from afar uses [`AuthConfig::has_shared_token`].
+//!    `route::constant_time_eq` then moves here (it exists in `decide.rs` already).
+//! 8. **CORS.** Every stream head and complete response takes its
+//!    `Access-Control-*` lines from [`CorsPolicy::response_headers`] instead of the fixed
+//!    `Access-Control-Allow-Origin: *`; `OPTIONS /`, `/events` and `/publish` answer
+//!    `204 No Content` with [`CorsPolicy::preflight_headers`] (and `Allow` gains `OPTIONS`).
+//! 9. **Logs and `/clients`.** Nothing logs a request's headers or query; a client's entry may
+//!    show [`Grant::subject`] and [`Grant::source`], never the token.
+//! 10. **Simulator.** The operation alphabet gains tokens (valid, expired, wrong topic,
+//!     garbage, each as header/cookie/query), minted with the test secret, and the invariant
+//!     above; a token-expiry step checks the `reset` and the close.
+
+pub mod cors;
+pub mod decide;
+pub mod extract;
+pub mod topics;
+pub mod verify;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use cors::{CorsPolicy, Endpoint};
+pub use decide::{AuthError, Grant, Publisher, RequestParts};
+pub use extract::{BearerToken, TokenSource};
+pub use topics::{TopicPattern, TopicPatterns};
+pub use verify::{InvalidToken, LEEWAY_SECS, VerifiedClaims, Verifier};
+
+/// The authorization settings as given on the command line, before validation. Its `Debug`
+/// redacts the secret and the publish token.
+#[derive(Clone, Default)]
+pub struct AuthOptions {
+    /// `--jwt-secret`: the HS256 key (at least 32 bytes).
+    pub jwt_secret: Option<String>,
+    /// The contents of `--jwt-public-key FILE`: an RSA (RS256) or EC P-256 (ES256) public key.
+    pub jwt_public_key_pem: Option<Vec<u8>>,
+    /// `--jwt-audience`: tokens must carry it in `aud`.
+    pub jwt_audience: Option<String>,
+    /// `--jwt-issuer`: tokens must carry it as `iss`.
+    pub jwt_issuer: Option<String>,
+    /// `--public-topics`: `None` when the flag is absent (only the default stream is public),
+    /// `Some(vec![])` when given without patterns (nothing is public).
+    pub public_topics: Option<Vec<String>>,
+    /// `--jwt-cookie` (default `sse_token`).
+    pub jwt_cookie: Option<String>,
+    /// `--allow-origin` (default: `*`).
+    pub allow_origins: Vec<String>,
+    /// `--publish-token`: the shared token that may publish on every topic.
+    pub publish_token: Option<String>,
+}
+
+impl fmt::Debug for AuthOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("AuthOptions")
+            .field("jwt_secret", &redacted(&self.jwt_secret))
+            .field(
+                "jwt_public_key_pem",
+                &self.jwt_public_key_pem.as_ref().map(Vec::len),
+            )
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("public_topics", &self.public_topics)
+            .field("jwt_cookie", &self.jwt_cookie)
+            .field("allow_origins", &self.allow_origins)
+            .field("publish_token", &redacted(&self.publish_token))
+            .finish()
+    }
+}
+
+/// A setting that cannot work; the message names the flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated authorization settings: keys, public topics, cookie name, CORS policy and the
+/// shared publish token. Its `Debug` shows no secret.
+pub struct AuthConfig {
+    verifier: Verifier,
+    public_topics: Arc<TopicPatterns>,
+    cookie_name: String,
+    cors: CorsPolicy,
+    publish_token: Option<String>,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("verifier", &self.verifier)
+            .field("public_topics", &self.public_topics)
+            .field("cookie_name", &self.cookie_name)
+            .field("cors", &self.cors)
+            .field(
+                "publish_token",
+                &self.publish_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    /// No keys, `*` CORS, no publish token: every topic public, anyone may publish.
+    fn default() -> AuthConfig {
+        AuthConfig {
+            verifier: Verifier::none(),
+            public_topics: Arc::new(TopicPatterns::parse(&[""])),
+            cookie_name: extract::DEFAULT_COOKIE.to_owned(),
+            cors: CorsPolicy::AnyOrigin,
+            publish_token: None,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Validates the options: the secret's length, the PEM key (type, curve, not a private
+    /// key), the cookie name (an RFC 6265 token), the origins; `--public-topics`,
+    /// `--jwt-audience` and `--jwt-issuer` need a key.
+    pub fn new(options: AuthOptions) -> Result<AuthConfig, ConfigError> {
+        let verifier = Verifier::new(
+            options.jwt_secret.as_deref().map(str::as_bytes),
+            options.jwt_public_key_pem.as_deref(),
+            options.jwt_audience.as_deref(),
+            options.jwt_issuer.as_deref(),
+        )
+        .map_err(|e| ConfigError(e.to_string()))?;
+        if !verifier.is_configured() {
+            for (given, flag) in [
+                (options.public_topics.is_some(), "--public-topics"),
+                (options.jwt_audience.is_some(), "--jwt-audience"),
+                (options.jwt_issuer.is_some(), "--jwt-issuer"),
+                (options.jwt_cookie.is_some(), "--jwt-cookie"),
+            ] {
+                if given {
+                    return Err(ConfigError(format!(
+                        "{flag} needs --jwt-secret or --jwt-public-key"
+                    )));
+                }
+            }
+        }
+        for (value, flag) in [
+            (&options.jwt_audience, "--jwt-audience"),
+            (&options.jwt_issuer, "--jwt-issuer"),
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                return Err(ConfigError(format!("{flag} must not be empty")));
+            }
+        }
+        let cookie_name = options
+            .jwt_cookie
+            .unwrap_or_else(|| extract::DEFAULT_COOKIE.to_owned());
+        if !is_cookie_name(&cookie_name) {
+            return Err(ConfigError(format!(
+                "--jwt-cookie {cookie_name:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)"
+            )));
+        }
+        let public_topics = match options.public_topics {
+            None => TopicPatterns::parse(&[""]),
+            Some(patterns) => TopicPatterns::parse(&patterns),
+        };
+        let cors = CorsPolicy::new(&options.allow_origins).map_err(|e| ConfigError(e.0))?;
+        Ok(AuthConfig {
+            verifier,
+            public_topics: Arc::new(public_topics),
+            cookie_name,
+            cors,
+            publish_token: options.publish_token,
+        })
+    }
+
+    /// Whether a JWT key is configured: only then are topics private.
+    pub fn tokens_enabled(&self) -> bool {
+        self.verifier.is_configured()
+    }
+
+    /// The CORS policy (`--allow-origin`).
+    pub fn cors(&self) -> &CorsPolicy {
+        &self.cors
+    }
+
+    /// Whether `topic` is public (true for every topic while no key is configured).
+    pub fn is_public(&self, topic: &str) -> bool {
+        !self.tokens_enabled() || self.public_topics.matches(topic)
+    }
+}
+
+/// An RFC 6265 cookie name: a non-empty RFC 7230 token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::verify::tests::{EC_PRIVATE, EC_PUBLIC, SECRET};
+
+    fn with_secret() -> AuthOptions {
+        AuthOptions {
+            jwt_secret: Some(String::from_utf8(SECRET.to_vec()).expect("ascii")),
+            ..AuthOptions::default()
+        }
+    }
+
+    fn err(options: AuthOptions) -> String {
+        AuthConfig::new(options).expect_err("must be refused").0
+    }
+
+    #[test]
+    fn default_is_open() {
+        let c = AuthConfig::default();
+        assert!(!c.tokens_enabled());
+        assert!(c.is_public("anything"));
+        assert_eq!(c.cors(), &CorsPolicy::AnyOrigin);
+    }
+
+    #[test]
+    fn only_the_default_stream_is_public_unless_configured() {
+        let c = AuthConfig::new(with_secret()).expect("valid");
+        assert!(c.tokens_enabled());
+        assert!(c.is_public(""));
+        assert!(!c.is_public("user/42"));
+        let none = AuthConfig::new(AuthOptions {
+            public_topics: Some(vec![]),
+            ..with_secret()
+        })
+        .expect("valid");
+        assert!(!none.is_public(""));
+        let news = AuthConfig::new(AuthOptions {
+            public_topics: Some(vec!["news/*".into()]),
+            ..with_secret()
+        })
+        .expect("valid");
+        assert!(news.is_public("news/today"));
+        assert!(!news.is_public(""), "a list replaces the default");
+    }
+
+    #[test]
+    fn flags_that_need_a_key_say_so() {
+        for options in [
+            AuthOptions {
+                public_topics: Some(vec!["a".into()]),
+                ..AuthOptions::default()
+            },
+            AuthOptions {
+                jwt_audience: Some("a".into()),
+                ..AuthOptions::default()
+            },
+            AuthOptions {
+                jwt_issuer: Some("a".into()),
+                ..AuthOptions::default()
+            },
+            AuthOptions {
+                jwt_cookie: Some("a".into()),
+                ..AuthOptions::default()
+            },
+        ] {
+            assert!(err(options).contains("needs --jwt-secret or --jwt-public-key"));
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused_clearly() {
+        assert!(
+            err(AuthOptions {
+                jwt_secret: Some("short".into()),
+                ..AuthOptions::default()
+            })
+            .contains("at least 32 bytes")
+        );
+        assert!(
+            err(AuthOptions {
+                jwt_public_key_pem: Some(EC_PRIVATE.to_vec()),
+                ..AuthOptions::default()
+            })
+            .contains("private key")
+        );
+        for cookie in ["", "a b", "a;b", "a=b", "é"] {
+            assert!(
+                err(AuthOptions {
+                    jwt_cookie: Some(cookie.into()),
+                    ..with_secret()
+                })
+                .contains("--jwt-cookie"),
+                "{cookie:?}"
+            );
+        }
+        assert!(
+            err(AuthOptions {
+                jwt_audience: Some(String::new()),
+                ..with_secret()
+            })
+            .contains("--jwt-audience must not be empty")
+        );
+        assert!(
+            err(AuthOptions {
+                allow_origins: vec!["example.com".into()],
+                ..AuthOptions::default()
+            })
+            .contains("--allow-origin")
+        );
+        let ok = AuthConfig::new(AuthOptions {
+            jwt_public_key_pem: Some(EC_PUBLIC.to_vec()),
+            jwt_cookie: Some("__Host-sse".into()),
+            allow_origins: vec!["https://app.example.com".into()],
+            ..AuthOptions::default()
+        })
+        .expect("valid");
+        assert!(ok.cors().allows_credentials());
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let options = AuthOptions {
+            publish_token: Some("pub-secret-value".into()),
+            ..with_secret()
+        };
+        let shown = format!("{options:?}");
+        let config = format!("{:?}", AuthConfig::new(options).expect("valid"));
+        for s in [shown, config] {
+            assert!(!s.contains("pub-secret-value"), "{s}");
+            assert!(!s.contains("a test secret"), "{s}");
+            assert!(s.contains("<redacted>"), "{s}");
+        }
+    }
+}
