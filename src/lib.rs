@@ -4,6 +4,7 @@
 //! thin mio reactor around it, and `sim` (feature `sim`, and in tests) a deterministic
 //! simulated network around the same core.
 
+pub mod bus;
 pub mod config;
 pub mod core;
 pub mod driver;
