@@ -552,3 +552,24 @@ fn custom_ids_and_event_names_travel_with_the_event() {
     assert_eq!(event.data, "line 1\nline 2\r\nü");
     assert_eq!(node.published[&token].as_ref().unwrap(), &event.id);
 }
+
+#[test]
+fn a_lost_meta_hash_starts_a_new_epoch_and_a_fresh_stream() {
+    let Some(redis) = RedisServer::start("bus lost meta", Persistence::None) else {
+        return;
+    };
+    let mut node = Node::start(&redis.url());
+    node.connected();
+    let old = node.publish_surely("", "old-1");
+    node.publish_surely("", "old-2");
+    assert!(node.until(LIMIT, |n| n.events.len() == 2));
+    // The counter and epoch are gone (an eviction, a careless DEL), the stream is not.
+    redis.cmd(&["DEL", "{sse}:meta"]);
+    let new = node.publish_surely("", "new-1");
+    assert_ne!(new.epoch, old.epoch);
+    assert_eq!(new.offset, 1);
+    assert!(node.until(LIMIT, |n| n.events.len() == 3));
+    assert_eq!(node.epochs.len(), 1);
+    assert_eq!(node.events[2].id, new);
+    assert_eq!(node.events[2].data, "new-1");
+}

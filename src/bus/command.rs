@@ -194,15 +194,17 @@ impl Commands {
     /// Reads the epoch, the first retained entry and up to `limit` entries after
     /// `after_offset`, in one pipeline.
     fn fetch(&mut self, range: FetchRange) {
-        let reply = match self.connection().is_some() {
-            false => BusReply::RangeFailed {
+        let reply = if self.connection().is_none() {
+            BusReply::RangeFailed {
                 token: range.token,
                 reason: self.down_reason.clone(),
-            },
-            true => match self.con.as_mut().map_or_else(
-                || Err(wire::protocol_error("no connection")),
-                |con| read_range(con, &self.config, &range),
-            ) {
+            }
+        } else {
+            let answer = match self.con.as_mut() {
+                Some(con) => read_range(con, &self.config, &range),
+                None => Err(wire::protocol_error("no connection")),
+            };
+            match answer {
                 Ok(reply) => BusReply::Range(reply),
                 Err(e) => {
                     self.broken(&e);
@@ -211,7 +213,7 @@ impl Commands {
                         reason: self.down_reason.clone(),
                     }
                 }
-            },
+            }
         };
         self.outbox.send(reply);
     }

@@ -7,7 +7,7 @@ use super::tail::Tail;
 use super::types::{BusReply, BusRequest, ClusterId, PublishFailure};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -115,10 +115,7 @@ impl BusHandle {
 
     /// Waits up to `limit` for the next reply: for tests and tools, never the reactor.
     pub fn recv_timeout(&self, limit: Duration) -> Option<BusReply> {
-        match self.replies.recv_timeout(limit) {
-            Ok(reply) => Some(reply),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.replies.recv_timeout(limit).ok()
     }
 
     /// Stops both threads and waits for them (at most about [`BusConfig::block`] plus
