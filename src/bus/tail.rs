@@ -102,24 +102,13 @@ impl Tail {
         }
     }
 
-    /// Reads the epoch, head and first retained offset; reports `Connected`, and
-    /// `EpochChanged` when the log is not the one followed (the cursor then restarts at 0).
+    /// Reads the epoch, head and first retained offset; reports `EpochChanged` when the log
+    /// is not the one followed (the cursor then restarts at 0), then `Connected`.
     fn greet(&mut self, con: &mut Connection) -> RedisResult<()> {
         let candidate = wire::new_epoch(self.random.next_u64());
         let hello = wire::hello(con, &self.config, &self.hello, &candidate)?;
         self.backoff.reset();
         self.down_reported = false;
-        log::info!(
-            "bus: following epoch {} at offset {:?}, head {}",
-            hello.epoch,
-            self.cursor,
-            hello.head
-        );
-        self.outbox.send(BusReply::Connected {
-            epoch: hello.epoch.clone(),
-            head_offset: hello.head,
-            first_retained_offset: hello.first_retained,
-        });
         match self.epoch.replace(hello.epoch.clone()) {
             Some(previous) if previous != hello.epoch => {
                 log::warn!(
@@ -128,7 +117,7 @@ impl Tail {
                 );
                 self.outbox.send(BusReply::EpochChanged {
                     previous,
-                    epoch: hello.epoch,
+                    epoch: hello.epoch.clone(),
                 });
                 self.cursor = Some(0);
             }
@@ -138,6 +127,18 @@ impl Tail {
                 self.cursor = Some(self.cursor.unwrap_or(start));
             }
         }
+        log::info!(
+            "bus: following epoch {} after offset {:?}, head {}",
+            hello.epoch,
+            self.cursor,
+            hello.head
+        );
+        self.outbox.send(BusReply::Connected {
+            epoch: hello.epoch,
+            head_offset: hello.head,
+            first_retained_offset: hello.first_retained,
+            after_offset: self.cursor.unwrap_or(0),
+        });
         Ok(())
     }
 

@@ -195,11 +195,14 @@ impl fmt::Display for PublishFailure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BusReply {
     /// The tail (re)connected. `head_offset` is the newest offset in the log (0: none yet);
-    /// events after the core's last seen offset follow as [`BusReply::Events`].
+    /// the events after `after_offset` follow as [`BusReply::Events`]: a node that has seen
+    /// nothing yet (first start, or after [`BusReply::EpochChanged`]) takes `after_offset`
+    /// as its last seen offset, and its local logs hold every event from `after_offset + 1`.
     Connected {
         epoch: String,
         head_offset: u64,
         first_retained_offset: Option<u64>,
+        after_offset: u64,
     },
     /// The tail lost Redis; it reconnects by itself with jittered backoff. Sent once per
     /// outage, not per failed attempt.
@@ -208,7 +211,8 @@ pub enum BusReply {
     },
     /// Redis lost the log (its epoch is not the one the tail followed): offsets restart, and
     /// every event of the new epoch still retained follows as [`BusReply::Events`]. Comes
-    /// right after the [`BusReply::Connected`] that saw it, or alone when seen while tailing.
+    /// right before the [`BusReply::Connected`] (with `after_offset` 0) of the greeting that
+    /// saw it, whether that greeting follows a reconnect or a change seen while tailing.
     EpochChanged {
         previous: String,
         epoch: String,
