@@ -592,3 +592,58 @@ fn a_lost_meta_hash_starts_a_new_epoch_and_a_fresh_stream() {
     assert_eq!(node.events[2].id, new);
     assert_eq!(node.events[2].data, "new-1");
 }
+
+/// Not a check, a measurement (numbers quoted in the report, not asserted):
+/// `cargo test --release --test bus -- --ignored --nocapture bus_throughput`.
+#[test]
+#[ignore]
+fn bus_throughput() {
+    let Some(redis) = RedisServer::start("bus throughput", Persistence::None) else {
+        return;
+    };
+    let mut publisher = Node::start(&redis.url());
+    let mut tail = Node::start(&redis.url());
+    publisher.connected();
+    tail.connected();
+    // Sequential round trips: submit → Published.
+    let mut latencies = Vec::new();
+    for i in 0..2000 {
+        let start = Instant::now();
+        publisher.publish_surely("t", &format!("seq-{i}"));
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    let pct = |p: usize| latencies[latencies.len() * p / 100];
+    eprintln!(
+        "sequential publish round trip over 2000: median {:?}, p99 {:?}",
+        pct(50),
+        pct(99)
+    );
+    // Many in flight: pipelined by the command thread; time until the other node has all.
+    const N: u64 = 50_000;
+    let payload = "x".repeat(100);
+    let start = Instant::now();
+    let mut submitted = 0;
+    while submitted < N {
+        // Stay within the request queue: drain replies as we go.
+        for _ in 0..1000 {
+            publisher.publish("t", &payload);
+            submitted += 1;
+        }
+        assert!(publisher.until(LIMIT, |n| n.published.len() as u64 >= 2000 + submitted));
+        while let Some(reply) = tail.bus.try_recv() {
+            tail.apply(reply);
+        }
+    }
+    let accepted = start.elapsed();
+    assert!(tail.until(LIMIT, |n| n.events.len() as u64 >= 2000 + N));
+    let delivered = start.elapsed();
+    assert!(publisher.published.values().all(Result::is_ok));
+    tail.assert_exact();
+    eprintln!(
+        "{N} publishes of 100 B, 1000 in flight: all accepted in {accepted:?} ({:.0}/s), \
+         all on the other node in {delivered:?} ({:.0}/s)",
+        N as f64 / accepted.as_secs_f64(),
+        N as f64 / delivered.as_secs_f64()
+    );
+}

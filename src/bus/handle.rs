@@ -99,12 +99,13 @@ impl BusHandle {
     /// Queues a request without blocking. `Err` carries the reply to apply at once instead:
     /// the queue is full (Redis slower than the publishers) or the bus stopped.
     pub fn submit(&self, request: BusRequest) -> Result<(), BusReply> {
+        let stopped = || PublishFailure::Unavailable("bus stopped".into());
         let Some(requests) = &self.requests else {
-            return Err(refusal(request, "bus stopped"));
+            return Err(refusal(request, stopped()));
         };
         requests.try_send(request).map_err(|e| match e {
-            TrySendError::Full(request) => refusal(request, "bus queue full"),
-            TrySendError::Disconnected(request) => refusal(request, "bus stopped"),
+            TrySendError::Full(request) => refusal(request, PublishFailure::Overloaded),
+            TrySendError::Disconnected(request) => refusal(request, stopped()),
         })
     }
 
@@ -144,19 +145,16 @@ impl Drop for BusHandle {
     }
 }
 
-fn refusal(request: BusRequest, why: &str) -> BusReply {
+/// The immediate answer to a request the threads will never see.
+fn refusal(request: BusRequest, why: PublishFailure) -> BusReply {
     match request {
         BusRequest::Publish(p) => BusReply::PublishFailed {
             token: p.token,
-            reason: if why == "bus queue full" {
-                PublishFailure::Overloaded
-            } else {
-                PublishFailure::Unavailable(why.into())
-            },
+            reason: why,
         },
         BusRequest::FetchRange(r) => BusReply::RangeFailed {
             token: r.token,
-            reason: why.into(),
+            reason: why.to_string(),
         },
     }
 }

@@ -13,7 +13,7 @@
 //!     STREAMS log <cursor>-0`: always from the last offset it handed over, never `$`. On
 //!     (re)connect it runs the hello script (epoch, head, first retained) and reports
 //!     [`BusReply::Connected`], plus [`BusReply::EpochChanged`] if the epoch is not the one
-//!     it followed. Reconnects with jittered exponential backoff ([`backoff`]);
+//!     it followed. Reconnects with jittered exponential backoff (`backoff.rs`);
 //!     [`BusReply::Disconnected`] once per outage.
 //!   - the **command** thread takes publishes in batches and sends them as one pipeline of
 //!     `EVALSHA` (the script is loaded once per connection; `NOSCRIPT` reloads and resends
@@ -63,15 +63,19 @@
 //!   streaming client of any topic is told `reset` `too-old` (its cursor cannot be exact any
 //!   more), then the event is applied. `last_offset` becomes the event's offset.
 //!   `head_offset - last_offset` is the lag gauge; the count of events a counter.
-//! - Input `Connected { epoch, head_offset, first_retained_offset }`: bus-up gauge = 1,
-//!   `/health` healthy again, remember `epoch`, `head_offset` and `first_retained_offset`
-//!   (for [`resume`]). Nothing else: the tail continues from its cursor by itself.
+//! - Input `Connected { epoch, head_offset, first_retained_offset, after_offset }`: bus-up
+//!   gauge = 1, `/health` healthy again, remember `epoch`, `head_offset` and
+//!   `first_retained_offset` (for [`resume`]). A node that has seen no event of this epoch
+//!   yet (first start, or right after `EpochChanged`) sets `last_offset = after_offset` and
+//!   every topic's `complete_from = after_offset + 1`; otherwise nothing changes (the tail
+//!   continues from its own cursor, which equals the core's `last_offset`).
 //! - Input `Disconnected`: bus-up gauge = 0, reconnects counter + 1, `/health` reports the
 //!   bus down (a distinct body/status, so a load balancer can act). Streams stay open and
 //!   keep-alives continue; new subscribers are served from the local cache.
 //! - Input `EpochChanged { previous, epoch }`: the log was lost. Every streaming client gets
 //!   `reset` `restart` with id `<epoch>-0`, the local logs are emptied (they hold the old
-//!   epoch), `last_offset = 0`; the events of the new epoch then arrive through `Events`.
+//!   epoch), `last_offset = 0`; a `Connected` with `after_offset` 0 follows, then every
+//!   retained event of the new epoch through `Events`.
 //! - Output `FetchRange { token, after_offset, through_offset, topics, limit }` and input
 //!   `Range` / `RangeFailed`: see resume below.
 //!
