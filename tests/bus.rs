@@ -415,6 +415,29 @@ fn killed_connections_reconnect_and_catch_up_exactly() {
 }
 
 #[test]
+fn a_command_connection_killed_while_idle_is_replaced_before_use() {
+    let Some(redis) = RedisServer::start("bus idle kill", Persistence::None) else {
+        return;
+    };
+    let mut node = Node::start(&redis.url());
+    node.connected();
+    node.publish_surely("", "warm");
+    // Idle longer than `block` (200 ms here), killed meanwhile: the next publish must not
+    // be the one that finds out (it would fail with an unknown outcome).
+    std::thread::sleep(Duration::from_millis(250));
+    redis.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let token = node.publish("", "after idle");
+    assert!(node.until(LIMIT, |n| n.published.contains_key(&token)));
+    assert_eq!(
+        node.published[&token].as_ref().map(|id| id.offset),
+        Ok(2),
+        "{:?}",
+        node.published[&token]
+    );
+}
+
+#[test]
 fn unreachable_redis_fails_publishes_fast_and_reports_the_bus_down() {
     // No Redis at all: a TCP port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

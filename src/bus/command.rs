@@ -17,6 +17,10 @@ pub(super) struct Commands {
     outbox: Outbox,
     publish: redis::Script,
     con: Option<Connection>,
+    /// When `con` last answered: after [`BusConfig::block`] of silence it is checked with a
+    /// `PING` before use, so a connection that died while idle (a server `timeout`, a
+    /// `CLIENT KILL`, a NAT) is replaced instead of failing a publish with an unknown outcome.
+    last_answer: Instant,
     /// No connection attempt before this instant (backoff after a failure).
     retry_at: Instant,
     /// Why the last attempt failed, for the replies while down.
@@ -35,6 +39,7 @@ impl Commands {
             publish: redis::Script::new(wire::PUBLISH_SCRIPT),
             con: None,
             retry_at: Instant::now(),
+            last_answer: Instant::now(),
             down_reason: "not connected yet".into(),
             backoff,
             random: Random::new(),
@@ -70,6 +75,17 @@ impl Commands {
 
     /// The connection, (re)opened when the backoff allows; `None` while Redis is down.
     fn connection(&mut self) -> Option<&mut Connection> {
+        if let Some(con) = self.con.as_mut()
+            && self.last_answer.elapsed() >= self.config.block
+        {
+            match redis::cmd("PING").query::<Value>(con) {
+                Ok(_) => self.last_answer = Instant::now(),
+                Err(e) => {
+                    log::info!("bus: idle command connection died: {}", wire::describe(&e));
+                    self.con = None;
+                }
+            }
+        }
         if self.con.is_none() && Instant::now() >= self.retry_at {
             match wire::connect(&self.client, &self.config, self.config.io_timeout)
                 .and_then(|mut con| self.publish.load(&mut con).map(|_| con))
@@ -77,6 +93,7 @@ impl Commands {
                 Ok(con) => {
                     self.backoff.reset();
                     self.con = Some(con);
+                    self.last_answer = Instant::now();
                 }
                 Err(e) => self.broken(&e),
             }
@@ -176,6 +193,7 @@ impl Commands {
             return Err(wire::protocol_error("no connection"));
         };
         let answer: Value = pipe.query(con)?;
+        self.last_answer = Instant::now();
         match answer {
             Value::Array(items) => Ok(items),
             _ => Err(wire::protocol_error("pipeline answer is not a list")),
@@ -201,7 +219,8 @@ impl Commands {
             }
         } else {
             let answer = match self.con.as_mut() {
-                Some(con) => read_range(con, &self.config, &range),
+                Some(con) => read_range(con, &self.config, &range)
+                    .inspect(|_| self.last_answer = Instant::now()),
                 None => Err(wire::protocol_error("no connection")),
             };
             match answer {
