@@ -388,6 +388,34 @@ fn a_flush_while_connected_is_an_epoch_change() {
 }
 
 #[test]
+fn a_log_that_went_back_in_time_gets_a_new_epoch() {
+    let Some(redis) = RedisServer::start("bus log rewound", Persistence::None) else {
+        return;
+    };
+    let mut tail = Node::start(&redis.url());
+    tail.connected();
+    for i in 0..5 {
+        tail.publish_surely("", &format!("e{i}"));
+    }
+    assert!(tail.until(LIMIT, |n| n.events.len() == 5));
+    let old = tail.epoch.clone().unwrap();
+    // Redis comes back with an older copy of the same epoch: head 2, entries 3..5 lost.
+    redis.cmd(&["XTRIM", "{sse}:log", "MAXLEN", "2"]);
+    redis.cmd(&["HSET", "{sse}:meta", "o", "2"]);
+    assert!(
+        tail.until(LIMIT, |n| !n.epochs.is_empty()),
+        "rewind not detected"
+    );
+    assert_eq!(tail.epochs[0].0, old);
+    // New publishes do not reuse the ids old-3, old-4, old-5 already delivered.
+    let new = tail.publish_surely("", "after");
+    assert_ne!(new.epoch, old);
+    assert_eq!(new.offset, 1);
+    assert!(tail.until(LIMIT, |n| n.events.len() == 6));
+    assert_eq!(tail.events[5].id, new);
+}
+
+#[test]
 fn killed_connections_reconnect_and_catch_up_exactly() {
     let Some(redis) = RedisServer::start("bus client kill", Persistence::None) else {
         return;

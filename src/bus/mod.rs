@@ -110,6 +110,13 @@
 //! - Redis restarted with `appendonly yes`: same epoch, same offsets: like a blip.
 //! - Redis restarted without persistence, flushed, or failed over to a replica that lost
 //!   the log: a new epoch: `EpochChanged`, clients get `reset` `restart`.
+//! - Redis back with an *older* copy of the same epoch (`appendfsync everysec` and a host
+//!   crash, a restored backup): its head is below offsets already delivered, and new
+//!   publishes would reuse those ids. A tail that sees this (on greeting, or from the meta
+//!   hash while tailing) makes the hello script start a new epoch: `EpochChanged`, `reset`
+//!   `restart`. Publishes that reach Redis before any tail noticed can still take reused
+//!   ids (the script cannot know what nodes saw): deploy with `appendfsync always` where
+//!   that matters. A restart of the Redis *process* with `appendonly yes` loses nothing.
 //! - The stream trimmed past the cursor during an outage (`MAXLEN ~` while this node was
 //!   away): the first event after reconnecting has an offset beyond `last_offset + 1`:
 //!   `Gap`, clients get `reset` `too-old`.

@@ -27,15 +27,21 @@ return {epoch, offset}
 
 /// Reads (creating it when missing, as [`PUBLISH_SCRIPT`] does) the epoch, the head offset
 /// and the first retained entry's id, atomically: what a tail needs when it (re)connects.
-/// Answers `{epoch, head, first_id or nil}`.
+/// `ARGV`: the epoch to create, the epoch the caller follows and the last offset it saw
+/// (empty when none). When that epoch is current but its head is *below* the caller's
+/// offset, Redis came back with an older copy of the log (an `appendfsync everysec` tail lost
+/// in a crash, a restored backup): its next offsets would repeat ids already delivered, so
+/// the log gets a new epoch, as if lost. Answers `{epoch, head, first_id or nil}`.
 pub(super) const HELLO_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
-if not epoch then
+local head = tonumber(redis.call('HGET', KEYS[2], 'o') or '0')
+local seen = tonumber(ARGV[3])
+if not epoch or (epoch == ARGV[2] and seen and head < seen) then
   epoch = ARGV[1]
+  head = 0
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
 end
-local head = tonumber(redis.call('HGET', KEYS[2], 'o') or '0')
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local first_id = false
 if #first > 0 then first_id = first[1][1] end
@@ -68,17 +74,25 @@ pub(super) struct Hello {
     pub first_retained: Option<u64>,
 }
 
-/// Runs [`HELLO_SCRIPT`] (by SHA; the crate loads it on `NOSCRIPT`).
+/// Runs [`HELLO_SCRIPT`] (by SHA; the crate loads it on `NOSCRIPT`); `seen` is the epoch
+/// followed and the last offset seen in it, if any.
 pub(super) fn hello(
     con: &mut Connection,
     config: &BusConfig,
     script: &redis::Script,
     epoch_if_missing: &str,
+    seen: Option<(&str, u64)>,
 ) -> RedisResult<Hello> {
+    let (followed, offset) = match seen {
+        Some((epoch, offset)) => (epoch, offset.to_string()),
+        None => ("", String::new()),
+    };
     let value: Value = script
         .key(config.stream_key())
         .key(config.meta_key())
         .arg(epoch_if_missing)
+        .arg(followed)
+        .arg(offset)
         .invoke(con)?;
     let parts = as_array(&value).unwrap_or(&[]);
     let epoch = parts

@@ -106,7 +106,8 @@ impl Tail {
     /// is not the one followed (the cursor then restarts at 0), then `Connected`.
     fn greet(&mut self, con: &mut Connection) -> RedisResult<()> {
         let candidate = wire::new_epoch(self.random.next_u64());
-        let hello = wire::hello(con, &self.config, &self.hello, &candidate)?;
+        let seen = self.epoch.as_deref().zip(self.cursor);
+        let hello = wire::hello(con, &self.config, &self.hello, &candidate, seen)?;
         self.backoff.reset();
         self.down_reported = false;
         match self.epoch.replace(hello.epoch.clone()) {
@@ -171,7 +172,9 @@ impl Tail {
         let current = meta.first().and_then(wire::as_text);
         let mut head = meta.get(1).and_then(wire::as_u64).unwrap_or(0);
         let mut events: Vec<BusEvent> = Vec::new();
-        let suspect = current.as_deref() != Some(epoch.as_str());
+        // Another epoch, or the same one with a head below what was seen (an older copy of
+        // the log): greet again, which tells them apart.
+        let suspect = current.as_deref() != Some(epoch.as_str()) || head < cursor;
         for entry in wire::xread_entries(read, &epoch) {
             match entry {
                 Entry::Event(event) => {
