@@ -387,6 +387,26 @@ fn a_flush_while_connected_is_an_epoch_change() {
     assert_eq!(tail.events[6].id, fresh[1]);
 }
 
+/// Replaces the log with what an older copy of it holds: events 1..=head of `epoch`.
+fn rewind(redis: &RedisServer, epoch: &str, head: u64) {
+    redis.cmd(&["DEL", "{sse}:log"]);
+    for offset in 1..=head {
+        let id = format!("{offset}-0");
+        redis.cmd(&[
+            "XADD",
+            "{sse}:log",
+            &id,
+            "e",
+            epoch,
+            "t",
+            "",
+            "d",
+            "old copy",
+        ]);
+    }
+    redis.cmd(&["HSET", "{sse}:meta", "o", &head.to_string()]);
+}
+
 #[test]
 fn a_log_that_went_back_in_time_gets_a_new_epoch() {
     let Some(redis) = RedisServer::start("bus log rewound", Persistence::None) else {
@@ -400,8 +420,7 @@ fn a_log_that_went_back_in_time_gets_a_new_epoch() {
     assert!(tail.until(LIMIT, |n| n.events.len() == 5));
     let old = tail.epoch.clone().unwrap();
     // Redis comes back with an older copy of the same epoch: head 2, entries 3..5 lost.
-    redis.cmd(&["XTRIM", "{sse}:log", "MAXLEN", "2"]);
-    redis.cmd(&["HSET", "{sse}:meta", "o", "2"]);
+    rewind(&redis, &old, 2);
     assert!(
         tail.until(LIMIT, |n| !n.epochs.is_empty()),
         "rewind not detected"
@@ -413,6 +432,40 @@ fn a_log_that_went_back_in_time_gets_a_new_epoch() {
     assert_eq!(new.offset, 1);
     assert!(tail.until(LIMIT, |n| n.events.len() == 6));
     assert_eq!(tail.events[5].id, new);
+}
+
+#[test]
+fn a_publish_after_redis_came_back_older_does_not_reuse_ids() {
+    let Some(redis) = RedisServer::start("bus rewound publish", Persistence::None) else {
+        return;
+    };
+    let proxy = Proxy::start(redis.socket());
+    // A slow reconnecting tail (1 to 2 s), so the command thread reaches Redis first.
+    let mut slow = config(&proxy.url());
+    slow.backoff_min = Duration::from_secs(2);
+    slow.backoff_max = Duration::from_secs(2);
+    let mut node = Node::start_with(slow, None);
+    node.connected();
+    for i in 0..5 {
+        node.publish_surely("", &format!("e{i}"));
+    }
+    assert!(node.until(LIMIT, |n| n.events.len() == 5));
+    let old = node.epoch.clone().unwrap();
+    proxy.cut();
+    assert!(node.until(LIMIT, |n| n.disconnects > 0));
+    // Redis now holds an older copy of the log (head 2).
+    rewind(&redis, &old, 2);
+    proxy.heal();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        node.connects, 1,
+        "the tail came back first: the test proves nothing"
+    );
+    let token = node.publish("", "after");
+    assert!(node.until(LIMIT, |n| n.published.contains_key(&token)));
+    let new = node.published[&token].clone().expect("publish after heal");
+    assert_ne!(new.epoch, old, "a publish reused the id {new}");
+    assert_eq!(new.offset, 1);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use super::backoff::{Backoff, Random};
 use super::config::BusConfig;
-use super::handle::Outbox;
+use super::handle::{Outbox, Seen};
 use super::redis::{self as wire, Entry};
 use super::types::{BusReply, FetchRange, Publish, PublishFailure, RangeReply};
 use redis::{Connection, RedisResult, Value};
@@ -16,6 +16,9 @@ pub(super) struct Commands {
     client: redis::Client,
     outbox: Outbox,
     publish: redis::Script,
+    hello: redis::Script,
+    /// The tail's position: checked against the log at every (re)connect.
+    seen: Seen,
     con: Option<Connection>,
     /// When `con` last answered: after [`BusConfig::block`] of silence it is checked with a
     /// `PING` before use, so a connection that died while idle (a server `timeout`, a
@@ -30,13 +33,20 @@ pub(super) struct Commands {
 }
 
 impl Commands {
-    pub(super) fn new(config: BusConfig, client: redis::Client, outbox: Outbox) -> Commands {
+    pub(super) fn new(
+        config: BusConfig,
+        client: redis::Client,
+        outbox: Outbox,
+        seen: Seen,
+    ) -> Commands {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         Commands {
             config,
             client,
             outbox,
             publish: redis::Script::new(wire::PUBLISH_SCRIPT),
+            hello: redis::Script::new(wire::HELLO_SCRIPT),
+            seen,
             con: None,
             retry_at: Instant::now(),
             last_answer: Instant::now(),
@@ -88,7 +98,7 @@ impl Commands {
         }
         if self.con.is_none() && Instant::now() >= self.retry_at {
             match wire::connect(&self.client, &self.config, self.config.io_timeout)
-                .and_then(|mut con| self.publish.load(&mut con).map(|_| con))
+                .and_then(|con| self.prepare(con))
             {
                 Ok(con) => {
                     self.backoff.reset();
@@ -99,6 +109,20 @@ impl Commands {
             }
         }
         self.con.as_mut()
+    }
+
+    /// Loads the publish script, and checks the log against the tail's position with the
+    /// hello script first: after a Redis restart this connection may well be the first to
+    /// reach it, and a log that came back older must get its new epoch before any publish.
+    fn prepare(&mut self, mut con: Connection) -> RedisResult<Connection> {
+        let seen = self.seen.lock().ok().and_then(|seen| seen.clone());
+        let candidate = wire::new_epoch(self.random.next_u64());
+        let position = seen
+            .as_ref()
+            .map(|(epoch, offset)| (epoch.as_str(), *offset));
+        wire::hello(&mut con, &self.config, &self.hello, &candidate, position)?;
+        self.publish.load(&mut con)?;
+        Ok(con)
     }
 
     fn broken(&mut self, error: &redis::RedisError) {

@@ -15,6 +15,10 @@ use std::time::Duration;
 /// around `mio::Waker::wake`, so the reactor wakes and drains [`BusHandle::try_recv`].
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
+/// The newest position the tail has seen (epoch, offset), shared with the command thread so
+/// its reconnects can spot a log that came back older (see `HELLO_SCRIPT`).
+pub(super) type Seen = Arc<std::sync::Mutex<Option<(String, u64)>>>;
+
 /// The sending side of the reply channel, shared by both threads: queues a reply (waiting
 /// while the reactor is behind: the channel is bounded) and wakes the reactor.
 #[derive(Clone)]
@@ -70,14 +74,16 @@ impl BusHandle {
             notify,
             closed: stop.clone(),
         };
+        let seen = Seen::default();
         let tail = Tail::new(
             config.clone(),
             client.clone(),
             start,
             outbox.clone(),
             stop.clone(),
+            seen.clone(),
         );
-        let commands = Commands::new(config, client, outbox);
+        let commands = Commands::new(config, client, outbox, seen);
         let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())

@@ -112,11 +112,14 @@
 //!   the log: a new epoch: `EpochChanged`, clients get `reset` `restart`.
 //! - Redis back with an *older* copy of the same epoch (`appendfsync everysec` and a host
 //!   crash, a restored backup): its head is below offsets already delivered, and new
-//!   publishes would reuse those ids. A tail that sees this (on greeting, or from the meta
-//!   hash while tailing) makes the hello script start a new epoch: `EpochChanged`, `reset`
-//!   `restart`. Publishes that reach Redis before any tail noticed can still take reused
-//!   ids (the script cannot know what nodes saw): deploy with `appendfsync always` where
-//!   that matters. A restart of the Redis *process* with `appendonly yes` loses nothing.
+//!   publishes would reuse those ids. The hello script, given the position the node's
+//!   tail reached, starts a new epoch when it sees this (`EpochChanged`, `reset`
+//!   `restart`); it runs when the tail greets (and the tail greets again when the meta hash
+//!   shows a head below its cursor) and when the command thread (re)connects, before its
+//!   first publish. A node that never saw the lost offsets cannot tell: if it publishes
+//!   first, those ids are reused until another node's tail notices. Deploy with
+//!   `appendfsync always` where that matters; a restart of the Redis *process* with
+//!   `appendonly yes` loses nothing.
 //! - The stream trimmed past the cursor during an outage (`MAXLEN ~` while this node was
 //!   away): the first event after reconnecting has an offset beyond `last_offset + 1`:
 //!   `Gap`, clients get `reset` `too-old`.

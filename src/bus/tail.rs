@@ -4,7 +4,7 @@
 
 use super::backoff::{Backoff, Random};
 use super::config::BusConfig;
-use super::handle::Outbox;
+use super::handle::{Outbox, Seen};
 use super::redis::{self as wire, Entry};
 use super::types::{BusEvent, BusReply, ClusterId};
 use redis::{Connection, RedisResult, Value};
@@ -35,6 +35,7 @@ pub(super) struct Tail {
     down_reported: bool,
     backoff: Backoff,
     random: Random,
+    seen: Seen,
 }
 
 impl Tail {
@@ -46,6 +47,7 @@ impl Tail {
         start: Option<ClusterId>,
         outbox: Outbox,
         shutdown: Arc<AtomicBool>,
+        seen: Seen,
     ) -> Tail {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         Tail {
@@ -59,6 +61,7 @@ impl Tail {
             down_reported: false,
             backoff,
             random: Random::new(),
+            seen,
         }
     }
 
@@ -128,6 +131,7 @@ impl Tail {
                 self.cursor = Some(self.cursor.unwrap_or(start));
             }
         }
+        self.share_position();
         log::info!(
             "bus: following epoch {} after offset {:?}, head {}",
             hello.epoch,
@@ -193,6 +197,7 @@ impl Tail {
                 Entry::OtherEpoch { .. } => break,
             }
         }
+        self.share_position();
         if let Some(last) = events.last() {
             head = head.max(last.offset);
             self.outbox.send(BusReply::Events {
@@ -204,6 +209,17 @@ impl Tail {
             return Err(Interrupt::EpochSuspect);
         }
         Ok(())
+    }
+
+    fn share_position(&self) {
+        if let (Some(epoch), Some(cursor), Ok(mut seen)) =
+            (&self.epoch, self.cursor, self.seen.lock())
+        {
+            match seen.as_mut() {
+                Some((e, offset)) if e == epoch => *offset = cursor,
+                _ => *seen = Some((epoch.clone(), cursor)),
+            }
+        }
     }
 
     /// Reports the outage once, then sleeps the backoff delay (waking for shutdown).
