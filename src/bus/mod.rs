@@ -5,6 +5,8 @@
 //! - [`types`] (pure): the messages between the core and the bus ([`BusRequest`] in,
 //!   [`BusReply`] out), cluster ids `<epoch>-<offset>`, and the rules the core applies to
 //!   them: [`classify`] (duplicate / next / gap by offset) and [`resume`].
+//! - [`memory`] (pure): the same log and tail semantics in memory, with faults on demand,
+//!   so the simulator (and the core's tests) drive the bus as a faulty component.
 //! - [`BusHandle`]: two helper threads using the `redis` crate's **blocking** client, which
 //!   hand their replies to the reactor through a bounded channel and a wake-up (a
 //!   `mio::Waker` in the driver). The reactor never blocks on Redis: [`BusHandle::submit`]
@@ -133,6 +135,7 @@ mod backoff;
 mod command;
 pub mod config;
 mod handle;
+pub mod memory;
 mod redis;
 mod tail;
 pub mod types;
