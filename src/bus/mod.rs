@@ -61,9 +61,10 @@
 //! - Input `Events { events, head_offset }`: for each event, [`classify`] its offset against
 //!   the core's `last_offset`: `Duplicate` is dropped; `Next` is encoded once (the frame's
 //!   `id:` is [`BusEvent::frame_id`]), appended to its topic's local log with its offset,
-//!   and fanned out; `Gap { missing_from, missing_to }` first marks the range as lost: each
-//!   streaming client of any topic is told `reset` `too-old` (its cursor cannot be exact any
-//!   more), then the event is applied. `last_offset` becomes the event's offset.
+//!   and fanned out; `Gap { missing_from, missing_to }` first marks the range as lost: the
+//!   missing events' topics are unknown, so every streaming client is told `reset`
+//!   `too-old` with id `<epoch>-<missing_to>` (its stream cannot be exact any more), every
+//!   topic's `complete_from` becomes `missing_to + 1`, then the event is applied. `last_offset` becomes the event's offset.
 //!   `head_offset - last_offset` is the lag gauge; the count of events a counter.
 //! - Input `Connected { epoch, head_offset, first_retained_offset, after_offset }`: bus-up
 //!   gauge = 1, `/health` healthy again, remember `epoch`, `head_offset` and
@@ -101,8 +102,14 @@
 //!   differs: the `reset` as above; else its events are written to that client (encoded for
 //!   it alone, bounded by `limit`), and if not `complete`, another fetch continues from
 //!   `scanned_through`; then the client joins its cursors in the local logs. `RangeFailed`
-//!   (Redis down): `reset` `too-old` with the id it asked for (the browser retries later
-//!   and loses nothing: the reset's id is its own). A range fetch never blocks the reactor.
+//!   (Redis down): answered like the over-capacity case before the head is sent (`200` +
+//!   jittered `retry:` + close for an EventSource, `503` + `Retry-After` otherwise), so the
+//!   browser comes back later with the same `Last-Event-ID` and loses nothing. A range
+//!   fetch never blocks the reactor; at most one is in flight per resuming client.
+//!
+//! **Sizes.** `max_len` (a `--redis-max-len` flag, say 100,000) must exceed what a node's
+//! cache holds, or resumes older than the cache find the log trimmed too; `warm_events`
+//! should match the cache (`--history` × topics in use, bounded by `max_len`).
 //!
 //! **Outages, case by case.**
 //! - Redis down or unreachable: tail reports `Disconnected` and retries with backoff;

@@ -130,8 +130,9 @@ pub struct FetchRange {
     pub through_offset: Option<u64>,
     /// Only these topics' events are returned (all of them are still scanned); `None` is all.
     pub topics: Option<Vec<String>>,
-    /// At most this many log entries are scanned per request (bounds the reply and Redis's
-    /// work); [`RangeReply::scanned_through`] says where to continue.
+    /// At most this many log entries are scanned per request (and never more than
+    /// [`super::BusConfig::batch`]: bounds the reply and Redis's work);
+    /// [`RangeReply::scanned_through`] says where to continue.
     pub limit: usize,
 }
 
