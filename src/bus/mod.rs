@@ -102,9 +102,9 @@
 //!   differs: the `reset` as above; else its events are written to that client (encoded for
 //!   it alone, bounded by `limit`), and if not `complete`, another fetch continues from
 //!   `scanned_through`; then the client joins its cursors in the local logs. `RangeFailed`
-//!   (Redis down): answered like the over-capacity case before the head is sent (`200` +
-//!   jittered `retry:` + close for an EventSource, `503` + `Retry-After` otherwise), so the
-//!   browser comes back later with the same `Last-Event-ID` and loses nothing. A range
+//!   (Redis down): the stream gets a jittered `retry:` (2–7 s, as for over-capacity) and is
+//!   closed before any event, so the browser comes back later with the same
+//!   `Last-Event-ID` and loses nothing. A range
 //!   fetch never blocks the reactor; at most one is in flight per resuming client.
 //!
 //! **Sizes.** `max_len` (a `--redis-max-len` flag, say 100,000) must exceed what a node's
