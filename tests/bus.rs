@@ -202,7 +202,8 @@ fn two_nodes_publishing_concurrently_see_one_order_and_the_same_ids() {
                 tokens.push(node.publish(topic, &format!("{name}-{i}")));
             }
             assert!(
-                node.until(LIMIT, |n| n.events.len() as u64 >= 2 * EACH),
+                node.until(LIMIT, |n| n.events.len() as u64 >= 2 * EACH
+                    && n.published.len() as u64 == EACH),
                 "{name} saw {} events",
                 node.events.len()
             );
