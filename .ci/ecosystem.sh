@@ -3,6 +3,7 @@
 #   tests/browser.rs  Debian's chromium + playwright-core (tests/browser, npm ci)
 #   tests/clients.rs  the eventsource npm package (tests/clients, npm ci) and httpx + httpx-sse
 #   tests/nginx.rs    Debian's nginx
+#   tests/bus.rs      Debian's redis-server (each test starts its own on a unix socket)
 # Run it before `SSE_REQUIRE_ECOSYSTEM=1 cargo test`, which then fails instead of skipping
 # when anything is missing. Exits non-zero on any failure. Never downloads a browser build:
 # the browser is Debian's /usr/bin/chromium.
@@ -12,15 +13,19 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
-echo "ecosystem: apt packages (chromium, nginx)"
+echo "ecosystem: apt packages (chromium, nginx, redis-server)"
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
-$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx >/dev/null
+$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx redis-server >/dev/null
 test -x /usr/bin/chromium
 # Debian starts nginx as a service on port 80 when it can; the tests run their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
   $sudo systemctl stop nginx || true
+fi
+# Likewise redis-server's service on port 6379: the tests never use it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  $sudo systemctl stop redis-server || true
 fi
 
 for cmd in node npm python3; do
@@ -41,6 +46,7 @@ fi
 # Check that everything is usable, so a broken install fails here rather than in a test.
 /usr/bin/chromium --version
 { command -v nginx >/dev/null && nginx -v; } || /usr/sbin/nginx -v
+redis-server --version
 (cd tests/browser && node -e 'require("playwright-core"); console.log("playwright-core ok")')
 (cd tests/clients && node --input-type=module -e 'import { EventSource } from "eventsource"; console.log("eventsource ok")')
 python3 -c 'import httpx, httpx_sse; print("httpx", httpx.__version__, "httpx-sse ok")'

@@ -6,6 +6,7 @@
 //! simulated network around the same core.
 
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod core;
 pub mod driver;

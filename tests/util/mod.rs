@@ -413,3 +413,5 @@ pub fn reset(s: TcpStream) {
     }
     drop(s);
 }
+
+pub mod redis;

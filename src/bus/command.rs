@@ -1,0 +1,333 @@
+//! The command thread: publishes (pipelined) and range fetches, one batch of requests per
+//! round trip. While Redis is unreachable every request is answered at once with a failure
+//! (the reactor answers `503`), and reconnects are attempted no more often than the backoff.
+
+use super::backoff::{Backoff, Random};
+use super::config::BusConfig;
+use super::handle::{Outbox, Seen};
+use super::redis::{self as wire, Entry};
+use super::types::{BusReply, FetchRange, Publish, PublishFailure, RangeReply};
+use redis::{Connection, RedisResult, Value};
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+pub(super) struct Commands {
+    config: BusConfig,
+    client: redis::Client,
+    outbox: Outbox,
+    publish: redis::Script,
+    hello: redis::Script,
+    /// The tail's position: checked against the log at every (re)connect.
+    seen: Seen,
+    con: Option<Connection>,
+    /// When `con` last answered: after [`BusConfig::block`] of silence it is checked with a
+    /// `PING` before use, so a connection that died while idle (a server `timeout`, a
+    /// `CLIENT KILL`, a NAT) is replaced instead of failing a publish with an unknown outcome.
+    last_answer: Instant,
+    /// No connection attempt before this instant (backoff after a failure).
+    retry_at: Instant,
+    /// Why the last attempt failed, for the replies while down.
+    down_reason: String,
+    backoff: Backoff,
+    random: Random,
+}
+
+impl Commands {
+    pub(super) fn new(
+        config: BusConfig,
+        client: redis::Client,
+        outbox: Outbox,
+        seen: Seen,
+    ) -> Commands {
+        let backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        Commands {
+            config,
+            client,
+            outbox,
+            publish: redis::Script::new(wire::PUBLISH_SCRIPT),
+            hello: redis::Script::new(wire::HELLO_SCRIPT),
+            seen,
+            con: None,
+            retry_at: Instant::now(),
+            last_answer: Instant::now(),
+            down_reason: "not connected yet".into(),
+            backoff,
+            random: Random::new(),
+        }
+    }
+
+    /// Serves requests until the handle is dropped (the channel closes).
+    pub(super) fn run(mut self, requests: Receiver<super::BusRequest>) {
+        while let Ok(first) = requests.recv() {
+            let mut publishes = Vec::new();
+            let mut ranges = Vec::new();
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    super::BusRequest::Publish(p) => publishes.push(p),
+                    super::BusRequest::FetchRange(r) => ranges.push(r),
+                }
+                if publishes.len() + ranges.len() < self.config.batch {
+                    next = requests.try_recv().ok();
+                }
+            }
+            if !publishes.is_empty() {
+                self.publish_all(publishes);
+            }
+            for range in ranges {
+                self.fetch(range);
+            }
+            if self.outbox.closed() {
+                return;
+            }
+        }
+    }
+
+    /// The connection, (re)opened when the backoff allows; `None` while Redis is down.
+    fn connection(&mut self) -> Option<&mut Connection> {
+        if let Some(con) = self.con.as_mut()
+            && self.last_answer.elapsed() >= self.config.block
+        {
+            match redis::cmd("PING").query::<Value>(con) {
+                Ok(_) => self.last_answer = Instant::now(),
+                Err(e) => {
+                    log::info!("bus: idle command connection died: {}", wire::describe(&e));
+                    self.con = None;
+                }
+            }
+        }
+        if self.con.is_none() && Instant::now() >= self.retry_at {
+            match wire::connect(&self.client, &self.config, self.config.io_timeout)
+                .and_then(|con| self.prepare(con))
+            {
+                Ok(con) => {
+                    self.backoff.reset();
+                    self.con = Some(con);
+                    self.last_answer = Instant::now();
+                }
+                Err(e) => self.broken(&e),
+            }
+        }
+        self.con.as_mut()
+    }
+
+    /// Loads the publish script, and checks the log against the tail's position with the
+    /// hello script first: after a Redis restart this connection may well be the first to
+    /// reach it, and a log that came back older must get its new epoch before any publish.
+    fn prepare(&mut self, mut con: Connection) -> RedisResult<Connection> {
+        let seen = self.seen.lock().ok().and_then(|seen| seen.clone());
+        let candidate = wire::new_epoch(self.random.next_u64());
+        let position = seen
+            .as_ref()
+            .map(|(epoch, offset)| (epoch.as_str(), *offset));
+        wire::hello(&mut con, &self.config, &self.hello, &candidate, position)?;
+        self.publish.load(&mut con)?;
+        Ok(con)
+    }
+
+    fn broken(&mut self, error: &redis::RedisError) {
+        self.down_reason = wire::describe(error);
+        log::warn!("bus: command connection: {}", self.down_reason);
+        self.con = None;
+        self.retry_at = Instant::now() + self.backoff.next_delay(self.random.next_u64());
+    }
+
+    /// Sends every publish in one pipeline of `EVALSHA`s; reloads the script and resends
+    /// the ones that met `NOSCRIPT` (a `SCRIPT FLUSH`), once.
+    fn publish_all(&mut self, publishes: Vec<Publish>) {
+        let mut pending = publishes;
+        for attempt in 0..2 {
+            let answers = match self.connection() {
+                None => {
+                    let reason = PublishFailure::Unavailable(self.down_reason.clone());
+                    return self.fail_all(&pending, reason);
+                }
+                Some(_) => self.send_publishes(&pending),
+            };
+            let answers = match answers {
+                Ok(answers) if answers.len() == pending.len() => answers,
+                Ok(_) => {
+                    let e = wire::protocol_error("pipeline answer count mismatch");
+                    self.broken(&e);
+                    return self.fail_all(&pending, PublishFailure::Unknown(wire::describe(&e)));
+                }
+                Err(e) => {
+                    self.broken(&e);
+                    return self.fail_all(&pending, PublishFailure::Unknown(wire::describe(&e)));
+                }
+            };
+            let mut retry = Vec::new();
+            for (publish, answer) in pending.into_iter().zip(answers) {
+                let reply = match &answer {
+                    Value::ServerError(e) if e.code() == "NOSCRIPT" && attempt == 0 => {
+                        retry.push(publish);
+                        continue;
+                    }
+                    Value::ServerError(e) => BusReply::PublishFailed {
+                        token: publish.token,
+                        reason: PublishFailure::Rejected(format!(
+                            "{} {}",
+                            e.code(),
+                            e.details().unwrap_or("")
+                        )),
+                    },
+                    other => match wire::published_id(other) {
+                        Some(id) => BusReply::Published {
+                            token: publish.token,
+                            id,
+                        },
+                        None => BusReply::PublishFailed {
+                            token: publish.token,
+                            reason: PublishFailure::Rejected("unexpected script answer".into()),
+                        },
+                    },
+                };
+                self.outbox.send(reply);
+            }
+            if retry.is_empty() {
+                return;
+            }
+            if let Some(con) = self.con.as_mut()
+                && let Err(e) = self.publish.load(con)
+            {
+                self.broken(&e);
+            }
+            pending = retry;
+        }
+    }
+
+    fn send_publishes(&mut self, publishes: &[Publish]) -> RedisResult<Vec<Value>> {
+        let (stream, meta) = (self.config.stream_key(), self.config.meta_key());
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for publish in publishes {
+            let command = pipe
+                .cmd("EVALSHA")
+                .arg(self.publish.get_hash())
+                .arg(2)
+                .arg(&stream)
+                .arg(&meta)
+                .arg(wire::new_epoch(self.random.next_u64()))
+                .arg(self.config.max_len);
+            for (name, value) in wire::entry_fields(publish) {
+                command.arg(name).arg(value);
+            }
+        }
+        let Some(con) = self.con.as_mut() else {
+            return Err(wire::protocol_error("no connection"));
+        };
+        let answer: Value = pipe.query(con)?;
+        self.last_answer = Instant::now();
+        match answer {
+            Value::Array(items) => Ok(items),
+            _ => Err(wire::protocol_error("pipeline answer is not a list")),
+        }
+    }
+
+    fn fail_all(&mut self, publishes: &[Publish], reason: PublishFailure) {
+        for publish in publishes {
+            self.outbox.send(BusReply::PublishFailed {
+                token: publish.token,
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// Reads the epoch, the first retained entry and up to `limit` entries after
+    /// `after_offset`, in one pipeline.
+    fn fetch(&mut self, range: FetchRange) {
+        let reply = if self.connection().is_none() {
+            BusReply::RangeFailed {
+                token: range.token,
+                reason: self.down_reason.clone(),
+            }
+        } else {
+            let answer = match self.con.as_mut() {
+                Some(con) => read_range(con, &self.config, &range)
+                    .inspect(|_| self.last_answer = Instant::now()),
+                None => Err(wire::protocol_error("no connection")),
+            };
+            match answer {
+                Ok(reply) => BusReply::Range(reply),
+                Err(e) => {
+                    self.broken(&e);
+                    BusReply::RangeFailed {
+                        token: range.token,
+                        reason: self.down_reason.clone(),
+                    }
+                }
+            }
+        };
+        self.outbox.send(reply);
+    }
+}
+
+fn read_range(
+    con: &mut Connection,
+    config: &BusConfig,
+    range: &FetchRange,
+) -> RedisResult<RangeReply> {
+    let limit = range.limit.clamp(1, config.batch.max(1));
+    let through = range
+        .through_offset
+        .map_or_else(|| "+".to_owned(), |t| format!("{t}-0"));
+    let mut pipe = redis::pipe();
+    pipe.cmd("HGET")
+        .arg(config.meta_key())
+        .arg("e")
+        .cmd("XRANGE")
+        .arg(config.stream_key())
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .cmd("XRANGE")
+        .arg(config.stream_key())
+        .arg(format!("{}-0", range.after_offset.saturating_add(1)))
+        .arg(through)
+        .arg("COUNT")
+        .arg(limit);
+    let answers: Vec<Value> = pipe.query(con)?;
+    let [epoch, first, entries] = answers.as_slice() else {
+        return Err(wire::protocol_error("unexpected range answer"));
+    };
+    let epoch = wire::as_text(epoch).unwrap_or_default();
+    let first_retained_offset = match wire::xrange_entries(first, &epoch).first() {
+        Some(Entry::Event(e)) => Some(e.offset),
+        Some(Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. }) => Some(*offset),
+        None => None,
+    };
+    let scanned = wire::xrange_entries(entries, &epoch);
+    let last_offset = scanned.last().map(|entry| match entry {
+        Entry::Event(e) => e.offset,
+        Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. } => *offset,
+    });
+    let complete = scanned.len() < limit
+        || last_offset.is_some_and(|last| range.through_offset.is_some_and(|t| last >= t));
+    let scanned_through = match (complete, range.through_offset, last_offset) {
+        (true, Some(through), _) => through.max(range.after_offset),
+        (_, _, Some(last)) => last,
+        (_, _, None) => range.after_offset,
+    };
+    let wanted = |topic: &str| {
+        range
+            .topics
+            .as_ref()
+            .is_none_or(|topics| topics.iter().any(|t| t == topic))
+    };
+    let events = scanned
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Entry::Event(e) if wanted(&e.topic) => Some(e),
+            _ => None,
+        })
+        .collect();
+    Ok(RangeReply {
+        token: range.token,
+        epoch,
+        first_retained_offset,
+        events,
+        scanned_through,
+        complete,
+    })
+}

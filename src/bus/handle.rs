@@ -1,0 +1,166 @@
+//! [`BusHandle`]: the reactor's side of the bus. Starts the two helper threads, takes
+//! requests without ever blocking, and hands back their replies.
+
+use super::command::Commands;
+use super::config::{BusConfig, BusConfigError};
+use super::tail::Tail;
+use super::types::{BusReply, BusRequest, ClusterId, PublishFailure};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Called by the helper threads after each reply they queue; the driver passes a closure
+/// around `mio::Waker::wake`, so the reactor wakes and drains [`BusHandle::try_recv`].
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// The newest position the tail has seen (epoch, offset), shared with the command thread so
+/// its reconnects can spot a log that came back older (see `HELLO_SCRIPT`).
+pub(super) type Seen = Arc<std::sync::Mutex<Option<(String, u64)>>>;
+
+/// The sending side of the reply channel, shared by both threads: queues a reply (waiting
+/// while the reactor is behind: the channel is bounded) and wakes the reactor.
+#[derive(Clone)]
+pub(super) struct Outbox {
+    replies: SyncSender<BusReply>,
+    notify: Notify,
+    closed: Arc<AtomicBool>,
+}
+
+impl Outbox {
+    /// Queues `reply`; when the handle is gone, marks the bus closed so the threads stop.
+    pub(super) fn send(&self, reply: BusReply) {
+        if self.replies.send(reply).is_err() {
+            self.closed.store(true, Ordering::Relaxed);
+        } else {
+            (self.notify)();
+        }
+    }
+
+    pub(super) fn closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+/// The running bus: a tail thread following the log and a command thread for publishes
+/// and range fetches, both with the `redis` crate's blocking client. Dropping it stops
+/// them (the tail within [`BusConfig::block`]); [`BusHandle::shutdown`] also waits.
+pub struct BusHandle {
+    requests: Option<SyncSender<BusRequest>>,
+    replies: Receiver<BusReply>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl BusHandle {
+    /// Validates `config` and starts the threads. The tail begins right after `start` when
+    /// given (a node that knows where it was), else at the newest
+    /// [`BusConfig::warm_events`]. Nothing here waits for Redis: an unreachable Redis shows
+    /// up as [`BusReply::Disconnected`].
+    pub fn start(
+        config: BusConfig,
+        start: Option<ClusterId>,
+        notify: Notify,
+    ) -> Result<BusHandle, BusConfigError> {
+        config.validate()?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| BusConfigError(format!("--redis {:?}: {e}", config.url)))?;
+        let (requests, requests_rx) = sync_channel(config.queue);
+        let (replies_tx, replies) = sync_channel(config.queue);
+        let stop = Arc::new(AtomicBool::new(false));
+        let outbox = Outbox {
+            replies: replies_tx,
+            notify,
+            closed: stop.clone(),
+        };
+        let seen = Seen::default();
+        let tail = Tail::new(
+            config.clone(),
+            client.clone(),
+            start,
+            outbox.clone(),
+            stop.clone(),
+            seen.clone(),
+        );
+        let commands = Commands::new(config, client, outbox, seen);
+        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(body)
+                .map_err(|e| BusConfigError(format!("cannot start the bus thread: {e}")))
+        };
+        let threads = vec![
+            spawn("bus-tail", Box::new(move || tail.run()))?,
+            spawn("bus-commands", Box::new(move || commands.run(requests_rx)))?,
+        ];
+        Ok(BusHandle {
+            requests: Some(requests),
+            replies,
+            stop,
+            threads,
+        })
+    }
+
+    /// Queues a request without blocking. `Err` carries the reply to apply at once instead:
+    /// the queue is full (Redis slower than the publishers) or the bus stopped.
+    pub fn submit(&self, request: BusRequest) -> Result<(), BusReply> {
+        let stopped = || PublishFailure::Unavailable("bus stopped".into());
+        let Some(requests) = &self.requests else {
+            return Err(refusal(request, stopped()));
+        };
+        requests.try_send(request).map_err(|e| match e {
+            TrySendError::Full(request) => refusal(request, PublishFailure::Overloaded),
+            TrySendError::Disconnected(request) => refusal(request, stopped()),
+        })
+    }
+
+    /// The next reply, if one is ready (the reactor drains this after a wake-up).
+    pub fn try_recv(&self) -> Option<BusReply> {
+        self.replies.try_recv().ok()
+    }
+
+    /// Waits up to `limit` for the next reply: for tests and tools, never the reactor.
+    pub fn recv_timeout(&self, limit: Duration) -> Option<BusReply> {
+        self.replies.recv_timeout(limit).ok()
+    }
+
+    /// Stops both threads and waits for them (at most about [`BusConfig::block`] plus
+    /// [`BusConfig::io_timeout`]).
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+        // Replies still queued would keep a thread blocked in `send`: drain them.
+        for thread in std::mem::take(&mut self.threads) {
+            while !thread.is_finished() {
+                while self.replies.try_recv().is_ok() {}
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = thread.join();
+        }
+    }
+
+    fn stop_threads(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.requests = None;
+    }
+}
+
+impl Drop for BusHandle {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+/// The immediate answer to a request the threads will never see.
+fn refusal(request: BusRequest, why: PublishFailure) -> BusReply {
+    match request {
+        BusRequest::Publish(p) => BusReply::PublishFailed {
+            token: p.token,
+            reason: why,
+        },
+        BusRequest::FetchRange(r) => BusReply::RangeFailed {
+            token: r.token,
+            reason: why.to_string(),
+        },
+    }
+}

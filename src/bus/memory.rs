@@ -1,0 +1,338 @@
+//! An in-memory stand-in for the bus, for the simulator and the core's tests: a
+//! [`MemoryLog`] with the semantics of the Redis log (epochs, offsets without holes,
+//! trimming, loss) and a [`MemoryTail`] per node that turns it into the same
+//! [`BusReply`] sequences the real tail thread produces, with faults injected on demand
+//! (disconnects, small or delayed batches, redelivery of seen offsets, epoch changes,
+//! trims during an outage). Pure and deterministic: no threads, no clock.
+
+use super::types::{BusEvent, BusReply, ClusterId, FetchRange, Publish, RangeReply};
+use std::collections::VecDeque;
+
+/// The shared log, as Redis holds it.
+#[derive(Clone, Debug)]
+pub struct MemoryLog {
+    epoch: String,
+    /// The last offset handed out in this epoch (0: none).
+    head: u64,
+    /// Retained events, oldest first; offsets contiguous, ending at `head`.
+    entries: VecDeque<BusEvent>,
+    /// Retention bound (what `MAXLEN` does, exactly rather than approximately).
+    max_len: usize,
+}
+
+impl MemoryLog {
+    pub fn new(epoch: &str, max_len: usize) -> MemoryLog {
+        MemoryLog {
+            epoch: epoch.to_owned(),
+            head: 0,
+            entries: VecDeque::new(),
+            max_len: max_len.max(1),
+        }
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The oldest retained offset, `None` when empty.
+    pub fn first_retained(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.offset)
+    }
+
+    /// Appends, as the publish script does; answers `Published`.
+    pub fn publish(&mut self, publish: &Publish) -> BusReply {
+        self.head += 1;
+        let id = ClusterId {
+            epoch: self.epoch.clone(),
+            offset: self.head,
+        };
+        self.entries.push_back(BusEvent {
+            offset: self.head,
+            id: id.clone(),
+            topic: publish.topic.clone(),
+            event: publish.event.clone(),
+            custom_id: publish.custom_id.clone(),
+            data: publish.data.clone(),
+        });
+        self.trim(self.max_len);
+        BusReply::Published {
+            token: publish.token,
+            id,
+        }
+    }
+
+    /// Keeps only the newest `keep` events (an `XTRIM`).
+    pub fn trim(&mut self, keep: usize) {
+        while self.entries.len() > keep {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Redis lost everything: a new, empty epoch.
+    pub fn lose(&mut self, new_epoch: &str) {
+        self.epoch = new_epoch.to_owned();
+        self.head = 0;
+        self.entries.clear();
+    }
+
+    /// Up to `max` retained events with offsets after `after`.
+    pub fn read_after(&self, after: u64, max: usize) -> Vec<BusEvent> {
+        let skip = match self.first_retained() {
+            Some(first) if after >= first => (after - first + 1) as usize,
+            _ => 0,
+        };
+        self.entries.iter().skip(skip).take(max).cloned().collect()
+    }
+
+    /// Answers a range fetch as the command thread does.
+    pub fn range(&self, fetch: &FetchRange) -> RangeReply {
+        let through = fetch.through_offset.unwrap_or(u64::MAX);
+        let scanned: Vec<BusEvent> = self
+            .read_after(fetch.after_offset, fetch.limit.max(1))
+            .into_iter()
+            .filter(|e| e.offset <= through)
+            .collect();
+        let last = scanned.last().map(|e| e.offset);
+        let complete = scanned.len() < fetch.limit.max(1) || last.is_some_and(|l| l >= through);
+        let scanned_through = match (complete, fetch.through_offset, last) {
+            (true, Some(t), _) => t.max(fetch.after_offset),
+            (_, _, Some(last)) => last,
+            (_, _, None) => fetch.after_offset,
+        };
+        let events = scanned
+            .into_iter()
+            .filter(|e| {
+                fetch
+                    .topics
+                    .as_ref()
+                    .is_none_or(|topics| topics.contains(&e.topic))
+            })
+            .collect();
+        RangeReply {
+            token: fetch.token,
+            epoch: self.epoch.clone(),
+            first_retained_offset: self.first_retained(),
+            events,
+            scanned_through,
+            complete,
+        }
+    }
+}
+
+/// One node's tail over a [`MemoryLog`]: connection state and cursor, like the tail thread.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryTail {
+    epoch: Option<String>,
+    cursor: u64,
+    connected: bool,
+}
+
+impl MemoryTail {
+    /// A tail that has not connected yet; its first [`MemoryTail::connect`] decides where it
+    /// starts (after all but the newest `warm` events).
+    pub fn new() -> MemoryTail {
+        MemoryTail::default()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The greeting: `EpochChanged` if the log is not the one followed, then `Connected`.
+    pub fn connect(&mut self, log: &MemoryLog, warm: u64) -> Vec<BusReply> {
+        let mut replies = Vec::new();
+        match self.epoch.replace(log.epoch.clone()) {
+            Some(previous) if previous != log.epoch => {
+                replies.push(BusReply::EpochChanged {
+                    previous,
+                    epoch: log.epoch.clone(),
+                });
+                self.cursor = 0;
+            }
+            Some(_) => {}
+            None => self.cursor = log.head.saturating_sub(warm),
+        }
+        self.connected = true;
+        replies.push(BusReply::Connected {
+            epoch: log.epoch.clone(),
+            head_offset: log.head,
+            first_retained_offset: log.first_retained(),
+            after_offset: self.cursor,
+        });
+        replies
+    }
+
+    /// The connection dropped (once per outage, like the real tail).
+    pub fn disconnect(&mut self, reason: &str) -> Option<BusReply> {
+        std::mem::take(&mut self.connected).then(|| BusReply::Disconnected {
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// The next batch of at most `batch` events, if connected and any are there. A log
+    /// whose epoch changed under a connected tail is noticed here, like the real tail's
+    /// epoch check: the greeting's replies come back instead.
+    pub fn poll(&mut self, log: &MemoryLog, batch: usize) -> Vec<BusReply> {
+        if !self.connected {
+            return Vec::new();
+        }
+        if self.epoch.as_deref() != Some(log.epoch.as_str()) {
+            return self.connect(log, 0);
+        }
+        let events = log.read_after(self.cursor, batch.max(1));
+        match events.last() {
+            Some(last) => {
+                self.cursor = last.offset;
+                vec![BusReply::Events {
+                    events,
+                    head_offset: log.head,
+                }]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Fault: the next batches start `back` offsets earlier (a redelivery of seen events,
+    /// which the real tail never does but the core must survive).
+    pub fn rewind(&mut self, back: u64) {
+        self.cursor = self.cursor.saturating_sub(back);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::types::{Delivery, classify};
+
+    fn publish(log: &mut MemoryLog, topic: &str, data: &str) -> ClusterId {
+        let reply = log.publish(&Publish {
+            token: 0,
+            topic: topic.into(),
+            event: None,
+            custom_id: None,
+            data: data.into(),
+        });
+        match reply {
+            BusReply::Published { id, .. } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn offsets(replies: &[BusReply]) -> Vec<u64> {
+        replies
+            .iter()
+            .flat_map(|r| match r {
+                BusReply::Events { events, .. } => events.iter().map(|e| e.offset).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tails_see_one_order_in_batches() {
+        let mut log = MemoryLog::new("e", 100);
+        let mut tail = MemoryTail::new();
+        assert!(matches!(
+            &tail.connect(&log, 10)[..],
+            [BusReply::Connected {
+                after_offset: 0,
+                ..
+            }]
+        ));
+        for i in 0..5 {
+            assert_eq!(publish(&mut log, "", &i.to_string()).offset, i + 1);
+        }
+        assert_eq!(offsets(&tail.poll(&log, 2)), vec![1, 2]);
+        assert_eq!(offsets(&tail.poll(&log, 10)), vec![3, 4, 5]);
+        assert!(tail.poll(&log, 10).is_empty());
+    }
+
+    #[test]
+    fn an_outage_with_a_trim_shows_as_a_gap_and_redelivery_as_duplicates() {
+        let mut log = MemoryLog::new("e", 100);
+        let mut tail = MemoryTail::new();
+        tail.connect(&log, 0);
+        publish(&mut log, "", "1");
+        assert_eq!(offsets(&tail.poll(&log, 10)), vec![1]);
+        assert!(tail.disconnect("cut").is_some());
+        assert!(tail.disconnect("cut").is_none());
+        for i in 2..=10 {
+            publish(&mut log, "", &i.to_string());
+        }
+        assert!(tail.poll(&log, 10).is_empty());
+        log.trim(3);
+        tail.connect(&log, 0);
+        let got = offsets(&tail.poll(&log, 10));
+        assert_eq!(got, vec![8, 9, 10]);
+        assert_eq!(
+            classify(1, got[0]),
+            Delivery::Gap {
+                missing_from: 2,
+                missing_to: 7
+            }
+        );
+        tail.rewind(2);
+        assert_eq!(offsets(&tail.poll(&log, 10)), vec![9, 10]);
+    }
+
+    #[test]
+    fn a_lost_log_is_an_epoch_change_connected_or_not() {
+        let mut log = MemoryLog::new("a", 100);
+        let mut tail = MemoryTail::new();
+        tail.connect(&log, 0);
+        publish(&mut log, "", "x");
+        tail.poll(&log, 10);
+        log.lose("b");
+        publish(&mut log, "", "y");
+        let replies = tail.poll(&log, 10);
+        assert!(
+            matches!(&replies[0], BusReply::EpochChanged { previous, epoch } if previous == "a" && epoch == "b")
+        );
+        assert!(matches!(
+            &replies[1],
+            BusReply::Connected {
+                after_offset: 0,
+                ..
+            }
+        ));
+        assert_eq!(offsets(&tail.poll(&log, 10)), vec![1]);
+    }
+
+    #[test]
+    fn ranges_match_the_redis_command_threads_answers() {
+        let mut log = MemoryLog::new("e", 100);
+        for i in 1..=30 {
+            publish(
+                &mut log,
+                if i % 2 == 0 { "even" } else { "odd" },
+                &i.to_string(),
+            );
+        }
+        let fetch = |after, through, topics: Option<Vec<String>>, limit| FetchRange {
+            token: 7,
+            after_offset: after,
+            through_offset: through,
+            topics,
+            limit,
+        };
+        let of = |r: &RangeReply| r.events.iter().map(|e| e.offset).collect::<Vec<_>>();
+        let all = log.range(&fetch(10, None, None, 100));
+        assert_eq!(of(&all), (11..=30).collect::<Vec<_>>());
+        assert!(all.complete && all.scanned_through == 30);
+        let page = log.range(&fetch(10, None, None, 5));
+        assert!(!page.complete && page.scanned_through == 15);
+        let bounded = log.range(&fetch(10, Some(20), None, 100));
+        assert_eq!(of(&bounded), (11..=20).collect::<Vec<_>>());
+        assert!(bounded.complete && bounded.scanned_through == 20);
+        let even = log.range(&fetch(10, None, Some(vec!["even".into()]), 100));
+        assert_eq!(of(&even).len(), 10);
+        log.trim(10);
+        let trimmed = log.range(&fetch(10, None, None, 100));
+        assert_eq!(trimmed.first_retained_offset, Some(21));
+        assert!(trimmed.lost_events_after(10));
+    }
+}

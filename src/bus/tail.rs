@@ -1,0 +1,241 @@
+//! The tail thread: follows the shared log from its last offset and hands batches to the
+//! reactor. Reconnects by itself; never reads from `$`, so nothing published while it was
+//! away is skipped.
+
+use super::backoff::{Backoff, Random};
+use super::config::BusConfig;
+use super::handle::{Outbox, Seen};
+use super::redis::{self as wire, Entry};
+use super::types::{BusEvent, BusReply, ClusterId};
+use redis::{Connection, RedisResult, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why reading a batch stopped following the stream.
+enum Interrupt {
+    /// The connection failed: report (once per outage), back off, reconnect.
+    Broken(String),
+    /// The log's epoch is not the one followed: greet again on the same connection.
+    EpochSuspect,
+}
+
+pub(super) struct Tail {
+    config: BusConfig,
+    client: redis::Client,
+    outbox: Outbox,
+    shutdown: Arc<AtomicBool>,
+    hello: redis::Script,
+    /// The epoch followed; `None` until the first greeting (unless resumed from an id).
+    epoch: Option<String>,
+    /// The last offset handed to the reactor (or the starting point); `None` until the
+    /// first greeting decides where to start.
+    cursor: Option<u64>,
+    /// An outage has been reported and no `Connected` followed yet.
+    down_reported: bool,
+    backoff: Backoff,
+    random: Random,
+    seen: Seen,
+}
+
+impl Tail {
+    /// A tail starting after `start` (same epoch: exactly after that offset), or, with
+    /// `None`, at the newest [`BusConfig::warm_events`] events.
+    pub(super) fn new(
+        config: BusConfig,
+        client: redis::Client,
+        start: Option<ClusterId>,
+        outbox: Outbox,
+        shutdown: Arc<AtomicBool>,
+        seen: Seen,
+    ) -> Tail {
+        let backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        Tail {
+            config,
+            client,
+            outbox,
+            shutdown,
+            hello: redis::Script::new(wire::HELLO_SCRIPT),
+            epoch: start.as_ref().map(|id| id.epoch.clone()),
+            cursor: start.map(|id| id.offset),
+            down_reported: false,
+            backoff,
+            random: Random::new(),
+            seen,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let read_timeout = self.config.block + self.config.io_timeout;
+        while !self.stopping() {
+            let mut con = match wire::connect(&self.client, &self.config, read_timeout) {
+                Ok(con) => con,
+                Err(e) => {
+                    self.outage(wire::describe(&e));
+                    continue;
+                }
+            };
+            if let Some(reason) = self.follow(&mut con) {
+                self.outage(reason);
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Greets, then reads batches until the connection breaks (the reason) or shutdown
+    /// (`None`).
+    fn follow(&mut self, con: &mut Connection) -> Option<String> {
+        loop {
+            if let Err(e) = self.greet(con) {
+                return Some(wire::describe(&e));
+            }
+            loop {
+                if self.stopping() {
+                    return None;
+                }
+                match self.read_batch(con) {
+                    Ok(()) => {}
+                    Err(Interrupt::EpochSuspect) => break,
+                    Err(Interrupt::Broken(reason)) => return Some(reason),
+                }
+            }
+        }
+    }
+
+    /// Reads the epoch, head and first retained offset; reports `EpochChanged` when the log
+    /// is not the one followed (the cursor then restarts at 0), then `Connected`.
+    fn greet(&mut self, con: &mut Connection) -> RedisResult<()> {
+        let candidate = wire::new_epoch(self.random.next_u64());
+        let seen = self.epoch.as_deref().zip(self.cursor);
+        let hello = wire::hello(con, &self.config, &self.hello, &candidate, seen)?;
+        self.backoff.reset();
+        self.down_reported = false;
+        match self.epoch.replace(hello.epoch.clone()) {
+            Some(previous) if previous != hello.epoch => {
+                log::warn!(
+                    "bus: Redis lost the log (epoch {previous} → {})",
+                    hello.epoch
+                );
+                self.outbox.send(BusReply::EpochChanged {
+                    previous,
+                    epoch: hello.epoch.clone(),
+                });
+                self.cursor = Some(0);
+            }
+            Some(_) => {}
+            None => {
+                let start = hello.head.saturating_sub(self.config.warm_events);
+                self.cursor = Some(self.cursor.unwrap_or(start));
+            }
+        }
+        self.share_position();
+        log::info!(
+            "bus: following epoch {} after offset {:?}, head {}",
+            hello.epoch,
+            self.cursor,
+            hello.head
+        );
+        self.outbox.send(BusReply::Connected {
+            epoch: hello.epoch,
+            head_offset: hello.head,
+            first_retained_offset: hello.first_retained,
+            after_offset: self.cursor.unwrap_or(0),
+        });
+        Ok(())
+    }
+
+    /// One round trip: the meta hash (epoch check, head for the lag metric) and an
+    /// `XREAD BLOCK` from the cursor, pipelined.
+    fn read_batch(&mut self, con: &mut Connection) -> Result<(), Interrupt> {
+        let epoch = self.epoch.clone().unwrap_or_default();
+        let cursor = self.cursor.unwrap_or(0);
+        let block_ms = self.config.block.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(self.config.meta_key())
+            .arg("e")
+            .arg("o")
+            .cmd("XREAD")
+            .arg("COUNT")
+            .arg(self.config.batch)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(self.config.stream_key())
+            .arg(format!("{cursor}-0"));
+        let answers: Vec<Value> = pipe
+            .query(con)
+            .map_err(|e| Interrupt::Broken(wire::describe(&e)))?;
+        let [meta, read] = answers.as_slice() else {
+            return Err(Interrupt::Broken("unexpected pipeline answer".into()));
+        };
+        let meta = wire::as_array(meta).unwrap_or(&[]);
+        let current = meta.first().and_then(wire::as_text);
+        let mut head = meta.get(1).and_then(wire::as_u64).unwrap_or(0);
+        let mut events: Vec<BusEvent> = Vec::new();
+        // Another epoch, or the same one with a head below what was seen (an older copy of
+        // the log): greet again, which tells them apart.
+        let suspect = current.as_deref() != Some(epoch.as_str()) || head < cursor;
+        for entry in wire::xread_entries(read, &epoch) {
+            match entry {
+                Entry::Event(event) => {
+                    self.cursor = Some(event.offset);
+                    events.push(event);
+                }
+                Entry::Unreadable { offset, why } => {
+                    log::warn!("bus: skipping unreadable log entry {offset}: {why}");
+                    self.cursor = Some(offset);
+                }
+                // The meta hash still names the followed epoch: a stray entry, not a lost log.
+                Entry::OtherEpoch { offset } if !suspect => {
+                    log::warn!("bus: skipping log entry {offset} of another epoch");
+                    self.cursor = Some(offset);
+                }
+                Entry::OtherEpoch { .. } => break,
+            }
+        }
+        self.share_position();
+        if let Some(last) = events.last() {
+            head = head.max(last.offset);
+            self.outbox.send(BusReply::Events {
+                events,
+                head_offset: head,
+            });
+        }
+        if suspect {
+            return Err(Interrupt::EpochSuspect);
+        }
+        Ok(())
+    }
+
+    fn share_position(&self) {
+        if let (Some(epoch), Some(cursor), Ok(mut seen)) =
+            (&self.epoch, self.cursor, self.seen.lock())
+        {
+            match seen.as_mut() {
+                Some((e, offset)) if e == epoch => *offset = cursor,
+                _ => *seen = Some((epoch.clone(), cursor)),
+            }
+        }
+    }
+
+    /// Reports the outage once, then sleeps the backoff delay (waking for shutdown).
+    fn outage(&mut self, reason: String) {
+        if !self.down_reported {
+            log::warn!("bus: lost Redis: {reason}");
+            self.outbox.send(BusReply::Disconnected { reason });
+            self.down_reported = true;
+        }
+        let until = Instant::now() + self.backoff.next_delay(self.random.next_u64());
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! A private `redis-server` for a test: a unix socket in a temp dir, no RDB snapshots, the
+//! append-only file on or off, stopped (SIGKILL) by its PID when dropped; and a TCP proxy in
+//! front of it that a test can cut and heal (a network partition for one node only).
+
+use super::{ecosystem_skip, runs};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Whether the log survives a restart.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Persistence {
+    /// `appendonly yes`, `appendfsync always`: everything acknowledged survives a SIGKILL.
+    AppendOnly,
+    /// No AOF, no snapshots: a restart starts empty.
+    None,
+}
+
+/// A running `redis-server` owned by the test.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    persistence: Persistence,
+}
+
+impl RedisServer {
+    /// Starts one, or prints a skip and returns `None` when `redis-server` is not installed
+    /// (a failure instead under `SSE_REQUIRE_ECOSYSTEM=1`).
+    pub fn start(test: &str, persistence: Persistence) -> Option<RedisServer> {
+        if !runs("redis-server", &["--version"]) {
+            ecosystem_skip(
+                test,
+                "redis-server is not installed (Debian package redis-server)",
+            );
+            return None;
+        }
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sse-redis-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create redis temp dir");
+        let mut server = RedisServer {
+            child: None,
+            dir,
+            persistence,
+        };
+        server.launch();
+        Some(server)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    /// `redis+unix:///…/redis.sock`.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    /// The same socket in the `unix:///path` form.
+    pub fn unix_url(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn launch(&mut self) {
+        let appendonly = match self.persistence {
+            Persistence::AppendOnly => "yes",
+            Persistence::None => "no",
+        };
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                appendonly,
+            ])
+            .args(["--appendfsync", "always", "--daemonize", "no", "--dir"])
+            .arg(&self.dir)
+            .args(["--logfile"])
+            .arg(self.dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "redis-server did not answer PING within 10 s; log:\n{}",
+            std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+        );
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = ::redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return false;
+        };
+        ::redis::cmd("PING")
+            .query::<String>(&mut con)
+            .is_ok_and(|p| p == "PONG")
+    }
+
+    /// SIGKILL by PID, and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same socket and directory (the AOF, if any, is reloaded).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// A command on a fresh connection (the test's own, not the bus's).
+    pub fn cmd(&self, args: &[&str]) -> ::redis::Value {
+        let client = ::redis::Client::open(self.url()).expect("redis url");
+        let mut con = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect to test redis");
+        let mut cmd = ::redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut con)
+            .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP listener on 127.0.0.1 forwarding each connection to the server's unix socket.
+/// [`Proxy::cut`] closes every forwarded connection and refuses new ones (accepted and
+/// closed at once) until [`Proxy::heal`].
+pub struct Proxy {
+    pub port: u16,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: PathBuf) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (c, s, o) = (cut.clone(), stop.clone(), open.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                if c.load(Ordering::Relaxed) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let _ = client.set_nonblocking(false);
+                let Ok(upstream) = UnixStream::connect(&target) else {
+                    continue;
+                };
+                if let Ok(copy) = client.try_clone() {
+                    o.lock().unwrap().push(copy);
+                }
+                forward(&client, &upstream);
+            }
+        });
+        Proxy {
+            port,
+            cut,
+            stop,
+            open,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+        for conn in self.open.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+}
+
+/// Copies both ways on two threads until either side closes; then closes both.
+fn forward(client: &TcpStream, upstream: &UnixStream) {
+    let pairs: [(Box<dyn Read + Send>, Box<dyn Write + Send>); 2] = [
+        (
+            Box::new(client.try_clone().expect("clone")),
+            Box::new(upstream.try_clone().expect("clone")),
+        ),
+        (
+            Box::new(upstream.try_clone().expect("clone")),
+            Box::new(client.try_clone().expect("clone")),
+        ),
+    ];
+    let (client, upstream) = (
+        client.try_clone().expect("clone"),
+        upstream.try_clone().expect("clone"),
+    );
+    let closer = Arc::new(move || {
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = upstream.shutdown(Shutdown::Both);
+    });
+    for (mut from, mut to) in pairs {
+        let closer = closer.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            closer();
+        });
+    }
+}
