@@ -74,6 +74,10 @@ pub enum Phase {
     Body(Box<BodyState>),
     /// Receiving the event stream.
     Streaming,
+    /// Cluster mode: a publish was handed to the bus; the answer (its id, or 503) is written
+    /// when the bus replies. Bytes that arrive meanwhile are kept (`early`), as for
+    /// `Answering`.
+    Publishing { then: AfterAnswer, early: Vec<u8> },
     /// A complete response is queued in `pending`; when it is sent, either close or go
     /// back to reading a head, with the bytes that arrived meanwhile (`early`).
     Answering { then: AfterAnswer, early: Vec<u8> },
@@ -139,6 +143,10 @@ pub struct Client {
     pub last_write: Instant,
     /// Bytes received after a streaming request (bounded; past the bound: close).
     pub received_after_request: usize,
+    /// Cluster mode: a resume older than the local cache is being read from Redis. Log
+    /// frames are held back (the cursors keep collecting live events) until the range is
+    /// written through `pending`; keep-alives continue.
+    pub held: bool,
     /// A request on this connection was answered (it is kept alive between requests).
     pub answered: bool,
     /// When the current request-head phase began (accept, or the last keep-alive answer
@@ -162,6 +170,7 @@ impl Client {
             connected_at: now,
             last_write: now,
             received_after_request: 0,
+            held: false,
             answered: false,
             head_since: now,
             answer_since: now,

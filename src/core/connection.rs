@@ -66,7 +66,7 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
                 core.remove(id, CloseReason::Limit);
             }
         }
-        Phase::Answering { early, .. } => {
+        Phase::Answering { early, .. } | Phase::Publishing { early, .. } => {
             if early.len() + bytes.len() > max_head + max_body {
                 core.remove(id, CloseReason::Limit);
             } else {

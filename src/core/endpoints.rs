@@ -48,6 +48,13 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
             _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Post), now),
         },
         "/health" => match head.method {
+            Method::Get | Method::Head if core.bus_down() => {
+                // Cluster mode without Redis: a load balancer may send new clients elsewhere.
+                let plain = "text/plain; charset=utf-8";
+                let r = response::complete(503, plain, &[], b"bus down\n", then.closes());
+                let r = head_only_if(head.method, r, b"bus down\n".len());
+                answer(core, id, 503, r, then, rest, now);
+            }
             Method::Get | Method::Head => {
                 let plain = "text/plain; charset=utf-8";
                 answer_ok(core, id, head.method, plain, b"ok\n", then, rest, now);
@@ -188,7 +195,9 @@ pub(super) fn render_metrics(core: &Core) -> String {
         max_clients: core.cfg.max_clients,
         topics,
     };
-    metrics::render(&core.metrics, &g)
+    let mut out = metrics::render(&core.metrics, &g);
+    core.render_cluster_metrics(&mut out);
+    out
 }
 
 /// The most lagging streaming clients as JSON, worst first, at most [`MAX_LISTED_CLIENTS`].

@@ -56,6 +56,9 @@ pub enum RequestError {
     WrongToken,
     /// `/clients` from a non-loopback peer without the token.
     ClientsForbidden,
+    /// Cluster mode: the shared log did not take the publish (Redis down, overloaded, or
+    /// the outcome unknown); try again after this many seconds. No id was handed out.
+    BusUnavailable { retry_after_secs: u64 },
 }
 
 impl RequestError {
@@ -77,7 +80,7 @@ impl RequestError {
             LengthRequired => 411,
             MethodNotAllowed(_) => 405,
             NotFound => 404,
-            TooManyTopics | TooManyClients { .. } | ShuttingDown => 503,
+            TooManyTopics | TooManyClients { .. } | ShuttingDown | BusUnavailable { .. } => 503,
             TokenRequired => 401,
             WrongToken | ClientsForbidden => 403,
         }
@@ -113,6 +116,7 @@ impl RequestError {
             TokenRequired => "a bearer token is required",
             WrongToken => "wrong token",
             ClientsForbidden => "/clients is for loopback or token holders",
+            BusUnavailable { .. } => "the shared event log is unavailable, try again",
         }
     }
 
@@ -123,7 +127,9 @@ impl RequestError {
             MethodNotAllowed(Allow::GetHead) => Some("Allow: GET, HEAD".into()),
             MethodNotAllowed(Allow::Get) => Some("Allow: GET".into()),
             MethodNotAllowed(Allow::Post) => Some("Allow: POST".into()),
-            TooManyClients { retry_after_secs } => Some(format!("Retry-After: {retry_after_secs}")),
+            TooManyClients { retry_after_secs } | BusUnavailable { retry_after_secs } => {
+                Some(format!("Retry-After: {retry_after_secs}"))
+            }
             TokenRequired => Some("WWW-Authenticate: Bearer".into()),
             _ => None,
         }

@@ -48,6 +48,7 @@
 //! configured; and the event log's own ([`event_log`]).
 
 mod client;
+mod cluster;
 mod connection;
 pub mod drain;
 mod endpoints;
@@ -126,6 +127,8 @@ pub struct Core {
     /// The broadcast being written: (started, clients woken).
     fanout: Option<(Instant, usize)>,
     metrics: Metrics,
+    /// Cluster mode's state (`--redis`); `None` in the embedded mode.
+    cluster: Option<Box<cluster::Cluster>>,
 }
 
 impl Core {
@@ -138,6 +141,7 @@ impl Core {
         }
         let millis = u64::try_from(wall.timestamp_millis()).unwrap_or(0);
         let log = EventLog::new(millis, cfg.history, cfg.history_bytes, cfg.max_topics);
+        let cfg_cluster = cfg.cluster.is_some();
         Core {
             next_tick: cfg.interval.map(|i| now + i),
             clients: Slab::with_capacity(cfg.max_connections.min(1 << 20)),
@@ -155,6 +159,7 @@ impl Core {
             shutdown_deadline: None,
             fanout: None,
             metrics: Metrics::default(),
+            cluster: cfg_cluster.then(Box::default),
         }
     }
 
@@ -388,7 +393,7 @@ impl Core {
             let Some(c) = self.client(id) else { continue };
             let keep = match c.phase {
                 Phase::Streaming => self.has_pending(c),
-                Phase::Answering { .. } | Phase::Closing(_) => true,
+                Phase::Answering { .. } | Phase::Publishing { .. } | Phase::Closing(_) => true,
                 Phase::Head(_) | Phase::Body(_) => false,
             };
             if !keep {

@@ -14,6 +14,7 @@ use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, TICK_TOPIC_ID};
 use super::metrics::CloseReason;
 use super::topic::TopicId;
+use crate::bus::types::Publish;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::RequestHead;
 use crate::http::response;
@@ -134,6 +135,23 @@ pub(super) fn finish_publish(
         fail(core, id, RequestError::NotUtf8, now);
         return;
     };
+    if core.is_cluster() {
+        let publish = core.check_event(&st.topic, st.event.as_deref(), st.id.as_deref(), &data);
+        let submitted = publish.and_then(|()| {
+            let event = Publish {
+                token: 0,
+                topic: st.topic,
+                event: st.event,
+                custom_id: st.id,
+                data,
+            };
+            core.publish_to_bus(Some((id, st.then, early)), event, now)
+        });
+        if let Err(e) = submitted {
+            fail(core, id, e, now);
+        }
+        return;
+    }
     match core.publish_event(&st.topic, st.event.as_deref(), st.id.as_deref(), &data, now) {
         Ok(event_id) => {
             let body = format!("{event_id}\n");
@@ -160,15 +178,18 @@ impl Core {
         data: &str,
         now: Instant,
     ) -> Result<String, RequestError> {
-        if self.shutdown_deadline.is_some() {
-            return Err(RequestError::ShuttingDown);
-        }
-        if !valid_topic_name(topic) {
-            return Err(RequestError::InvalidTopic);
-        }
-        check_fields(event, id)?;
-        if data.is_empty() {
-            return Err(RequestError::EmptyData);
+        self.check_event(topic, event, id, data)?;
+        if self.is_cluster() {
+            // The id is not known yet: the shared log answers later (logged if refused).
+            let event = Publish {
+                token: 0,
+                topic: topic.to_owned(),
+                event: event.map(str::to_owned),
+                custom_id: id.map(str::to_owned),
+                data: data.to_owned(),
+            };
+            self.publish_to_bus(None, event, now)?;
+            return Ok(String::new());
         }
         let t = topic_for(self, topic)?;
         let gseq = self.log.assign_gseq();
@@ -183,11 +204,38 @@ impl Core {
         Ok(event_id)
     }
 
+    /// Whether an event can be published at all (shutting down, names, data).
+    pub(super) fn check_event(
+        &self,
+        topic: &str,
+        event: Option<&str>,
+        id: Option<&str>,
+        data: &str,
+    ) -> Result<(), RequestError> {
+        if self.shutdown_deadline.is_some() {
+            return Err(RequestError::ShuttingDown);
+        }
+        if !valid_topic_name(topic) {
+            return Err(RequestError::InvalidTopic);
+        }
+        check_fields(event, id)?;
+        if data.is_empty() {
+            return Err(RequestError::EmptyData);
+        }
+        Ok(())
+    }
+
     pub(super) fn tick(&mut self, now: Instant, wall: DateTime<Utc>) {
         let mut buf = Vec::with_capacity(64);
         frame::encode_event(&mut buf, None, None, &crate::timefmt::tick_text(wall));
         self.metrics.ticks += 1;
-        let gseq = self.log.assign_gseq();
+        // Cluster mode numbers events by their offset in the shared log: a tick shares the
+        // newest number instead of taking one (it is never resumed from).
+        let gseq = if self.is_cluster() {
+            self.log.last_gseq()
+        } else {
+            self.log.assign_gseq()
+        };
         self.append(now, TICK_TOPIC_ID, gseq, Rc::from(buf), None);
     }
 }

@@ -26,6 +26,7 @@ mod stdin;
 use sockets::Sockets;
 use stdin::{Stdin, StdinSource};
 
+use crate::bus::{BusHandle, Notify};
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
 use crate::core::{ClientId, CloseReason, Core, IoFailure};
@@ -33,6 +34,10 @@ use crate::core::{ClientId, CloseReason, Core, IoFailure};
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const STDIN: Token = Token(usize::MAX - 3);
+/// Cluster mode: the bus threads wake the reactor through a `mio::Waker` on this token.
+const BUS: Token = Token(usize::MAX - 4);
+/// Bus replies fed into the core per wake-up (an `Events` reply is one `XREAD` batch).
+const BUS_REPLIES_PER_TURN: usize = 64;
 
 /// Connections accepted per wake-up before existing clients get their turn.
 const ACCEPTS_PER_TURN: usize = 256;
@@ -58,6 +63,10 @@ pub struct Driver {
     read_again: Vec<u32>,
     scratch: Box<[u8]>,
     summary: Summary,
+    /// Cluster mode's bus (`--redis`); `None` in the embedded mode (no thread at all).
+    bus: Option<BusHandle>,
+    /// Replies may be left in the bus channel after a bounded turn: poll again at once.
+    bus_more: bool,
 }
 
 #[derive(Default)]
@@ -68,11 +77,26 @@ struct Summary {
     bytes: u64,
 }
 
-/// Opens the listener on `addr` with a deep accept backlog.
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    // SAFETY: listen(2) on a socket we own; raising the backlog of a listening socket is allowed.
-    unsafe { libc::listen(std_listener.as_raw_fd(), LISTEN_BACKLOG) };
+/// Opens the listener on `addr` with a deep accept backlog; with `reuse_port`, with
+/// `SO_REUSEPORT` so several processes share the port (the kernel spreads connections).
+fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let std_listener: std::net::TcpListener = if reuse_port {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        socket.into()
+    } else {
+        let listener = std::net::TcpListener::bind(addr)?;
+        // SAFETY: listen(2) on a socket we own; raising the backlog of a listening socket is allowed.
+        unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+        listener
+    };
     std_listener.set_nonblocking(true)?;
     Ok(TcpListener::from_std(std_listener))
 }
@@ -99,7 +123,7 @@ impl Driver {
     /// Binds the listener and sets up the reactor. `wall` and `seed` go to the core.
     pub fn new(cfg: Config) -> io::Result<Driver> {
         let poll = Poll::new()?;
-        let mut listener = bind(cfg.listen)?;
+        let mut listener = bind(cfg.listen, cfg.reuse_port)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -110,6 +134,18 @@ impl Driver {
             Some(Stdin::setup(&poll, STDIN, cfg.max_body)?)
         } else {
             None
+        };
+        let bus = match &cfg.cluster {
+            None => None,
+            Some(bus_cfg) => {
+                let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), BUS)?);
+                let notify: Notify = std::sync::Arc::new(move || {
+                    let _ = waker.wake();
+                });
+                let handle = BusHandle::start(bus_cfg.clone(), None, notify)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                Some(handle)
+            }
         };
         let now = Instant::now();
         let wall = chrono::Utc::now();
@@ -127,6 +163,8 @@ impl Driver {
             read_again: Vec::new(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             summary: Summary::default(),
+            bus,
+            bus_more: false,
         })
     }
 
@@ -147,6 +185,7 @@ impl Driver {
             let now = Instant::now();
             // (While accepting is backed off, the retry time is the deadline, not "now".)
             let busy = self.acceptor.has_work()
+                || self.bus_more
                 || !self.read_again.is_empty()
                 || matches!(
                     self.stdin,
@@ -189,6 +228,7 @@ impl Driver {
                         }
                     }
                     STDIN => self.read_stdin(now),
+                    BUS => self.bus_more = true,
                     Token(key) => self.on_client_event(key as u32, event, now),
                 }
             }
@@ -213,11 +253,34 @@ impl Driver {
             if self.core.next_deadline().is_some_and(|d| d <= now) {
                 self.core.handle_timeout(chrono::Utc::now(), now);
             }
+            self.exchange_with_bus(now);
             self.drain_outputs();
             self.maybe_summary(now);
             if self.core.is_finished() {
                 log::info!("shutdown complete");
                 return Ok(());
+            }
+        }
+    }
+
+    /// Cluster mode: feeds up to [`BUS_REPLIES_PER_TURN`] bus replies into the core, then
+    /// hands the core's bus requests to the bus (a refusal goes straight back to the core).
+    fn exchange_with_bus(&mut self, now: Instant) {
+        let Some(bus) = &self.bus else { return };
+        if self.bus_more {
+            self.bus_more = false;
+            for i in 0..=BUS_REPLIES_PER_TURN {
+                if i == BUS_REPLIES_PER_TURN {
+                    self.bus_more = true;
+                    break;
+                }
+                let Some(reply) = bus.try_recv() else { break };
+                self.core.handle_bus(reply, now);
+            }
+        }
+        while let Some(request) = self.core.poll_bus() {
+            if let Err(refusal) = bus.submit(request) {
+                self.core.handle_bus(refusal, now);
             }
         }
     }

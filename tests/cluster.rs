@@ -1,0 +1,202 @@
+//! Cluster mode (`--redis`) end to end: real `sse-server` processes sharing one real
+//! `redis-server` (each test starts its own on a unix socket in a temp dir, or behind a TCP
+//! proxy that can be cut), real sockets.
+//!
+//! Skips (and passes) without `redis-server`, unless `SSE_REQUIRE_ECOSYSTEM=1`.
+
+mod util;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use util::redis::{Persistence, Proxy, RedisServer};
+use util::{Server, Stream, eventually, http, publish, status_of};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// A node of the cluster on `redis_url`, ticks off.
+fn node(redis_url: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--redis", redis_url, "--interval", "off"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// `GET /health`: (status, body).
+fn health(addr: SocketAddr) -> (u16, String) {
+    let (h, b) = http(
+        addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    (status_of(&h), b)
+}
+
+fn wait_healthy(server: &Server) {
+    assert!(
+        eventually(LIMIT, || health(server.addr).0 == 200),
+        "node never reached Redis: {:?}",
+        health(server.addr)
+    );
+}
+
+/// Publishes and returns the id the cluster answered with.
+fn publish_ok(addr: SocketAddr, query: &str, data: &str) -> String {
+    let (status, body) = publish(addr, query, data);
+    assert_eq!(status, 200, "publish {data:?}: {body}");
+    body.trim().to_owned()
+}
+
+/// (id, data) of every non-reset event a stream got.
+fn received(s: &Stream) -> Vec<(String, String)> {
+    s.events
+        .iter()
+        .map(|e| (e.last_event_id.clone(), e.data.clone()))
+        .collect()
+}
+
+/// The offset of a cluster id `<epoch>-<offset>`.
+fn offset(id: &str) -> u64 {
+    id.rsplit_once('-')
+        .and_then(|(_, o)| o.parse().ok())
+        .unwrap_or_else(|| panic!("not a cluster id: {id:?}"))
+}
+
+#[test]
+fn two_nodes_deliver_the_same_ids_in_the_same_order() {
+    let Some(redis) = RedisServer::start("two_nodes", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[]);
+    let first = publish_ok(a.addr, "?topic=t", "first");
+    assert!(first.contains('-'), "a cluster id: {first}");
+    for s in [&mut sa, &mut sb] {
+        s.wait_events(1, LIMIT);
+        assert_eq!(received(s), [(first.clone(), "first".to_owned())]);
+    }
+    // 1,000 publishes split over both nodes.
+    let mut answered = Vec::new();
+    for i in 0..1000 {
+        let target = if i % 2 == 0 { a.addr } else { b.addr };
+        answered.push(publish_ok(target, "?topic=t", &format!("e{i}")));
+    }
+    sa.wait_events(1001, LIMIT);
+    sb.wait_events(1001, LIMIT);
+    let (ra, rb) = (received(&sa), received(&sb));
+    assert_eq!(ra.len(), 1001, "node A got {}", ra.len());
+    assert_eq!(ra, rb, "both nodes deliver the same events, ids and order");
+    let ids: Vec<&str> = ra.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(
+        ids.windows(2).all(|w| offset(w[0]) < offset(w[1])),
+        "offsets increase"
+    );
+    let answered: HashSet<&str> = answered.iter().map(String::as_str).collect();
+    let delivered: HashSet<&str> = ids[1..].iter().copied().collect();
+    assert_eq!(answered, delivered, "every answered id is delivered once");
+    let datas: HashSet<&str> = ra.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(datas.len(), 1001);
+}
+
+#[test]
+fn a_resume_on_another_node_gets_exactly_what_was_missed() {
+    let Some(redis) = RedisServer::start("resume_other_node", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
+    for i in 0..5 {
+        publish_ok(a.addr, "?topic=t", &format!("x{i}"));
+        publish_ok(b.addr, "?topic=other", &format!("o{i}"));
+    }
+    sa.wait_events(5, LIMIT);
+    let last = sa.events[2].last_event_id.clone();
+    drop(sa);
+    // Missed while away: x5..x7 (and events of another topic, not wanted).
+    for i in 5..8 {
+        publish_ok(b.addr, "?topic=t", &format!("x{i}"));
+        publish_ok(a.addr, "?topic=other", &format!("o{i}"));
+    }
+    let header = format!("Last-Event-ID: {last}");
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[&header]);
+    sb.wait_events(5, LIMIT);
+    publish_ok(a.addr, "?topic=t", "live");
+    sb.wait_events(6, LIMIT);
+    let datas: Vec<&str> = sb.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(datas, ["x3", "x4", "x5", "x6", "x7", "live"]);
+}
+
+#[test]
+fn a_resume_older_than_the_cache_is_read_from_redis() {
+    let Some(redis) = RedisServer::start("resume_from_redis", Persistence::None) else {
+        return;
+    };
+    // Node B keeps 4 events per topic: a resume 30 events back must come from Redis.
+    let (a, b) = (
+        node(&redis.url(), &[]),
+        node(&redis.url(), &["--history", "4"]),
+    );
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let first = publish_ok(a.addr, "?topic=t", "x0");
+    for i in 1..30 {
+        publish_ok(a.addr, "?topic=t", &format!("x{i}"));
+        publish_ok(a.addr, "?topic=other", &format!("o{i}"));
+    }
+    let header = format!("Last-Event-ID: {first}");
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[&header]);
+    assert!(eventually(LIMIT, || {
+        sb.fill_nonblocking();
+        sb.events.len() >= 29
+    }));
+    publish_ok(a.addr, "?topic=t", "live");
+    sb.wait_events(30, LIMIT);
+    let datas: Vec<String> = sb.events.iter().map(|e| e.data.clone()).collect();
+    let want: Vec<String> = (1..30)
+        .map(|i| format!("x{i}"))
+        .chain(["live".to_owned()])
+        .collect();
+    assert_eq!(datas, want);
+    assert!(b.metric("sse_bus_range_fetches_total") >= 1.0);
+}
+
+#[test]
+fn redis_unreachable_publish_503_streams_stay_open_health_says_so() {
+    let Some(redis) = RedisServer::start("unreachable", Persistence::None) else {
+        return;
+    };
+    let proxy = Proxy::start(redis.socket());
+    let a = node(&proxy.url(), &["--keepalive", "300ms"]);
+    wait_healthy(&a);
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[]);
+    publish_ok(a.addr, "?topic=t", "before");
+    s.wait_events(1, LIMIT);
+    proxy.cut();
+    assert!(
+        eventually(LIMIT, || health(a.addr) == (503, "bus down\n".to_owned())),
+        "health: {:?}",
+        health(a.addr)
+    );
+    let raw = "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+    let (head, _) = http(a.addr, raw);
+    assert_eq!(status_of(&head), 503, "{head}");
+    assert!(head.contains("Retry-After:"), "{head}");
+    let comments = s.comments();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert!(s.fill(), "the stream stays open during the outage");
+    }
+    assert!(s.comments() > comments, "keep-alives continue");
+    assert!(a.metric("sse_bus_connected") == 0.0);
+    proxy.heal();
+    wait_healthy(&a);
+    publish_ok(a.addr, "?topic=t", "after");
+    s.wait_events(2, LIMIT);
+    let datas: Vec<&str> = s.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(datas, ["before", "after"]);
+    assert!(a.metric("sse_bus_reconnects_total") >= 1.0);
+}
