@@ -200,3 +200,141 @@ fn redis_unreachable_publish_503_streams_stay_open_health_says_so() {
     assert_eq!(datas, ["before", "after"]);
     assert!(a.metric("sse_bus_reconnects_total") >= 1.0);
 }
+
+#[test]
+fn a_killed_and_restarted_node_misses_nothing() {
+    let Some(redis) = RedisServer::start("node_restart", Persistence::None) else {
+        return;
+    };
+    let mut a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[]);
+    for i in 0..3 {
+        publish_ok(b.addr, "?topic=t", &format!("x{i}"));
+    }
+    s.wait_events(3, LIMIT);
+    let last = s.events[2].last_event_id.clone();
+    util::signal(a.pid(), 9);
+    a.wait_exit(LIMIT).expect("node A exits on SIGKILL");
+    drop(s);
+    // Published on B while A is down.
+    for i in 3..10 {
+        publish_ok(b.addr, "?topic=t", &format!("x{i}"));
+    }
+    // A comes back (on another port: the harness picks a free one) and warms its cache.
+    let a = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    let header = format!("Last-Event-ID: {last}");
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[&header]);
+    s.wait_events(7, LIMIT);
+    publish_ok(b.addr, "?topic=t", "live");
+    s.wait_events(8, LIMIT);
+    let datas: Vec<&str> = s.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(datas, ["x3", "x4", "x5", "x6", "x7", "x8", "x9", "live"]);
+}
+
+/// Publishes `n` events on `addr` while `s` reads, retrying each publish answered 503 (the
+/// outage) until it is taken; returns the data of the events taken.
+fn publish_through_outage(addr: SocketAddr, from: usize, n: usize) -> Vec<String> {
+    let mut taken = Vec::new();
+    for i in from..from + n {
+        let data = format!("y{i}");
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let (status, body) = publish(addr, "?topic=t", &data);
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 503, "{body}");
+            assert!(Instant::now() < deadline, "publishes never recovered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        taken.push(data);
+    }
+    taken
+}
+
+#[test]
+fn redis_killed_with_appendonly_loses_and_repeats_nothing() {
+    let Some(mut redis) = RedisServer::start("redis_kill_aof", Persistence::AppendOnly) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[]);
+    let mut want = publish_through_outage(a.addr, 0, 10);
+    sa.wait_events(10, LIMIT);
+    redis.restart();
+    want.extend(publish_through_outage(b.addr, 10, 10));
+    for s in [&mut sa, &mut sb] {
+        s.wait_events(20, LIMIT);
+        let datas: Vec<String> = s.events.iter().map(|e| e.data.clone()).collect();
+        assert_eq!(datas, want, "nothing lost, nothing twice, no reset");
+    }
+}
+
+#[test]
+fn redis_killed_without_persistence_gives_reset_restart() {
+    let Some(mut redis) = RedisServer::start("redis_kill_none", Persistence::None) else {
+        return;
+    };
+    let a = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[]);
+    publish_ok(a.addr, "?topic=t", "old");
+    s.wait_events(1, LIMIT);
+    let old_id = s.events[0].last_event_id.clone();
+    redis.restart();
+    publish_through_outage(a.addr, 0, 1);
+    s.wait_events(3, LIMIT);
+    let kinds: Vec<(&str, &str)> = s
+        .events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("message", "old"),
+            ("reset", "{\"reason\":\"restart\"}"),
+            ("message", "y0")
+        ]
+    );
+    let new_epoch = s.events[1].last_event_id.clone();
+    assert!(
+        new_epoch.ends_with("-0") && new_epoch != old_id,
+        "{new_epoch}"
+    );
+    // A client resuming with an id of the lost epoch: restart, then the new epoch's events.
+    let header = format!("Last-Event-ID: {old_id}");
+    let mut late = Stream::open(a.addr, "/events?topic=t", &[&header]);
+    late.wait_events(2, LIMIT);
+    assert_eq!(late.events[0].event_type, "reset");
+    assert_eq!(late.events[0].data, "{\"reason\":\"restart\"}");
+    assert_eq!(late.events[1].data, "y0");
+}
+
+#[test]
+fn client_kill_reconnects_and_catches_up_without_gap_or_duplicate() {
+    let Some(redis) = RedisServer::start("client_kill", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
+    let mut want = Vec::new();
+    for round in 0..3 {
+        want.extend(publish_through_outage(b.addr, round * 10, 10));
+        redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+    }
+    want.extend(publish_through_outage(b.addr, 30, 5));
+    sa.wait_events(35, LIMIT);
+    let datas: Vec<String> = sa.events.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(datas, want);
+    assert_eq!(a.metric("sse_bus_gaps_total"), 0.0);
+}

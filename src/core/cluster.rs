@@ -66,6 +66,8 @@ pub(super) struct Cluster {
     next_token: u64,
     publishes: HashMap<u64, Waiter>,
     fetches: HashMap<u64, Fetch>,
+    /// Held clients resuming after an id this node has not applied yet, with its gseq.
+    awaiting: Vec<(ClientId, u64)>,
     requests: VecDeque<BusRequest>,
     stats: ClusterStats,
 }
@@ -116,6 +118,9 @@ pub(super) enum ClusterStart {
     /// Hold the client and read the events after `after` from Redis (after a `reset`
     /// `restart` first when `restart`).
     Fetch { after: u64, restart: bool },
+    /// The id is ahead of what this node has applied (its tail is catching up): hold the
+    /// client at the live edge until events up to this gseq arrived, then skip to after it.
+    Await { gseq: u64 },
     /// The node has not reached Redis yet: come back later (`retry:` and close).
     NotReady,
 }
@@ -178,6 +183,7 @@ impl Core {
                 if let Some(cl) = self.cluster.as_mut() {
                     cl.head_offset = cl.head_offset.max(head_offset);
                 }
+                self.release_awaiting();
             }
             BusReply::Published { token, id } => self.on_published(token, Ok(id), now),
             BusReply::PublishFailed { token, reason } => self.on_published(token, Err(reason), now),
@@ -495,6 +501,9 @@ impl Core {
                 after: 0,
                 restart: true,
             },
+            crate::bus::Resume::After(n) if n > cl.last_offset => ClusterStart::Await {
+                gseq: cl.gseq_base + n,
+            },
             crate::bus::Resume::After(n) if covers(cl.gseq_base + n) => {
                 ClusterStart::Local(Resume::After(cl.gseq_base + n))
             }
@@ -502,6 +511,54 @@ impl Core {
                 after: n,
                 restart: false,
             },
+        }
+    }
+
+    /// Holds a new stream whose resume point (`gseq`) this node has not applied yet.
+    pub(super) fn await_applied(&mut self, id: ClientId, gseq: u64) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        cl.awaiting.push((id, gseq));
+        if let Some(c) = self.client_mut(id) {
+            c.held = true;
+        }
+        self.release_awaiting();
+    }
+
+    /// Releases the held clients whose resume point was applied: each cursor skips the
+    /// entries up to it (they were collected while the client waited).
+    fn release_awaiting(&mut self) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        if cl.awaiting.is_empty() {
+            return;
+        }
+        let applied = cl.gseq_base + cl.last_offset;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut cl.awaiting)
+            .into_iter()
+            .partition(|&(_, g)| g <= applied);
+        cl.awaiting = waiting;
+        for (id, g) in ready {
+            let Some(c) = self.client(id).filter(|c| c.held && c.is_streaming()) else {
+                continue;
+            };
+            let nexts: Vec<u64> = c
+                .cursors
+                .iter()
+                .map(|cur| {
+                    let t = self.log.topic(cur.topic);
+                    t.resume_after(g).unwrap_or(t.end_seq()).max(cur.next)
+                })
+                .collect();
+            if let Some(c) = self.client_mut(id) {
+                for (cur, next) in c.cursors.iter_mut().zip(nexts) {
+                    cur.next = next;
+                }
+                c.held = false;
+            }
+            self.schedule(id);
         }
     }
 
@@ -725,7 +782,3 @@ fn encode_bus_event(e: &BusEvent) -> Vec<u8> {
     frame::encode_event(&mut buf, Some(&id), e.event.as_deref(), &e.data);
     buf
 }
-
-#[cfg(test)]
-#[path = "cluster_tests.rs"]
-mod tests;

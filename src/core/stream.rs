@@ -76,19 +76,19 @@ pub(super) fn start_stream(
         .last_event_id
         .as_deref()
         .or_else(|| head.param("lastEventId"));
-    let (resume, fetch) = if core.is_cluster() {
+    let (resume, deferred) = if core.is_cluster() {
         match core.resolve_cluster(last, &topic_ids) {
             ClusterStart::Local(resume) => (resume, None),
-            ClusterStart::Fetch { after, restart } => (Resume::Fresh, Some((after, restart))),
             ClusterStart::NotReady => {
                 over_limit(core, id, head, now);
                 return;
             }
+            start => (Resume::Fresh, Some(start)),
         }
     } else {
         (core.log.resolve(last), None)
     };
-    let restart = fetch.is_some_and(|(_, restart)| restart);
+    let restart = matches!(deferred, Some(ClusterStart::Fetch { restart: true, .. }));
     let mut gap = matches!(
         resume,
         Resume::Unknown | Resume::EarlierRun | Resume::TooOld
@@ -140,9 +140,13 @@ pub(super) fn start_stream(
     }
     core.streaming += 1;
     log::debug!("client added, {} clients ({:?})", core.streaming, peer);
-    if let Some((after, restart)) = fetch {
-        let topics = names.iter().map(|n| (*n).to_owned()).collect();
-        core.begin_fetch(id, after, restart, topics);
+    match deferred {
+        Some(ClusterStart::Fetch { after, restart }) => {
+            let topics = names.iter().map(|n| (*n).to_owned()).collect();
+            core.begin_fetch(id, after, restart, topics);
+        }
+        Some(ClusterStart::Await { gseq }) => core.await_applied(id, gseq),
+        _ => {}
     }
     core.arm_keepalive(id, now);
     core.schedule(id);
@@ -341,7 +345,8 @@ impl Core {
                 lagging.push(key);
                 continue;
             }
-            if c.writable && !c.queued {
+            // A held client (cluster mode, its resume being read) collects, unwoken.
+            if c.writable && !c.queued && !c.held {
                 let id = ClientId {
                     key,
                     generation: c.generation,

@@ -1,1 +1,0 @@
-//! Cluster-mode core tests.
