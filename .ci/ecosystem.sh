@@ -3,7 +3,7 @@
 #   tests/browser.rs  Debian's chromium + playwright-core (tests/browser, npm ci)
 #   tests/clients.rs  the eventsource npm package (tests/clients, npm ci) and httpx + httpx-sse
 #   tests/nginx.rs    Debian's nginx
-#   tests/bus.rs      Debian's redis-server (each test starts its own on a unix socket)
+#   tests/bus.rs, tests/cluster.rs  Debian's redis-server (each test starts its own on a unix socket)
 # Run it before `SSE_REQUIRE_ECOSYSTEM=1 cargo test`, which then fails instead of skipping
 # when anything is missing. Exits non-zero on any failure. Never downloads a browser build:
 # the browser is Debian's /usr/bin/chromium.
