@@ -338,3 +338,71 @@ fn client_kill_reconnects_and_catches_up_without_gap_or_duplicate() {
     assert_eq!(datas, want);
     assert_eq!(a.metric("sse_bus_gaps_total"), 0.0);
 }
+
+/// Starts `sse-server --listen ADDR <args>`; returns the child and its first stdout line.
+fn spawn_on(addr: &str, args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))
+        .args(["--listen", addr, "--interval", "off"])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sse-server");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    (child, line)
+}
+
+#[test]
+fn reuse_port_lets_two_processes_share_one_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (mut first, line) = spawn_on(&addr, &["--reuse-port"]);
+    assert!(line.contains(&addr), "{line:?}");
+    let (mut second, line) = spawn_on(&addr, &["--reuse-port"]);
+    assert!(
+        line.contains(&addr),
+        "the second process shares the port: {line:?}"
+    );
+    // Without the flag the port is taken: the server cannot start (exit status 1).
+    let (mut third, line) = spawn_on(&addr, &[]);
+    assert_eq!(line, "");
+    assert_eq!(third.wait().expect("exit").code(), Some(1));
+    let target: SocketAddr = addr.parse().unwrap();
+    assert_eq!(health(target).0, 200);
+    for child in [&mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn stdin_lines_go_through_the_shared_log() {
+    let Some(redis) = RedisServer::start("stdin", Persistence::None) else {
+        return;
+    };
+    let b = node(&redis.url(), &[]);
+    let mut a = Server::start_with(
+        &["--redis", &redis.url(), "--interval", "off", "--stdin"],
+        std::process::Stdio::piped(),
+    );
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut s = Stream::open(b.addr, "/events", &[]);
+    {
+        use std::io::Write;
+        let stdin = a.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"from stdin\n").expect("write stdin");
+        stdin.flush().expect("flush");
+    }
+    s.wait_events(1, LIMIT);
+    assert_eq!(s.events.len(), 1);
+    assert_eq!(s.events[0].data, "from stdin");
+    assert!(s.events[0].last_event_id.ends_with("-1"));
+}
