@@ -37,14 +37,15 @@ fn now_ns() -> u128 {
         .as_nanos()
 }
 
-/// A minimal SSE server: accepts `clients` connections, answers each request, then sends
-/// `events` `ts=` events to all of them (chunked when asked), 100 ms apart, and closes.
+/// A minimal SSE server: accepts `clients` connections (plus the one sse-load opens first to
+/// check the server), answers each request, then sends `events` `ts=` events to all of them
+/// (chunked when asked), 100 ms apart, and closes.
 fn stand_in(clients: usize, events: usize, chunked: bool) -> (String, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/stream", listener.local_addr().unwrap());
     let handle = thread::spawn(move || {
         let mut streams = Vec::new();
-        for _ in 0..clients {
+        for _ in 0..=clients {
             let (mut s, _) = listener.accept().unwrap();
             let mut head = Vec::new();
             let mut b = [0u8; 1024];

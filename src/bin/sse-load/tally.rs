@@ -1,0 +1,246 @@
+//! Counting deliveries in one worker: which events are in the measured window, how many
+//! clients got each (per client group), latency, duplicates and order.
+//!
+//! The window is the same in every worker: the coordinator gives its start and end as unix
+//! nanoseconds, so an event with a time inside (a tick, a `ts=` publish) is in or out of the
+//! window whichever worker sees it, and the coordinator can add the workers' counts per event.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::stats::{FastBuild, Histogram, Key};
+
+/// An event as counted: its client group and what it is.
+pub type EventKey = (u16, Key);
+
+/// What one client has received in the window.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen {
+    /// Window events received.
+    pub got: u32,
+    /// Streaming when the window started: expected to get every window event of its group.
+    pub counted: bool,
+    last_tick: u64,
+    last_ts: u64,
+}
+
+/// The measured window, in unix nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Window {
+    NotStarted,
+    Open { start_ns: u64 },
+    Closed { start_ns: u64, end_ns: u64 },
+}
+
+/// Everything counted about events in one worker.
+pub struct Tally {
+    pub window: Window,
+    /// Window events to the number of this worker's clients that received each.
+    pub counts: HashMap<EventKey, u32, FastBuild>,
+    /// Window events per group (the keys of `counts`, counted).
+    pub events_per_group: Vec<u64>,
+    /// Opaque events seen before the window opened (not part of it).
+    before: HashSet<EventKey, FastBuild>,
+    /// Someone publishes: the event cap counts what the publisher sent, not what arrived.
+    publishing: bool,
+    /// End the window after this many distinct events (when not publishing).
+    cap: Option<u64>,
+    /// Set when this worker closed the window itself (the cap was reached).
+    pub closed_here: bool,
+    /// Latency of window deliveries.
+    pub latency: Histogram,
+    /// Latency of every timed event since the last progress report (window or not).
+    pub recent: Histogram,
+    /// Events received at all (window or not), for deliveries per second over time.
+    pub received: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+}
+
+impl Tally {
+    /// A tally for `groups` client groups.
+    pub fn new(groups: usize, publishing: bool, cap: Option<u64>) -> Tally {
+        Tally {
+            window: Window::NotStarted,
+            counts: HashMap::default(),
+            events_per_group: vec![0; groups],
+            before: HashSet::default(),
+            publishing,
+            cap,
+            closed_here: false,
+            latency: Histogram::default(),
+            recent: Histogram::default(),
+            received: 0,
+            delivered: 0,
+            duplicates: 0,
+            out_of_order: 0,
+        }
+    }
+
+    /// Opens the window at `start_ns`.
+    pub fn open(&mut self, start_ns: u64) {
+        if self.window == Window::NotStarted {
+            self.window = Window::Open { start_ns };
+        }
+    }
+
+    /// Closes the window at `end_ns` (later events are outside it).
+    pub fn close(&mut self, end_ns: u64) {
+        if let Window::Open { start_ns } = self.window {
+            self.window = Window::Closed { start_ns, end_ns };
+        }
+    }
+
+    /// Adds an event every client of its group should get (the publisher's, before it is sent).
+    pub fn expect(&mut self, key: EventKey) {
+        if let std::collections::hash_map::Entry::Vacant(v) = self.counts.entry(key) {
+            v.insert(0);
+            self.events_per_group[usize::from(key.0)] += 1;
+        }
+    }
+
+    /// Takes an unpublished event out of the window (unless some client got it after all).
+    pub fn forget(&mut self, key: EventKey) {
+        if self.counts.get(&key) == Some(&0) {
+            self.counts.remove(&key);
+            self.events_per_group[usize::from(key.0)] -= 1;
+        }
+    }
+
+    /// One event reached a client of group `group` at `recv_ns`.
+    pub fn on_event(&mut self, seen: &mut Seen, key: EventKey, recv_ns: u64) {
+        self.received += 1;
+        if let Some(t) = key.1.time() {
+            self.recent.record(recv_ns.saturating_sub(t));
+        }
+        let (start_ns, end_ns) = match self.window {
+            Window::NotStarted => {
+                if let Key::Opaque(_) = key.1 {
+                    self.before.insert(key);
+                }
+                return;
+            }
+            Window::Open { start_ns } => (start_ns, None),
+            Window::Closed { start_ns, end_ns } => (start_ns, Some(end_ns)),
+        };
+        let known = self.counts.contains_key(&key);
+        let admitted = known
+            || match key.1 {
+                Key::Tick(t) | Key::Ts(t) => t >= start_ns && end_ns.is_none_or(|e| t <= e),
+                Key::Opaque(_) => end_ns.is_none() && !self.before.contains(&key),
+            };
+        if !admitted || !seen.counted {
+            return;
+        }
+        if let Some(t) = key.1.time() {
+            let last = if matches!(key.1, Key::Tick(_)) {
+                &mut seen.last_tick
+            } else {
+                &mut seen.last_ts
+            };
+            if t == *last {
+                self.duplicates += 1;
+                return;
+            }
+            if t < *last {
+                self.out_of_order += 1;
+                return;
+            }
+            *last = t;
+            self.latency.record(recv_ns.saturating_sub(t));
+        }
+        let n = self.counts.entry(key).or_insert(0);
+        *n += 1;
+        if !known {
+            self.events_per_group[usize::from(key.0)] += 1;
+        }
+        self.delivered += 1;
+        seen.got += 1;
+        if !known
+            && end_ns.is_none()
+            && !self.publishing
+            && self.cap.is_some_and(|cap| self.every_group_has(cap))
+        {
+            // Later events are outside the window: by time, or (opaque) by closure.
+            self.close(key.1.time().unwrap_or_else(crate::now_ns));
+            self.closed_here = true;
+        }
+    }
+
+    /// True when every group that has seen an event has seen at least `n` (groups of several
+    /// servers tick independently: the window ends at the last of their `n`-th ticks).
+    fn every_group_has(&self, n: u64) -> bool {
+        self.events_per_group.iter().all(|&e| e == 0 || e >= n)
+    }
+
+    /// Deliveries this worker expects, given how many counted clients each group has.
+    pub fn expected(&self, counted_per_group: &[u64]) -> u64 {
+        counted_per_group
+            .iter()
+            .zip(&self.events_per_group)
+            .map(|(c, e)| c * e)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_by_time_duplicates_and_order() {
+        let mut t = Tally::new(1, false, None);
+        let mut c = Seen {
+            counted: true,
+            ..Seen::default()
+        };
+        t.on_event(&mut c, (0, Key::Tick(50)), 60);
+        assert_eq!(t.delivered, 0, "before the window opened");
+        t.open(100);
+        t.on_event(&mut c, (0, Key::Tick(90)), 120);
+        t.on_event(&mut c, (0, Key::Tick(110)), 120);
+        t.on_event(&mut c, (0, Key::Tick(110)), 130);
+        t.on_event(&mut c, (0, Key::Tick(105)), 130);
+        assert_eq!((t.delivered, t.duplicates, t.out_of_order), (1, 1, 1));
+        t.close(200);
+        t.on_event(&mut c, (0, Key::Tick(190)), 230);
+        t.on_event(&mut c, (0, Key::Tick(210)), 230);
+        assert_eq!((t.delivered, c.got, t.events_per_group[0]), (2, 2, 2));
+        assert_eq!(t.expected(&[3]), 6);
+        assert_eq!(t.latency.count(), 2);
+        assert_eq!(t.received, 7);
+    }
+
+    #[test]
+    fn cap_closes_the_window_here() {
+        let mut t = Tally::new(2, false, Some(2));
+        let mut c = Seen {
+            counted: true,
+            ..Seen::default()
+        };
+        t.open(0);
+        t.on_event(&mut c, (1, Key::Tick(10)), 11);
+        t.on_event(&mut c, (1, Key::Tick(20)), 21);
+        assert!(t.closed_here);
+        assert_eq!(
+            t.window,
+            Window::Closed {
+                start_ns: 0,
+                end_ns: 20
+            }
+        );
+        t.on_event(&mut c, (1, Key::Tick(30)), 31);
+        assert_eq!(t.delivered, 2);
+    }
+
+    #[test]
+    fn forgotten_publishes_leave_the_window() {
+        let mut t = Tally::new(1, true, Some(1));
+        t.open(0);
+        t.expect((0, Key::Ts(5)));
+        t.expect((0, Key::Ts(6)));
+        t.forget((0, Key::Ts(5)));
+        assert_eq!(t.events_per_group, [1]);
+        assert!(!t.closed_here);
+    }
+}
