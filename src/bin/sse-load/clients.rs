@@ -9,8 +9,8 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use sse_server::http::chunked::ChunkedDecoder;
-use sse_server::sse::parse::{Event, Parser};
 
+use crate::frames::FrameReader;
 use crate::http;
 use crate::net;
 use crate::stats::Key;
@@ -41,7 +41,7 @@ pub enum Phase {
 pub struct Client {
     pub stream: Option<TcpStream>,
     pub phase: Phase,
-    pub parser: Parser,
+    pub frames: FrameReader,
     pub seen: Seen,
     pub group: u16,
     /// The `Last-Event-ID` to resume with (kept across a reconnect with no event).
@@ -54,7 +54,7 @@ impl Client {
         Client {
             stream: None,
             phase: Phase::Idle,
-            parser: Parser::new(),
+            frames: FrameReader::default(),
             seen: Seen::default(),
             group,
             resume_id: None,
@@ -161,11 +161,11 @@ impl Worker {
         if !matches!(c.phase, Phase::Streaming { .. }) {
             return;
         }
-        let id = c.parser.last_event_id();
+        let id = c.frames.last_event_id();
         if !id.is_empty() {
-            c.resume_id = Some(id.into());
+            c.resume_id = Some(String::from_utf8_lossy(id).into());
         }
-        c.parser = Parser::new();
+        c.frames = FrameReader::default();
         if let Some(mut s) = c.stream.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
@@ -333,27 +333,27 @@ impl Worker {
 pub struct Decode {
     /// De-chunked body bytes.
     body: Vec<u8>,
-    /// Events of one read.
-    events: Vec<Event>,
     /// The last tick text seen and its time (ticks repeat across clients: parse once).
-    tick_cache: (String, u64),
+    tick_cache: (Vec<u8>, u64),
 }
 
 impl Decode {
-    /// What `e` is; a tick's text is parsed once for all clients.
-    fn key(&mut self, e: &Event) -> Key {
-        if e.data == self.tick_cache.0 {
+    /// What an event is; a tick's text is parsed once for all clients.
+    fn key(&mut self, data: &[u8], id: &[u8]) -> Key {
+        if data == self.tick_cache.0.as_slice() {
             return Key::Tick(self.tick_cache.1);
         }
-        let k = Key::of(&e.data, &e.last_event_id);
+        let k = Key::of(data, id);
         if let Key::Tick(t) = k {
-            self.tick_cache = (e.data.clone(), t);
+            self.tick_cache.0.clear();
+            self.tick_cache.0.extend_from_slice(data);
+            self.tick_cache.1 = t;
         }
         k
     }
 }
 
-/// Decodes stream bytes for one client (de-chunking if needed), parses events, tallies them.
+/// Decodes stream bytes for one client (de-chunking if needed), reads events, tallies them.
 fn feed(
     c: &mut Client,
     data: &[u8],
@@ -364,27 +364,25 @@ fn feed(
     let Phase::Streaming { chunked } = &mut c.phase else {
         return Ok(());
     };
-    d.events.clear();
-    let mut over = false;
-    match chunked {
-        Some(ch) => {
-            d.body.clear();
-            let (_, done) = ch
-                .feed(data, &mut d.body, usize::MAX)
-                .map_err(|e| format!("bad chunked stream: {e:?}"))?;
-            c.parser.feed(&d.body, |e| d.events.push(e));
-            over = done;
-        }
-        None => c.parser.feed(data, |e| d.events.push(e)),
+    let (seen, group) = (&mut c.seen, c.group);
+    let Some(ch) = chunked else {
+        c.frames.feed(data, |bytes, id| {
+            let key = d.key(bytes, id);
+            tally.on_event(seen, (group, key), recv_ns);
+        });
+        return Ok(());
+    };
+    let mut body = std::mem::take(&mut d.body);
+    body.clear();
+    let decoded = ch.feed(data, &mut body, usize::MAX);
+    c.frames.feed(&body, |bytes, id| {
+        let key = d.key(bytes, id);
+        tally.on_event(seen, (group, key), recv_ns);
+    });
+    d.body = body;
+    match decoded {
+        Ok((_, true)) => Err("the server ended the stream (last chunk)".into()),
+        Ok((_, false)) => Ok(()),
+        Err(e) => Err(format!("bad chunked stream: {e:?}")),
     }
-    let mut events = std::mem::take(&mut d.events);
-    for e in events.drain(..) {
-        let key = d.key(&e);
-        tally.on_event(&mut c.seen, (c.group, key), recv_ns);
-    }
-    d.events = events;
-    if over {
-        return Err("the server ended the stream (last chunk)".into());
-    }
-    Ok(())
 }

@@ -15,6 +15,9 @@ use crate::timeline::Timeline;
 
 const SIZE: (u32, u32) = (760, 300);
 
+/// A named line: its name, its points, its colour.
+type Series<'a> = (&'a str, &'a [(f64, f64)], RGBColor);
+
 /// Writes the page.
 pub fn write(path: &Path, plan: &Plan, report: &Report, timeline: &Timeline) -> io::Result<()> {
     std::fs::write(
@@ -144,13 +147,7 @@ pub fn page(plan: &Plan, report: &Report, timeline: &Timeline) -> Result<String,
 }
 
 /// One line chart as an inline `<svg>` in a `<div class="chart" id=…>`.
-fn chart(
-    id: &str,
-    title: &str,
-    x: &str,
-    y: &str,
-    series: &[(&str, &[(f64, f64)], RGBColor)],
-) -> Result<String, String> {
+fn chart(id: &str, title: &str, x: &str, y: &str, series: &[Series<'_>]) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();

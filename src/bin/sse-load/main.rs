@@ -20,6 +20,7 @@ mod args;
 mod clients;
 mod coordinator;
 mod cpu;
+mod frames;
 mod html;
 mod http;
 mod limits;

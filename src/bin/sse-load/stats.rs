@@ -164,18 +164,22 @@ pub enum Key {
 
 impl Key {
     /// Classifies an event by its data (and id, for opaque events).
-    pub fn of(data: &str, id: &str) -> Key {
-        if let Some(rest) = data.strip_prefix("ts=") {
-            let digits = rest
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap_or("");
-            if let Ok(ns) = digits.parse() {
-                return Key::Ts(ns);
+    pub fn of(data: &[u8], id: &[u8]) -> Key {
+        if let Some(rest) = data.strip_prefix(b"ts=") {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            if (1..=20).contains(&digits) {
+                let ns = rest[..digits].iter().try_fold(0u64, |n, &d| {
+                    n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                });
+                if let Some(ns) = ns {
+                    return Key::Ts(ns);
+                }
             }
         }
-        if let Some(pos) = data.find("the time is ")
-            && let Some(ns) = parse_go_time(&data[pos + "the time is ".len()..])
+        const TICK: &[u8] = b"the time is ";
+        if let Some(pos) = data.windows(TICK.len()).position(|w| w == TICK)
+            && let Ok(text) = std::str::from_utf8(&data[pos + TICK.len()..])
+            && let Some(ns) = parse_go_time(text)
         {
             return Key::Tick(ns);
         }
@@ -269,12 +273,17 @@ mod tests {
     #[test]
     fn keys() {
         assert_eq!(
-            Key::of("the time is 2024-10-13 14:35:22.123456789 +0000 UTC", ""),
+            Key::of(b"the time is 2024-10-13 14:35:22.123456789 +0000 UTC", b""),
             Key::Tick(1_728_830_122_123_456_789)
         );
-        assert_eq!(Key::of("ts=42", ""), Key::Ts(42));
-        assert!(matches!(Key::of("hello", "1"), Key::Opaque(_)));
-        assert_ne!(Key::of("hello", "1"), Key::of("hello", "2"));
+        assert_eq!(Key::of(b"ts=42", b""), Key::Ts(42));
+        assert_eq!(Key::of(b"ts=42 and more", b""), Key::Ts(42));
+        assert!(matches!(
+            Key::of(b"ts=99999999999999999999999", b""),
+            Key::Opaque(_)
+        ));
+        assert!(matches!(Key::of(b"hello", b"1"), Key::Opaque(_)));
+        assert_ne!(Key::of(b"hello", b"1"), Key::of(b"hello", b"2"));
     }
 
     #[test]

@@ -123,7 +123,8 @@ impl Tally {
             Window::Open { start_ns } => (start_ns, None),
             Window::Closed { start_ns, end_ns } => (start_ns, Some(end_ns)),
         };
-        let known = self.counts.contains_key(&key);
+        let slot = self.counts.get_mut(&key);
+        let known = slot.is_some();
         let admitted = known
             || match key.1 {
                 Key::Tick(t) | Key::Ts(t) => t >= start_ns && end_ns.is_none_or(|e| t <= e),
@@ -149,10 +150,12 @@ impl Tally {
             *last = t;
             self.latency.record(recv_ns.saturating_sub(t));
         }
-        let n = self.counts.entry(key).or_insert(0);
-        *n += 1;
-        if !known {
-            self.events_per_group[usize::from(key.0)] += 1;
+        match slot {
+            Some(n) => *n += 1,
+            None => {
+                self.counts.insert(key, 1);
+                self.events_per_group[usize::from(key.0)] += 1;
+            }
         }
         self.delivered += 1;
         seen.got += 1;
