@@ -32,7 +32,7 @@ pub struct FrameReader {
 }
 
 fn eol(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n' || c == b'\r')
+    memchr::memchr2(b'\n', b'\r', b)
 }
 
 impl FrameReader {
@@ -120,7 +120,7 @@ impl FrameReader {
         if line[0] == b':' {
             return;
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match memchr::memchr(b':', line) {
             Some(c) => (
                 &line[..c],
                 line[c + 1..].strip_prefix(b" ").unwrap_or(&line[c + 1..]),

@@ -166,14 +166,8 @@ impl Key {
     /// Classifies an event by its data (and id, for opaque events).
     pub fn of(data: &[u8], id: &[u8]) -> Key {
         if let Some(rest) = data.strip_prefix(b"ts=") {
-            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            if (1..=20).contains(&digits) {
-                let ns = rest[..digits].iter().try_fold(0u64, |n, &d| {
-                    n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-                });
-                if let Some(ns) = ns {
-                    return Key::Ts(ns);
-                }
+            if let Some(ns) = parse_decimal(rest) {
+                return Key::Ts(ns);
             }
         }
         const TICK: &[u8] = b"the time is ";
@@ -197,6 +191,45 @@ impl Key {
             Key::Opaque(_) => None,
         }
     }
+}
+
+/// The decimal number at the start of `b` (1 to 19 digits, so it fits in a `u64`; unix
+/// nanoseconds have 19), eight digits at a time where it can.
+pub fn parse_decimal(b: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(raw);
+        if !all_digits(v) {
+            break;
+        }
+        n = n.checked_mul(100_000_000)?.checked_add(eight_digits(v))?;
+        i += 8;
+    }
+    while let Some(&d) = b.get(i) {
+        if !d.is_ascii_digit() {
+            break;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        i += 1;
+    }
+    (1..=19).contains(&i).then_some(n)
+}
+
+/// True when all eight bytes of `v` are ASCII digits.
+fn all_digits(v: u64) -> bool {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    v & HIGH == ZEROS && (v.wrapping_add(0x0606_0606_0606_0606) & HIGH) == ZEROS
+}
+
+/// The value of eight ASCII digits packed little-endian (first digit in the lowest byte).
+fn eight_digits(v: u64) -> u64 {
+    let v = ((v & 0x0F00_0F00_0F00_0F00) >> 8) + (v & 0x000F_000F_000F_000F) * 10;
+    let v = ((v & 0x00FF_0000_00FF_0000) >> 16) + (v & 0x0000_00FF_0000_00FF) * 100;
+    ((v & 0x0000_FFFF_0000_0000) >> 32) + (v & 0x0000_0000_0000_FFFF) * 10_000
 }
 
 /// Parses Go's `time.Time` layout, `2024-10-13 14:35:22.123456789 +0000 UTC` (the zone
@@ -268,6 +301,32 @@ mod tests {
             assert!(bucket_low(b) <= v, "{v}");
             assert!(b < Histogram::default().counts.len());
         }
+    }
+
+    #[test]
+    fn decimals_eight_at_a_time() {
+        for n in [
+            0u64,
+            7,
+            12,
+            12_345_678,
+            123_456_789,
+            1_728_830_122_123_456_789,
+            9_999_999_999_999_999_999,
+        ] {
+            let text = n.to_string();
+            assert_eq!(parse_decimal(text.as_bytes()), Some(n), "{n}");
+            assert_eq!(
+                parse_decimal(format!("{text}:x").as_bytes()),
+                Some(n),
+                "{n}"
+            );
+        }
+        assert_eq!(parse_decimal(b"12345678/"), Some(12_345_678));
+        assert_eq!(parse_decimal(b"1234567:89"), Some(1_234_567));
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"x1"), None);
+        assert_eq!(parse_decimal(b"99999999999999999999"), None);
     }
 
     #[test]
