@@ -95,6 +95,28 @@ impl Histogram {
         self.sum += other.sum;
     }
 
+    /// The values recorded since `earlier` (a copy of this histogram taken before). The max
+    /// is exact when it grew since, else the low edge of the highest bucket that grew.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let mut d = Histogram::default();
+        let mut top = None;
+        for (i, (a, b)) in self.counts.iter().zip(&earlier.counts).enumerate() {
+            let n = a.saturating_sub(*b);
+            if n > 0 {
+                d.counts[i] = n;
+                top = Some(i);
+            }
+        }
+        d.total = self.total.saturating_sub(earlier.total);
+        d.sum = self.sum.saturating_sub(earlier.sum);
+        d.max = if self.max > earlier.max {
+            self.max
+        } else {
+            top.map_or(0, bucket_low)
+        };
+        d
+    }
+
     /// Forgets every value (keeps the memory).
     pub fn clear(&mut self) {
         if self.total > 0 {
@@ -361,6 +383,11 @@ mod tests {
             both.record(v);
         }
         let b = Histogram::from_sparse(&b.sparse()).unwrap();
+        let before = a.clone();
+        a.record(42);
+        let d = a.since(&before);
+        assert_eq!((d.count(), d.max(), d.quantile(0.5)), (1, 42, 42));
+        let mut a = before;
         a.merge(&b);
         assert_eq!(a.counts, both.counts);
         assert_eq!(

@@ -48,8 +48,6 @@ pub struct Tally {
     pub closed_here: bool,
     /// Latency of window deliveries.
     pub latency: Histogram,
-    /// Latency of every timed event since the last progress report (window or not).
-    pub recent: Histogram,
     /// Events received at all (window or not), for deliveries per second over time.
     pub received: u64,
     pub delivered: u64,
@@ -69,7 +67,6 @@ impl Tally {
             cap,
             closed_here: false,
             latency: Histogram::default(),
-            recent: Histogram::default(),
             received: 0,
             delivered: 0,
             duplicates: 0,
@@ -110,9 +107,6 @@ impl Tally {
     /// One event reached a client of group `group` at `recv_ns`.
     pub fn on_event(&mut self, seen: &mut Seen, key: EventKey, recv_ns: u64) {
         self.received += 1;
-        if let Some(t) = key.1.time() {
-            self.recent.record(recv_ns.saturating_sub(t));
-        }
         let (start_ns, end_ns) = match self.window {
             Window::NotStarted => {
                 if let Key::Opaque(_) = key.1 {

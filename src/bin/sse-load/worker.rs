@@ -24,6 +24,7 @@ use crate::args::{Plan, WorkerSpec};
 use crate::clients::{Client, Decode, Phase};
 use crate::cpu;
 use crate::publisher::{PUBLISHER, Publisher};
+use crate::stats::Histogram;
 use crate::tally::{Tally, Window};
 use crate::wire::{Partial, Progress, ToWorker, counts_text};
 
@@ -82,6 +83,8 @@ pub struct Worker {
     cpu_at_start: u64,
     rss_before: u64,
     rss_clients: u64,
+    /// The window's latency as of the last progress report.
+    latency_reported: Histogram,
     control: Vec<u8>,
     stdin_open: bool,
     interrupted: bool,
@@ -150,6 +153,7 @@ pub fn run(plan: Plan, spec: WorkerSpec) -> Result<(), String> {
         cpu_at_start: 0,
         rss_before,
         rss_clients: 0,
+        latency_reported: Histogram::default(),
         control: Vec::new(),
         stdin_open: true,
         interrupted: false,
@@ -406,9 +410,9 @@ impl Worker {
             streaming: self.streaming as u64,
             received: self.tally.received,
             errors: self.connect_failed + self.refused.values().sum::<u64>() + self.disconnected,
-            recent: self.tally.recent.clone(),
+            recent: self.tally.latency.since(&self.latency_reported),
         };
-        self.tally.recent.clear();
+        self.latency_reported.clone_from(&self.tally.latency);
         send(&p.line());
     }
 
