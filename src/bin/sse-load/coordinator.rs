@@ -28,6 +28,8 @@ use crate::wire::{FromWorker, Partial, Reader, ToWorker};
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// After `END` (or `STOP`), how long past `--drain` a worker may take to send its result.
 const RESULT_GRACE: Duration = Duration::from_secs(10);
+/// How often the timeline gets a point.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
 /// One worker process as the coordinator sees it.
 struct WorkerProc {
@@ -140,6 +142,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, Failure> {
         last_sample: (Instant::now(), 0),
         tty: io::stdout().is_terminal() && !args.json,
         printed_progress: false,
+        last_print: None,
         server_pids: server_pids.clone(),
     };
     let outcome = c.run_loop();
@@ -277,6 +280,7 @@ struct Coordinator<'a> {
     last_sample: (Instant, u64),
     tty: bool,
     printed_progress: bool,
+    last_print: Option<Instant>,
     server_pids: Vec<u32>,
 }
 
@@ -426,11 +430,11 @@ impl Coordinator<'_> {
         eprintln!("sse-load: {}", p.failed.as_deref().unwrap_or(""));
     }
 
-    /// Once a second: a point of the timeline, and the progress line on a terminal.
+    /// Twice a second: a point of the timeline; once a second the progress line on a terminal.
     fn sample(&mut self, now: Instant) {
         let (at, received_before) = self.last_sample;
         let dt = now.duration_since(at);
-        if dt < Duration::from_secs(1) {
+        if dt < SAMPLE_EVERY {
             return;
         }
         let streaming: u64 = self.procs.iter().map(|p| p.streaming).sum();
@@ -446,7 +450,12 @@ impl Coordinator<'_> {
         };
         self.recent.clear();
         self.last_sample = (now, received);
-        if self.tty {
+        if self.tty
+            && self
+                .last_print
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_print = Some(now);
             print!(
                 "\r[{:6.1} s] connected {streaming}/{}  received {received}  deliveries/s {:.0}  p99 {:.2} ms  errors {errors}\x1b[K",
                 s.t, self.plan.args.clients, s.per_second, s.p99_ms

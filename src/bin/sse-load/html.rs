@@ -13,7 +13,7 @@ use crate::args::Plan;
 use crate::report::Report;
 use crate::timeline::Timeline;
 
-const SIZE: (u32, u32) = (760, 300);
+const SIZE: (u32, u32) = (720, 300);
 
 /// A named line: its name, its points, its colour.
 type Series<'a> = (&'a str, &'a [(f64, f64)], RGBColor);

@@ -1,4 +1,4 @@
-//! The run over time, sampled about once a second by the coordinator (for the HTML report).
+//! The run over time, sampled twice a second by the coordinator (for the HTML report).
 
 /// One point of the timeline.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -31,7 +31,7 @@ use crate::wire::{Partial, Progress, ToWorker, counts_text};
 const CONTROL: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 /// How often progress goes to the coordinator.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// After an `END` that did not say how many events there were, wait at least this long (within
 /// `--drain`) for events still in flight before calling a worker's clients complete.
 const END_GRACE: Duration = Duration::from_millis(500);
