@@ -23,8 +23,11 @@ pub struct FrameReader {
     data_lines: u32,
     /// The `id:` field of the event being read.
     id: Vec<u8>,
-    /// The last event id (what a reconnect sends as `Last-Event-ID`).
+    /// The last event id (what a reconnect sends as `Last-Event-ID`), unless `id_dispatched`.
     last_id: Vec<u8>,
+    /// The last event id is `id` (it was dispatched and not changed since): saves a copy per
+    /// event; `last_id` takes it only when an `id:` line is about to change `id`.
+    id_dispatched: bool,
     /// The previous read ended in CR: an LF at the start of the next one belongs to it.
     after_cr: bool,
     /// The start of the stream was checked for a BOM.
@@ -38,7 +41,11 @@ fn eol(b: &[u8]) -> Option<usize> {
 impl FrameReader {
     /// The last event id, as `EventSource` would send it on reconnection.
     pub fn last_event_id(&self) -> &[u8] {
-        &self.last_id
+        if self.id_dispatched {
+            &self.id
+        } else {
+            &self.last_id
+        }
     }
 
     /// Reads the next bytes; calls `on_event(data, last_event_id)` for each event dispatched.
@@ -108,10 +115,10 @@ impl FrameReader {
         on_event: &mut impl FnMut(&[u8], &[u8]),
     ) {
         if line.is_empty() {
-            self.last_id.clone_from(&self.id);
+            self.id_dispatched = true;
             if self.data_lines > 0 {
                 let borrowed = pending.and_then(|p| p.take());
-                on_event(borrowed.unwrap_or(&self.data), &self.last_id);
+                on_event(borrowed.unwrap_or(&self.data), &self.id);
             }
             self.data.clear();
             self.data_lines = 0;
@@ -144,6 +151,9 @@ impl FrameReader {
                 self.data_lines += 1;
             }
             b"id" if !value.contains(&0) => {
+                if std::mem::take(&mut self.id_dispatched) {
+                    std::mem::swap(&mut self.last_id, &mut self.id);
+                }
                 self.id.clear();
                 self.id.extend_from_slice(value);
             }
@@ -156,8 +166,8 @@ impl FrameReader {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use sse_server::sse::parse::parse_all;
 
+    /// The events, and the last event id at the end (what a reconnect would send).
     fn read(chunks: &[&[u8]]) -> Vec<(String, String)> {
         let mut r = FrameReader::default();
         let mut got = Vec::new();
@@ -169,21 +179,27 @@ mod tests {
                 ))
             });
         }
+        got.push((
+            "end".into(),
+            String::from_utf8_lossy(r.last_event_id()).into_owned(),
+        ));
         got
     }
 
     fn oracle(stream: &[u8]) -> Vec<(String, String)> {
-        parse_all(stream)
-            .into_iter()
-            .map(|e| (e.data, e.last_event_id))
-            .collect()
+        let mut p = sse_server::sse::parse::Parser::new();
+        let mut got = Vec::new();
+        p.feed(stream, |e| got.push((e.data, e.last_event_id)));
+        got.push(("end".into(), p.last_event_id().to_owned()));
+        got
     }
 
     #[test]
     fn typical_frames_in_any_split() {
         let wire = b"\xEF\xBB\xBF: hi\r\nid: 1\r\ndata: ts=5\r\n\r\nevent: x\ndata: a\ndata:b\n\ndata\n\nid: 2\n\n";
         let want = oracle(wire);
-        assert_eq!(want.len(), 3);
+        assert_eq!(want.len(), 4);
+        assert_eq!(want[3].1, "2");
         for cut in 0..wire.len() {
             for cut2 in cut..wire.len() {
                 assert_eq!(
