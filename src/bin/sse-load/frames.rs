@@ -111,7 +111,7 @@ impl FrameReader {
     fn line<'a>(
         &mut self,
         line: &'a [u8],
-        mut pending: Option<&mut Option<&'a [u8]>>,
+        pending: Option<&mut Option<&'a [u8]>>,
         on_event: &mut impl FnMut(&[u8], &[u8]),
     ) {
         if line.is_empty() {
@@ -136,7 +136,7 @@ impl FrameReader {
         };
         match name {
             b"data" => {
-                match pending.as_deref_mut() {
+                match pending {
                     Some(p) if self.data_lines == 0 => *p = Some(value),
                     p => {
                         if let Some(first) = p.and_then(|p| p.take()) {

@@ -187,10 +187,10 @@ pub enum Key {
 impl Key {
     /// Classifies an event by its data (and id, for opaque events).
     pub fn of(data: &[u8], id: &[u8]) -> Key {
-        if let Some(rest) = data.strip_prefix(b"ts=") {
-            if let Some(ns) = parse_decimal(rest) {
-                return Key::Ts(ns);
-            }
+        if let Some(rest) = data.strip_prefix(b"ts=")
+            && let Some(ns) = parse_decimal(rest)
+        {
+            return Key::Ts(ns);
         }
         const TICK: &[u8] = b"the time is ";
         if let Some(pos) = data.windows(TICK.len()).position(|w| w == TICK)
