@@ -37,15 +37,14 @@ fn now_ns() -> u128 {
         .as_nanos()
 }
 
-/// A minimal SSE server: accepts `clients` connections (plus the one sse-load opens first to
-/// check the server), answers each request, then sends `events` `ts=` events to all of them
-/// (chunked when asked), 100 ms apart, and closes.
+/// A minimal SSE server: accepts `clients` connections, answers each request, then sends
+/// `events` `ts=` events to all of them (chunked when asked), 100 ms apart, and closes.
 fn stand_in(clients: usize, events: usize, chunked: bool) -> (String, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/stream", listener.local_addr().unwrap());
     let handle = thread::spawn(move || {
         let mut streams = Vec::new();
-        for _ in 0..=clients {
+        for _ in 0..clients {
             let (mut s, _) = listener.accept().unwrap();
             let mut head = Vec::new();
             let mut b = [0u8; 1024];
@@ -348,18 +347,18 @@ fn every_event_once_in_order_across_reconnects() {
     assert_eq!(field(&json, "reconnect_failed"), "0");
 }
 
-/// A server that answers its first connection (sse-load's check) with a stream, then every
-/// other one with `503`.
+/// A server that answers every other connection with `503`, starting with the second (the
+/// first is sse-load's check that the server streams at all).
 fn half_refusing(clients: usize) -> (String, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/stream", listener.local_addr().unwrap());
     let handle = thread::spawn(move || {
         let mut keep = Vec::new();
-        for i in 0..=clients {
+        for i in 0..clients {
             let (mut s, _) = listener.accept().unwrap();
             let mut b = [0u8; 1024];
             let _ = s.read(&mut b);
-            if i > 0 && i % 2 == 0 {
+            if i % 2 == 1 {
                 let _ =
                     s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
             } else {

@@ -79,7 +79,10 @@ impl Worker {
     /// Starts the connections that are due under this worker's share of `--rate`.
     pub fn open_more(&mut self, now: Instant) {
         let n = self.clients.len();
-        let due = if self.spec.rate == 0.0 {
+        let due = if self.checking > 0 {
+            // The first stream to each server opens alone (see `Worker::check_first`).
+            self.checking
+        } else if self.spec.rate == 0.0 {
             n
         } else {
             let t = now.duration_since(self.started).as_secs_f64();

@@ -1,12 +1,12 @@
-//! The coordinator: checks the machine's limits and the server, starts the worker processes,
+//! The coordinator: checks the machine's limits, starts the worker processes (the first one
+//! alone until it has checked each server with one stream),
 //! keeps them in step (one window for all), shows live progress, and merges their results.
 //!
 //! Workers are this same binary with the hidden `--worker` flag; each gets a contiguous share
 //! of the clients and of `--rate`. A worker that exits without a result is reported as failed.
 //! SIGINT or SIGTERM stops every worker, which answer with what they measured so far.
 
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use crate::Failure;
 use crate::args::{Plan, WorkerSpec};
 use crate::cpu;
-use crate::http;
 use crate::limits::Limits;
 use crate::net;
 use crate::report::{Report, RunInfo};
@@ -24,8 +23,6 @@ use crate::stats::Histogram;
 use crate::timeline::{Sample, Timeline};
 use crate::wire::{FromWorker, Partial, Reader, ToWorker};
 
-/// How long the first (check) connection may take to connect and to answer.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// After `END` (or `STOP`), how long past `--drain` a worker may take to send its result.
 const RESULT_GRACE: Duration = Duration::from_secs(10);
 /// How often the timeline gets a point.
@@ -37,6 +34,7 @@ struct WorkerProc {
     child: Child,
     stdin: Option<ChildStdin>,
     reader: Reader,
+    first: bool,
     ready: bool,
     result: Option<Partial>,
     failed: Option<String>,
@@ -95,9 +93,6 @@ pub fn run(plan: Plan) -> Result<ExitCode, Failure> {
         limits.per_worker(),
         limits.ephemeral_ports
     );
-    for g in 0..plan.urls.len() {
-        check_server(&plan, (g * plan.topics.len().max(1)) as u16)?;
-    }
     let server_pids: Vec<u32> = if args.server_pids.is_empty() {
         let mut ports: Vec<u16> = plan
             .urls
@@ -116,24 +111,22 @@ pub fn run(plan: Plan) -> Result<ExitCode, Failure> {
             .map_err(|e| Failure::Runtime(format!("signals: {e}")))?;
     }
     let (tx, rx) = mpsc::channel();
-    let mut procs = Vec::new();
+    let mut specs = Vec::new();
     let mut first = 0usize;
     for index in 0..workers {
         let count = ((clients * (index + 1)) / workers) as usize - first;
-        let spec = WorkerSpec {
+        specs.push(WorkerSpec {
             index: index as u32,
             first,
             count,
             source_ips,
             rate: args.rate / workers as f64,
-        };
+        });
         first += count;
-        procs.push(spawn(spec, index as usize, &tx)?);
     }
-    drop(tx);
     let mut c = Coordinator {
         plan: &plan,
-        procs,
+        procs: vec![spawn(specs[0], 0, &tx)?],
         rx,
         stop,
         started: Instant::now(),
@@ -145,6 +138,14 @@ pub fn run(plan: Plan) -> Result<ExitCode, Failure> {
         last_print: None,
         server_pids: server_pids.clone(),
     };
+    // The first worker checks each server with one stream before the others start.
+    if !c.first_streams() {
+        return Ok(ExitCode::from(1));
+    }
+    for (i, spec) in specs.into_iter().enumerate().skip(1) {
+        c.procs.push(spawn(spec, i, &tx)?);
+    }
+    drop(tx);
     let outcome = c.run_loop();
     let report = c.report(outcome, &server_pids, source_ips, workers);
     if c.printed_progress {
@@ -181,47 +182,6 @@ fn exit_code(report: &Report) -> ExitCode {
     }
 }
 
-/// Opens one stream to the group's server first: unreachable, or not an event stream, is a
-/// clear error before thousands of connections fail the same way.
-fn check_server(plan: &Plan, group: u16) -> Result<(), Failure> {
-    let (url, _) = plan.group_target(group);
-    let shown = format!("http://{}{}", url.host, url.target);
-    let mut s = TcpStream::connect_timeout(&url.addr, CHECK_TIMEOUT).map_err(|e| {
-        Failure::Runtime(format!(
-            "cannot connect to {} ({shown}): {e}; is the server running?",
-            url.addr
-        ))
-    })?;
-    let _ = s.set_read_timeout(Some(CHECK_TIMEOUT));
-    s.write_all(&plan.stream_request(group, None))
-        .map_err(|e| Failure::Runtime(format!("{shown}: sending the request: {e}")))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| Failure::Runtime(format!("{shown}: no answer: {e}")))?;
-        if n == 0 {
-            return Err(Failure::Runtime(format!(
-                "{shown}: the server closed the connection without answering"
-            )));
-        }
-        head.extend_from_slice(&buf[..n]);
-        let parsed =
-            http::parse_head(&head).map_err(|e| Failure::Runtime(format!("{shown}: {e}")))?;
-        if let Some(h) = parsed {
-            if h.refusal().is_some() {
-                return Err(Failure::Runtime(format!(
-                    "the server at {shown} answered `{}` (Content-Type: {}), not an event stream",
-                    h.status_line,
-                    h.content_type.as_deref().unwrap_or("none")
-                )));
-            }
-            return Ok(());
-        }
-    }
-}
-
 fn spawn(spec: WorkerSpec, index: usize, tx: &Sender<Line>) -> Result<WorkerProc, Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure::Runtime(format!("own path: {e}")))?;
     let mut child = Command::new(exe)
@@ -251,6 +211,7 @@ fn spawn(spec: WorkerSpec, index: usize, tx: &Sender<Line>) -> Result<WorkerProc
         stdin: child.stdin.take(),
         child,
         reader: Reader::default(),
+        first: false,
         ready: false,
         result: None,
         failed: None,
@@ -285,6 +246,31 @@ struct Coordinator<'a> {
 }
 
 impl Coordinator<'_> {
+    /// Waits until the first worker's first streams are open; false if it failed (it said why)
+    /// or the run was interrupted.
+    fn first_streams(&mut self) -> bool {
+        loop {
+            if self.procs[0].first {
+                return true;
+            }
+            if self.procs[0].done() || self.stop.load(Ordering::Relaxed) {
+                let _ = self.procs[0].child.kill();
+                let _ = self.procs[0].child.wait();
+                return false;
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Line::Text(w, text)) => {
+                    self.on_line(w, &text);
+                }
+                Ok(Line::Eof(_)) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.procs[0].child.wait();
+                    return false;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
     fn run_loop(&mut self) -> Outcome {
         let mut stage = Stage::Connecting;
         let mut interrupted = false;
@@ -394,6 +380,7 @@ impl Coordinator<'_> {
         let p = &mut self.procs[w];
         match p.reader.line(text) {
             Ok(Some(FromWorker::Ready)) => p.ready = true,
+            Ok(Some(FromWorker::First)) => p.first = true,
             Ok(Some(FromWorker::Progress(pr))) => {
                 p.streaming = pr.streaming;
                 p.received = pr.received;

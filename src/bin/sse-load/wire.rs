@@ -1,7 +1,8 @@
 //! The line protocol between the coordinator and its workers (over the worker's stdin and
 //! stdout), and a worker's result ([`Partial`]) in a form that merges exactly.
 //!
-//! Worker to coordinator: `READY` (every client resolved), `P …` (progress, about once a
+//! Worker to coordinator: `FIRST` (the first worker's first stream to each server is open),
+//! `READY` (every client resolved), `P …` (progress, about once a
 //! second), `CLOSED end_ns counts` (it ended the window itself), then `RESULT`, the result's
 //! lines, `DONE`. Coordinator to worker: `START start_ns`, `END end_ns [counts]`, `STOP`.
 //! `counts` is `g:n,g:n…`: window events per client group as the sender saw them.
@@ -27,9 +28,14 @@ pub struct Progress {
 /// A message from a worker.
 #[derive(Debug)]
 pub enum FromWorker {
+    /// The first worker's first stream to each server opened.
+    First,
     Ready,
     Progress(Progress),
-    Closed { end_ns: u64, counts: Vec<u64> },
+    Closed {
+        end_ns: u64,
+        counts: Vec<u64>,
+    },
     Result(Box<Partial>),
 }
 
@@ -297,6 +303,7 @@ impl Reader {
         let mut it = line.splitn(2, ' ');
         match (it.next(), it.next()) {
             (Some("READY"), _) => Ok(Some(FromWorker::Ready)),
+            (Some("FIRST"), _) => Ok(Some(FromWorker::First)),
             (Some("RESULT"), _) => {
                 self.result = Some(Partial::default());
                 Ok(None)

@@ -75,6 +75,8 @@ pub struct Worker {
     pub reconnect_at: BinaryHeap<Reverse<(Instant, usize)>>,
     pub rng: u64,
     stage: Stage,
+    /// The first worker's first streams, one per server, still being checked (0: done).
+    pub checking: usize,
     resolved_at: Option<Instant>,
     counted_per_group: Vec<u64>,
     /// Events per group the window must have, as announced with `END`.
@@ -146,6 +148,11 @@ pub fn run(plan: Plan, spec: WorkerSpec) -> Result<(), String> {
         reconnect_at: BinaryHeap::new(),
         rng: 0x9E37_79B9_7F4A_7C15 ^ (spec.index as u64 + 1) ^ crate::now_ns(),
         stage: Stage::Connecting,
+        checking: if spec.index == 0 {
+            plan.urls.len().min(spec.count)
+        } else {
+            0
+        },
         resolved_at: None,
         counted_per_group: vec![0; groups],
         announced: Vec::new(),
@@ -188,7 +195,7 @@ impl Worker {
         let mut next_progress = Instant::now() + PROGRESS_EVERY;
         while self.stage != Stage::Done {
             let now = Instant::now();
-            let mut timeout = self.step(now);
+            let mut timeout = self.step(now)?;
             if now >= next_progress {
                 next_progress = now + PROGRESS_EVERY;
                 self.progress();
@@ -228,14 +235,17 @@ impl Worker {
         Ok(())
     }
 
-    /// Moves the run along; the longest the reactor may sleep.
-    fn step(&mut self, now: Instant) -> Duration {
+    /// Moves the run along; the longest the reactor may sleep. An error ends the worker.
+    fn step(&mut self, now: Instant) -> Result<Duration, String> {
         let mut timeout = Duration::from_millis(50);
         match self.stage {
             Stage::Connecting => {
+                let timed_out = now.duration_since(self.started) >= self.plan.args.connect_timeout;
+                if self.checking > 0 {
+                    self.check_first(timed_out)?;
+                }
                 self.open_more(now);
                 let resolved = self.resolved();
-                let timed_out = now.duration_since(self.started) >= self.plan.args.connect_timeout;
                 if resolved == self.clients.len() || timed_out {
                     self.resolved_at = Some(now);
                     self.rss_clients = cpu::rss_bytes().saturating_sub(self.rss_before);
@@ -280,7 +290,44 @@ impl Worker {
                 timeout = timeout.min(until.saturating_duration_since(now));
             }
         }
-        timeout
+        Ok(timeout)
+    }
+
+    /// The first worker opens one stream to each server alone, first: a server that cannot
+    /// be reached or does not answer with an event stream ends the run with a clear message
+    /// (exit 1) before thousands of connections fail the same way. Once they all stream it
+    /// says `FIRST`, and the coordinator starts the other workers.
+    fn check_first(&mut self, timed_out: bool) -> Result<(), String> {
+        let first = &self.clients[..self.checking];
+        if first
+            .iter()
+            .all(|c| matches!(c.phase, Phase::Streaming { .. }))
+        {
+            self.checking = 0;
+            send("FIRST\n");
+            return Ok(());
+        }
+        let Some(i) = first
+            .iter()
+            .position(|c| matches!(c.phase, Phase::Closed))
+            .or_else(|| timed_out.then_some(0))
+        else {
+            return Ok(());
+        };
+        let (url, _) = self.plan.group_target(self.clients[i].group);
+        let shown = format!("http://{}{}", url.host, url.target);
+        let why = self
+            .first_error
+            .clone()
+            .unwrap_or_else(|| "no answer by --connect-timeout".into());
+        Err(if self.refused.is_empty() && self.connect_failed > 0 {
+            format!(
+                "cannot connect to {} ({shown}): {why}; is the server running?",
+                url.addr
+            )
+        } else {
+            format!("{shown}: {why}")
+        })
     }
 
     /// Clients counted in the window.
