@@ -17,6 +17,9 @@ pub type EventKey = (u16, Key);
 pub struct Seen {
     /// Window events received.
     pub got: u32,
+    /// Where its next event probably is in its group's [`EventTable`] list (just after its
+    /// last one: every client of a group gets the same events in the same order).
+    next: u32,
     /// Streaming when the window started: expected to get every window event of its group.
     pub counted: bool,
     last_tick: u64,
@@ -34,9 +37,9 @@ pub enum Window {
 /// Everything counted about events in one worker.
 pub struct Tally {
     pub window: Window,
-    /// Window events to the number of this worker's clients that received each.
-    pub counts: HashMap<EventKey, u32, FastBuild>,
-    /// Window events per group (the keys of `counts`, counted).
+    /// Window events and how many of this worker's clients received each.
+    pub events: EventTable,
+    /// Window events per group.
     pub events_per_group: Vec<u64>,
     /// Opaque events seen before the window opened (not part of it).
     before: HashSet<EventKey, FastBuild>,
@@ -60,7 +63,7 @@ impl Tally {
     pub fn new(groups: usize, publishing: bool, cap: Option<u64>) -> Tally {
         Tally {
             window: Window::NotStarted,
-            counts: HashMap::default(),
+            events: EventTable::new(groups),
             events_per_group: vec![0; groups],
             before: HashSet::default(),
             publishing,
@@ -90,16 +93,15 @@ impl Tally {
 
     /// Adds an event every client of its group should get (the publisher's, before it is sent).
     pub fn expect(&mut self, key: EventKey) {
-        if let std::collections::hash_map::Entry::Vacant(v) = self.counts.entry(key) {
-            v.insert(0);
+        if self.events.find(key, u32::MAX).is_none() {
+            self.events.add(key, 0);
             self.events_per_group[usize::from(key.0)] += 1;
         }
     }
 
     /// Takes an unpublished event out of the window (unless some client got it after all).
     pub fn forget(&mut self, key: EventKey) {
-        if self.counts.get(&key) == Some(&0) {
-            self.counts.remove(&key);
+        if self.events.forget_unreceived(key) {
             self.events_per_group[usize::from(key.0)] -= 1;
         }
     }
@@ -117,7 +119,7 @@ impl Tally {
             Window::Open { start_ns } => (start_ns, None),
             Window::Closed { start_ns, end_ns } => (start_ns, Some(end_ns)),
         };
-        let slot = self.counts.get_mut(&key);
+        let slot = self.events.find(key, seen.next);
         let known = slot.is_some();
         let admitted = known
             || match key.1 {
@@ -144,13 +146,13 @@ impl Tally {
             *last = t;
             self.latency.record(recv_ns.saturating_sub(t));
         }
-        match slot {
-            Some(n) => *n += 1,
+        seen.next = match slot {
+            Some(at) => self.events.received(key.0, at),
             None => {
-                self.counts.insert(key, 1);
                 self.events_per_group[usize::from(key.0)] += 1;
+                self.events.add(key, 1)
             }
-        }
+        } + 1;
         self.delivered += 1;
         seen.got += 1;
         if !known
@@ -180,6 +182,85 @@ impl Tally {
     }
 }
 
+/// One worker's window events: per group, in the order first seen (the order the server sends
+/// them), with how many clients received each, and a hash index for the lookups the order
+/// does not answer. A client's next event is usually the one after its last, so most
+/// deliveries cost one comparison instead of a hash lookup.
+pub struct EventTable {
+    lists: Vec<Vec<Entry>>,
+    index: HashMap<EventKey, u32, FastBuild>,
+}
+
+struct Entry {
+    key: Key,
+    count: u32,
+    /// Taken out (a publish that failed): kept so positions stay valid.
+    gone: bool,
+}
+
+impl EventTable {
+    fn new(groups: usize) -> EventTable {
+        EventTable {
+            lists: (0..groups).map(|_| Vec::new()).collect(),
+            index: HashMap::default(),
+        }
+    }
+
+    /// Where `key` is in its group's list, trying position `hint` first.
+    fn find(&self, key: EventKey, hint: u32) -> Option<u32> {
+        let list = &self.lists[usize::from(key.0)];
+        match list.get(hint as usize) {
+            Some(e) if e.key == key.1 && !e.gone => Some(hint),
+            _ => self.index.get(&key).copied(),
+        }
+    }
+
+    /// Adds an event received `count` times; its position.
+    fn add(&mut self, key: EventKey, count: u32) -> u32 {
+        let list = &mut self.lists[usize::from(key.0)];
+        let at = list.len() as u32;
+        list.push(Entry {
+            key: key.1,
+            count,
+            gone: false,
+        });
+        self.index.insert(key, at);
+        at
+    }
+
+    /// One more client of `group` received the event at `at`; `at` again.
+    fn received(&mut self, group: u16, at: u32) -> u32 {
+        if let Some(e) = self.lists[usize::from(group)].get_mut(at as usize) {
+            e.count += 1;
+        }
+        at
+    }
+
+    /// Takes `key` out if no client received it; true if it did.
+    fn forget_unreceived(&mut self, key: EventKey) -> bool {
+        let Some(&at) = self.index.get(&key) else {
+            return false;
+        };
+        match self.lists[usize::from(key.0)].get_mut(at as usize) {
+            Some(e) if e.count == 0 && !e.gone => {
+                e.gone = true;
+                self.index.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every event and how many clients received it.
+    pub fn iter(&self) -> impl Iterator<Item = (EventKey, u32)> + '_ {
+        self.lists.iter().enumerate().flat_map(|(g, list)| {
+            list.iter()
+                .filter(|e| !e.gone)
+                .map(move |e| ((g as u16, e.key), e.count))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,8 +285,19 @@ mod tests {
         t.on_event(&mut c, (0, Key::Tick(210)), 230);
         assert_eq!((t.delivered, c.got, t.events_per_group[0]), (2, 2, 2));
         assert_eq!(t.expected(&[3]), 6);
-        assert_eq!(t.latency.count(), 2);
-        assert_eq!(t.received, 7);
+        // A second client finds the same events by position; 210 stays outside the window.
+        let mut d = Seen {
+            counted: true,
+            ..Seen::default()
+        };
+        t.on_event(&mut d, (0, Key::Tick(110)), 240);
+        t.on_event(&mut d, (0, Key::Tick(210)), 245);
+        t.on_event(&mut d, (0, Key::Tick(190)), 250);
+        let all: Vec<_> = t.events.iter().collect();
+        assert_eq!(all, [((0, Key::Tick(110)), 2), ((0, Key::Tick(190)), 2)]);
+        assert_eq!(d.got, 2);
+        assert_eq!(t.latency.count(), 4);
+        assert_eq!(t.received, 10);
     }
 
     #[test]
@@ -239,5 +331,13 @@ mod tests {
         t.forget((0, Key::Ts(5)));
         assert_eq!(t.events_per_group, [1]);
         assert!(!t.closed_here);
+        let mut c = Seen {
+            counted: true,
+            ..Seen::default()
+        };
+        t.on_event(&mut c, (0, Key::Ts(6)), 7);
+        t.on_event(&mut c, (0, Key::Ts(7)), 8);
+        let all: Vec<_> = t.events.iter().collect();
+        assert_eq!(all, [((0, Key::Ts(6)), 1), ((0, Key::Ts(7)), 1)]);
     }
 }

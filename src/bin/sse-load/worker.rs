@@ -505,7 +505,7 @@ impl Worker {
                 .clone()
                 .or_else(|| p.and_then(|p| p.first_error.clone())),
             latency: self.tally.latency.clone(),
-            events: self.tally.counts.iter().map(|(k, c)| (*k, *c)).collect(),
+            events: self.tally.events.iter().collect(),
         }
     }
 }
