@@ -367,8 +367,9 @@ fn half_refusing(clients: usize) -> (String, thread::JoinHandle<()>) {
             }
         }
         thread::sleep(Duration::from_millis(300));
+        let frame = format!("data: ts={}\n\n", now_ns());
         for s in &mut keep {
-            let _ = write!(s, "data: ts={}\n\n", now_ns());
+            let _ = s.write_all(frame.as_bytes());
         }
         thread::sleep(Duration::from_millis(500));
     });
@@ -531,4 +532,56 @@ fn sigterm_stops_every_worker_and_prints_the_partial_result() {
             "worker {w} still runs"
         );
     }
+}
+
+#[test]
+fn headers_go_with_every_stream() {
+    // A server that streams only to requests carrying the token, and refuses others with 401.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    let server = thread::spawn(move || {
+        let mut streams = Vec::new();
+        for _ in 0..10 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut b).unwrap();
+                assert!(n > 0);
+                head.extend_from_slice(&b[..n]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            if head.contains("\r\nauthorization: bearer s3cret\r\n")
+                && head.contains("\r\nx-tenant: t1\r\n")
+            {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+                streams.push(s);
+            } else {
+                let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+        thread::sleep(Duration::from_millis(300));
+        let frame = format!("data: ts={}\n\n", now_ns());
+        for s in &mut streams {
+            let _ = s.write_all(frame.as_bytes());
+        }
+        thread::sleep(Duration::from_millis(500));
+    });
+    let out = sse_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "10",
+        "--header",
+        "Authorization: Bearer s3cret",
+        "--header",
+        "X-Tenant: t1",
+        "--events",
+        "1",
+        "--duration",
+        "3s",
+        "--json",
+    ]);
+    assert_all_delivered(&out, 10, 1);
+    server.join().unwrap();
 }

@@ -341,3 +341,21 @@ mod tests {
         assert_eq!(all, [((0, Key::Ts(6)), 1), ((0, Key::Ts(7)), 1)]);
     }
 }
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn the_event_that_reaches_the_cap_still_counts_for_everyone() {
+        let mut t = Tally::new(1, false, Some(1));
+        t.open(0);
+        let mut cs = [Seen {
+            counted: true,
+            ..Seen::default()
+        }; 3];
+        for c in &mut cs {
+            t.on_event(c, (0, Key::Ts(10)), 11);
+        }
+        assert_eq!(t.delivered, 3);
+    }
+}
