@@ -136,6 +136,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, Failure> {
         tty: io::stdout().is_terminal() && !args.json,
         printed_progress: false,
         last_print: None,
+        so_far: Histogram::default(),
         server_pids: server_pids.clone(),
     };
     // The first worker checks each server with one stream before the others start.
@@ -241,7 +242,10 @@ struct Coordinator<'a> {
     last_sample: (Instant, u64),
     tty: bool,
     printed_progress: bool,
-    last_print: Option<Instant>,
+    /// When the progress line was last printed, and the events received then.
+    last_print: Option<(Instant, u64)>,
+    /// Window latency so far (for the progress line).
+    so_far: Histogram,
     server_pids: Vec<u32>,
 }
 
@@ -386,6 +390,7 @@ impl Coordinator<'_> {
                 p.received = pr.received;
                 p.errors = pr.errors;
                 self.recent.merge(&pr.recent);
+                self.so_far.merge(&pr.recent);
             }
             Ok(Some(FromWorker::Result(r))) => p.result = Some(*r),
             Ok(Some(m @ FromWorker::Closed { .. })) => return Some(m),
@@ -437,15 +442,16 @@ impl Coordinator<'_> {
         };
         self.recent.clear();
         self.last_sample = (now, received);
-        if self.tty
-            && self
-                .last_print
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.last_print = Some(now);
+        let (printed_at, printed_received) = self.last_print.unwrap_or((self.started, 0));
+        let since = now.duration_since(printed_at);
+        if self.tty && (self.last_print.is_none() || since >= Duration::from_secs(1)) {
+            self.last_print = Some((now, received));
+            let rate = received.saturating_sub(printed_received) as f64 / since.as_secs_f64();
             print!(
-                "\r[{:6.1} s] connected {streaming}/{}  received {received}  deliveries/s {:.0}  p99 {:.2} ms  errors {errors}\x1b[K",
-                s.t, self.plan.args.clients, s.per_second, s.p99_ms
+                "\r[{:6.1} s] connected {streaming}/{}  events received {received}  deliveries/s {rate:.0}  p99 so far {:.2} ms  errors {errors}\x1b[K",
+                s.t,
+                self.plan.args.clients,
+                self.so_far.quantile(0.99) as f64 / 1e6
             );
             let _ = io::stdout().flush();
             self.printed_progress = true;
