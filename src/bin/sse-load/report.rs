@@ -216,6 +216,10 @@ impl Report {
         }
     }
 
+}
+
+/// The two ways a report is shown.
+impl Report {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let ms = |ns: u64| ns as f64 / 1e6;

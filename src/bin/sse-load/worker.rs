@@ -452,6 +452,10 @@ impl Worker {
         }
     }
 
+}
+
+/// What the worker tells the coordinator.
+impl Worker {
     fn progress(&mut self) {
         let p = Progress {
             streaming: self.streaming as u64,
