@@ -318,6 +318,26 @@ fn slow_clients_do_not_hold_back_the_others() {
     assert_eq!(field(&json, "slow"), "8");
     assert_eq!(field(&json, "connected"), "32");
     assert_eq!(field(&json, "delivered"), (32 * 60).to_string());
+    // A worker that holds only slow clients does not end the window for the others.
+    let out = sse_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "40",
+        "--workers",
+        "2",
+        "--slow",
+        "20",
+        "--publish-rate",
+        "200",
+        "--events",
+        "60",
+        "--duration",
+        "5s",
+        "--json",
+    ]);
+    let json = json_of(&out, 0);
+    assert_eq!(field(&json, "delivered"), (20 * 60).to_string(), "{json}");
 }
 
 #[test]

@@ -215,7 +215,6 @@ impl Report {
             "INCOMPLETE"
         }
     }
-
 }
 
 /// The two ways a report is shown.

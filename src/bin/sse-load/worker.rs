@@ -263,7 +263,8 @@ impl Worker {
                     timeout = p.next_due().saturating_sub(elapsed).min(timeout);
                 }
                 let published_all = self.publisher.as_ref().is_some_and(Publisher::finished);
-                let everyone_lost = self.disconnected >= self.counted();
+                // A worker with no counted clients (all slow, or all refused) waits for `END`.
+                let everyone_lost = self.counted() > 0 && self.disconnected >= self.counted();
                 if published_all || everyone_lost {
                     self.tally.close(crate::now_ns());
                     self.tally.closed_here = true;
