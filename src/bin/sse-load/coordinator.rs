@@ -224,6 +224,8 @@ fn spawn(spec: WorkerSpec, index: usize, tx: &Sender<Line>) -> Result<WorkerProc
 
 /// How the loop ended.
 struct Outcome {
+    /// From the start until every worker was ready (every client streaming, failed or refused).
+    connected_after: Option<Duration>,
     interrupted: bool,
     window: Option<(Instant, Instant)>,
     cpu_self: u64,
@@ -280,6 +282,7 @@ impl Coordinator<'_> {
         let mut interrupted = false;
         let mut window: Option<(Instant, Instant)> = None;
         let mut cpu_start = (0u64, None::<u64>);
+        let mut connected_after = None;
         let server_pids = self.server_pids.clone();
         let drain = self.plan.args.drain;
         loop {
@@ -319,6 +322,7 @@ impl Coordinator<'_> {
                             break;
                         }
                         cpu_start = (cpu::self_ticks(), server_ticks(&server_pids));
+                        connected_after = Some(now.duration_since(self.started));
                         self.broadcast(&ToWorker::Start {
                             start_ns: crate::now_ns(),
                         });
@@ -367,6 +371,7 @@ impl Coordinator<'_> {
             let _ = p.child.wait();
         }
         Outcome {
+            connected_after,
             interrupted,
             window,
             cpu_self,
@@ -480,7 +485,11 @@ impl Coordinator<'_> {
             },
             ticks_per_second: cpu::ticks_per_second(),
         };
-        Report::merge(info, &parts)
+        let mut report = Report::merge(info, &parts);
+        if let Some(d) = o.connected_after {
+            report.connect_seconds = d.as_secs_f64();
+        }
+        report
     }
 }
 

@@ -452,7 +452,6 @@ impl Worker {
             self.reconnect(i);
         }
     }
-
 }
 
 /// What the worker tells the coordinator.
