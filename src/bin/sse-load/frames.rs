@@ -83,9 +83,14 @@ impl FrameReader {
         }
         // The first data line of the event being read, still in `bytes`.
         let mut pending: Option<&[u8]> = None;
-        while let Some(p) = eol(&bytes[i..]) {
-            self.line(&bytes[i..i + p], Some(&mut pending), on_event);
-            i = self.after_eol(bytes, i + p);
+        // One scan for every line end of the read (cheaper than a search per short line).
+        let base = i;
+        for p in memchr::memchr2_iter(b'\n', b'\r', &bytes[base..]).map(|p| base + p) {
+            if p < i {
+                continue; // the LF of a CRLF
+            }
+            self.line(&bytes[i..p], Some(&mut pending), on_event);
+            i = self.after_eol(bytes, p);
         }
         if let Some(d) = pending {
             self.data.extend_from_slice(d);
@@ -127,7 +132,8 @@ impl FrameReader {
         if line[0] == b':' {
             return;
         }
-        let (name, value) = match memchr::memchr(b':', line) {
+        // Field names are short: a plain scan beats a vectorised search here.
+        let (name, value) = match line.iter().position(|&b| b == b':') {
             Some(c) => (
                 &line[..c],
                 line[c + 1..].strip_prefix(b" ").unwrap_or(&line[c + 1..]),

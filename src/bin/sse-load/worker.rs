@@ -74,6 +74,9 @@ pub struct Worker {
     pub started: Instant,
     pub reconnect_at: BinaryHeap<Reverse<(Instant, usize)>>,
     pub rng: u64,
+    /// The receive timestamp shared by a few reads, and how many used it (0: take a new one).
+    pub stamp: u64,
+    pub stamp_uses: u32,
     stage: Stage,
     /// The first worker's first streams, one per server, still being checked (0: done).
     pub checking: usize,
@@ -147,6 +150,8 @@ pub fn run(plan: Plan, spec: WorkerSpec) -> Result<(), String> {
         started: Instant::now(),
         reconnect_at: BinaryHeap::new(),
         rng: 0x9E37_79B9_7F4A_7C15 ^ (spec.index as u64 + 1) ^ crate::now_ns(),
+        stamp: 0,
+        stamp_uses: 0,
         stage: Stage::Connecting,
         checking: if spec.index == 0 {
             plan.urls.len().min(spec.count)
@@ -210,6 +215,7 @@ impl Worker {
                 }
                 return Err(format!("epoll: {e}"));
             }
+            self.stamp_uses = 0;
             for ev in events.iter() {
                 match ev.token() {
                     PUBLISHER => {
