@@ -132,13 +132,20 @@ impl FrameReader {
         if line[0] == b':' {
             return;
         }
-        // Field names are short: a plain scan beats a vectorised search here.
-        let (name, value) = match line.iter().position(|&b| b == b':') {
-            Some(c) => (
-                &line[..c],
-                line[c + 1..].strip_prefix(b" ").unwrap_or(&line[c + 1..]),
-            ),
-            None => (line, &line[line.len()..]),
+        // The two fields a server sends most, as they are usually written; else the general
+        // split at the first colon (a plain scan: field names are short).
+        let (name, value): (&[u8], &[u8]) = if let Some(v) = line.strip_prefix(b"data: ") {
+            (b"data", v)
+        } else if let Some(v) = line.strip_prefix(b"id: ") {
+            (b"id", v)
+        } else {
+            match line.iter().position(|&b| b == b':') {
+                Some(c) => (
+                    &line[..c],
+                    line[c + 1..].strip_prefix(b" ").unwrap_or(&line[c + 1..]),
+                ),
+                None => (line, &line[line.len()..]),
+            }
         };
         match name {
             b"data" => {
