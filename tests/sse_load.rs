@@ -491,7 +491,7 @@ fn a_failing_worker_is_reported() {
         "--workers",
         "3",
         "--duration",
-        "20s",
+        "4s",
         "--json",
     ]);
     assert!(util::eventually(Duration::from_secs(5), || workers_of(
