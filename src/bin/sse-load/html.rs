@@ -176,6 +176,8 @@ fn chart(id: &str, title: &str, x: &str, y: &str, series: &[Series<'_>]) -> Resu
         ch.configure_mesh()
             .x_desc(x)
             .y_desc(y)
+            .x_label_formatter(&|v| trim_number(*v))
+            .y_label_formatter(&|v| trim_number(*v))
             .draw()
             .map_err(|e| e.to_string())?;
         for &(name, data, color) in series {
@@ -204,6 +206,16 @@ fn chart(id: &str, title: &str, x: &str, y: &str, series: &[Series<'_>]) -> Resu
     ))
 }
 
+/// An axis label: whole numbers without decimals, others with at most two.
+fn trim_number(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
 /// `s` escaped for HTML text.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -219,6 +231,14 @@ mod tests {
     use crate::report::{EventOutcome, RunInfo};
     use crate::timeline::Sample;
     use clap::Parser as _;
+
+    #[test]
+    fn axis_labels() {
+        assert_eq!(trim_number(2000.0), "2000");
+        assert_eq!(trim_number(2.5), "2.5");
+        assert_eq!(trim_number(0.25), "0.25");
+        assert_eq!(trim_number(1.5001), "1.5");
+    }
 
     #[test]
     fn page_is_self_contained_with_four_charts() {
