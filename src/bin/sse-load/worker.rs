@@ -2,10 +2,12 @@
 //! reactor running its share of the clients, driven by the coordinator over stdin, reporting
 //! over stdout ([`crate::wire`]).
 //!
-//! Its life: open the clients (at its share of `--rate`), say `READY` once each one streams,
-//! failed or was refused; on `START` count the streaming ones and (worker 0) start publishing;
-//! on `END` (or when it ends the window itself: `--events` reached, publisher done) drain until
-//! its clients have every window event or `--drain` passes; then send its result and exit.
+//! Its life: (the first worker only) open one stream to each server alone and say `FIRST`,
+//! or fail with a clear message; open the clients (at its share of `--rate`), say `READY`
+//! once each one streams, failed or was refused; on `START` count the streaming ones and
+//! (worker 0) start publishing; on `END` (or when it ends the window itself: `--events`
+//! reached, publisher done) drain until its clients have every window event or `--drain`
+//! passes; then send its result and exit.
 //! `STOP`, SIGINT, SIGTERM or the coordinator going away end the run at once with what was
 //! measured so far.
 
