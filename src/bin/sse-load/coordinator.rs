@@ -100,8 +100,12 @@ pub fn run(plan: Plan) -> Result<ExitCode, Failure> {
             .filter(|u| u.addr.ip().is_loopback())
             .map(|u| u.addr.port())
             .collect();
+        ports.sort_unstable();
         ports.dedup();
-        ports.into_iter().filter_map(cpu::listener_pid).collect()
+        let mut pids: Vec<u32> = ports.into_iter().filter_map(cpu::listener_pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     } else {
         args.server_pids.clone()
     };
