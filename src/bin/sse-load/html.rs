@@ -89,9 +89,11 @@ pub fn page(plan: &Plan, report: &Report, timeline: &Timeline) -> Result<String,
     let s = &timeline.samples;
     let conn: Vec<(f64, f64)> = s.iter().map(|x| (x.t, x.streaming as f64)).collect();
     let rate: Vec<(f64, f64)> = s.iter().map(|x| (x.t, x.per_second)).collect();
-    let p50: Vec<(f64, f64)> = s.iter().map(|x| (x.t, x.p50_ms)).collect();
-    let p99: Vec<(f64, f64)> = s.iter().map(|x| (x.t, x.p99_ms)).collect();
-    let max: Vec<(f64, f64)> = s.iter().map(|x| (x.t, x.max_ms)).collect();
+    // A sample in which nothing arrived has no latency: no point (not a 0 ms point).
+    let measured = || s.iter().filter(|x| x.per_second > 0.0);
+    let p50: Vec<(f64, f64)> = measured().map(|x| (x.t, x.p50_ms)).collect();
+    let p99: Vec<(f64, f64)> = measured().map(|x| (x.t, x.p99_ms)).collect();
+    let max: Vec<(f64, f64)> = measured().map(|x| (x.t, x.max_ms)).collect();
     let complete: Vec<(f64, f64)> = report
         .outcomes
         .iter()
@@ -258,11 +260,12 @@ mod tests {
             expected: 3,
         });
         let mut t = Timeline::default();
-        for i in 0..5 {
+        for i in 0..6 {
             t.samples.push(Sample {
                 t: f64::from(i),
                 streaming: 3,
-                per_second: 30.0,
+                // The first sample saw no event: it has no latency to draw.
+                per_second: if i == 0 { 0.0 } else { 30.0 },
                 p50_ms: 1.0,
                 p99_ms: 2.0,
                 max_ms: 3.0,
