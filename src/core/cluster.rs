@@ -66,8 +66,8 @@ pub(super) struct Cluster {
     next_token: u64,
     publishes: HashMap<u64, Waiter>,
     fetches: HashMap<u64, Fetch>,
-    /// Held clients resuming after an id this node has not applied yet, with its gseq.
-    awaiting: Vec<(ClientId, u64)>,
+    /// Held clients resuming after an id this node has not applied yet.
+    awaiting: Vec<Awaiting>,
     requests: VecDeque<BusRequest>,
     stats: ClusterStats,
 }
@@ -78,6 +78,17 @@ struct Waiter {
     client: Option<ClientId>,
     custom_id: Option<String>,
     since: Instant,
+}
+
+/// A held client waiting for this node's tail to apply its resume point.
+struct Awaiting {
+    client: ClientId,
+    /// The resume point, as a sequence number and as an offset.
+    gseq: u64,
+    offset: u64,
+    /// `Events` replies seen since, whose head was still below `offset`: after two, the
+    /// id is taken as never issued (`reset` `unknown-id`).
+    rounds: u8,
 }
 
 /// A resuming client's range read from Redis.
@@ -120,7 +131,7 @@ pub(super) enum ClusterStart {
     Fetch { after: u64, restart: bool },
     /// The id is ahead of what this node has applied (its tail is catching up): hold the
     /// client at the live edge until events up to this gseq arrived, then skip to after it.
-    Await { gseq: u64 },
+    Await { gseq: u64, offset: u64 },
     /// The node has not reached Redis yet: come back later (`retry:` and close).
     NotReady,
 }
@@ -183,7 +194,7 @@ impl Core {
                 if let Some(cl) = self.cluster.as_mut() {
                     cl.head_offset = cl.head_offset.max(head_offset);
                 }
-                self.release_awaiting();
+                self.release_awaiting(Some(head_offset));
             }
             BusReply::Published { token, id } => self.on_published(token, Ok(id), now),
             BusReply::PublishFailed { token, reason } => self.on_published(token, Err(reason), now),
@@ -492,6 +503,12 @@ impl Core {
         };
         let head = cl.head_offset.max(cl.last_offset);
         match resume(&id, epoch, cl.first_retained.unwrap_or(0), head) {
+            // Ahead of the head this node knows of: maybe published a moment ago on another
+            // node; wait for the tail to say (bounded by its next replies).
+            crate::bus::Resume::Unknown if cl.connected => ClusterStart::Await {
+                gseq: cl.gseq_base + id.offset,
+                offset: id.offset,
+            },
             crate::bus::Resume::Unknown => ClusterStart::Local(Resume::Unknown),
             crate::bus::Resume::TooOld => ClusterStart::Local(Resume::TooOld),
             crate::bus::Resume::Restart if covers(cl.gseq_base) => {
@@ -503,6 +520,7 @@ impl Core {
             },
             crate::bus::Resume::After(n) if n > cl.last_offset => ClusterStart::Await {
                 gseq: cl.gseq_base + n,
+                offset: n,
             },
             crate::bus::Resume::After(n) if covers(cl.gseq_base + n) => {
                 ClusterStart::Local(Resume::After(cl.gseq_base + n))
@@ -515,20 +533,27 @@ impl Core {
     }
 
     /// Holds a new stream whose resume point (`gseq`) this node has not applied yet.
-    pub(super) fn await_applied(&mut self, id: ClientId, gseq: u64) {
+    pub(super) fn await_applied(&mut self, id: ClientId, gseq: u64, offset: u64) {
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
-        cl.awaiting.push((id, gseq));
+        cl.awaiting.push(Awaiting {
+            client: id,
+            gseq,
+            offset,
+            rounds: 0,
+        });
         if let Some(c) = self.client_mut(id) {
             c.held = true;
         }
-        self.release_awaiting();
+        self.release_awaiting(None);
     }
 
     /// Releases the held clients whose resume point was applied: each cursor skips the
-    /// entries up to it (they were collected while the client waited).
-    fn release_awaiting(&mut self) {
+    /// entries up to it (they were collected while the client waited). With `head` (the
+    /// head an `Events` reply reported), a resume point still beyond it after two replies
+    /// was never issued: that client gets `reset` `unknown-id` and live events.
+    fn release_awaiting(&mut self, head: Option<u64>) {
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
@@ -536,10 +561,45 @@ impl Core {
             return;
         }
         let applied = cl.gseq_base + cl.last_offset;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut cl.awaiting)
-            .into_iter()
-            .partition(|&(_, g)| g <= applied);
-        cl.awaiting = waiting;
+        let mut ready = Vec::new();
+        let mut unknown = Vec::new();
+        for mut a in std::mem::take(&mut cl.awaiting) {
+            if a.gseq <= applied {
+                ready.push((a.client, a.gseq));
+            } else if head.is_some_and(|h| h < a.offset) && a.rounds >= 1 {
+                unknown.push(a.client);
+            } else {
+                a.rounds += u8::from(head.is_some_and(|h| h < a.offset));
+                cl.awaiting.push(a);
+            }
+        }
+        for id in unknown {
+            if !self.client(id).is_some_and(|c| c.held && c.is_streaming()) {
+                continue;
+            }
+            let mut reset = Vec::new();
+            let newest = self.newest_reset_id();
+            frame::encode_event(&mut reset, Some(&newest), Some("reset"), UNKNOWN_ID);
+            let ends: Vec<u64> = self.client(id).map_or(Vec::new(), |c| {
+                c.cursors
+                    .iter()
+                    .map(|cur| self.log.topic(cur.topic).end_seq())
+                    .collect()
+            });
+            if let Some(c) = self.client_mut(id) {
+                let mut bytes = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
+                bytes.extend_from_slice(&reset);
+                for (cur, end) in c.cursors.iter_mut().zip(ends) {
+                    cur.next = end;
+                }
+                c.pending = Some(Pending {
+                    bytes: Bytes::Owned(bytes.into()),
+                    offset: 0,
+                });
+                c.held = false;
+            }
+            self.schedule(id);
+        }
         for (id, g) in ready {
             let Some(c) = self.client(id).filter(|c| c.held && c.is_streaming()) else {
                 continue;
@@ -773,6 +833,7 @@ impl Fetch {
 
 const TOO_OLD: &str = "{\"reason\":\"too-old\"}";
 const RESTART: &str = "{\"reason\":\"restart\"}";
+const UNKNOWN_ID: &str = "{\"reason\":\"unknown-id\"}";
 
 /// The SSE frame of an event of the shared log (its id is the cluster id, or the
 /// publisher's own).

@@ -145,7 +145,7 @@ pub(super) fn start_stream(
             let topics = names.iter().map(|n| (*n).to_owned()).collect();
             core.begin_fetch(id, after, restart, topics);
         }
-        Some(ClusterStart::Await { gseq }) => core.await_applied(id, gseq),
+        Some(ClusterStart::Await { gseq, offset }) => core.await_applied(id, gseq, offset),
         _ => {}
     }
     core.arm_keepalive(id, now);
