@@ -406,3 +406,20 @@ fn stdin_lines_go_through_the_shared_log() {
     assert_eq!(s.events[0].data, "from stdin");
     assert!(s.events[0].last_event_id.ends_with("-1"));
 }
+
+#[test]
+fn bad_cluster_flags_exit_2_with_a_message() {
+    for args in [
+        &["--redis", "localhost:6379"][..],
+        &["--redis", "redis://h", "--redis-prefix", "a b"],
+        &["--redis-max-len", "0"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))
+            .args(args)
+            .output()
+            .expect("run sse-server");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("redis"), "{args:?}: {err}");
+    }
+}
