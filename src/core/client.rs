@@ -8,7 +8,9 @@ use smallvec::SmallVec;
 
 use super::metrics::CloseReason;
 use super::topic::TopicId;
-use crate::http::request::HeadReader;
+use crate::http::body::BodyReader;
+use crate::http::request::{HeadReader, RequestHead};
+use crate::http::response::Connection;
 
 /// Names a connection: its slab key and the generation it was accepted with. A slab key is
 /// reused after its client leaves; the generation makes ids of departed clients stale, so
@@ -70,7 +72,7 @@ pub struct Cursor {
 pub enum Phase {
     /// Reading a request head.
     Head(HeadReader),
-    /// Reading a publish body.
+    /// Reading a request body (a publish's, or one to discard before routing).
     Body(Box<BodyState>),
     /// Receiving the event stream.
     Streaming,
@@ -92,33 +94,42 @@ pub enum AfterAnswer {
 }
 
 impl AfterAnswer {
-    /// What a request with `Connection: close` (or HTTP/1.0 without keep-alive) asks for.
-    pub fn for_request(close: bool) -> AfterAnswer {
-        if close {
-            AfterAnswer::Close
-        } else {
+    /// What the connection does after an answer that says `connection`.
+    pub fn after(connection: Connection) -> AfterAnswer {
+        if connection.keeps_alive() {
             AfterAnswer::KeepAlive
+        } else {
+            AfterAnswer::Close
         }
-    }
-
-    /// True when the response must say `Connection: close`.
-    pub fn closes(self) -> bool {
-        self == AfterAnswer::Close
     }
 }
 
-/// A publish request whose body is still arriving.
+/// A request whose body is still arriving: read (kept or discarded) by `reader`, then acted
+/// on as `purpose` says.
 #[derive(Debug)]
 pub struct BodyState {
-    /// Decodes a chunked body; `None` for a body of `need` bytes (`Content-Length`).
-    pub chunked: Option<crate::http::chunked::ChunkedDecoder>,
+    pub reader: BodyReader,
+    pub purpose: BodyPurpose,
+}
+
+/// What a request body is read for.
+#[derive(Debug)]
+pub enum BodyPurpose {
+    /// A publish: the body is the event's data.
+    Publish(PublishFields),
+    /// Any other request with a body (`GET /health` with a `Content-Length`): the body is
+    /// read past and dropped, then this head is routed as a request without a body.
+    ThenRoute(Box<RequestHead>),
+}
+
+/// A publish request's fields from its head, kept while its body arrives.
+#[derive(Debug)]
+pub struct PublishFields {
     pub topic: String,
     pub event: Option<String>,
     pub id: Option<String>,
-    pub need: usize,
-    pub body: Vec<u8>,
-    /// What the connection does once the publish is answered.
-    pub then: AfterAnswer,
+    /// What the answer says about the connection.
+    pub connection: Connection,
 }
 
 /// One connection.
