@@ -42,7 +42,8 @@
 //!
 //! Invariants (checked after every input in debug builds and by the simulator,
 //! [`Core::check_invariants`]): the streaming count matches the clients; every topic
-//! subscriber has exactly one matching cursor and every cursor is listed by its topic;
+//! subscriber has exactly one matching cursor and every cursor is listed by its topic (the
+//! subscriber counts equal the live cursors; a client has one cursor per topic);
 //! cursors lie within their topic's retained log; a fully written pending buffer is never
 //! kept; a writable client with bytes pending is queued; ticks are scheduled while
 //! configured; and the event log's own ([`event_log`]).
@@ -486,8 +487,23 @@ impl Core {
                 }
             }
         }
+        // Subscriber counts equal live cursors (issue 11, finding 2): with the two checks
+        // around this one, every subscriber entry and every cursor pair up one to one.
+        let subscribers: usize = self.log.topics().map(|(_, t)| t.subscribers.len()).sum();
+        let cursors: usize = self.clients.iter().map(|(_, c)| c.cursors.len()).sum();
+        if subscribers != cursors {
+            return Err(format!(
+                "{subscribers} topic subscribers but {cursors} cursors"
+            ));
+        }
         for (key, c) in &self.clients {
-            for cur in &c.cursors {
+            for (i, cur) in c.cursors.iter().enumerate() {
+                if c.cursors[..i].iter().any(|other| other.topic == cur.topic) {
+                    return Err(format!(
+                        "client {key} has two cursors on topic {}",
+                        cur.topic
+                    ));
+                }
                 let t = self.log.topic(cur.topic);
                 if t.subscribers.get(cur.sub_index as usize) != Some(&(key as u32)) {
                     return Err(format!(

@@ -2,6 +2,7 @@
 //! checks and the slow-client policy, waking subscribers after an append, keep-alives, and
 //! what is offered to and taken by each `writev` ([`Core::write_slices`],
 //! [`Core::handle_written`]).
+use std::collections::HashSet;
 use std::io::IoSlice;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use super::connection::{answer, fail, fail_with};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
 use super::metrics::CloseReason;
-use super::publish::{topic_for, valid_topic_name};
+use super::publish::valid_topic_name;
 use super::timers::TimerKind;
 use super::topic::TopicId;
 use crate::config::SlowClientPolicy;
@@ -35,18 +36,16 @@ pub(super) fn start_stream(
         return;
     }
     // The topics: none means the default stream; `topic=` (empty) names it explicitly.
-    let mut names: Vec<&str> = Vec::new();
-    for n in head.params("topic") {
-        if !names.contains(&n) {
-            names.push(n);
-        }
-    }
-    if names.is_empty() {
-        names.push(DEFAULT_TOPIC);
-    }
-    if names.len() > core.cfg.max_topics_per_client {
+    // Counted before anything else is done with them (a repeated name counts each time),
+    // then deduplicated in linear time.
+    if head.params("topic").count() > core.cfg.max_topics_per_client {
         fail(core, id, RequestError::TooManyTopicsPerClient, now);
         return;
+    }
+    let mut seen = HashSet::new();
+    let mut names: Vec<&str> = head.params("topic").filter(|n| seen.insert(*n)).collect();
+    if names.is_empty() {
+        names.push(DEFAULT_TOPIC);
     }
     if !names.iter().all(|n| valid_topic_name(n)) {
         fail(core, id, RequestError::InvalidTopic, now);
@@ -59,7 +58,11 @@ pub(super) fn start_stream(
     }
     let mut topic_ids: Vec<TopicId> = Vec::with_capacity(names.len() + 1);
     for n in &names {
-        match topic_for(core, n) {
+        match core
+            .log
+            .topic_for_avoiding(n, &topic_ids)
+            .ok_or(RequestError::TooManyTopics)
+        {
             Ok(t) => topic_ids.push(t),
             Err(e) => {
                 // Topics free up as subscribers leave: ask to come back soon.

@@ -131,3 +131,62 @@ fn expect_continue_then_answer_in_order() {
         "{text}"
     );
 }
+
+/// Issue 11, finding 1: with one idle topic left, `topic=x&topic=y` recycled it for both
+/// names: two cursors on one topic, every event twice, a subscriber counted forever.
+#[test]
+fn one_request_never_recycles_the_same_topic_twice() {
+    let mut t = T::new(Config {
+        interval: None,
+        max_topics: 2,
+        ..cfg()
+    });
+    for topic in ["a", "b"] {
+        t.core.publish(topic, None, None, "old", t.now).unwrap();
+    }
+    let keeper = t.connect();
+    t.core.handle_read(
+        keeper,
+        b"GET /events?topic=b HTTP/1.1\r\nHost: x\r\n\r\n",
+        t.now,
+    );
+    let c = t.connect();
+    t.core.handle_read(
+        c,
+        b"GET /events?topic=x&topic=y HTTP/1.1\r\nHost: x\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    // Only one idle topic ("a") could be recycled: the request is refused, not doubled.
+    assert!(t.text(c).starts_with("HTTP/1.1 503 "), "{}", t.text(c));
+    t.core.check_invariants().unwrap();
+    // Once the keeper leaves, two topics are free and the request works.
+    t.core.handle_read_closed(keeper);
+    let c = t.connect();
+    t.core.handle_read(
+        c,
+        b"GET /events?topic=x&topic=y HTTP/1.1\r\nHost: x\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    t.core.publish("y", None, None, "once", t.now).unwrap();
+    t.drain(None);
+    let data: Vec<String> = t.events(c).into_iter().map(|e| e.data).collect();
+    assert_eq!(data, ["once"]);
+    t.core.handle_read_closed(c);
+    t.core.check_invariants().unwrap();
+}
+
+/// Issue 11, finding 3: `%FF` and `%FE` must not both become U+FFFD (one topic).
+#[test]
+fn topic_names_that_are_not_utf8_are_refused() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(
+        a,
+        b"GET /events?topic=%FF HTTP/1.1\r\nHost: x\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    assert!(t.text(a).starts_with("HTTP/1.1 400 "), "{}", t.text(a));
+}

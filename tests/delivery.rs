@@ -1,0 +1,112 @@
+//! Delivery and topics against the real binary (issue 11, findings 1–5): each test states
+//! the finding it guards.
+
+mod util;
+
+use std::time::Duration;
+
+use util::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// The sum of `sse_topic_clients` over every topic.
+fn topic_clients_sum(server: &Server) -> f64 {
+    let (_, body) = http(
+        server.addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    body.lines()
+        .filter(|l| l.starts_with("sse_topic_clients{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Finding 1: with one idle topic left, `topic=x&topic=y` recycled it for both names, so the
+/// client got every event twice and left a subscriber counted forever (debug builds
+/// panicked). Now the second name finds no idle topic: 503, nothing doubled, nothing leaked.
+#[test]
+fn one_request_never_recycles_the_same_topic_twice() {
+    let server = Server::start(&["--interval", "off", "--max-topics", "2"]);
+    for topic in ["a", "b"] {
+        assert_eq!(
+            publish(server.addr, &format!("?topic={topic}"), "old").0,
+            200
+        );
+    }
+    let mut keeper = Stream::open(server.addr, "/events?topic=b", &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    let (head, _) = http(
+        server.addr,
+        "GET /events?topic=x&topic=y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&head), 503, "{head}");
+    assert_eq!(topic_clients_sum(&server), 1.0);
+    drop(keeper.sock.shutdown(std::net::Shutdown::Both));
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 0.0));
+    // Two idle topics now: both names get one each, and each event arrives once.
+    let mut both = Stream::open(server.addr, "/events?topic=x&topic=y", &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    assert_eq!(publish(server.addr, "?topic=y", "once").0, 200);
+    assert_eq!(publish(server.addr, "?topic=x", "then").0, 200);
+    both.wait_events(2, 3 * SEC);
+    std::thread::sleep(Duration::from_millis(200));
+    both.fill_nonblocking();
+    let data: Vec<&str> = both.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["once", "then"]);
+    assert_eq!(topic_clients_sum(&server), 2.0);
+    drop(both);
+    assert!(eventually(3 * SEC, || topic_clients_sum(&server) == 0.0));
+}
+
+/// Finding 2: after many clients with many new topics leave, every topic's subscriber count
+/// is back to zero.
+#[test]
+fn topic_subscriber_counts_return_to_zero() {
+    let server = Server::start(&["--interval", "off", "--max-topics", "8"]);
+    for round in 0..6 {
+        let streams: Vec<Stream> = (0..4)
+            .map(|i| {
+                let q: Vec<String> = (0..3).map(|k| format!("topic=r{round}c{i}t{k}")).collect();
+                Stream::open(server.addr, &format!("/events?{}", q.join("&")), &[])
+            })
+            .collect();
+        drop(streams);
+        assert!(
+            eventually(3 * SEC, || server.metric("sse_clients") == 0.0),
+            "round {round}"
+        );
+    }
+    assert_eq!(topic_clients_sum(&server), 0.0);
+}
+
+/// Finding 3: `topic=%FF` and `topic=%FE` were both decoded to U+FFFD, one topic: events
+/// crossed between them. A name that is not UTF-8 is refused.
+#[test]
+fn topic_names_that_are_not_utf8_are_refused() {
+    let server = Server::start(&["--interval", "off"]);
+    for target in [
+        "/events?topic=%FF",
+        "/events?topic=%FE",
+        "/publish?topic=%FF",
+    ] {
+        let method = if target.starts_with("/publish") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (head, _) = http(
+            server.addr,
+            &format!(
+                "{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+            ),
+        );
+        assert_eq!(status_of(&head), 400, "{target}: {head}");
+    }
+    assert_eq!(server.metric("sse_events_published_total"), 0.0);
+    // Valid UTF-8 escapes still work.
+    let mut s = Stream::open(server.addr, "/events?topic=%C3%A9", &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    assert_eq!(publish(server.addr, "?topic=%C3%A9", "é").0, 200);
+    s.wait_events(1, 3 * SEC);
+    assert_eq!(s.events[0].data, "é");
+}
