@@ -33,7 +33,7 @@ fn one_request_never_recycles_the_same_topic_twice() {
             200
         );
     }
-    let mut keeper = Stream::open(server.addr, "/events?topic=b", &[]);
+    let keeper = Stream::open(server.addr, "/events?topic=b", &[]);
     assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
     let (head, _) = http(
         server.addr,
