@@ -110,3 +110,49 @@ fn topic_names_that_are_not_utf8_are_refused() {
     s.wait_events(1, 3 * SEC);
     assert_eq!(s.events[0].data, "é");
 }
+
+/// Finding 4: `--max-backlog` was raised to one topic's `--history-bytes`, but a client's
+/// backlog is the sum over its topics: a resume of the whole history of three topics (12 MB,
+/// more than the kernel buffers of a client that has not read yet) was dropped as slow on
+/// the next publish. Now the bound covers a whole history on every topic of the client.
+#[test]
+fn a_multi_topic_resume_of_whole_histories_is_not_dropped_as_slow() {
+    const HISTORY: usize = 4 << 20;
+    const BODY: usize = 256 << 10;
+    let history = HISTORY.to_string();
+    let body_limit = BODY.to_string();
+    let server = Server::start(&[
+        "--interval",
+        "off",
+        "--history-bytes",
+        &history,
+        "--max-backlog",
+        &history,
+        "--max-body",
+        &body_limit,
+    ]);
+    let chunk = "x".repeat(BODY - 100);
+    let mut first_id = String::new();
+    for i in 0..(HISTORY / BODY - 1) {
+        for topic in ["a", "b", "c"] {
+            let (status, id) = publish(server.addr, &format!("?topic={topic}"), &chunk);
+            assert_eq!(status, 200);
+            if i == 0 && topic == "a" {
+                first_id = id.trim().to_owned();
+            }
+        }
+    }
+    let per_topic = HISTORY / BODY - 1;
+    let header = format!("Last-Event-ID: {first_id}");
+    let mut s = Stream::open(server.addr, "/events?topic=a&topic=b&topic=c", &[&header]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    assert_eq!(publish(server.addr, "?topic=a", "live").0, 200);
+    let want = 3 * per_topic - 1 + 1;
+    s.wait_events(want, 20 * SEC);
+    assert_eq!(s.events.len(), want);
+    assert_eq!(s.events.last().map(|e| e.data.as_str()), Some("live"));
+    assert_eq!(
+        server.metric("sse_connections_closed_total{reason=\"slow\"}"),
+        0.0
+    );
+}

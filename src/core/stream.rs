@@ -275,6 +275,27 @@ impl Core {
                     .any(|cur| cur.next < self.log.topic(cur.topic).end_seq()))
     }
 
+    /// The backlog a client may have before the slow-client policy applies: `--max-backlog`
+    /// and `--max-backlog-events`, raised to a whole history on every topic of the client, so
+    /// that a resume of every retained event on all its topics is never taken for slowness
+    /// (issue 11, finding 4). Memory is not at stake: a backlog is cursors into the shared log.
+    pub(super) fn backlog_limit_of(&self, c: &Client) -> (u64, u64) {
+        // Ticks are never replayed: the tick topic adds nothing to a resume.
+        let topics = c
+            .cursors
+            .iter()
+            .filter(|cur| cur.topic != TICK_TOPIC_ID)
+            .count() as u64;
+        (
+            self.cfg
+                .max_backlog
+                .max(topics.saturating_mul(self.cfg.history_bytes as u64)),
+            self.cfg
+                .max_backlog_events
+                .max(topics.saturating_mul(self.cfg.history as u64)),
+        )
+    }
+
     /// (bytes, events) the client is behind; `u64::MAX` bytes when a cursor fell out of history.
     pub(super) fn backlog_of(&self, c: &Client) -> (u64, u64) {
         let mut bytes = c.pending.as_ref().map_or(0, |p| p.rest().len() as u64);
@@ -318,7 +339,8 @@ impl Core {
                 continue;
             };
             let (bytes, events) = self.backlog_of(c);
-            if bytes > self.cfg.max_backlog || events > self.cfg.max_backlog_events {
+            let (max_bytes, max_events) = self.backlog_limit_of(c);
+            if bytes > max_bytes || events > max_events {
                 lagging.push(key);
                 continue;
             }

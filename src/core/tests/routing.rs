@@ -190,3 +190,35 @@ fn topic_names_that_are_not_utf8_are_refused() {
     t.drain(None);
     assert!(t.text(a).starts_with("HTTP/1.1 400 "), "{}", t.text(a));
 }
+
+/// Issue 11, finding 4: a resume of every retained event on two topics is twice one topic's
+/// `--history-bytes`; it was dropped as slow on the next publish.
+#[test]
+fn a_multi_topic_resume_of_whole_histories_is_not_slow() {
+    let mut t = T::new(Config {
+        interval: None,
+        history_bytes: 2000,
+        max_backlog: 2000,
+        ..cfg()
+    });
+    let data = "x".repeat(100);
+    for _ in 0..12 {
+        for topic in ["a", "b"] {
+            t.core.publish(topic, None, None, &data, t.now).unwrap();
+        }
+    }
+    let c = t.connect();
+    let boot = t.core.boot_id().to_owned();
+    let req = format!(
+        "GET /events?topic=a&topic=b HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {boot}-0\r\n\r\n"
+    );
+    t.core.handle_read(c, req.as_bytes(), t.now);
+    t.drain(Some(0));
+    assert!(t.core.backlog_bytes(c).unwrap() > 2000);
+    t.core.publish("a", None, None, "live", t.now).unwrap();
+    t.drain(None);
+    assert!(!t.closed(c));
+    t.core.handle_writable(c);
+    t.drain(None);
+    assert_eq!(t.events(c).len(), 25);
+}
