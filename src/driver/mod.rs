@@ -58,6 +58,12 @@ pub struct Driver {
     read_again: Vec<u32>,
     scratch: Box<[u8]>,
     summary: Summary,
+    /// Outputs performed per turn ([`OUTPUTS_PER_TURN`]; smaller in tests).
+    outputs_per_turn: usize,
+    /// The last turn stopped at its output budget with outputs still queued in the core:
+    /// the next poll must not wait (issue 11, finding 5: a broadcast to more clients than
+    /// the budget stalled until the next deadline, or forever without ticks).
+    outputs_left: bool,
 }
 
 #[derive(Default)]
@@ -127,6 +133,8 @@ impl Driver {
             read_again: Vec::new(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             summary: Summary::default(),
+            outputs_per_turn: OUTPUTS_PER_TURN,
+            outputs_left: false,
         })
     }
 
@@ -147,6 +155,7 @@ impl Driver {
             let now = Instant::now();
             // (While accepting is backed off, the retry time is the deadline, not "now".)
             let busy = self.acceptor.has_work()
+                || self.outputs_left
                 || !self.read_again.is_empty()
                 || matches!(
                     self.stdin,
@@ -313,9 +322,11 @@ impl Driver {
         self.read_again.push(id.key);
     }
 
-    /// Performs the core's outputs (at most [`OUTPUTS_PER_TURN`] per turn).
+    /// Performs the core's outputs (at most `outputs_per_turn` per turn); remembers whether
+    /// some are left for the next turn.
     fn drain_outputs(&mut self) {
-        let Ok(_) = OutputSink::drain(self, OUTPUTS_PER_TURN);
+        let Ok(done) = OutputSink::drain(self, self.outputs_per_turn);
+        self.outputs_left = !done;
     }
 
     /// A write would block: the core waits for a writable event, so make sure one comes.
@@ -477,6 +488,60 @@ impl OutputSink for Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// Issue 11, finding 5: a broadcast to more clients than one turn's output budget must
+    /// reach all of them at once, not at the next deadline (never, with ticks and
+    /// keep-alives off). The budget is cut to 1 so eight clients exceed it.
+    #[test]
+    fn a_broadcast_past_the_output_budget_does_not_wait_for_a_deadline() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let cfg = Config {
+                listen: "127.0.0.1:0".parse().expect("address"),
+                interval: None,
+                keepalive: None,
+                ..Config::default()
+            };
+            let mut driver = Driver::new(cfg).expect("driver");
+            driver.outputs_per_turn = 1;
+            tx.send(driver.local_addr()).expect("send");
+            // Runs until the test process exits.
+            let _ = driver.run();
+        });
+        let addr = rx.recv().expect("address");
+        let get = b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+        let mut clients: Vec<std::net::TcpStream> = (0..8)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(addr).expect("connect");
+                s.write_all(get).expect("request");
+                s.set_read_timeout(Some(Duration::from_secs(3)))
+                    .expect("timeout");
+                let mut head = [0u8; 512];
+                let n = s.read(&mut head).expect("stream head");
+                assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+                s
+            })
+            .collect();
+        let mut p = std::net::TcpStream::connect(addr).expect("connect");
+        p.write_all(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .expect("publish");
+        // The publisher keeps its connection open: no event of its own wakes the reactor.
+        for (i, c) in clients.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while !got.windows(11).any(|w| w == b"data: hello") {
+                let n = c.read(&mut buf).unwrap_or(0);
+                assert!(
+                    n > 0,
+                    "client {i} got nothing: {:?}",
+                    String::from_utf8_lossy(&got)
+                );
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        drop(p);
+    }
 
     #[test]
     fn summary_at_most_every_period_and_only_on_change() {
