@@ -152,6 +152,9 @@ pub struct Client {
     pub received_after_request: usize,
     /// A request on this connection was answered (it is kept alive between requests).
     pub answered: bool,
+    /// The client ended its side (a read returned 0) while an answer was pending: finish
+    /// answering what was received, then close.
+    pub input_closed: bool,
     /// When the current request-head phase began (accept, or the last keep-alive answer
     /// sent). Head timers armed for an earlier phase are stale before `head_since + timeout`.
     pub head_since: Instant,
@@ -174,6 +177,7 @@ impl Client {
             last_write: now,
             received_after_request: 0,
             answered: false,
+            input_closed: false,
             head_since: now,
             answer_since: now,
         }

@@ -178,10 +178,19 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
             c.phase = Phase::Head(HeadReader::default());
             c.answered = true;
             c.head_since = now;
+            let input_closed = c.input_closed;
             core.timers
                 .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
             if !early.is_empty() {
                 on_bytes(core, id, &early, now);
+            }
+            // The client ended its side: once the requests it sent are answered, close.
+            if input_closed
+                && core.client(id).is_some_and(|c| {
+                    !matches!(c.phase, Phase::Answering { .. } | Phase::Closing(_))
+                })
+            {
+                core.remove(id, CloseReason::Normal);
             }
         }
         Phase::Closing(reason) => core.remove(id, reason),

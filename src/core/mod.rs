@@ -311,10 +311,35 @@ impl Core {
         self.debug_check();
     }
 
-    /// The client closed its sending side (a read returned 0): it is gone.
+    /// The client closed its sending side (a read returned 0; a half-close and a hang-up
+    /// look the same). It ends the request stream, not the answers: a connection with an
+    /// answer in flight gets it, and those of the pipelined requests already received, then
+    /// closes (issue 11, finding 11). Anything else closes now (reason `normal`): an idle or
+    /// half-sent request can never complete, and a stream is treated as gone (its client
+    /// has nothing more to send, and keeping it would hold the slot of every departed
+    /// subscriber until its next write).
     pub fn handle_read_closed(&mut self, id: ClientId) {
-        // A client that hangs up (even one still being answered) ends normally.
-        self.remove(id, CloseReason::Normal);
+        let Some(c) = self.client_mut(id) else { return };
+        match c.phase {
+            Phase::Answering { .. } | Phase::Closing(_) => c.input_closed = true,
+            _ => self.remove(id, CloseReason::Normal),
+        }
+        self.debug_check();
+    }
+
+    /// How many more bytes the driver may read from the client now. 0 while an answer is
+    /// pending and the pipelined bytes received meanwhile fill `--max-head` + `--max-body`:
+    /// the driver stops reading (backpressure, issue 11 finding 10) and reads again once
+    /// this is above 0 (after the answer is written). Bytes fed past it close the connection
+    /// (reason `limit`), so memory stays bounded whatever the driver does.
+    pub fn input_room(&self, id: ClientId) -> usize {
+        let Some(c) = self.client(id) else { return 0 };
+        match &c.phase {
+            Phase::Answering { early, .. } => {
+                (self.cfg.max_head + self.cfg.max_body).saturating_sub(early.len())
+            }
+            _ => usize::MAX,
+        }
     }
 
     /// A read or write failed.

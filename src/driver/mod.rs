@@ -58,6 +58,8 @@ pub struct Driver {
     read_again: Vec<u32>,
     scratch: Box<[u8]>,
     summary: Summary,
+    /// Connections not read for backpressure (the core has no room for their input).
+    paused: Vec<ClientId>,
     /// Outputs performed per turn ([`OUTPUTS_PER_TURN`]; smaller in tests).
     outputs_per_turn: usize,
     /// The last turn stopped at its output budget with outputs still queued in the core:
@@ -133,6 +135,7 @@ impl Driver {
             read_again: Vec::new(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             summary: Summary::default(),
+            paused: Vec::new(),
             outputs_per_turn: OUTPUTS_PER_TURN,
             outputs_left: false,
         })
@@ -297,7 +300,14 @@ impl Driver {
 
     fn read_client(&mut self, id: ClientId, now: Instant) {
         for _ in 0..READS_PER_TURN {
-            let Some(result) = self.sockets.read(id, &mut self.scratch) else {
+            let room = self.core.input_room(id).min(self.scratch.len());
+            if room == 0 {
+                // Backpressure: answers are pending and enough is buffered; read again
+                // once the core has room ([`Driver::resume_paused`]).
+                self.paused.push(id);
+                return;
+            }
+            let Some(result) = self.sockets.read(id, &mut self.scratch[..room]) else {
                 return;
             };
             match result {
@@ -327,6 +337,29 @@ impl Driver {
     fn drain_outputs(&mut self) {
         let Ok(done) = OutputSink::drain(self, self.outputs_per_turn);
         self.outputs_left = !done;
+        self.resume_paused();
+    }
+
+    /// Connections whose reading was paused for backpressure and that have room again are
+    /// read next turn (edge-triggered: no new readiness event would come for bytes already
+    /// waiting in the socket).
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let mut paused = std::mem::take(&mut self.paused);
+        paused.sort_unstable();
+        paused.dedup();
+        for id in paused {
+            if !self.core.is_live(id) {
+                continue;
+            }
+            if self.core.input_room(id) > 0 {
+                self.read_again.push(id.key);
+            } else {
+                self.paused.push(id);
+            }
+        }
     }
 
     /// A write would block: the core waits for a writable event, so make sure one comes.
