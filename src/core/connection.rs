@@ -179,6 +179,7 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
             c.answered = true;
             c.head_since = now;
             let input_closed = c.input_closed;
+            core.note_head_reader(id, now);
             core.timers
                 .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
             if !early.is_empty() {
@@ -245,13 +246,28 @@ impl Core {
         }
     }
 
-    /// Closes the oldest connection still reading its first request head. Returns false
-    /// when there is none.
+    /// Records that the client began reading a request head at `since` (accept, or back
+    /// from a kept-alive answer): it is an eviction candidate until it is answered.
+    pub(super) fn note_head_reader(&mut self, id: ClientId, since: Instant) {
+        self.head_readers.push_back((id, since));
+        if self.head_readers.len() > 2 * self.clients.len() + 64 {
+            // Drop entries of connections that left the phase: keeps this O(clients).
+            let clients = &self.clients;
+            self.head_readers.retain(|&(id, since)| {
+                clients.get(id.key as usize).is_some_and(|c| {
+                    c.generation == id.generation && c.head_since == since && reads_request(c)
+                })
+            });
+        }
+    }
+
+    /// Closes the connection that has been reading a request head or body the longest.
+    /// Returns false when there is none.
     pub(super) fn evict_oldest_head_reader(&mut self) -> bool {
-        while let Some(id) = self.head_readers.pop_front() {
+        while let Some((id, since)) = self.head_readers.pop_front() {
             if self
                 .client(id)
-                .is_some_and(|c| matches!(c.phase, Phase::Head(_)) && !c.answered)
+                .is_some_and(|c| c.head_since == since && reads_request(c))
             {
                 self.remove(id, CloseReason::Limit);
                 return true;
@@ -259,4 +275,10 @@ impl Core {
         }
         false
     }
+}
+
+/// True while the client is reading a request head or body (it holds a slot and may make no
+/// progress: an eviction candidate).
+fn reads_request(c: &super::client::Client) -> bool {
+    matches!(c.phase, Phase::Head(_) | Phase::Body(_))
 }

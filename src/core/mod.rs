@@ -115,9 +115,11 @@ pub struct Core {
     ready: VecDeque<ClientId>,
     /// Non-streaming connections with a response to send: served before `ready`.
     answers: VecDeque<ClientId>,
-    /// Connections in accept order that may still be reading their first head (lazily
-    /// pruned): the eviction order at the connection limit.
-    head_readers: VecDeque<ClientId>,
+    /// Connections that may be holding a slot without progress: reading a head (their first,
+    /// or between kept-alive requests) or a body, in the order that phase began (each entry
+    /// is valid while the client's `head_since` matches; lazily pruned). The eviction order
+    /// at the connection limit.
+    head_readers: VecDeque<(ClientId, Instant)>,
     closes: VecDeque<(ClientId, CloseReason)>,
     timers: Timers,
     next_tick: Option<Instant>,
@@ -262,9 +264,10 @@ impl Core {
     /// A connection was accepted. Returns its id, or `None` when the core refuses it (over
     /// the connection limit, or shutting down): the driver then closes the socket at once.
     ///
-    /// At the connection limit, the oldest connection still waiting for its request head is
-    /// closed (reason `limit`) to make room: idle or slowloris connections cannot lock out
-    /// new clients, nor `/metrics`. The evicted client's `Close` may name the same slab key
+    /// At the connection limit, the connection that has been reading a request head or body
+    /// the longest (its first request, an idle kept-alive connection between requests, or
+    /// a trickling body) is closed (reason `limit`) to make room: idle, slowloris or R.U.D.Y.
+    /// connections cannot lock out new clients, nor `/metrics`. The evicted client's `Close` may name the same slab key
     /// as the returned id (the driver must close the old socket first).
     pub fn handle_accept(&mut self, peer: SocketAddr, now: Instant) -> Option<ClientId> {
         if self.shutdown_deadline.is_some() {
@@ -283,16 +286,7 @@ impl Core {
         let id = ClientId { key, generation };
         self.timers
             .arm(id, TimerKind::Head, now + self.cfg.head_timeout);
-        self.head_readers.push_back(id);
-        if self.head_readers.len() > 2 * self.clients.len() + 64 {
-            // Drop entries of connections that left the head phase: keeps this O(clients).
-            let clients = &self.clients;
-            self.head_readers.retain(|id| {
-                clients.get(id.key as usize).is_some_and(|c| {
-                    c.generation == id.generation && matches!(c.phase, Phase::Head(_))
-                })
-            });
-        }
+        self.note_head_reader(id, now);
         Some(id)
     }
 

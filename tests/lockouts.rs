@@ -1,0 +1,90 @@
+//! Resources and lock-outs against the real binary (issue 11, findings 13–17): nothing a
+//! client holds without progress locks others out.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use util::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// `--max-clients 1` allows 65 connections of any kind.
+const CONNECTION_LIMIT: usize = 65;
+
+/// Reads one complete small response (head and a `Content-Length` body) from `s`.
+fn read_response(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(3 * SEC)).expect("timeout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&out).into_owned(),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A new client's `/health` works: the server is not locked out.
+fn health_answers(server: &Server) -> bool {
+    let (head, body) = http(
+        server.addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    status_of(&head) == 200 && body == "ok\n"
+}
+
+/// Finding 14: connections idle between kept-alive requests were not evictable at the
+/// connection limit, so they locked out every new client until the head timeout.
+#[test]
+fn idle_kept_alive_connections_are_evicted_at_the_limit() {
+    let server = Server::start(&["--interval", "off", "--max-clients", "1"]);
+    let idle: Vec<TcpStream> = (0..CONNECTION_LIMIT)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).expect("connect");
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("write");
+            assert!(read_response(&mut s).starts_with("HTTP/1.1 200"));
+            s
+        })
+        .collect();
+    for _ in 0..3 {
+        assert!(health_answers(&server), "locked out by idle connections");
+    }
+    assert!(server.metric("sse_connections_closed_total{reason=\"limit\"}") >= 1.0);
+    drop(idle);
+}
+
+/// Finding 14: connections trickling a publish body (R.U.D.Y.) were not evictable either.
+#[test]
+fn trickling_bodies_are_evicted_at_the_limit() {
+    let server = Server::start(&["--interval", "off", "--max-clients", "1"]);
+    let slow: Vec<TcpStream> = (0..CONNECTION_LIMIT)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).expect("connect");
+            s.write_all(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx")
+                .expect("write");
+            s
+        })
+        .collect();
+    // Let the server read every head, so each connection is in its body phase.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(eventually(3 * SEC, || {
+        health_answers(&server) && health_answers(&server)
+    }));
+    assert_eq!(server.metric("sse_events_published_total"), 0.0);
+    drop(slow);
+}
