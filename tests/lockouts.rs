@@ -88,3 +88,45 @@ fn trickling_bodies_are_evicted_at_the_limit() {
     assert_eq!(server.metric("sse_events_published_total"), 0.0);
     drop(slow);
 }
+
+/// Finding 17: SIGHUP killed the server without a log line. It is ignored, with a line.
+#[test]
+fn sighup_is_ignored_with_a_log_line() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+        .args(["--listen", "127.0.0.1:0", "--interval", "off"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sse-server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .expect("listening")
+        .parse()
+        .expect("address");
+    signal(child.id(), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let (head, body) = http(
+        addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let alive = status_of(&head) == 200 && body == "ok\n";
+    signal(child.id(), 15);
+    let _ = child.wait();
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
+    assert!(alive, "the server died of SIGHUP: {stderr}");
+    assert!(stderr.contains("SIGHUP ignored"), "{stderr}");
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 mod accept;
@@ -111,7 +111,8 @@ impl Driver {
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        // SIGHUP is caught so it cannot kill the server silently (issue 11, finding 17).
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let stdin = if cfg.stdin {
@@ -237,6 +238,11 @@ impl Driver {
     /// Returns true when the process should exit at once (a second signal).
     fn on_signals(&mut self, now: Instant) -> bool {
         for sig in self.signals.pending() {
+            if sig == SIGHUP {
+                // Logs go to stderr: there is nothing to reopen or reload.
+                log::warn!("SIGHUP ignored (no configuration or log file to reload)");
+                continue;
+            }
             self.signals_seen += 1;
             if self.signals_seen > 1 {
                 return true;
