@@ -89,6 +89,11 @@ pub struct Cli {
     /// On SIGINT/SIGTERM, time given to clients to receive what is queued before closing.
     #[arg(long, env = "SSE_SHUTDOWN_GRACE", default_value = "2s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Kernel send buffer asked for each connection (`SO_SNDBUF`; Linux doubles it), which
+    /// bounds the kernel memory a client that stops reading can pin; 0 leaves the kernel's
+    /// autotuning (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default, per client).
+    #[arg(long, env = "SSE_MAX_SEND_BUFFER", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(0..=1 << 26))]
+    pub max_send_buffer: u32,
 }
 
 /// A duration that may be `off`.
@@ -160,6 +165,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long an answered-and-closing connection may take to accept its last bytes.
     pub linger: Duration,
+    /// `SO_SNDBUF` for every connection, in bytes; 0: the kernel's autotuning.
+    pub max_send_buffer: usize,
 }
 
 /// File descriptors kept back from clients: the listener, epoll, the signal pipe, stdin,
@@ -232,6 +239,7 @@ impl Config {
             stdin: cli.stdin,
             shutdown_grace: cli.shutdown_grace,
             linger: Duration::from_secs(5),
+            max_send_buffer: cli.max_send_buffer as usize,
         })
     }
 }
@@ -261,6 +269,7 @@ impl Cli {
             allow_anonymous_publish: false,
             stdin: false,
             shutdown_grace: Duration::from_secs(2),
+            max_send_buffer: 65536,
         }
     }
 }

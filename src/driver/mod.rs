@@ -85,6 +85,26 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(std_listener))
 }
 
+/// Caps the kernel send buffer of `fd` at `bytes` (`SO_SNDBUF`; Linux doubles the value and
+/// turns off autotuning for the socket). Errors are logged, not fatal: the connection still
+/// works with the kernel's default.
+fn cap_send_buffer(fd: std::os::fd::RawFd, bytes: usize) {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt(2) on a socket we own, with a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        log::debug!("SO_SNDBUF: {}", io::Error::last_os_error());
+    }
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -267,6 +287,10 @@ impl Driver {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
+                    let cap = self.core.config().max_send_buffer;
+                    if cap > 0 {
+                        cap_send_buffer(stream.as_raw_fd(), cap);
+                    }
                     self.insert(id, stream);
                 }
                 Accepted::Again => {}
