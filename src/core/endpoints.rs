@@ -9,7 +9,7 @@ use super::client::{AfterAnswer, BodyPurpose, ClientId};
 use super::connection::{answer, fail, read_body};
 use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
-use super::metrics::{self, Gauges};
+use super::metrics::{self, Gauges, MAX_TOPIC_SERIES};
 use super::publish::begin_publish;
 use super::stream::start_stream;
 use crate::http::body::BodyReader;
@@ -195,17 +195,23 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 pub(super) fn render_metrics(core: &Core) -> String {
-    let topics = core
+    let mut topics: Vec<(&str, usize, usize, usize)> = core
         .log
         .topics()
         .filter(|(i, _)| *i != TICK_TOPIC_ID)
         .map(|(_, t)| (&*t.name, t.subscribers.len(), t.len(), t.retained_bytes()))
         .collect();
+    let topics_total = topics.len();
+    if topics.len() > MAX_TOPIC_SERIES {
+        topics.sort_unstable_by(|a, b| (b.1, b.3, a.0).cmp(&(a.1, a.3, b.0)));
+        topics.truncate(MAX_TOPIC_SERIES);
+    }
     let g = Gauges {
         clients: core.streaming,
         connections: core.clients.len(),
         max_clients: core.cfg.max_clients,
         topics,
+        topics_total,
     };
     metrics::render(&core.metrics, &g)
 }
