@@ -156,3 +156,36 @@ fn a_multi_topic_resume_of_whole_histories_is_not_dropped_as_slow() {
         0.0
     );
 }
+
+/// Finding 15, decided: subscribers may fill the topic table (`--max-topics`, whose memory
+/// is bounded: each topic keeps at most `--history-bytes`). Then a request for a *new* name
+/// gets 503 with `Retry-After`, while every topic already in the table stays usable
+/// (subscribe and publish), and the table frees as subscribers leave.
+#[test]
+fn a_full_topic_table_refuses_only_new_names() {
+    let server = Server::start(&["--interval", "off", "--max-topics", "4"]);
+    let q: Vec<String> = (0..4).map(|i| format!("topic=t{i}")).collect();
+    let hog = Stream::open(server.addr, &format!("/events?{}", q.join("&")), &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    let (head, _) = http(
+        server.addr,
+        "GET /events?topic=new HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&head), 503, "{head}");
+    assert!(head.contains("Retry-After: 5"), "{head}");
+    assert_eq!(publish(server.addr, "?topic=new", "x").0, 503);
+    // Existing topics and the default stream keep working.
+    let mut other = Stream::open(server.addr, "/events?topic=t2", &[]);
+    let mut default = Stream::open(server.addr, "/events", &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 3.0));
+    assert_eq!(publish(server.addr, "?topic=t2", "still").0, 200);
+    assert_eq!(publish(server.addr, "", "default").0, 200);
+    other.wait_events(1, 3 * SEC);
+    default.wait_events(1, 3 * SEC);
+    assert_eq!(other.events[0].data, "still");
+    assert_eq!(default.events[0].data, "default");
+    drop(hog);
+    drop(other);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    assert_eq!(publish(server.addr, "?topic=new", "x").0, 200);
+}
