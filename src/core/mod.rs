@@ -2,13 +2,17 @@
 //!
 //! # Life of a request, from accept to close
 //!
-//! 1. accept: [`Core::handle_accept`] takes a slot (evicting the oldest idle head reader at
-//!    the limit, `connection.rs`) and arms the head timer (`timers.rs`).
+//! 1. accept: [`Core::handle_accept`] takes a slot (evicting, at the limit, the connection
+//!    reading a head or body the longest, `connection.rs`) and arms the head timer
+//!    (`timers.rs`).
 //! 2. bytes: [`Core::handle_read`] → `connection::on_bytes`, by phase: the head
-//!    (`HeadReader::feed`), a publish body (`Content-Length` or the chunked decoder), extra
-//!    bytes of a stream (bounded), or early pipelined bytes while answering.
-//! 3. routing: `endpoints::route` sees the whole parsed head and picks the endpoint; a
-//!    refusal is a [`RequestError`] answered by `connection::fail`.
+//!    (`HeadReader::feed`), a body (`http::body::BodyReader`: a publish's kept, any other
+//!    request's read past and dropped), extra bytes of a stream (bounded), or early
+//!    pipelined bytes while answering (bounded by [`Core::input_room`]: the driver stops
+//!    reading there).
+//! 3. routing: `endpoints::route` checks `Host`, reads past the body of a non-publish
+//!    request, then picks the endpoint from the whole parsed head (HEAD and OPTIONS
+//!    included); a refusal is a [`RequestError`] answered by `connection::fail`.
 //! 4. a stream: `stream::start_stream` resolves topics and `Last-Event-ID`
 //!    ([`event_log::EventLog::resolve`]), places one cursor per topic and queues the prelude
 //!    (or a `reset`).
@@ -25,8 +29,9 @@
 //!    [`Core::handle_writable`] (all in `stream.rs`).
 //! 8. time: [`Core::handle_timeout`] runs ticks (`publish::tick`), then due timers
 //!    (`Timers::next` → `connection.rs` `on_timer`: head and linger timeouts, keep-alives).
-//! 9. close: [`Core::handle_read_closed`], [`Core::handle_io_error`], a timeout, a limit or
-//!    [`Core::shutdown`] → `Core::remove` (unsubscribes, frees the slot) → [`Output::Close`].
+//! 9. close: [`Core::handle_read_closed`] (after the answers in flight), [`Core::handle_io_error`],
+//!    a timeout, a limit or [`Core::shutdown`] → `Core::remove` (unsubscribes, frees the
+//!    slot) → [`Output::Close`].
 //!
 //! # Contract
 //!
