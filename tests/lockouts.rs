@@ -131,32 +131,6 @@ fn sighup_is_ignored_with_a_log_line() {
     assert!(stderr.contains("SIGHUP ignored"), "{stderr}");
 }
 
-/// The bytes the kernel holds unsent on the server's side of each connection to `port`
-/// (`ss` Send-Q), keyed by the peer's port.
-fn server_send_queues(port: u16) -> Vec<(u16, u64)> {
-    let out = std::process::Command::new("ss")
-        .args([
-            "-tnH",
-            "state",
-            "established",
-            "sport",
-            "=",
-            &format!(":{port}"),
-        ])
-        .output()
-        .expect("ss");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            // Recv-Q Send-Q Local:Port Peer:Port
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let send_q = f.get(1)?.parse().ok()?;
-            let peer_port = f.get(3)?.rsplit(':').next()?.parse().ok()?;
-            Some((peer_port, send_q))
-        })
-        .collect()
-}
-
 /// Finding 16: the kernel autotuned a non-reading client's send buffer up to `tcp_wmem`'s
 /// maximum (4 MiB), so 3,000 such subscribers held about 1.5 GB of kernel memory. The
 /// default `--max-send-buffer` (64 KiB, doubled by Linux) bounds it; this reports the

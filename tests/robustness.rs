@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use util::{Server, Stream, eventually, http, publish, reset, status_of};
+use util::{Server, Stream, eventually, http, publish, reset, runs, server_send_queues, status_of};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -231,6 +231,18 @@ fn slow_readers_are_dropped_and_others_get_every_event_on_time() {
         rss < base_rss + 16 * 1024,
         "RSS grew from {base_rss} KiB to {rss} KiB"
     );
+    // Kernel memory, reported (bounded per connection by --max-send-buffer; asserted in
+    // tests/lockouts.rs): what the server's sockets still hold unsent.
+    if runs("ss", &["-V"]) {
+        let queued: u64 = server_send_queues(server.addr.port())
+            .iter()
+            .map(|(_, q)| q)
+            .sum();
+        let _ = writeln!(
+            std::io::stderr(),
+            "slow readers: server RSS {base_rss} -> {rss} KiB, kernel send queues {queued} bytes"
+        );
+    }
 }
 
 #[test]
