@@ -105,6 +105,11 @@ pub struct Cli {
     /// Set SO_REUSEPORT on the listener, so several processes can share one port.
     #[arg(long, env = "SSE_REUSE_PORT")]
     pub reuse_port: bool,
+    /// Kernel send buffer asked for each connection (`SO_SNDBUF`; Linux doubles it), which
+    /// bounds the kernel memory a client that stops reading can pin; 0 leaves the kernel's
+    /// autotuning (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default, per client).
+    #[arg(long, env = "SSE_MAX_SEND_BUFFER", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(0..=1 << 26))]
+    pub max_send_buffer: u32,
 }
 
 /// A duration that may be `off`.
@@ -180,6 +185,8 @@ pub struct Config {
     pub cluster: Option<BusConfig>,
     /// `SO_REUSEPORT` on the listener.
     pub reuse_port: bool,
+    /// `SO_SNDBUF` for every connection, in bytes; 0: the kernel's autotuning.
+    pub max_send_buffer: usize,
 }
 
 /// File descriptors kept back from clients: the listener, epoll, the signal pipe, stdin,
@@ -266,6 +273,7 @@ impl Config {
             stdin: cli.stdin,
             shutdown_grace: cli.shutdown_grace,
             linger: Duration::from_secs(5),
+            max_send_buffer: cli.max_send_buffer as usize,
         })
     }
 }
@@ -299,6 +307,7 @@ impl Cli {
             redis_prefix: "sse".into(),
             redis_max_len: 100_000,
             reuse_port: false,
+            max_send_buffer: 65536,
         }
     }
 }

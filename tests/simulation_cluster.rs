@@ -62,4 +62,5 @@ fn a_calm_cluster_delivers_everything() {
         });
     }
     sim.run(&ops).unwrap();
+    assert_eq!(sim.events_received(), 3 * 60, "{}", sim.summary());
 }

@@ -155,6 +155,12 @@ impl ClusterSim {
         )
     }
 
+    /// Events received by all clients so far (resets included): a scenario that checks
+    /// nothing (every request refused) shows up as 0 here.
+    pub fn events_received(&self) -> usize {
+        self.clients.iter().map(|c| parse(&c.bytes).len()).sum()
+    }
+
     pub fn apply(&mut self, op: &ClusterOp) {
         self.now += Duration::from_millis(10);
         let nodes = self.nodes.len();
@@ -192,7 +198,7 @@ impl ClusterSim {
                 self.published += 1;
                 let body = format!("p{}", self.published);
                 let req = format!(
-                    "POST /publish?topic={topic} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    "POST /publish?topic={topic} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 core.handle_read(id, req.as_bytes(), self.now);
@@ -279,7 +285,7 @@ impl ClusterSim {
             .as_ref()
             .map(|l| format!("Last-Event-ID: {l}\r\n"))
             .unwrap_or_default();
-        let req = format!("GET /events?topic={topic} HTTP/1.1\r\n{header}\r\n");
+        let req = format!("GET /events?topic={topic} HTTP/1.1\r\nHost: x\r\n{header}\r\n");
         let start = match last {
             Some(l) => Start::Resumed(l),
             None => Start::Fresh(self.nodes[n].applied.clone()),

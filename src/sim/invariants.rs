@@ -61,10 +61,12 @@ impl Sim {
             CloseReason::Limit => {
                 ensure!(!streaming, "stream connection {ci} closed as over a limit");
                 // Over the client limit (told so in full), or evicted at the connection
-                // limit while reading its first head.
+                // limit while reading a head (its first, or idle between kept-alive
+                // requests: every answer taken) or a body.
                 ensure!(
                     c.over_limit_complete
                         || (c.responses_seen == 0 && !c.done)
+                        || c.responses_seen == c.sent.len()
                         || c.incomplete
                         || c.sent_since_answer > self.cfg.max_head + self.cfg.max_body,
                     "connection {ci} closed as over a limit without being told or evicted"
@@ -185,26 +187,29 @@ impl Sim {
             let Some(s) = &c.stream else { continue };
             let (lag_bytes, unstarted, _) = self.lag(ci);
             let bounded = s.topics.iter().any(|t| self.appended.contains(t));
+            // The core's own bound for this client (raised for clients of several topics).
+            let (max_bytes, max_events) = self
+                .core
+                .backlog_limit(id)
+                .unwrap_or((self.cfg.max_backlog, self.cfg.max_backlog_events));
             if latest {
-                let bound = self.cfg.max_backlog.max(2 * self.max_frame as u64)
-                    + frame::KEEPALIVE.len() as u64;
+                let bound =
+                    max_bytes.max(2 * self.max_frame as u64) + frame::KEEPALIVE.len() as u64;
                 ensure!(
                     !bounded || backlog <= bound,
                     "connection {ci}: backlog {backlog} bytes over the `latest` bound {bound}"
                 );
             } else if bounded {
                 ensure!(
-                    backlog <= self.cfg.max_backlog + frame::KEEPALIVE.len() as u64,
-                    "connection {ci}: backlog {backlog} bytes over the bound {} after an \
-                     append (policy drop)",
-                    self.cfg.max_backlog
+                    backlog <= max_bytes + frame::KEEPALIVE.len() as u64,
+                    "connection {ci}: backlog {backlog} bytes over the bound {max_bytes} after \
+                     an append (policy drop)"
                 );
                 // Prelude and gap frames are pending bytes, not events: allow for them.
                 ensure!(
-                    unstarted <= self.cfg.max_backlog_events + 2,
-                    "connection {ci}: {unstarted} events behind, over the bound {} after an \
-                     append (policy drop)",
-                    self.cfg.max_backlog_events
+                    unstarted <= max_events + 2,
+                    "connection {ci}: {unstarted} events behind, over the bound {max_events} \
+                     after an append (policy drop)"
                 );
             }
             ensure!(

@@ -33,7 +33,7 @@ use super::timers::TimerKind;
 use crate::bus::types::{
     BusEvent, BusReply, BusRequest, ClusterId, Delivery, Publish, PublishFailure, classify,
 };
-use crate::http::response;
+use crate::http::response::{self, Connection};
 use crate::sse::frame;
 
 /// Log entries asked for per range fetch (the bus caps it at its batch size too).
@@ -219,7 +219,7 @@ impl Core {
     /// or is `None` (stdin). Refused at once (503) while the bus is down.
     pub(in crate::core) fn publish_to_bus(
         &mut self,
-        client: Option<(ClientId, AfterAnswer, Vec<u8>)>,
+        client: Option<(ClientId, Connection, Vec<u8>)>,
         event: Publish,
         now: Instant,
     ) -> Result<(), RequestError> {
@@ -244,10 +244,10 @@ impl Core {
         );
         cl.requests
             .push_back(BusRequest::Publish(Publish { token, ..event }));
-        if let Some((id, then, early)) = client
+        if let Some((id, connection, early)) = client
             && let Some(c) = self.client_mut(id)
         {
-            c.phase = Phase::Publishing { then, early };
+            c.phase = Phase::Publishing { connection, early };
         }
         Ok(())
     }
@@ -280,7 +280,7 @@ impl Core {
             return;
         };
         let Some(c) = self.client_mut(id) else { return };
-        let Phase::Publishing { then, early } =
+        let Phase::Publishing { connection, early } =
             std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
         else {
             return;
@@ -289,8 +289,8 @@ impl Core {
             Ok(cluster_id) => {
                 let body = format!("{}\n", w.custom_id.unwrap_or(cluster_id.to_string()));
                 let plain = "text/plain; charset=utf-8";
-                let r = response::complete(200, plain, &[], body.as_bytes(), then.closes());
-                answer(self, id, 200, r, then, early, now);
+                let r = response::answer(200, plain, &[], body.as_bytes(), connection, false);
+                answer(self, id, 200, r, AfterAnswer::after(connection), early, now);
             }
             Err(_) => {
                 let e = RequestError::BusUnavailable {

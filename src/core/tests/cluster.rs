@@ -58,7 +58,7 @@ impl T {
         let id = self.connect();
         let req = match last {
             Some(l) => resume_request(topic, l),
-            None => format!("GET /events?topic={topic} HTTP/1.1\r\n\r\n").into_bytes(),
+            None => format!("GET /events?topic={topic} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
         };
         self.core.handle_read(id, &req, self.now);
         self.drain(None);
@@ -92,7 +92,7 @@ fn up() -> T {
 fn post(t: &mut T, body: &str) -> ClientId {
     let id = t.connect();
     let req = format!(
-        "POST /publish?topic=t HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     t.core.handle_read(id, req.as_bytes(), t.now);
@@ -166,7 +166,7 @@ fn health_reports_a_node_whose_bus_is_down() {
         let id = t.connect();
         t.core.handle_read(
             id,
-            b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             t.now,
         );
         t.drain(None);
