@@ -3,9 +3,13 @@
 //! into [`Config`], which the core and the driver read.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::auth::AuthConfig;
+use crate::auth::args::AuthArgs;
 
 /// What to do with a client that falls behind (its unsent backlog passes the bound, or its
 /// cursor falls out of the retained history).
@@ -89,6 +93,9 @@ pub struct Cli {
     /// On SIGINT/SIGTERM, time given to clients to receive what is queued before closing.
     #[arg(long, env = "SSE_SHUTDOWN_GRACE", default_value = "2s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Private topics: JWT keys, public topics, the token cookie, allowed origins.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// A duration that may be `off`.
@@ -160,6 +167,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long an answered-and-closing connection may take to accept its last bytes.
     pub linger: Duration,
+    /// Who may subscribe and publish where, and the CORS policy (shared: `Config` is cloned).
+    pub auth: Arc<AuthConfig>,
 }
 
 /// File descriptors kept back from clients: the listener, epoll, the signal pipe, stdin,
@@ -190,8 +199,14 @@ impl Config {
             None => fd_room.saturating_sub(OVERFLOW_CONNECTIONS).max(1),
         };
         let max_connections = (max_clients + OVERFLOW_CONNECTIONS).min(fd_room);
+        let auth = cli
+            .auth
+            .build(cli.publish_token.clone())
+            .map_err(|e| e.to_string())?;
+        // With a JWT key, publishing needs a token's `publish` claim: never anonymous.
         if !cli.listen.ip().is_loopback()
             && cli.publish_token.is_none()
+            && !auth.tokens_enabled()
             && !cli.allow_anonymous_publish
         {
             return Err(format!(
@@ -232,6 +247,7 @@ impl Config {
             stdin: cli.stdin,
             shutdown_grace: cli.shutdown_grace,
             linger: Duration::from_secs(5),
+            auth: Arc::new(auth),
         })
     }
 }
@@ -261,6 +277,7 @@ impl Cli {
             allow_anonymous_publish: false,
             stdin: false,
             shutdown_grace: Duration::from_secs(2),
+            auth: AuthArgs::default(),
         }
     }
 }

@@ -63,6 +63,7 @@
 //!     garbage, each as header/cookie/query), minted with the test secret, and the invariant
 //!     above; a token-expiry step checks the `reset` and the close.
 
+pub mod args;
 pub mod cors;
 pub mod decide;
 pub mod extract;

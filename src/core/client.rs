@@ -147,6 +147,9 @@ pub struct Client {
     /// When the response being sent was queued. Linger timers armed for an earlier response
     /// on this kept-alive connection are stale before `answer_since + linger`.
     pub answer_since: Instant,
+    /// A streaming client's token grant (what it may see, when it expires); `None` when every
+    /// topic it follows is public.
+    pub grant: Option<Box<crate::auth::Grant>>,
 }
 
 impl Client {
@@ -165,6 +168,7 @@ impl Client {
             answered: false,
             head_since: now,
             answer_since: now,
+            grant: None,
         }
     }
 

@@ -82,6 +82,27 @@ pub(super) fn fail(core: &mut Core, id: ClientId, err: RequestError, now: Instan
     fail_with(core, id, err, None, now);
 }
 
+/// Answers a refused request (401/403 of private topics: a message and headers of its own)
+/// and closes once it is sent.
+pub(super) fn refuse(core: &mut Core, id: ClientId, refusal: super::access::Refusal, now: Instant) {
+    let Some(c) = core.client_mut(id) else { return };
+    if c.is_streaming() {
+        core.remove(id, CloseReason::Error);
+        return;
+    }
+    let headers: Vec<&str> = refusal.headers.iter().map(String::as_str).collect();
+    c.pending = Some(Pending {
+        bytes: Bytes::Owned(response::error(refusal.status, &refusal.message, &headers).into()),
+        offset: 0,
+    });
+    c.phase = Phase::Closing(CloseReason::Normal);
+    c.answer_since = now;
+    core.metrics.count_response(refusal.status);
+    core.timers
+        .arm(id, TimerKind::Linger, now + core.cfg.linger);
+    core.schedule(id);
+}
+
 /// [`fail`] with one more header line than the error itself carries.
 pub(super) fn fail_with(
     core: &mut Core,
@@ -185,6 +206,7 @@ impl Core {
             (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_)) => {
                 self.remove(id, CloseReason::Timeout)
             }
+            (TimerKind::TokenExpiry, Phase::Streaming) => self.expire_token(id, now),
             (TimerKind::KeepAlive, Phase::Streaming) => {
                 let Some(ka) = self.cfg.keepalive else { return };
                 let idle_since = c.last_write;

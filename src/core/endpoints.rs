@@ -79,7 +79,7 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
         "/clients" => match head.method {
             Method::Get => {
                 let peer_local = core.client(id).is_some_and(|c| c.peer.ip().is_loopback());
-                if !peer_local && authorize(core, &head).is_err() {
+                if !peer_local && !core.may_list_clients(&head) {
                     fail(core, id, RequestError::ClientsForbidden, now);
                     return;
                 }
@@ -147,34 +147,6 @@ pub(super) fn head_only_if(method: Method, mut response: Vec<u8>, body_len: usiz
     response
 }
 
-/// Checks `Authorization: Bearer <token>` when a token is configured.
-pub(super) fn authorize(core: &Core, head: &RequestHead) -> Result<(), RequestError> {
-    let Some(token) = &core.cfg.publish_token else {
-        return Ok(());
-    };
-    let Some(auth) = &head.authorization else {
-        return Err(RequestError::TokenRequired);
-    };
-    let given = match auth.split_once(' ') {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-        _ => return Err(RequestError::TokenRequired),
-    };
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(RequestError::WrongToken)
-    }
-}
-
-/// Compares in time that depends only on the lengths, not on where the bytes differ.
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
-}
-
 pub(super) fn render_metrics(core: &Core) -> String {
     let topics = core
         .log
@@ -228,17 +200,4 @@ pub(super) fn render_clients(core: &Core, now: Instant) -> String {
     }
     let _ = writeln!(out, "],\"total\":{}}}", rows.len());
     out
-}
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(!constant_time_eq(b"", b"a"));
-        assert!(constant_time_eq(b"", b""));
-    }
 }

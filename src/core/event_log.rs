@@ -148,6 +148,11 @@ impl EventLog {
         gseq
     }
 
+    /// The newest gseq handed out (0 before the first).
+    pub fn last_gseq(&self) -> u64 {
+        self.next_gseq - 1
+    }
+
     /// The id of an event with sequence `gseq` and no publisher-given id.
     pub fn event_id(&self, gseq: u64) -> String {
         format!("{}-{gseq}", self.boot)

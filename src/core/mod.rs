@@ -58,6 +58,7 @@ mod publish;
 mod stream;
 mod timers;
 pub mod topic;
+mod access;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -126,6 +127,8 @@ pub struct Core {
     /// The broadcast being written: (started, clients woken).
     fanout: Option<(Instant, usize)>,
     metrics: Metrics,
+    /// The wall clock (token expiry): refreshed by every `handle_timeout`.
+    wall: access::WallAnchor,
 }
 
 impl Core {
@@ -155,6 +158,7 @@ impl Core {
             shutdown_deadline: None,
             fanout: None,
             metrics: Metrics::default(),
+            wall: access::WallAnchor::new(now, wall),
         }
     }
 
@@ -339,6 +343,7 @@ impl Core {
     /// Time passed: ticks, timeouts, keep-alives, the shutdown deadline. `wall` is the
     /// wall-clock time for the tick's text. Spurious calls do nothing.
     pub fn handle_timeout(&mut self, wall: DateTime<Utc>, now: Instant) {
+        self.wall = access::WallAnchor::new(now, wall);
         if let Some(due) = self.next_tick.filter(|t| *t <= now) {
             let interval = self.cfg.interval.unwrap_or(Duration::from_secs(2));
             let mut next = due + interval;

@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 use super::Core;
 use super::client::{AfterAnswer, Bytes, Client, ClientId, Cursor, Pending, Phase};
-use super::connection::{answer, fail, fail_with};
+use super::connection::{answer, fail, fail_with, refuse};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
 use super::metrics::CloseReason;
@@ -52,6 +52,14 @@ pub(super) fn start_stream(
         fail(core, id, RequestError::InvalidTopic, now);
         return;
     }
+    // Private topics: decided before anything is written or counted (401/403).
+    let grant = match core.authorize_stream(head, &names, now) {
+        Ok(grant) => grant,
+        Err(refusal) => {
+            refuse(core, id, refusal, now);
+            return;
+        }
+    };
     // Over the limit only once the request itself is known to be valid.
     if core.streaming >= core.cfg.max_clients {
         over_limit(core, id, head, now);
@@ -104,12 +112,12 @@ pub(super) fn start_stream(
             Resume::Unknown => ("unknown-id", Some(core.log.last_event_id())),
             _ => ("too-old", (!replaying).then(|| core.log.last_event_id())),
         };
-        let mut bytes = core.prelude.to_vec();
+        let mut bytes = core.stream_prelude(head).as_slice().to_vec();
         let data = format!("{{\"reason\":\"{reason}\"}}");
         frame::encode_event(&mut bytes, gap_id.as_deref(), Some("reset"), &data);
         Bytes::Owned(bytes.into())
     } else {
-        Bytes::Shared(Rc::clone(&core.prelude))
+        core.stream_prelude(head)
     };
     let peer = core.client(id).map(|c| c.peer);
     if let Some(c) = core.client_mut(id) {
@@ -124,6 +132,7 @@ pub(super) fn start_stream(
     core.streaming += 1;
     log::debug!("client added, {} clients ({:?})", core.streaming, peer);
     core.arm_keepalive(id, now);
+    core.keep_grant(id, grant, now);
     core.schedule(id);
     if rest.len() > core.cfg.max_client_send {
         core.remove(id, CloseReason::Limit);
@@ -168,7 +177,12 @@ impl Core {
         if c.is_streaming() {
             let mut frames = self.log.pending_frames(&c.cursors);
             while n < iov.len() {
-                let Some((_, e)) = frames.next() else { break };
+                let Some((i, e)) = frames.next() else { break };
+                debug_assert!(
+                    c.cursors[i].topic == TICK_TOPIC_ID
+                        || self.may_see_topic(id, &self.log.topic(c.cursors[i].topic).name),
+                    "a client is offered an event of a topic its token does not allow"
+                );
                 iov[n] = IoSlice::new(&e.frame);
                 n += 1;
             }
