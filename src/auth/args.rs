@@ -90,8 +90,13 @@ mod tests {
         let args = parse(&["--jwt-public-key", "/nonexistent/key.pem"]);
         let err = args.build(None).expect_err("refused");
         assert!(err.0.contains("--jwt-public-key"), "{}", err.0);
-        let pem = concat!(env!("CARGO_MANIFEST_DIR"), "/src/auth/testdata/rsa-public.pem");
-        let ok = parse(&["--jwt-public-key", pem]).build(None).expect("valid");
+        let pem = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/auth/testdata/rsa-public.pem"
+        );
+        let ok = parse(&["--jwt-public-key", pem])
+            .build(None)
+            .expect("valid");
         assert!(ok.tokens_enabled());
     }
 }

@@ -168,8 +168,11 @@ impl Core {
         let Some(grant) = grant else { return };
         if let Some(at) = grant.expires_at() {
             let left_ms = (at.saturating_mul(1000)).saturating_sub(self.wall.unix_millis(now));
-            self.timers
-                .arm(id, TimerKind::TokenExpiry, now + Duration::from_millis(left_ms));
+            self.timers.arm(
+                id,
+                TimerKind::TokenExpiry,
+                now + Duration::from_millis(left_ms),
+            );
         }
         if let Some(c) = self.client_mut(id) {
             c.grant = Some(grant);

@@ -47,6 +47,7 @@
 //! kept; a writable client with bytes pending is queued; ticks are scheduled while
 //! configured; and the event log's own ([`event_log`]).
 
+mod access;
 mod client;
 mod connection;
 pub mod drain;
@@ -58,7 +59,6 @@ mod publish;
 mod stream;
 mod timers;
 pub mod topic;
-mod access;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
