@@ -408,3 +408,58 @@ fn bad_auth_flags_exit_with_2() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn preflights_and_complete_answers_follow_the_origin_policy() {
+    let preflight = |server: &Server, path: &str, origin: &str| {
+        let raw = format!(
+            "OPTIONS {path} HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+             Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+        );
+        http(server.addr, &raw).0
+    };
+    let open = Server::start(&["--interval", "off"]);
+    let h = preflight(&open, "/publish", "http://any.example");
+    assert_eq!(status_of(&h), 204, "{h}");
+    assert!(h.contains("\r\nAccess-Control-Allow-Origin: *\r\n"), "{h}");
+    assert!(
+        h.contains("\r\nAccess-Control-Allow-Methods: POST\r\n"),
+        "{h}"
+    );
+    assert!(!h.contains("Credentials"), "never credentials with *: {h}");
+    let h = preflight(&open, "/events", "http://any.example");
+    assert!(
+        h.contains("\r\nAccess-Control-Allow-Methods: GET, HEAD\r\n"),
+        "{h}"
+    );
+
+    let listed = with_secret(&[
+        "--allow-origin",
+        "http://app.example",
+        "--publish-token",
+        "p",
+    ]);
+    let h = preflight(&listed, "/publish", "http://app.example");
+    assert_eq!(status_of(&h), 204, "{h}");
+    assert!(
+        h.contains("\r\nAccess-Control-Allow-Origin: http://app.example\r\n"),
+        "{h}"
+    );
+    assert!(
+        h.contains("\r\nAccess-Control-Allow-Headers: Authorization"),
+        "{h}"
+    );
+    let h = preflight(&listed, "/publish", "http://evil.example");
+    assert!(!h.contains("Access-Control-Allow-"), "{h}");
+    let (h, _) = http(
+        listed.addr,
+        "POST /publish HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\n\
+         Authorization: Bearer p\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    );
+    assert_eq!(status_of(&h), 200, "{h}");
+    assert!(
+        h.contains("\r\nAccess-Control-Allow-Origin: http://app.example\r\n"),
+        "{h}"
+    );
+    assert!(!h.contains(": *"), "{h}");
+}

@@ -17,7 +17,7 @@ use super::client::{Bytes, ClientId, Pending, Phase};
 use super::event_log::TICK_TOPIC_ID;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
-use crate::auth::{AuthError, Grant, Publisher, RequestParts};
+use crate::auth::{AuthError, Endpoint, Grant, Publisher, RequestParts};
 use crate::http::request::RequestHead;
 use crate::sse::frame;
 
@@ -134,16 +134,52 @@ impl Core {
         auth.has_shared_token(&Parts::of(head).request())
     }
 
-    fn refusal(&self, head: &RequestHead, e: &AuthError) -> Refusal {
-        let mut headers = e.headers();
-        if self.cfg.auth.cors().allows_credentials() {
-            headers.extend(self.cors_lines(head));
-        }
+    fn refusal(&self, _head: &RequestHead, e: &AuthError) -> Refusal {
         Refusal {
             status: e.status(),
             message: e.body(),
-            headers,
+            headers: e.headers(),
         }
+    }
+
+    /// Remembers, for the answers to this request, the CORS lines of its `Origin` under
+    /// `--allow-origin` (nothing to remember under the default `*`).
+    pub(super) fn remember_origin(&mut self, id: ClientId, head: &RequestHead) {
+        let lines = if self.cfg.auth.cors().allows_credentials() {
+            Some(self.cors_lines(head).into_boxed_slice())
+        } else {
+            None
+        };
+        if let Some(c) = self.client_mut(id) {
+            c.cors = lines;
+        }
+    }
+
+    /// A complete answer with the CORS lines of the client's request in place of
+    /// `Access-Control-Allow-Origin: *` (unchanged under the default policy).
+    pub(super) fn with_client_cors(&self, id: ClientId, answer: Vec<u8>) -> Vec<u8> {
+        match self.client(id).and_then(|c| c.cors.as_deref()) {
+            Some(lines) => with_cors(&answer, lines).unwrap_or(answer),
+            None => answer,
+        }
+    }
+
+    /// The `204` answer to a CORS preflight (`OPTIONS`) for `endpoint`: the allowed methods
+    /// and headers for an allowed origin, no `Access-Control-Allow-*` for any other.
+    pub(super) fn preflight(&self, head: &RequestHead, endpoint: Endpoint) -> Vec<u8> {
+        let origin = head.origin.as_deref().map(str::as_bytes);
+        let mut out = String::from("HTTP/1.1 204 No Content\r\n");
+        for line in self.cfg.auth.cors().preflight_headers(origin, endpoint) {
+            out.push_str(&line);
+            out.push_str("\r\n");
+        }
+        out.push_str("Cache-Control: no-store\r\n");
+        if let Some(h) = head.connection().header() {
+            out.push_str(h);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
     }
 
     /// The CORS header lines for an answer to `head` under `--allow-origin`.
@@ -160,7 +196,10 @@ impl Core {
         if !self.cfg.auth.cors().allows_credentials() {
             return Bytes::Shared(Rc::clone(&self.prelude));
         }
-        Bytes::Owned(with_cors(&self.prelude, &self.cors_lines(head)).into())
+        match with_cors(&self.prelude, &self.cors_lines(head)) {
+            Some(p) => Bytes::Owned(p.into()),
+            None => Bytes::Shared(Rc::clone(&self.prelude)),
+        }
     }
 
     /// Keeps the stream's grant and arms its expiry timer.
@@ -239,28 +278,38 @@ impl Core {
     }
 }
 
-/// `prelude` (a stream head, maybe followed by `retry:`) with its
-/// `Access-Control-Allow-Origin: *` line replaced by `cors`.
-fn with_cors(prelude: &[u8], cors: &[String]) -> Vec<u8> {
-    let star = b"Access-Control-Allow-Origin: *\r\n";
+/// A response (a stream head, maybe followed by `retry:`, or a complete answer) with its
+/// `Access-Control-Allow-Origin: *` line, searched in the head only, replaced by `cors`;
+/// `None` if it has no such line.
+fn with_cors(response: &[u8], cors: &[String]) -> Option<Vec<u8>> {
+    let star = b"\r\nAccess-Control-Allow-Origin: *\r\n";
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |p| p + 4);
+    let at = response[..head_end]
+        .windows(star.len())
+        .position(|w| w == star)?
+        + 2;
     let mut lines = Vec::new();
     for l in cors {
         lines.extend_from_slice(l.as_bytes());
         lines.extend_from_slice(b"\r\n");
     }
-    match prelude.windows(star.len()).position(|w| w == star) {
-        Some(at) => [&prelude[..at], &lines[..], &prelude[at + star.len()..]].concat(),
-        None => {
-            debug_assert!(false, "the stream head has no CORS line");
-            prelude.to_vec()
-        }
-    }
+    Some(
+        [
+            &response[..at],
+            &lines[..],
+            &response[at + star.len() - 2..],
+        ]
+        .concat(),
+    )
 }
 
 /// The stream head used by [`Core::stream_prelude`] (for tests).
 #[cfg(test)]
 pub(super) fn stream_head_with(cors: &[String]) -> Vec<u8> {
-    with_cors(crate::http::response::STREAM_HEAD.as_bytes(), cors)
+    with_cors(crate::http::response::STREAM_HEAD.as_bytes(), cors).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -150,6 +150,8 @@ pub struct Client {
     /// A streaming client's token grant (what it may see, when it expires); `None` when every
     /// topic it follows is public.
     pub grant: Option<Box<crate::auth::Grant>>,
+    /// Under `--allow-origin`: the CORS lines answering the current request's `Origin`.
+    pub cors: Option<Box<[String]>>,
 }
 
 impl Client {
@@ -169,6 +171,7 @@ impl Client {
             head_since: now,
             answer_since: now,
             grant: None,
+            cors: None,
         }
     }
 

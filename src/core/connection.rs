@@ -91,8 +91,11 @@ pub(super) fn refuse(core: &mut Core, id: ClientId, refusal: super::access::Refu
         return;
     }
     let headers: Vec<&str> = refusal.headers.iter().map(String::as_str).collect();
+    let bytes = response::error(refusal.status, &refusal.message, &headers);
+    let bytes = core.with_client_cors(id, bytes);
+    let Some(c) = core.client_mut(id) else { return };
     c.pending = Some(Pending {
-        bytes: Bytes::Owned(response::error(refusal.status, &refusal.message, &headers).into()),
+        bytes: Bytes::Owned(bytes.into()),
         offset: 0,
     });
     c.phase = Phase::Closing(CloseReason::Normal);
@@ -120,8 +123,11 @@ pub(super) fn fail_with(
     let own = err.headers();
     let headers: Vec<&str> = own.as_deref().into_iter().chain(extra_header).collect();
     let status = err.status();
+    let bytes = response::error(status, err.message(), &headers);
+    let bytes = core.with_client_cors(id, bytes);
+    let Some(c) = core.client_mut(id) else { return };
     c.pending = Some(Pending {
-        bytes: Bytes::Owned(response::error(status, err.message(), &headers).into()),
+        bytes: Bytes::Owned(bytes.into()),
         offset: 0,
     });
     c.phase = Phase::Closing(CloseReason::Normal);
@@ -148,6 +154,7 @@ pub(super) fn answer(
     } else {
         then
     };
+    let bytes = core.with_client_cors(id, bytes);
     let Some(c) = core.client_mut(id) else { return };
     c.pending = Some(Pending {
         bytes: Bytes::Owned(bytes.into()),

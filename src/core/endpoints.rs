@@ -12,6 +12,7 @@ use super::event_log::TICK_TOPIC_ID;
 use super::metrics::{self, Gauges};
 use super::publish::begin_publish;
 use super::stream::start_stream;
+use crate::auth::Endpoint;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response;
 
@@ -20,7 +21,17 @@ pub const MAX_LISTED_CLIENTS: usize = 100;
 
 pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
     let then = AfterAnswer::for_request(head.close);
+    core.remember_origin(id, &head);
     match head.path.as_str() {
+        "/" | "/events" | "/publish" if head.method == Method::Options => {
+            let endpoint = if head.path == "/publish" {
+                Endpoint::Publish
+            } else {
+                Endpoint::Stream
+            };
+            let r = core.preflight(&head, endpoint);
+            answer(core, id, 204, r, then, rest, now);
+        }
         "/" if matches!(head.method, Method::Get | Method::Head) && wants_page(&head) => {
             let page = DEMO_PAGE.as_bytes();
             answer_ok(
