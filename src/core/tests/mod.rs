@@ -137,5 +137,6 @@ fn resume_request(topic: &str, last: &str) -> Vec<u8> {
     format!("GET /events?topic={topic} HTTP/1.1\r\nLast-Event-ID: {last}\r\n\r\n").into_bytes()
 }
 
+mod auth;
 mod requests;
 mod streams;
