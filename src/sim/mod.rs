@@ -268,6 +268,7 @@ macro_rules! ensure {
     };
 }
 
+pub mod auth;
 mod check;
 mod invariants;
 mod model;
