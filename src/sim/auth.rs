@@ -64,11 +64,13 @@ pub enum Via {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOp {
     /// A client asks for the topics of the bitmask over [`AUTH_TOPICS`] (0: the default
-    /// stream) with a token.
+    /// stream) with a token; with `resume`, from the start of this run's history
+    /// (`Last-Event-ID: <boot>-0`: every retained event of its topics is replayed).
     Subscribe {
         topics: u8,
         token: SimToken,
         via: Via,
+        resume: bool,
     },
     /// An event on topic `topic % 4`.
     Publish { topic: u8 },
@@ -214,7 +216,12 @@ impl World {
 
     fn apply(&mut self, op: &AuthOp) -> Result<(), String> {
         match op {
-            AuthOp::Subscribe { topics, token, via } => self.subscribe(*topics, token, *via)?,
+            AuthOp::Subscribe {
+                topics,
+                token,
+                via,
+                resume,
+            } => self.subscribe(*topics, token, *via, *resume)?,
             AuthOp::Publish { topic } => {
                 let topic = AUTH_TOPICS[usize::from(topic % 4)];
                 self.published += 1;
@@ -250,7 +257,13 @@ impl World {
         self.check()
     }
 
-    fn subscribe(&mut self, topics: u8, token: &SimToken, via: Via) -> Result<(), String> {
+    fn subscribe(
+        &mut self,
+        topics: u8,
+        token: &SimToken,
+        via: Via,
+        resume: bool,
+    ) -> Result<(), String> {
         let mut names: Vec<&'static str> = pick(&AUTH_TOPICS, topics);
         if names.is_empty() {
             names.push("");
@@ -291,6 +304,9 @@ impl World {
                 Via::Cookie => headers = format!("Cookie: a=b; sse_token={text}\r\n"),
                 Via::Query => query.push(format!("access_token={text}")),
             }
+        }
+        if resume {
+            headers.push_str(&format!("Last-Event-ID: {}-0\r\n", self.core.boot_id()));
         }
         let request = format!(
             "GET /events?{} HTTP/1.1\r\nHost: sim\r\n{headers}\r\n",
@@ -424,8 +440,8 @@ mod tests {
 
     fn op() -> impl Strategy<Value = AuthOp> {
         prop_oneof![
-            3 => (0u8..16, token(), via())
-                .prop_map(|(topics, token, via)| AuthOp::Subscribe { topics, token, via }),
+            3 => (0u8..16, token(), via(), any::<bool>())
+                .prop_map(|(topics, token, via, resume)| AuthOp::Subscribe { topics, token, via, resume }),
             4 => (0u8..4).prop_map(|topic| AuthOp::Publish { topic }),
             2 => any::<u8>().prop_map(|secs| AuthOp::Advance { secs }),
             1 => (any::<u8>(), any::<u8>())
@@ -473,6 +489,7 @@ mod tests {
                     topics,
                     token: token.clone(),
                     via,
+                    resume: i % 2 == 1,
                 });
             }
             ops.push(AuthOp::Publish { topic: i as u8 });
