@@ -385,9 +385,14 @@ impl World {
             if let Some(end) = c.ends_at
                 && now >= end
             {
-                // Expired: closed once it took its last bytes (its window may hold them back).
+                // Expired: closed once it took its last bytes (its window may hold them
+                // back), or by the linger timeout if it does not take them in time.
                 let squeezed = c.window.is_some();
-                if !squeezed && c.closed != Some(CloseReason::TokenExpired) {
+                let closed_ok = matches!(
+                    c.closed,
+                    Some(CloseReason::TokenExpired | CloseReason::Timeout)
+                );
+                if !(squeezed && c.closed.is_none()) && !closed_ok {
                     return Err(format!(
                         "connection {i}: token expired at {end}, now {now}, closed: {:?}",
                         c.closed
