@@ -392,7 +392,8 @@ impl World {
                     c.closed,
                     Some(CloseReason::TokenExpired | CloseReason::Timeout)
                 );
-                if !(squeezed && c.closed.is_none()) && !closed_ok {
+                let still_held = squeezed && c.closed.is_none();
+                if !(closed_ok || still_held) {
                     return Err(format!(
                         "connection {i}: token expired at {end}, now {now}, closed: {:?}",
                         c.closed
