@@ -463,3 +463,16 @@ fn preflights_and_complete_answers_follow_the_origin_policy() {
     );
     assert!(!h.contains(": *"), "{h}");
 }
+
+#[test]
+fn head_of_a_private_stream_needs_the_token_too() {
+    let server = with_secret(&[]);
+    let head = |extra: &str| {
+        let raw = format!(
+            "HEAD /events?topic=user/42 HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
+        );
+        status_of(&http(server.addr, &raw).0)
+    };
+    assert_eq!(head(""), 401);
+    assert_eq!(head(&format!("{}\r\n", bearer(&user42()))), 200);
+}

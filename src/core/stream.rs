@@ -29,11 +29,6 @@ pub(super) fn start_stream(
     rest: Vec<u8>,
     now: Instant,
 ) {
-    if head.method == Method::Head {
-        let r = response::STREAM_HEAD.as_bytes().to_vec();
-        answer(core, id, 200, r, AfterAnswer::Close, Vec::new(), now);
-        return;
-    }
     // The topics: none means the default stream; `topic=` (empty) names it explicitly.
     let mut names: Vec<&str> = Vec::new();
     for n in head.params("topic") {
@@ -60,6 +55,12 @@ pub(super) fn start_stream(
             return;
         }
     };
+    // HEAD: the stream's head only (after the same checks as GET), then close.
+    if head.method == Method::Head {
+        let r = response::STREAM_HEAD.as_bytes().to_vec();
+        answer(core, id, 200, r, AfterAnswer::Close, Vec::new(), now);
+        return;
+    }
     // Over the limit only once the request itself is known to be valid.
     if core.streaming >= core.cfg.max_clients {
         over_limit(core, id, head, now);
