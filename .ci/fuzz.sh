@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for FUZZ_SECONDS seconds each (default 30); fails on a crash.
-# Targets (fuzz/Cargo.toml): http_request, sse_frame, simulation, auth (token/cookie/query parsing
+# Targets (fuzz/Cargo.toml): http_request, sse_frame, simulation, auth_simulation (private
+# topics under simulation, src/sim/auth.rs), auth (token/cookie/query parsing
 # and JWT verification with the TEST-ONLY keys; its seeds come from fuzz/make-auth-seeds.sh).
 #
 # Uses `cargo +nightly fuzz` when a nightly toolchain is installed, else the stable toolchain

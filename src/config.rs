@@ -3,10 +3,13 @@
 //! into [`Config`], which the core and the driver read.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::AuthConfig;
+use crate::auth::args::AuthArgs;
 use crate::bus::BusConfig;
 
 /// What to do with a client that falls behind (its unsent backlog passes the bound, or its
@@ -110,6 +113,9 @@ pub struct Cli {
     /// autotuning (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default, per client).
     #[arg(long, env = "SSE_MAX_SEND_BUFFER", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(0..=1 << 26))]
     pub max_send_buffer: u32,
+    /// Private topics: JWT keys, public topics, the token cookie, allowed origins.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// A duration that may be `off`.
@@ -187,6 +193,8 @@ pub struct Config {
     pub reuse_port: bool,
     /// `SO_SNDBUF` for every connection, in bytes; 0: the kernel's autotuning.
     pub max_send_buffer: usize,
+    /// Who may subscribe and publish where, and the CORS policy (shared: `Config` is cloned).
+    pub auth: Arc<AuthConfig>,
 }
 
 /// File descriptors kept back from clients: the listener, epoll, the signal pipe, stdin,
@@ -217,8 +225,14 @@ impl Config {
             None => fd_room.saturating_sub(OVERFLOW_CONNECTIONS).max(1),
         };
         let max_connections = (max_clients + OVERFLOW_CONNECTIONS).min(fd_room);
+        let auth = cli
+            .auth
+            .build(cli.publish_token.clone())
+            .map_err(|e| e.to_string())?;
+        // With a JWT key, publishing needs a token's `publish` claim: never anonymous.
         if !cli.listen.ip().is_loopback()
             && cli.publish_token.is_none()
+            && !auth.tokens_enabled()
             && !cli.allow_anonymous_publish
         {
             return Err(format!(
@@ -274,6 +288,7 @@ impl Config {
             shutdown_grace: cli.shutdown_grace,
             linger: Duration::from_secs(5),
             max_send_buffer: cli.max_send_buffer as usize,
+            auth: Arc::new(auth),
         })
     }
 }
@@ -308,6 +323,7 @@ impl Cli {
             redis_max_len: 100_000,
             reuse_port: false,
             max_send_buffer: 65536,
+            auth: AuthArgs::default(),
         }
     }
 }

@@ -111,3 +111,80 @@ fn demo_page_in_chromium() {
         shot.display()
     );
 }
+
+/// Private topics in Chromium (`tests/browser/private.mjs`): a page on another origin (a
+/// second port) opens `EventSource` with `withCredentials` and the token in a cookie and
+/// receives a private event; without the cookie it receives nothing and shows the error; the
+/// demo page shows a 401 and streams once its form is given the token.
+#[test]
+fn private_topics_in_chromium() {
+    let dir = project_dir().join("tests/browser");
+    if !Path::new(CHROMIUM).exists() {
+        return ecosystem_skip(
+            "browser test (private topics)",
+            "no /usr/bin/chromium (apt-get install chromium)",
+        );
+    }
+    if !runs("node", &["--version"]) {
+        return ecosystem_skip("browser test (private topics)", "no node");
+    }
+    if !dir.join("node_modules/playwright-core").is_dir() {
+        return ecosystem_skip(
+            "browser test (private topics)",
+            "no tests/browser/node_modules (npm ci in tests/browser)",
+        );
+    }
+    const SECRET: &str = "a test secret of at least 32 bytes!";
+    // The page's port: a free one, named to the server as the allowed origin.
+    let page_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let origin = format!("http://127.0.0.1:{page_port}");
+    let server = Server::start(&[
+        "--interval",
+        "off",
+        "--jwt-secret",
+        SECRET,
+        "--publish-token",
+        "browser-publisher",
+        "--allow-origin",
+        &origin,
+    ]);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 600;
+    let claims =
+        serde_json::json!({"sub": "user-42", "exp": exp, "sse": {"subscribe": ["user/42"]}});
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("key");
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )
+    .expect("signs");
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("private.mjs"))
+        .arg(server.url(""))
+        .arg(page_port.to_string())
+        .env("SSE_CHROMIUM", CHROMIUM)
+        .env("SSE_TOKEN", &token)
+        .env("SSE_PUBLISH_TOKEN", "browser-publisher")
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1");
+    let mut node = Helper::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut passed = false;
+    while let Some(line) = node.line(deadline) {
+        match line.strip_prefix("@@ ") {
+            Some("pass") => passed = true,
+            _ => println!("{line}"),
+        }
+    }
+    let status = node.finish(Duration::from_secs(15));
+    assert!(
+        passed && status.is_some_and(|s| s.success()),
+        "the private-topics browser script failed ({status:?}); see its output above"
+    );
+}

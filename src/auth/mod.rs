@@ -12,57 +12,38 @@
 //!   [`AuthConfig::authorize_publish`], giving a [`Grant`] or an [`AuthError`] (401/403).
 //! - [`cors`]: `--allow-origin`, the CORS headers of answers and of `OPTIONS` preflights.
 //!
-//! # Wiring plan (routing, the client, the expiry timer, resume)
+//! # How the server uses it
 //!
-//! 1. **Configuration.** `config.rs` gains the flags `--jwt-secret` (env `SSE_JWT_SECRET`),
-//!    `--jwt-public-key FILE`, `--jwt-audience`, `--jwt-issuer`, `--public-topics PATTERN...`
-//!    (`num_args(0..)`: the flag with no pattern makes every topic private), `--jwt-cookie`,
-//!    `--allow-origin ORIGIN...`; it reads the key file (an unreadable file is a start-up error)
-//!    and builds one [`AuthConfig`] with [`AuthConfig::new`] from an [`AuthOptions`], also
-//!    passing `--publish-token`. Any [`ConfigError`] exits with status 2 and its message. The
-//!    `AuthConfig` lives in the core's `Config`.
-//! 2. **Request head.** `http/request.rs` keeps, besides `authorization`, the `Cookie` headers
-//!    (all of them, joined with `"; "`), `Origin`, and for preflights
-//!    `Access-Control-Request-Method`; routing builds [`RequestParts`] from them and from
-//!    `RequestHead::query` (a small `Vec<(&str, &str)>` and `Vec<(&str, &[u8])>`).
-//! 3. **Time.** The core stays sans-IO: it keeps the wall-clock anchor it already gets
-//!    (`Core::new(.., wall, ..)`, refreshed by `handle_timeout(now, wall)`) and derives unix
-//!    seconds for a request as `anchor_unix + (now − anchor_instant)`. The simulator controls
-//!    both, so token expiry is deterministic under simulation.
-//! 4. **Stream requests** (`route::start_stream`), after the topics are parsed and checked
-//!    (400s first) and before anything is written or counted as a client:
-//!    `cfg.auth.authorize_subscribe(&parts, &topics, unix_now)`. `Err(e)` answers
-//!    `fail(core, id, e.status(), &e.body(), &e.headers(), now)` plus the CORS headers; the
-//!    topic name goes in the body only. `Ok(grant)` is stored in the client (`Client::grant`:
-//!    the public patterns shared through an `Arc`, the token's subscribe patterns, bounded by
-//!    the token's size, an expiry and the `sub`; `None`/empty for public-only streams).
-//! 5. **Expiry timer.** If [`Grant::expires_at`] is `Some(t)`, the core pushes a
-//!    `TimerKind::TokenExpiry` deadline at `now + Duration::from_secs(grant.secs_until_expiry(unix_now))`
-//!    (generation-checked like every timer). When it fires on a still-streaming client, the
-//!    core appends to that client only a final frame `event: reset` /
-//!    `data: {"reason":"token-expired"}` with the id of the last event the client was sent (so
-//!    the page reconnects with that `Last-Event-ID` and misses nothing), then closes it once
-//!    the frame is written, with the close reason `token-expired` (a new metrics label). A
-//!    client that is in the middle of a frame finishes that frame first (as `latest` does).
-//! 6. **Resume.** A `Last-Event-ID` resume only places cursors in the requested topics, and
-//!    every requested topic passed the decision, so filtering is already implied; the core
-//!    still `debug_assert!`s `grant.may_see(topic)` for every frame it offers a client, and the
-//!    simulator checks "no client ever receives an event of a topic its token does not allow"
-//!    with [`Grant::may_see`] (the default stream `""` covers its hidden tick topic).
-//! 7. **Publish** (`route::begin_publish`), after the topic is read:
-//!    `cfg.auth.authorize_publish(&parts, topic, unix_now)` replaces `authorize`; errors are
-//!    answered as in step 4. `/clients` from afar uses [`AuthConfig::has_shared_token`].
-//!    `route::constant_time_eq` then moves here (it exists in `decide.rs` already).
-//! 8. **CORS.** Every stream head and complete response takes its
-//!    `Access-Control-*` lines from [`CorsPolicy::response_headers`] instead of the fixed
-//!    `Access-Control-Allow-Origin: *`; `OPTIONS /`, `/events` and `/publish` answer
-//!    `204 No Content` with [`CorsPolicy::preflight_headers`] (and `Allow` gains `OPTIONS`).
-//! 9. **Logs and `/clients`.** Nothing logs a request's headers or query; a client's entry may
-//!    show [`Grant::subject`] and [`Grant::source`], never the token.
-//! 10. **Simulator.** The operation alphabet gains tokens (valid, expired, wrong topic,
-//!     garbage, each as header/cookie/query), minted with the test secret, and the invariant
-//!     above; a token-expiry step checks the `reset` and the close.
+//! - **Configuration** ([`args`]): the `--jwt-*`, `--public-topics`, `--allow-origin` flags are
+//!   flattened into the command line; [`args::AuthArgs::build`] reads the key file and builds
+//!   the one [`AuthConfig`] (with `--publish-token`), kept in the core's `Config` behind an
+//!   `Arc`. Any [`ConfigError`] exits with status 2 and its message.
+//! - **Request head**: `http/request.rs` keeps `Authorization`, every `Cookie` header (joined
+//!   with `"; "`), `Origin` and `Access-Control-Request-Method`; `core/access.rs` builds
+//!   [`RequestParts`] from them and the query.
+//! - **Time**: the core keeps a wall-clock anchor (given at `Core::new`, refreshed by every
+//!   `handle_timeout`) and derives unix time as `anchor + (now − anchor instant)`; the
+//!   simulator controls both, so expiry is deterministic under simulation.
+//! - **Streams**: after the topics are checked (400s first) and before anything is written or
+//!   counted, [`AuthConfig::authorize_subscribe`]; a refusal is answered with its status, body
+//!   and headers. A [`Grant`] is kept by the client only when a token was used (a public-only
+//!   stream keeps nothing); with an expiry, a `TokenExpiry` timer closes the stream at
+//!   `exp + leeway` after a final `event: reset` / `{"reason":"token-expired"}` whose id is
+//!   that of the last event sent (the frame in flight is finished first), close reason
+//!   `token-expired`.
+//! - **Resume** places cursors only in the requested topics, each of which passed the decision;
+//!   the write path `debug_assert!`s [`Grant::may_see`] for every frame offered, and
+//!   `sim/auth.rs` checks "no client ever receives an event of a topic its token does not
+//!   allow" against an independent oracle.
+//! - **Publish**: [`AuthConfig::authorize_publish`] after the topic is read; `/clients` from
+//!   afar needs [`AuthConfig::has_shared_token`] once a publish token or a key is configured.
+//! - **CORS**: under `--allow-origin`, each request's answers (stream head, complete answers,
+//!   errors) carry [`CorsPolicy::response_headers`] for its `Origin` in place of
+//!   `Access-Control-Allow-Origin: *`; `OPTIONS /`, `/events`, `/publish` answer `204` with
+//!   [`CorsPolicy::preflight_headers`].
+//! - **Logs and `/clients`** never show a request's headers or query.
 
+pub mod args;
 pub mod cors;
 pub mod decide;
 pub mod extract;

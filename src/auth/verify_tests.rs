@@ -361,7 +361,7 @@ fn debug_shows_algorithms_not_keys() {
     assert!(!shown.contains("secret"), "{shown}");
 }
 
-/// The example token of `README-section.md` (minted with openssl, also accepted as minted by
+/// The example token of README.md, "Private topics" (minted with openssl, also accepted as minted by
 /// PyJWT and npm `jsonwebtoken` when this was written) verifies with the documented secret.
 #[test]
 fn readme_example_token_verifies() {
@@ -372,11 +372,11 @@ fn readme_example_token_verifies() {
         None,
     )
     .expect("valid");
-    let readme = include_str!("README-section.md");
+    let readme = include_str!("../../README.md");
     let token = readme
         .split_whitespace()
         .find(|w| w.starts_with("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."))
-        .expect("the README section shows a token");
+        .expect("the README shows a token");
     let claims = v
         .verify(&BearerToken::new(token), NOW)
         .expect("valid until 2100");

@@ -172,6 +172,11 @@ pub struct Client {
     /// When the response being sent was queued. Linger timers armed for an earlier response
     /// on this kept-alive connection are stale before `answer_since + linger`.
     pub answer_since: Instant,
+    /// A streaming client's token grant (what it may see, when it expires); `None` when every
+    /// topic it follows is public.
+    pub grant: Option<Box<crate::auth::Grant>>,
+    /// Under `--allow-origin`: the CORS lines answering the current request's `Origin`.
+    pub cors: Option<Box<[String]>>,
 }
 
 impl Client {
@@ -192,6 +197,8 @@ impl Client {
             input_closed: false,
             head_since: now,
             answer_since: now,
+            grant: None,
+            cors: None,
         }
     }
 

@@ -104,6 +104,30 @@ pub(super) fn fail(core: &mut Core, id: ClientId, err: RequestError, now: Instan
     fail_with(core, id, err, None, now);
 }
 
+/// Answers a refused request (401/403 of private topics: a message and headers of its own)
+/// and closes once it is sent.
+pub(super) fn refuse(core: &mut Core, id: ClientId, refusal: super::access::Refusal, now: Instant) {
+    let Some(c) = core.client_mut(id) else { return };
+    if c.is_streaming() {
+        core.remove(id, CloseReason::Error);
+        return;
+    }
+    let headers: Vec<&str> = refusal.headers.iter().map(String::as_str).collect();
+    let bytes = response::error(refusal.status, &refusal.message, &headers);
+    let bytes = core.with_client_cors(id, bytes);
+    let Some(c) = core.client_mut(id) else { return };
+    c.pending = Some(Pending {
+        bytes: Bytes::Owned(bytes.into()),
+        offset: 0,
+    });
+    c.phase = Phase::Closing(CloseReason::Normal);
+    c.answer_since = now;
+    core.metrics.count_response(refusal.status);
+    core.timers
+        .arm(id, TimerKind::Linger, now + core.cfg.linger);
+    core.schedule(id);
+}
+
 /// [`fail`] with one more header line than the error itself carries.
 pub(super) fn fail_with(
     core: &mut Core,
@@ -121,8 +145,11 @@ pub(super) fn fail_with(
     let own = err.headers();
     let headers: Vec<&str> = own.as_deref().into_iter().chain(extra_header).collect();
     let status = err.status();
+    let bytes = response::error(status, err.message(), &headers);
+    let bytes = core.with_client_cors(id, bytes);
+    let Some(c) = core.client_mut(id) else { return };
     c.pending = Some(Pending {
-        bytes: Bytes::Owned(response::error(status, err.message(), &headers).into()),
+        bytes: Bytes::Owned(bytes.into()),
         offset: 0,
     });
     c.phase = Phase::Closing(CloseReason::Normal);
@@ -149,6 +176,7 @@ pub(super) fn answer(
     } else {
         then
     };
+    let bytes = core.with_client_cors(id, bytes);
     let Some(c) = core.client_mut(id) else { return };
     // An unsent interim answer (`100 Continue`) goes first.
     let bytes = match c.pending.take() {
@@ -222,6 +250,7 @@ impl Core {
             (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_)) => {
                 self.remove(id, CloseReason::Timeout)
             }
+            (TimerKind::TokenExpiry, Phase::Streaming) => self.expire_token(id, now),
             (TimerKind::KeepAlive, Phase::Streaming) => {
                 let Some(ka) = self.cfg.keepalive else { return };
                 let idle_since = c.last_write;

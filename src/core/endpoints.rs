@@ -12,6 +12,7 @@ use super::event_log::TICK_TOPIC_ID;
 use super::metrics::{self, Gauges, MAX_TOPIC_SERIES};
 use super::publish::begin_publish;
 use super::stream::start_stream;
+use crate::auth::Endpoint;
 use crate::http::body::BodyReader;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, ALLOW_PUBLISH, ALLOW_READ, Connection};
@@ -23,6 +24,8 @@ pub const MAX_LISTED_CLIENTS: usize = 100;
 /// publish is read past and dropped before the head is routed (413 past `--max-body`), so
 /// the next pipelined request is found where the head says.
 pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
+    // First, so that every answer to this request (errors too) carries its CORS policy.
+    core.remember_origin(id, &head);
     if let Err(reason) = head.host_problem() {
         fail(core, id, RequestError::BadHost(reason), now);
         return;
@@ -91,7 +94,7 @@ pub(super) fn route_bodiless(
         }
         "/clients" if read => {
             let peer_local = core.client(id).is_some_and(|c| c.peer.ip().is_loopback());
-            if !peer_local && authorize(core, &head).is_err() {
+            if !peer_local && !core.may_list_clients(&head) {
                 fail(core, id, RequestError::ClientsForbidden, now);
                 return;
             }
@@ -146,7 +149,13 @@ fn options(core: &mut Core, id: ClientId, head: &RequestHead, reply: Reply) {
         _ => return fail(core, id, RequestError::NotFound, reply.now),
     };
     let r = if head.is_preflight() {
-        response::preflight("*", reply.conn)
+        // The origin policy (`--allow-origin`) decides what a cross-origin page may do.
+        let endpoint = if head.path == "/publish" {
+            Endpoint::Publish
+        } else {
+            Endpoint::Stream
+        };
+        core.preflight(head, endpoint)
     } else {
         response::answer(204, "", &[allow], b"", reply.conn, false)
     };
@@ -171,34 +180,6 @@ pub(super) fn wants_page(head: &RequestHead) -> bool {
         .as_deref()
         .is_some_and(|a| a.contains("text/html"))
         && !head.accepts_event_stream()
-}
-
-/// Checks `Authorization: Bearer <token>` when a token is configured.
-pub(super) fn authorize(core: &Core, head: &RequestHead) -> Result<(), RequestError> {
-    let Some(token) = &core.cfg.publish_token else {
-        return Ok(());
-    };
-    let Some(auth) = &head.authorization else {
-        return Err(RequestError::TokenRequired);
-    };
-    let given = match auth.split_once(' ') {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-        _ => return Err(RequestError::TokenRequired),
-    };
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(RequestError::WrongToken)
-    }
-}
-
-/// Compares in time that depends only on the lengths, not on where the bytes differ.
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
 }
 
 pub(super) fn render_metrics(core: &Core) -> String {
@@ -262,17 +243,4 @@ pub(super) fn render_clients(core: &Core, now: Instant) -> String {
     }
     let _ = writeln!(out, "],\"total\":{}}}", rows.len());
     out
-}
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(!constant_time_eq(b"", b"a"));
-        assert!(constant_time_eq(b"", b""));
-    }
 }

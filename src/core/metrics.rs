@@ -20,10 +20,12 @@ pub enum CloseReason {
     Timeout,
     /// The server is shutting down.
     Shutdown,
+    /// The client's token expired (after a final `token-expired` reset).
+    TokenExpired,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::Normal,
         CloseReason::Reset,
         CloseReason::Error,
@@ -31,6 +33,7 @@ impl CloseReason {
         CloseReason::Limit,
         CloseReason::Timeout,
         CloseReason::Shutdown,
+        CloseReason::TokenExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl CloseReason {
             CloseReason::Limit => "limit",
             CloseReason::Timeout => "timeout",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::TokenExpired => "token-expired",
         }
     }
 
@@ -60,7 +64,7 @@ pub struct Metrics {
     pub accepted: u64,
     /// Connections refused at accept (over the connection limit, or shutting down).
     pub refused: u64,
-    closed: [u64; 7],
+    closed: [u64; CloseReason::ALL.len()],
     pub events_published: u64,
     pub ticks: u64,
     /// Log frames fully written to a client (deliveries).

@@ -53,6 +53,7 @@
 //! kept; a writable client with bytes pending is queued; ticks are scheduled while
 //! configured; and the event log's own ([`event_log`]).
 
+mod access;
 mod client;
 mod cluster;
 mod connection;
@@ -137,6 +138,8 @@ pub struct Core {
     metrics: Metrics,
     /// Cluster mode's state (`--redis`); `None` in the embedded mode.
     cluster: Option<Box<cluster::Cluster>>,
+    /// The wall clock (token expiry): refreshed by every `handle_timeout`.
+    wall: access::WallAnchor,
 }
 
 impl Core {
@@ -168,6 +171,7 @@ impl Core {
             fanout: None,
             metrics: Metrics::default(),
             cluster: cfg_cluster.then(Box::default),
+            wall: access::WallAnchor::new(now, wall),
         }
     }
 
@@ -377,6 +381,7 @@ impl Core {
     /// Time passed: ticks, timeouts, keep-alives, the shutdown deadline. `wall` is the
     /// wall-clock time for the tick's text. Spurious calls do nothing.
     pub fn handle_timeout(&mut self, wall: DateTime<Utc>, now: Instant) {
+        self.wall = access::WallAnchor::new(now, wall);
         if let Some(due) = self.next_tick.filter(|t| *t <= now) {
             let interval = self.cfg.interval.unwrap_or(Duration::from_secs(2));
             let mut next = due + interval;

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::Core;
 use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Pending, PublishFields};
-use super::connection::{answer, fail, read_body};
-use super::endpoints::{authorize, connection_for};
+use super::connection::{answer, fail, read_body, refuse};
+use super::endpoints::connection_for;
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, TICK_TOPIC_ID};
 use super::topic::TopicId;
@@ -40,15 +40,16 @@ pub(super) fn begin_publish(
     rest: Vec<u8>,
     now: Instant,
 ) {
-    if let Err(e) = authorize(core, head) {
-        fail(core, id, e, now);
-        return;
-    }
     let topic = head.param("topic").unwrap_or(DEFAULT_TOPIC).to_owned();
     let event = head.param("event").map(str::to_owned);
     let event_id = head.param("id").map(str::to_owned);
     if !valid_topic_name(&topic) {
         fail(core, id, RequestError::InvalidTopic, now);
+        return;
+    }
+    // `--publish-token`, or a token whose `publish` claim covers the topic (401/403).
+    if let Err(refusal) = core.authorize_publish(head, &topic, now) {
+        refuse(core, id, refusal, now);
         return;
     }
     if let Err(e) = check_fields(event.as_deref(), event_id.as_deref()) {

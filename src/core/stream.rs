@@ -12,7 +12,7 @@ use smallvec::SmallVec;
 use super::Core;
 use super::client::{AfterAnswer, Bytes, Client, ClientId, Cursor, Pending, Phase};
 use super::cluster::ClusterStart;
-use super::connection::{answer, fail, fail_with};
+use super::connection::{answer, fail, fail_with, refuse};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
 use super::metrics::CloseReason;
@@ -31,11 +31,6 @@ pub(super) fn start_stream(
     rest: Vec<u8>,
     now: Instant,
 ) {
-    if head.method == Method::Head {
-        let r = response::STREAM_HEAD.as_bytes().to_vec();
-        answer(core, id, 200, r, AfterAnswer::Close, Vec::new(), now);
-        return;
-    }
     // The topics: none means the default stream; `topic=` (empty) names it explicitly.
     // Counted before anything else is done with them (a repeated name counts each time),
     // then deduplicated in linear time.
@@ -50,6 +45,20 @@ pub(super) fn start_stream(
     }
     if !names.iter().all(|n| valid_topic_name(n)) {
         fail(core, id, RequestError::InvalidTopic, now);
+        return;
+    }
+    // Private topics: decided before anything is written or counted (401/403).
+    let grant = match core.authorize_stream(head, &names, now) {
+        Ok(grant) => grant,
+        Err(refusal) => {
+            refuse(core, id, refusal, now);
+            return;
+        }
+    };
+    // HEAD: the stream's head only (after the same checks as GET), then close.
+    if head.method == Method::Head {
+        let r = response::STREAM_HEAD.as_bytes().to_vec();
+        answer(core, id, 200, r, AfterAnswer::Close, Vec::new(), now);
         return;
     }
     // Over the limit only once the request itself is known to be valid.
@@ -124,12 +133,12 @@ pub(super) fn start_stream(
             Resume::Unknown => ("unknown-id", Some(core.newest_reset_id())),
             _ => ("too-old", (!replaying).then(|| core.newest_reset_id())),
         };
-        let mut bytes = core.prelude.to_vec();
+        let mut bytes = core.stream_prelude(head).as_slice().to_vec();
         let data = format!("{{\"reason\":\"{reason}\"}}");
         frame::encode_event(&mut bytes, gap_id.as_deref(), Some("reset"), &data);
         Bytes::Owned(bytes.into())
     } else {
-        Bytes::Shared(Rc::clone(&core.prelude))
+        core.stream_prelude(head)
     };
     let peer = core.client(id).map(|c| c.peer);
     if let Some(c) = core.client_mut(id) {
@@ -152,6 +161,7 @@ pub(super) fn start_stream(
         _ => {}
     }
     core.arm_keepalive(id, now);
+    core.keep_grant(id, grant, now);
     core.schedule(id);
     if rest.len() > core.cfg.max_client_send {
         core.remove(id, CloseReason::Limit);
@@ -196,7 +206,12 @@ impl Core {
         if c.is_streaming() && !c.held {
             let mut frames = self.log.pending_frames(&c.cursors);
             while n < iov.len() {
-                let Some((_, e)) = frames.next() else { break };
+                let Some((i, e)) = frames.next() else { break };
+                debug_assert!(
+                    c.cursors[i].topic == TICK_TOPIC_ID
+                        || self.may_see_topic(id, &self.log.topic(c.cursors[i].topic).name),
+                    "a client is offered an event of a topic its token does not allow"
+                );
                 iov[n] = IoSlice::new(&e.frame);
                 n += 1;
             }

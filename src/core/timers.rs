@@ -20,6 +20,8 @@ pub enum TimerKind {
     KeepAlive,
     /// A closing or answering connection must have taken its bytes by now.
     Linger,
+    /// A streaming client's token expires: send the `token-expired` reset and close.
+    TokenExpiry,
 }
 
 /// One armed timer. Ordered by time, then client, then kind: equal deadlines fire in a

@@ -96,6 +96,9 @@ pub struct RequestHead {
     pub accept: Option<String>,
     pub last_event_id: Option<String>,
     pub authorization: Option<String>,
+    /// Every `Cookie` header's raw value, joined with `; ` (private topics read their token
+    /// cookie from it; other cookies are never looked at).
+    pub cookie: Option<Vec<u8>>,
     /// `Origin` (CORS), for routing's origin policy.
     pub origin: Option<String>,
     /// `Access-Control-Request-Method`: with `OPTIONS`, this is a CORS preflight.
@@ -303,6 +306,7 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         accept: None,
         last_event_id: None,
         authorization: None,
+        cookie: None,
         origin: None,
         cors_request_method: None,
         content_length: None,
@@ -334,6 +338,12 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
             out.last_event_id = Some(text());
         } else if name.eq_ignore_ascii_case("authorization") {
             out.authorization = Some(text());
+        } else if name.eq_ignore_ascii_case("cookie") {
+            let all = out.cookie.get_or_insert_with(Vec::new);
+            if !all.is_empty() {
+                all.extend_from_slice(b"; ");
+            }
+            all.extend_from_slice(h.value);
         } else if name.eq_ignore_ascii_case("origin") {
             out.origin = Some(text());
         } else if name.eq_ignore_ascii_case("access-control-request-method") {

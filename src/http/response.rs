@@ -141,40 +141,6 @@ pub const ALLOW_READ: &str = "Allow: GET, HEAD, OPTIONS";
 /// The `Allow` header of a 405 on `/publish`.
 pub const ALLOW_PUBLISH: &str = "Allow: POST, OPTIONS";
 
-/// Methods a cross-origin page may use on `/publish` (and the other endpoints).
-pub const PREFLIGHT_METHODS: &str = "GET, HEAD, POST, OPTIONS";
-/// Request headers a cross-origin page may send: the publish token, the body's type, and
-/// the resume id.
-pub const PREFLIGHT_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
-/// How long a browser may cache a preflight answer, in seconds.
-pub const PREFLIGHT_MAX_AGE: u32 = 600;
-
-/// The answer to a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`): `204`,
-/// the allowed methods and headers, and how long to cache them. `allow_origin` is the
-/// `Access-Control-Allow-Origin` value routing's origin policy chose (`*`, or the request's
-/// origin, in which case `Vary: Origin` is added so caches keep answers per origin).
-pub fn preflight(allow_origin: &str, connection: Connection) -> Vec<u8> {
-    let mut head = String::with_capacity(320);
-    head.push_str("HTTP/1.1 204 No Content\r\n");
-    let _ = write!(
-        head,
-        "Access-Control-Allow-Origin: {allow_origin}\r\n\
-         Access-Control-Allow-Methods: {PREFLIGHT_METHODS}\r\n\
-         Access-Control-Allow-Headers: {PREFLIGHT_HEADERS}\r\n\
-         Access-Control-Max-Age: {PREFLIGHT_MAX_AGE}\r\n"
-    );
-    if allow_origin != "*" {
-        head.push_str("Vary: Origin\r\n");
-    }
-    head.push_str("Cache-Control: no-store\r\n");
-    if let Some(h) = connection.header() {
-        head.push_str(h);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    head.into_bytes()
-}
-
 /// A complete error response: a one-line plain-text body naming the problem, then close.
 pub fn error(status: u16, message: &str, extra_headers: &[&str]) -> Vec<u8> {
     let body = format!("{status} {}: {message}\n", reason(status));
@@ -249,30 +215,6 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 204 No Content\r\n"));
         assert!(!r.contains("Content-Length") && !r.contains("Content-Type"));
         assert!(r.ends_with("\r\nAllow: POST, OPTIONS\r\n\r\n"), "{r}");
-    }
-
-    #[test]
-    fn preflight_is_a_204_with_the_cors_headers() {
-        let r = String::from_utf8(preflight("*", Connection::KeepAlive)).unwrap();
-        assert!(r.starts_with("HTTP/1.1 204 No Content\r\n"));
-        for h in [
-            "Access-Control-Allow-Origin: *",
-            "Access-Control-Allow-Methods: GET, HEAD, POST, OPTIONS",
-            "Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID",
-            "Access-Control-Max-Age: 600",
-        ] {
-            assert!(r.contains(&format!("\r\n{h}\r\n")), "{h}: {r}");
-        }
-        assert!(
-            !r.contains("Content-Length"),
-            "a 204 has no body and no length"
-        );
-        assert!(!r.contains("Vary"));
-        assert!(r.ends_with("\r\n\r\n"));
-        let r = String::from_utf8(preflight("https://a.example", Connection::Close)).unwrap();
-        assert!(r.contains("\r\nAccess-Control-Allow-Origin: https://a.example\r\n"));
-        assert!(r.contains("\r\nVary: Origin\r\n"));
-        assert!(r.contains("\r\nConnection: close\r\n"));
     }
 
     #[test]

@@ -91,6 +91,10 @@ impl Sim {
                 self.shutting_down,
                 "connection {ci} closed for shutdown without a shutdown"
             ),
+            CloseReason::TokenExpired => ensure!(
+                streaming && self.cfg.auth.tokens_enabled(),
+                "connection {ci} closed for an expired token without a token stream"
+            ),
         }
         Ok(())
     }

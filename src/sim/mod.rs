@@ -268,6 +268,7 @@ macro_rules! ensure {
     };
 }
 
+pub mod auth;
 pub mod bus;
 mod check;
 mod invariants;

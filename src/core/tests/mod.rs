@@ -138,6 +138,7 @@ fn resume_request(topic: &str, last: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+mod auth;
 mod cluster;
 mod requests;
 mod routing;
