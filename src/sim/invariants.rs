@@ -185,16 +185,25 @@ impl Sim {
             let Some(s) = &c.stream else { continue };
             let (lag_bytes, unstarted, _) = self.lag(ci);
             let bounded = s.topics.iter().any(|t| self.appended.contains(t));
+            // The bound is on event frames; the stream head, `retry:` and a reset frame may
+            // still be queued ahead of them.
+            let prelude = (STREAM_HEAD.len()
+                + s.expected
+                    .iter()
+                    .filter(|f| f.model.is_none())
+                    .map(|f| f.bytes.len())
+                    .sum::<usize>()) as u64;
             if latest {
                 let bound = self.cfg.max_backlog.max(2 * self.max_frame as u64)
-                    + frame::KEEPALIVE.len() as u64;
+                    + frame::KEEPALIVE.len() as u64
+                    + prelude;
                 ensure!(
                     !bounded || backlog <= bound,
                     "connection {ci}: backlog {backlog} bytes over the `latest` bound {bound}"
                 );
             } else if bounded {
                 ensure!(
-                    backlog <= self.cfg.max_backlog + frame::KEEPALIVE.len() as u64,
+                    backlog <= self.cfg.max_backlog + frame::KEEPALIVE.len() as u64 + prelude,
                     "connection {ci}: backlog {backlog} bytes over the bound {} after an \
                      append (policy drop)",
                     self.cfg.max_backlog
