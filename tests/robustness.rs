@@ -380,7 +380,9 @@ fn out_of_file_descriptors_on_accept_neither_spins_nor_crashes() {
     // Lower the running server's open-file limit to just above what it uses: accept then
     // fails with EMFILE, far below the server's own connection limit.
     let used = server.fd_count() as u64;
-    let lim = format!("--nofile={}:{}", used + 3, used + 3);
+    // Only the soft limit: lowering the hard limit too could not be undone below (raising a
+    // hard limit needs CAP_SYS_RESOURCE, which a sandbox may not grant).
+    let lim = format!("--nofile={}:", used + 3);
     let ok = std::process::Command::new("prlimit")
         .args(["--pid", &server.pid().to_string(), &lim])
         .status()
@@ -408,11 +410,25 @@ fn out_of_file_descriptors_on_accept_neither_spins_nor_crashes() {
     assert!(server.child.id() > 0);
     drop(flood);
     // Room again: the limit back up, the server serves new connections.
-    let lim = "--nofile=20000:20000".to_string();
-    std::process::Command::new("prlimit")
-        .args(["--pid", &server.pid().to_string(), &lim])
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let hard = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap()
+        .to_string();
+    let restored = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &server.pid().to_string(),
+            &format!("--nofile={hard}:"),
+        ])
         .status()
         .unwrap();
+    assert!(
+        restored.success(),
+        "prlimit could not raise the soft limit back"
+    );
     assert!(eventually(5 * SEC, || server
         .metric("sse_connections_refused_total")
         >= 1.0));
