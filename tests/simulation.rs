@@ -76,6 +76,8 @@ fn request_kind() -> impl Strategy<Value = RequestKind> {
         1 => Just(RequestKind::NoLength),
         1 => Just(RequestKind::TooLarge),
         1 => Just(RequestKind::BadTopic),
+        1 => Just(RequestKind::Metrics),
+        1 => Just(RequestKind::Clients),
     ]
 }
 

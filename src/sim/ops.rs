@@ -72,6 +72,10 @@ pub enum RequestKind {
     TooLarge,
     /// A topic name with a NUL: 400.
     BadTopic,
+    /// `GET /metrics`: 200 (kept alive).
+    Metrics,
+    /// `GET /clients` from loopback: 200 (kept alive).
+    Clients,
 }
 
 /// One step of a scenario. Connection numbers pick among the open connections (modulo

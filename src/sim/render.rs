@@ -207,6 +207,25 @@ impl Sim {
                 None,
                 None,
             ),
+            RequestKind::Metrics | RequestKind::Clients => {
+                let path = if *kind == RequestKind::Metrics {
+                    "/metrics"
+                } else {
+                    "/clients"
+                };
+                (
+                    format!("GET {path} HTTP/1.1\r\n{host}\r\n").into_bytes(),
+                    Expect {
+                        statuses: vec![200],
+                        closes: false,
+                        head_only: false,
+                        late: false,
+                        completed_at: None,
+                    },
+                    None,
+                    None,
+                )
+            }
             RequestKind::BadTopic => (
                 format!("GET /events?topic=a%00b HTTP/1.1\r\n{host}\r\n").into_bytes(),
                 // The client limit is checked before the topics: 503 when at the limit.
