@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the ecosystem tests need on a fresh Debian machine:
 #   tests/browser.rs  Debian's chromium + playwright-core (tests/browser, npm ci)
+#   tests/sse_load_report.rs  the same (it opens an sse-load --report page)
 #   tests/clients.rs  the eventsource npm package (tests/clients, npm ci) and httpx + httpx-sse
 #   tests/nginx.rs    Debian's nginx
 #   tests/bus.rs      Debian's redis-server (each test starts its own on a unix socket)

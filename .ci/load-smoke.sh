@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Load smoke test: a release server with 500 clients must deliver 3 ticks to every one of them.
+# Load smoke test: a release server with 500 clients (over two sse-load worker processes) must
+# deliver 3 ticks to every one of them.
 # Starts the server on a free loopback port, runs sse-load, stops the server by its PID.
 # Exit 0 only when sse-load reports every tick reached every client.
 set -euo pipefail
@@ -26,7 +27,7 @@ if [ -z "$addr" ]; then
 fi
 
 status=0
-report=$(./target/release/sse-load --url "http://$addr/events" --clients 500 --source-ips 4 \
+report=$(./target/release/sse-load --url "http://$addr/events" --clients 500 --workers 2 --source-ips 4 \
     --events 3 --duration 10s --json) || status=$?
 echo "$report"
 if [ "$status" -ne 0 ] || ! grep -q '"all_delivered":true' <<<"$report"; then

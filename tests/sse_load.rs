@@ -203,3 +203,405 @@ fn unreachable_server_is_a_clear_error() {
     assert!(stderr.contains("open-file limit"), "{stderr}");
     let _ = TcpStream::connect(("127.0.0.1", port));
 }
+
+/// sse-load's JSON report, asserting it exited with `code`.
+fn json_of(out: &Output, code: i32) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stdout}\n{stderr}");
+    stdout.trim().to_owned()
+}
+
+#[test]
+fn workers_split_the_clients_and_merge_exactly() {
+    let server = Server::start(&["--interval", "200ms"]);
+    let url = server.url("/events");
+    let out = sse_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "300",
+        "--workers",
+        "3",
+        "--events",
+        "3",
+        "--duration",
+        "5s",
+        "--json",
+    ]);
+    let json = assert_all_delivered(&out, 300, 3);
+    assert_eq!(field(&json, "workers"), "3");
+    assert_eq!(field(&json, "latency_samples"), "900");
+    assert_ne!(
+        field(&json, "server_cpu_ticks"),
+        "null",
+        "the server was found by its port"
+    );
+}
+
+#[test]
+fn several_servers_from_one_command() {
+    let a = Server::start(&["--interval", "200ms"]);
+    let b = Server::start(&["--interval", "200ms"]);
+    let (ua, ub) = (a.url("/events"), b.url("/events"));
+    let out = sse_load(&[
+        "--url",
+        &ua,
+        "--url",
+        &ub,
+        "--clients",
+        "200",
+        "--workers",
+        "2",
+        "--events",
+        "3",
+        "--duration",
+        "5s",
+        "--json",
+    ]);
+    // Each server ticks on its own: 3 ticks each, every client gets its own server's 3.
+    let json = json_of(&out, 0);
+    assert_eq!(field(&json, "all_delivered"), "true", "{json}");
+    assert_eq!(field(&json, "ticks"), "6", "{json}");
+    assert_eq!(field(&json, "delivered"), "600");
+    assert_eq!(field(&json, "per_client_min"), "3");
+}
+
+#[test]
+fn topics_spread_clients_and_publishes() {
+    let server = Server::start(&["--interval", "off"]);
+    let url = server.url("/events");
+    let out = sse_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "30",
+        "--topics",
+        "a,b,c",
+        "--publish-rate",
+        "100",
+        "--events",
+        "30",
+        "--duration",
+        "5s",
+        "--json",
+    ]);
+    let json = json_of(&out, 0);
+    assert_eq!(field(&json, "all_delivered"), "true", "{json}");
+    // 30 events over 3 topics: each client gets the 10 of its topic.
+    assert_eq!(field(&json, "events"), "30");
+    assert_eq!(field(&json, "delivered"), "300");
+    assert_eq!(field(&json, "per_client_max"), "10");
+}
+
+#[test]
+fn slow_clients_do_not_hold_back_the_others() {
+    let server = Server::start(&["--interval", "off"]);
+    let url = server.url("/events");
+    let out = sse_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "40",
+        "--slow",
+        "8",
+        "--publish-rate",
+        "200",
+        "--events",
+        "60",
+        "--duration",
+        "5s",
+        "--json",
+    ]);
+    let json = json_of(&out, 0);
+    assert_eq!(field(&json, "all_delivered"), "true", "{json}");
+    assert_eq!(field(&json, "slow"), "8");
+    assert_eq!(field(&json, "connected"), "32");
+    assert_eq!(field(&json, "delivered"), (32 * 60).to_string());
+    // A worker that holds only slow clients does not end the window for the others.
+    let out = sse_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "40",
+        "--workers",
+        "2",
+        "--slow",
+        "20",
+        "--publish-rate",
+        "200",
+        "--events",
+        "60",
+        "--duration",
+        "5s",
+        "--json",
+    ]);
+    let json = json_of(&out, 0);
+    assert_eq!(field(&json, "delivered"), (20 * 60).to_string(), "{json}");
+}
+
+#[test]
+fn every_event_once_in_order_across_reconnects() {
+    let server = Server::start(&["--interval", "off"]);
+    let url = server.url("/events");
+    let out = sse_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "40",
+        "--reconnect-every",
+        "250ms",
+        "--publish-rate",
+        "100",
+        "--events",
+        "150",
+        "--duration",
+        "10s",
+        "--json",
+    ]);
+    let json = json_of(&out, 0);
+    assert_eq!(field(&json, "all_delivered"), "true", "{json}");
+    assert_eq!(field(&json, "delivered"), (40 * 150).to_string());
+    let reconnects: u64 = field(&json, "reconnects").parse().unwrap();
+    assert!(reconnects >= 40 * 3, "{reconnects} reconnects: {json}");
+    assert_eq!(field(&json, "reconnect_failed"), "0");
+}
+
+/// A server that answers every other connection with `503`, starting with the second (the
+/// first is sse-load's check that the server streams at all).
+fn half_refusing(clients: usize) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    let handle = thread::spawn(move || {
+        let mut keep = Vec::new();
+        for i in 0..clients {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b);
+            if i % 2 == 1 {
+                let _ =
+                    s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+            } else {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+                keep.push(s);
+            }
+        }
+        thread::sleep(Duration::from_millis(300));
+        let frame = format!("data: ts={}\n\n", now_ns());
+        for s in &mut keep {
+            let _ = s.write_all(frame.as_bytes());
+        }
+        thread::sleep(Duration::from_millis(500));
+    });
+    (url, handle)
+}
+
+#[test]
+fn refusals_are_counted_by_status() {
+    let (url, server) = half_refusing(10);
+    let out = sse_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "10",
+        "--events",
+        "1",
+        "--duration",
+        "3s",
+        "--json",
+    ]);
+    let json = json_of(&out, 3);
+    assert_eq!(field(&json, "rejected"), "5", "{json}");
+    assert!(json.contains("\"rejected_by\":{\"503\":5}"), "{json}");
+    assert_eq!(field(&json, "connected"), "5");
+    assert_eq!(field(&json, "all_delivered"), "false");
+    server.join().unwrap();
+}
+
+#[test]
+fn a_server_that_does_not_stream_is_a_clear_error() {
+    for (head, expect) in [
+        (
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+            "401",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\r\n",
+            "text/html",
+        ),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b);
+            let _ = s.write_all(head.as_bytes());
+        });
+        let out = sse_load(&["--url", &url, "--clients", "5"]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(expect) && stderr.contains("not an event stream"),
+            "{stderr}"
+        );
+        server.join().unwrap();
+    }
+}
+
+#[test]
+fn more_clients_than_the_limits_allow_exit_2() {
+    let out = sse_load(&["--clients", "100000", "--workers", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("open-file limit") && stderr.contains("at least"),
+        "{stderr}"
+    );
+}
+
+/// The worker processes of the sse-load process `pid`.
+fn workers_of(pid: u32) -> Vec<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn spawn_load(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_sse-load"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sse-load")
+}
+
+#[test]
+fn a_failing_worker_is_reported() {
+    let server = Server::start(&["--interval", "100ms"]);
+    let url = server.url("/events");
+    let load = spawn_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "60",
+        "--workers",
+        "3",
+        "--duration",
+        "4s",
+        "--json",
+    ]);
+    assert!(util::eventually(Duration::from_secs(5), || workers_of(
+        load.id()
+    )
+    .len()
+        == 3));
+    thread::sleep(Duration::from_millis(800));
+    util::signal(workers_of(load.id())[1], 9);
+    let out = load.wait_with_output().unwrap();
+    let json = json_of(&out, 1);
+    assert!(json.contains("\"workers_failed\":[\"worker 1"), "{json}");
+    assert_eq!(field(&json, "all_delivered"), "false");
+}
+
+#[test]
+fn sigterm_stops_every_worker_and_prints_the_partial_result() {
+    let server = Server::start(&["--interval", "100ms"]);
+    let url = server.url("/events");
+    let load = spawn_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "60",
+        "--workers",
+        "2",
+        "--duration",
+        "30s",
+        "--json",
+    ]);
+    assert!(util::eventually(Duration::from_secs(5), || workers_of(
+        load.id()
+    )
+    .len()
+        == 2));
+    thread::sleep(Duration::from_millis(1500));
+    let workers = workers_of(load.id());
+    let started = std::time::Instant::now();
+    util::signal(load.id(), 15);
+    let out = load.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    let json = json_of(&out, 130);
+    assert_eq!(field(&json, "interrupted"), "true");
+    assert!(
+        field(&json, "delivered").parse::<u64>().unwrap() > 0,
+        "{json}"
+    );
+    for w in workers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{w}")).exists()
+                || std::fs::read_to_string(format!("/proc/{w}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z"),
+            "worker {w} still runs"
+        );
+    }
+}
+
+#[test]
+fn headers_go_with_every_stream() {
+    // A server that streams only to requests carrying the token, and refuses others with 401.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    let server = thread::spawn(move || {
+        let mut streams = Vec::new();
+        for _ in 0..10 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut b).unwrap();
+                assert!(n > 0);
+                head.extend_from_slice(&b[..n]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            if head.contains("\r\nauthorization: bearer s3cret\r\n")
+                && head.contains("\r\nx-tenant: t1\r\n")
+            {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+                streams.push(s);
+            } else {
+                let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+        thread::sleep(Duration::from_millis(300));
+        let frame = format!("data: ts={}\n\n", now_ns());
+        for s in &mut streams {
+            let _ = s.write_all(frame.as_bytes());
+        }
+        thread::sleep(Duration::from_millis(500));
+    });
+    let out = sse_load(&[
+        "--url",
+        &url,
+        "--clients",
+        "10",
+        "--header",
+        "Authorization: Bearer s3cret",
+        "--header",
+        "X-Tenant: t1",
+        "--events",
+        "1",
+        "--duration",
+        "3s",
+        "--json",
+    ]);
+    assert_all_delivered(&out, 10, 1);
+    server.join().unwrap();
+}

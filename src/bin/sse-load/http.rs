@@ -1,6 +1,6 @@
-//! The little HTTP/1.1 a load generator needs: a response head, a chunked body decoder (many
-//! SSE servers stream with `Transfer-Encoding: chunked`), and one complete response at a time
-//! from a keep-alive publish connection.
+//! The little HTTP/1.1 a load generator needs: a response head, and one complete response at a
+//! time from a keep-alive publish connection. (Chunked stream bodies are decoded with the
+//! server crate's [`sse_server::http::chunked::ChunkedDecoder`].)
 
 /// Largest response head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -63,122 +63,23 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
     }))
 }
 
-/// Where a chunked-body decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    /// Reading the hex size (`digits` so far).
-    Size { size: u64, digits: u8, ext: bool },
-    /// After the size line's CR, expecting LF.
-    SizeLf { size: u64 },
-    /// Inside chunk data, `left` bytes to go.
-    Data { left: u64 },
-    /// After a chunk's data: its CRLF.
-    DataEnd { seen_cr: bool },
-    /// The last chunk (size 0) arrived: the stream is over.
-    Done,
-}
-
-/// Incremental `Transfer-Encoding: chunked` decoder.
-#[derive(Debug, Clone)]
-pub struct Chunked {
-    state: ChunkState,
-}
-
-impl Default for Chunked {
-    fn default() -> Self {
-        Chunked {
-            state: ChunkState::Size {
-                size: 0,
-                digits: 0,
-                ext: false,
-            },
+impl Head {
+    /// Why this head does not start an event stream, if it does not: a status other than
+    /// 200, or another content type. The reason is one word-like token (for counting).
+    pub fn refusal(&self) -> Option<String> {
+        if self.status != 200 {
+            return Some(self.status.to_string());
         }
-    }
-}
-
-impl Chunked {
-    /// True once the terminating zero-size chunk arrived.
-    pub fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-
-    /// Decodes `input`, handing each run of body bytes to `out`. Errors on malformed framing.
-    pub fn feed(&mut self, mut input: &[u8], mut out: impl FnMut(&[u8])) -> Result<(), String> {
-        while !input.is_empty() {
-            match &mut self.state {
-                ChunkState::Size { size, digits, ext } => {
-                    let b = input[0];
-                    input = &input[1..];
-                    if b == b'\r' {
-                        self.state = ChunkState::SizeLf { size: *size };
-                    } else if b == b'\n' {
-                        self.state = end_of_size(*size);
-                    } else if *ext {
-                    } else if b == b';' || b == b' ' || b == b'\t' {
-                        *ext = true;
-                    } else {
-                        let d = (b as char)
-                            .to_digit(16)
-                            .ok_or_else(|| format!("bad chunk size byte {b:#04x}"))?;
-                        *digits += 1;
-                        if *digits > 15 {
-                            return Err("chunk size too large".into());
-                        }
-                        *size = *size * 16 + u64::from(d);
-                    }
-                }
-                ChunkState::SizeLf { size } => {
-                    if input[0] != b'\n' {
-                        return Err("chunk size line not ended by CRLF".into());
-                    }
-                    input = &input[1..];
-                    self.state = end_of_size(*size);
-                }
-                ChunkState::Data { left } => {
-                    let n = input
-                        .len()
-                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    out(&input[..n]);
-                    input = &input[n..];
-                    *left -= n as u64;
-                    if *left == 0 {
-                        self.state = ChunkState::DataEnd { seen_cr: false };
-                    }
-                }
-                ChunkState::DataEnd { seen_cr } => {
-                    let b = input[0];
-                    input = &input[1..];
-                    if b == b'\r' && !*seen_cr {
-                        *seen_cr = true;
-                    } else if b == b'\n' {
-                        self.state = ChunkState::default_size();
-                    } else {
-                        return Err("chunk data not followed by CRLF".into());
-                    }
-                }
-                // Trailers and anything after the end are ignored.
-                ChunkState::Done => return Ok(()),
-            }
+        let ct = self.content_type.as_deref().unwrap_or("none");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if essence.eq_ignore_ascii_case("text/event-stream") {
+            None
+        } else {
+            Some(format!(
+                "200-content-type-{}",
+                essence.replace(char::is_whitespace, "")
+            ))
         }
-        Ok(())
-    }
-}
-
-impl ChunkState {
-    fn default_size() -> ChunkState {
-        ChunkState::Size {
-            size: 0,
-            digits: 0,
-            ext: false,
-        }
-    }
-}
-
-fn end_of_size(size: u64) -> ChunkState {
-    if size == 0 {
-        ChunkState::Done
-    } else {
-        ChunkState::Data { left: size }
     }
 }
 
@@ -215,17 +116,21 @@ mod tests {
     }
 
     #[test]
-    fn chunked_any_split() {
-        let wire = b"5\r\nhello\r\n7;x=1\r\n, world\r\n0\r\n\r\n";
-        for cut in 0..wire.len() {
-            let mut c = Chunked::default();
-            let mut got = Vec::new();
-            c.feed(&wire[..cut], |b| got.extend_from_slice(b)).unwrap();
-            c.feed(&wire[cut..], |b| got.extend_from_slice(b)).unwrap();
-            assert_eq!(got, b"hello, world");
-            assert!(c.is_done());
-        }
-        assert!(Chunked::default().feed(b"zz\r\n", |_| {}).is_err());
+    fn refusals() {
+        let h = |raw: &[u8]| parse_head(raw).unwrap().unwrap().refusal();
+        assert_eq!(
+            h(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\r\n"),
+            None
+        );
+        assert_eq!(h(b"HTTP/1.1 503 Busy\r\n\r\n").as_deref(), Some("503"));
+        assert_eq!(
+            h(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n").as_deref(),
+            Some("200-content-type-text/html")
+        );
+        assert_eq!(
+            h(b"HTTP/1.1 200 OK\r\n\r\n").as_deref(),
+            Some("200-content-type-none")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! What the run measured: a latency histogram, the identity of each event, and the report
-//! (a human table, or one JSON line).
+//! What is measured per delivery: a latency histogram (mergeable bucket by bucket across
+//! workers), the identity of each event, and a cheap hasher for the per-event counts.
 
-use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Sub-buckets per power of two: the relative error of a reported percentile is below
 /// 1/128 (0.8%).
@@ -9,12 +9,20 @@ const SUB_BITS: u32 = 7;
 const SUB: u64 = 1 << SUB_BITS;
 
 /// A log-linear histogram of nanosecond values: constant memory (~60 KiB) however many
-/// (client, event) pairs are recorded.
+/// (client, event) pairs are recorded. Two histograms merge exactly ([`Histogram::merge`]),
+/// and one travels between processes as its non-empty buckets ([`Histogram::sparse`]).
+#[derive(Clone)]
 pub struct Histogram {
     counts: Vec<u64>,
     total: u64,
     max: u64,
     sum: u128,
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Histogram({} values, max {})", self.total, self.max)
+    }
 }
 
 impl Default for Histogram {
@@ -77,6 +85,77 @@ impl Histogram {
         }
     }
 
+    /// Adds every value recorded in `other` (bucket by bucket: exact).
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+    }
+
+    /// The values recorded since `earlier` (a copy of this histogram taken before). The max
+    /// is exact when it grew since, else the low edge of the highest bucket that grew.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let mut d = Histogram::default();
+        let mut top = None;
+        for (i, (a, b)) in self.counts.iter().zip(&earlier.counts).enumerate() {
+            let n = a.saturating_sub(*b);
+            if n > 0 {
+                d.counts[i] = n;
+                top = Some(i);
+            }
+        }
+        d.total = self.total.saturating_sub(earlier.total);
+        d.sum = self.sum.saturating_sub(earlier.sum);
+        d.max = if self.max > earlier.max {
+            self.max
+        } else {
+            top.map_or(0, bucket_low)
+        };
+        d
+    }
+
+    /// Forgets every value (keeps the memory).
+    pub fn clear(&mut self) {
+        if self.total > 0 {
+            self.counts.fill(0);
+        }
+        self.total = 0;
+        self.max = 0;
+        self.sum = 0;
+    }
+
+    /// The histogram as text: `sum max i:count i:count …` (non-empty buckets only).
+    pub fn sparse(&self) -> String {
+        use std::fmt::Write as _;
+        let mut o = format!("{} {}", self.sum, self.max);
+        for (i, &c) in self.counts.iter().enumerate() {
+            if c > 0 {
+                let _ = write!(o, " {i}:{c}");
+            }
+        }
+        o
+    }
+
+    /// Reads what [`Histogram::sparse`] wrote.
+    pub fn from_sparse(s: &str) -> Result<Histogram, String> {
+        let bad = || format!("bad histogram `{s}`");
+        let mut h = Histogram::default();
+        let mut it = s.split_ascii_whitespace();
+        h.sum = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        h.max = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        for pair in it {
+            let (i, c) = pair.split_once(':').ok_or_else(bad)?;
+            let i: usize = i.parse().map_err(|_| bad())?;
+            let c: u64 = c.parse().map_err(|_| bad())?;
+            *h.counts.get_mut(i).ok_or_else(bad)? += c;
+            h.total += c;
+        }
+        Ok(h)
+    }
+
     /// The value at quantile `q` (0..=1): the low edge of its bucket, at most `max`.
     pub fn quantile(&self, q: f64) -> u64 {
         if self.total == 0 {
@@ -107,18 +186,16 @@ pub enum Key {
 
 impl Key {
     /// Classifies an event by its data (and id, for opaque events).
-    pub fn of(data: &str, id: &str) -> Key {
-        if let Some(rest) = data.strip_prefix("ts=") {
-            let digits = rest
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap_or("");
-            if let Ok(ns) = digits.parse() {
-                return Key::Ts(ns);
-            }
+    pub fn of(data: &[u8], id: &[u8]) -> Key {
+        if let Some(rest) = data.strip_prefix(b"ts=")
+            && let Some(ns) = parse_decimal(rest)
+        {
+            return Key::Ts(ns);
         }
-        if let Some(pos) = data.find("the time is ")
-            && let Some(ns) = parse_go_time(&data[pos + "the time is ".len()..])
+        const TICK: &[u8] = b"the time is ";
+        if let Some(pos) = data.windows(TICK.len()).position(|w| w == TICK)
+            && let Ok(text) = std::str::from_utf8(&data[pos + TICK.len()..])
+            && let Some(ns) = parse_go_time(text)
         {
             return Key::Tick(ns);
         }
@@ -138,6 +215,45 @@ impl Key {
     }
 }
 
+/// The decimal number at the start of `b` (1 to 19 digits, so it fits in a `u64`; unix
+/// nanoseconds have 19), eight digits at a time where it can.
+pub fn parse_decimal(b: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(raw);
+        if !all_digits(v) {
+            break;
+        }
+        n = n.checked_mul(100_000_000)?.checked_add(eight_digits(v))?;
+        i += 8;
+    }
+    while let Some(&d) = b.get(i) {
+        if !d.is_ascii_digit() {
+            break;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        i += 1;
+    }
+    (1..=19).contains(&i).then_some(n)
+}
+
+/// True when all eight bytes of `v` are ASCII digits.
+fn all_digits(v: u64) -> bool {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    v & HIGH == ZEROS && (v.wrapping_add(0x0606_0606_0606_0606) & HIGH) == ZEROS
+}
+
+/// The value of eight ASCII digits packed little-endian (first digit in the lowest byte).
+fn eight_digits(v: u64) -> u64 {
+    let v = ((v & 0x0F00_0F00_0F00_0F00) >> 8) + (v & 0x000F_000F_000F_000F) * 10;
+    let v = ((v & 0x00FF_0000_00FF_0000) >> 16) + (v & 0x0000_00FF_0000_00FF) * 100;
+    ((v & 0x0000_FFFF_0000_0000) >> 32) + (v & 0x0000_0000_0000_FFFF) * 10_000
+}
+
 /// Parses Go's `time.Time` layout, `2024-10-13 14:35:22.123456789 +0000 UTC` (the zone
 /// abbreviation is optional), to unix nanoseconds.
 pub fn parse_go_time(s: &str) -> Option<u64> {
@@ -151,197 +267,41 @@ pub fn parse_go_time(s: &str) -> Option<u64> {
     u64::try_from(t.timestamp_nanos_opt()?).ok()
 }
 
-/// The run's outcome, as reported.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub url: String,
-    pub clients: usize,
-    pub source_ips: u8,
-    pub connected: usize,
-    pub connect_failed: usize,
-    pub rejected: usize,
-    pub first_error: Option<String>,
-    pub connect_seconds: f64,
-    pub window_seconds: f64,
-    /// Distinct events in the measured window (ticks, published, other).
-    pub events: u64,
-    pub ticks: u64,
-    pub published_events: u64,
-    pub expected: u64,
-    pub delivered: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub disconnected: usize,
-    pub per_client_min: u64,
-    pub per_client_max: u64,
-    pub latency_samples: u64,
-    pub p50_ns: u64,
-    pub p99_ns: u64,
-    pub max_ns: u64,
-    pub mean_ns: u64,
-    pub deliveries_per_second: f64,
-    pub publish_rate_asked: Option<f64>,
-    pub published_sent: u64,
-    pub published_acked: u64,
-    pub published_failed: u64,
-    pub publish_rate_achieved: f64,
-}
+/// A multiplicative hasher for the per-event count table: its keys are small integers the
+/// server chose (times, sequence numbers), not attacker-controlled keys worth SipHash's cost.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
 
-impl Report {
-    /// Every streaming client got every event of the window, once, in order, and nobody
-    /// was lost along the way.
-    pub fn all_delivered(&self) -> bool {
-        self.connected == self.clients
-            && self.expected > 0
-            && self.delivered == self.expected
-            && self.duplicates == 0
-            && self.out_of_order == 0
-            && self.disconnected == 0
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
 
-    /// The human-readable table.
-    pub fn table(&self) -> String {
-        let ms = |ns: u64| ns as f64 / 1e6;
-        let mut o = String::new();
-        let _ = writeln!(o, "sse-load report: {}", self.url);
-        let _ = writeln!(
-            o,
-            "  clients          {} connected of {} in {:.3} s ({} failed to connect, {} refused by status; {} source IPs)",
-            self.connected,
-            self.clients,
-            self.connect_seconds,
-            self.connect_failed,
-            self.rejected,
-            self.source_ips
-        );
-        if let Some(e) = &self.first_error {
-            let _ = writeln!(o, "  first error      {e}");
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
         }
-        let _ = writeln!(
-            o,
-            "  window           {:.3} s, {} events ({} ticks, {} published)",
-            self.window_seconds, self.events, self.ticks, self.published_events
-        );
-        let pct = if self.expected == 0 {
-            0.0
-        } else {
-            100.0 * self.delivered as f64 / self.expected as f64
-        };
-        let _ = writeln!(
-            o,
-            "  delivered        {} of {} ({pct:.3}%): {} missing, {} duplicate, {} out of order, {} disconnected",
-            self.delivered,
-            self.expected,
-            self.expected.saturating_sub(self.delivered),
-            self.duplicates,
-            self.out_of_order,
-            self.disconnected
-        );
-        let _ = writeln!(
-            o,
-            "  per client       {} to {} events",
-            self.per_client_min, self.per_client_max
-        );
-        let _ = writeln!(
-            o,
-            "  latency          p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  mean {:.3} ms  ({} samples)",
-            ms(self.p50_ns),
-            ms(self.p99_ns),
-            ms(self.max_ns),
-            ms(self.mean_ns),
-            self.latency_samples
-        );
-        let _ = writeln!(o, "  deliveries/s     {:.0}", self.deliveries_per_second);
-        if let Some(rate) = self.publish_rate_asked {
-            let _ = writeln!(
-                o,
-                "  publish          asked {rate}/s, achieved {:.1}/s: {} sent, {} acknowledged, {} failed",
-                self.publish_rate_achieved,
-                self.published_sent,
-                self.published_acked,
-                self.published_failed
-            );
-        }
-        let _ = writeln!(
-            o,
-            "  result           {}",
-            if self.all_delivered() {
-                "ALL DELIVERED"
-            } else {
-                "INCOMPLETE"
-            }
-        );
-        o
     }
 
-    /// One line of JSON with every number.
-    pub fn json(&self) -> String {
-        let mut o = String::from("{");
-        let mut num = |k: &str, v: String| {
-            if o.len() > 1 {
-                o.push(',');
-            }
-            let _ = write!(o, "\"{k}\":{v}");
-        };
-        num("url", json_str(&self.url));
-        num("clients", self.clients.to_string());
-        num("source_ips", self.source_ips.to_string());
-        num("connected", self.connected.to_string());
-        num("connect_failed", self.connect_failed.to_string());
-        num("rejected", self.rejected.to_string());
-        num(
-            "first_error",
-            self.first_error.as_deref().map_or("null".into(), json_str),
-        );
-        num("connect_seconds", format!("{:.6}", self.connect_seconds));
-        num("window_seconds", format!("{:.6}", self.window_seconds));
-        num("events", self.events.to_string());
-        num("ticks", self.ticks.to_string());
-        num("published_events", self.published_events.to_string());
-        num("expected", self.expected.to_string());
-        num("delivered", self.delivered.to_string());
-        num(
-            "missing",
-            self.expected.saturating_sub(self.delivered).to_string(),
-        );
-        num("duplicates", self.duplicates.to_string());
-        num("out_of_order", self.out_of_order.to_string());
-        num("disconnected", self.disconnected.to_string());
-        num("per_client_min", self.per_client_min.to_string());
-        num("per_client_max", self.per_client_max.to_string());
-        num("latency_samples", self.latency_samples.to_string());
-        num("p50_ms", format!("{:.6}", self.p50_ns as f64 / 1e6));
-        num("p99_ms", format!("{:.6}", self.p99_ns as f64 / 1e6));
-        num("max_ms", format!("{:.6}", self.max_ns as f64 / 1e6));
-        num("mean_ms", format!("{:.6}", self.mean_ns as f64 / 1e6));
-        num(
-            "deliveries_per_second",
-            format!("{:.1}", self.deliveries_per_second),
-        );
-        num(
-            "publish_rate_asked",
-            self.publish_rate_asked
-                .map_or("null".into(), |r| format!("{r}")),
-        );
-        num(
-            "publish_rate_achieved",
-            format!("{:.1}", self.publish_rate_achieved),
-        );
-        num("published_sent", self.published_sent.to_string());
-        num("published_acked", self.published_acked.to_string());
-        num("published_failed", self.published_failed.to_string());
-        num("all_delivered", self.all_delivered().to_string());
-        o.push('}');
-        o
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn write_isize(&mut self, v: isize) {
+        self.write_u64(v as u64);
     }
 }
 
-/// `s` as a JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    sse_server::json::push_json_string(&mut o, s);
-    o
-}
+/// Builds [`FastHasher`]s.
+pub type FastBuild = BuildHasherDefault<FastHasher>;
 
 #[cfg(test)]
 mod tests {
@@ -366,25 +326,76 @@ mod tests {
     }
 
     #[test]
-    fn keys() {
-        assert_eq!(
-            Key::of("the time is 2024-10-13 14:35:22.123456789 +0000 UTC", ""),
-            Key::Tick(1_728_830_122_123_456_789)
-        );
-        assert_eq!(Key::of("ts=42", ""), Key::Ts(42));
-        assert!(matches!(Key::of("hello", "1"), Key::Opaque(_)));
-        assert_ne!(Key::of("hello", "1"), Key::of("hello", "2"));
+    fn decimals_eight_at_a_time() {
+        for n in [
+            0u64,
+            7,
+            12,
+            12_345_678,
+            123_456_789,
+            1_728_830_122_123_456_789,
+            9_999_999_999_999_999_999,
+        ] {
+            let text = n.to_string();
+            assert_eq!(parse_decimal(text.as_bytes()), Some(n), "{n}");
+            assert_eq!(
+                parse_decimal(format!("{text}:x").as_bytes()),
+                Some(n),
+                "{n}"
+            );
+        }
+        assert_eq!(parse_decimal(b"12345678/"), Some(12_345_678));
+        assert_eq!(parse_decimal(b"1234567:89"), Some(1_234_567));
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"x1"), None);
+        assert_eq!(parse_decimal(b"99999999999999999999"), None);
     }
 
     #[test]
-    fn json_is_one_line() {
-        let r = Report {
-            url: "http://x/\"q\"".into(),
-            ..Report::default()
-        };
-        let j = r.json();
-        assert!(!j.contains('\n'));
-        assert!(j.contains("\"all_delivered\":false"));
-        assert!(j.contains("\\\"q\\\""));
+    fn keys() {
+        assert_eq!(
+            Key::of(b"the time is 2024-10-13 14:35:22.123456789 +0000 UTC", b""),
+            Key::Tick(1_728_830_122_123_456_789)
+        );
+        assert_eq!(Key::of(b"ts=42", b""), Key::Ts(42));
+        assert_eq!(Key::of(b"ts=42 and more", b""), Key::Ts(42));
+        assert!(matches!(
+            Key::of(b"ts=99999999999999999999999", b""),
+            Key::Opaque(_)
+        ));
+        assert!(matches!(Key::of(b"hello", b"1"), Key::Opaque(_)));
+        assert_ne!(Key::of(b"hello", b"1"), Key::of(b"hello", b"2"));
+    }
+
+    #[test]
+    fn histograms_merge_exactly_and_travel_as_text() {
+        let (mut a, mut b, mut both) = (
+            Histogram::default(),
+            Histogram::default(),
+            Histogram::default(),
+        );
+        for v in [5u64, 1_000, 77_777, 3_000_000] {
+            a.record(v);
+            both.record(v);
+        }
+        for v in [9u64, 1_000, 123_456_789] {
+            b.record(v);
+            both.record(v);
+        }
+        let b = Histogram::from_sparse(&b.sparse()).unwrap();
+        let before = a.clone();
+        a.record(42);
+        let d = a.since(&before);
+        assert_eq!((d.count(), d.max(), d.quantile(0.5)), (1, 42, 42));
+        let mut a = before;
+        a.merge(&b);
+        assert_eq!(a.counts, both.counts);
+        assert_eq!(
+            (a.count(), a.max(), a.mean()),
+            (both.count(), both.max(), both.mean())
+        );
+        assert_eq!(a.quantile(0.99), both.quantile(0.99));
+        assert!(Histogram::from_sparse("1 2 99999999:1").is_err());
+        assert!(Histogram::from_sparse("x").is_err());
     }
 }
