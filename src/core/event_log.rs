@@ -114,6 +114,13 @@ impl EventLog {
     /// The topic named `name`, created if needed (recycling the least recently used topic
     /// without subscribers when at the limit). `None` when every topic has subscribers.
     pub fn topic_for(&mut self, name: &str) -> Option<TopicId> {
+        self.topic_for_avoiding(name, &[])
+    }
+
+    /// [`EventLog::topic_for`] for one of several topics resolved together (one stream
+    /// request): a topic in `taken` is never recycled, though it has no subscribers yet, so
+    /// two names never share a topic.
+    pub fn topic_for_avoiding(&mut self, name: &str, taken: &[TopicId]) -> Option<TopicId> {
         if let Some(&t) = self.index.get(name) {
             return Some(t);
         }
@@ -128,7 +135,7 @@ impl EventLog {
             .iter()
             .enumerate()
             .skip(2)
-            .filter(|(_, t)| t.subscribers.is_empty())
+            .filter(|(i, t)| t.subscribers.is_empty() && !taken.contains(&(*i as TopicId)))
             .min_by_key(|(_, t)| t.last_used)
             .map(|(i, _)| i)?;
         let custom_ids = &mut self.custom_ids;

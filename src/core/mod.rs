@@ -206,6 +206,12 @@ impl Core {
         self.client(id).map(|c| self.backlog_of(c).0)
     }
 
+    /// The (bytes, events) backlog the client may have before the slow-client policy
+    /// applies (see `--max-backlog`: raised to a whole history on each of its topics).
+    pub fn backlog_limit(&self, id: ClientId) -> Option<(u64, u64)> {
+        self.client(id).map(|c| self.backlog_limit_of(c))
+    }
+
     /// True once shutdown was asked for and every connection is gone.
     pub fn is_finished(&self) -> bool {
         self.shutdown_deadline.is_some() && self.clients.is_empty()

@@ -2,6 +2,7 @@
 //! checks and the slow-client policy, waking subscribers after an append, keep-alives, and
 //! what is offered to and taken by each `writev` ([`Core::write_slices`],
 //! [`Core::handle_written`]).
+use std::collections::HashSet;
 use std::io::IoSlice;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use super::connection::{answer, fail, fail_with};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
 use super::metrics::CloseReason;
-use super::publish::{topic_for, valid_topic_name};
+use super::publish::valid_topic_name;
 use super::timers::TimerKind;
 use super::topic::TopicId;
 use crate::config::SlowClientPolicy;
@@ -35,18 +36,16 @@ pub(super) fn start_stream(
         return;
     }
     // The topics: none means the default stream; `topic=` (empty) names it explicitly.
-    let mut names: Vec<&str> = Vec::new();
-    for n in head.params("topic") {
-        if !names.contains(&n) {
-            names.push(n);
-        }
-    }
-    if names.is_empty() {
-        names.push(DEFAULT_TOPIC);
-    }
-    if names.len() > core.cfg.max_topics_per_client {
+    // Counted before anything else is done with them (a repeated name counts each time),
+    // then deduplicated in linear time.
+    if head.params("topic").count() > core.cfg.max_topics_per_client {
         fail(core, id, RequestError::TooManyTopicsPerClient, now);
         return;
+    }
+    let mut seen = HashSet::new();
+    let mut names: Vec<&str> = head.params("topic").filter(|n| seen.insert(*n)).collect();
+    if names.is_empty() {
+        names.push(DEFAULT_TOPIC);
     }
     if !names.iter().all(|n| valid_topic_name(n)) {
         fail(core, id, RequestError::InvalidTopic, now);
@@ -59,7 +58,11 @@ pub(super) fn start_stream(
     }
     let mut topic_ids: Vec<TopicId> = Vec::with_capacity(names.len() + 1);
     for n in &names {
-        match topic_for(core, n) {
+        match core
+            .log
+            .topic_for_avoiding(n, &topic_ids)
+            .ok_or(RequestError::TooManyTopics)
+        {
             Ok(t) => topic_ids.push(t),
             Err(e) => {
                 // Topics free up as subscribers leave: ask to come back soon.
@@ -272,6 +275,27 @@ impl Core {
                     .any(|cur| cur.next < self.log.topic(cur.topic).end_seq()))
     }
 
+    /// The backlog a client may have before the slow-client policy applies: `--max-backlog`
+    /// and `--max-backlog-events`, raised to a whole history on every topic of the client, so
+    /// that a resume of every retained event on all its topics is never taken for slowness
+    /// (issue 11, finding 4). Memory is not at stake: a backlog is cursors into the shared log.
+    pub(super) fn backlog_limit_of(&self, c: &Client) -> (u64, u64) {
+        // Ticks are never replayed: the tick topic adds nothing to a resume.
+        let topics = c
+            .cursors
+            .iter()
+            .filter(|cur| cur.topic != TICK_TOPIC_ID)
+            .count() as u64;
+        (
+            self.cfg
+                .max_backlog
+                .max(topics.saturating_mul(self.cfg.history_bytes as u64)),
+            self.cfg
+                .max_backlog_events
+                .max(topics.saturating_mul(self.cfg.history as u64)),
+        )
+    }
+
     /// (bytes, events) the client is behind; `u64::MAX` bytes when a cursor fell out of history.
     pub(super) fn backlog_of(&self, c: &Client) -> (u64, u64) {
         let mut bytes = c.pending.as_ref().map_or(0, |p| p.rest().len() as u64);
@@ -315,7 +339,8 @@ impl Core {
                 continue;
             };
             let (bytes, events) = self.backlog_of(c);
-            if bytes > self.cfg.max_backlog || events > self.cfg.max_backlog_events {
+            let (max_bytes, max_events) = self.backlog_limit_of(c);
+            if bytes > max_bytes || events > max_events {
                 lagging.push(key);
                 continue;
             }
