@@ -322,6 +322,7 @@ fn ticks_are_not_replayed() {
 fn slow_client_dropped_past_backlog() {
     let mut c = cfg();
     c.max_backlog = 2000;
+    c.history_bytes = 2000;
     let mut t = T::new(c);
     let slow = t.connect();
     let fast = t.connect();

@@ -7,6 +7,7 @@ use super::*;
 fn slow_client_latest_policy_skips_whole_frames() {
     let mut c = cfg();
     c.max_backlog = 2000;
+    c.history_bytes = 2000;
     c.slow_client = SlowClientPolicy::Latest;
     let mut t = T::new(c);
     let slow = t.connect();
