@@ -4,7 +4,8 @@
 #   tests/sse_load_report.rs  the same (it opens an sse-load --report page)
 #   tests/clients.rs  the eventsource npm package (tests/clients, npm ci) and httpx + httpx-sse
 #   tests/nginx.rs    Debian's nginx
-#   tests/bus.rs      Debian's redis-server (each test starts its own on a unix socket)
+#   tests/bus.rs, tests/cluster.rs  Debian's redis-server (each test starts its own on a unix socket)
+#   tests/lockouts.rs `ss` from iproute2 (kernel send queues of non-reading clients)
 # Run it before `SSE_REQUIRE_ECOSYSTEM=1 cargo test`, which then fails instead of skipping
 # when anything is missing. Exits non-zero on any failure. Never downloads a browser build:
 # the browser is Debian's /usr/bin/chromium.
@@ -14,11 +15,11 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
-echo "ecosystem: apt packages (chromium, nginx, redis-server)"
+echo "ecosystem: apt packages (chromium, nginx, redis-server, iproute2)"
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
-$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx redis-server >/dev/null
+$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx redis-server iproute2 >/dev/null
 test -x /usr/bin/chromium
 # Debian starts nginx as a service on port 80 when it can; the tests run their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::bus::BusConfig;
+
 /// What to do with a client that falls behind (its unsent backlog passes the bound, or its
 /// cursor falls out of the retained history).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,6 +91,25 @@ pub struct Cli {
     /// On SIGINT/SIGTERM, time given to clients to receive what is queued before closing.
     #[arg(long, env = "SSE_SHUTDOWN_GRACE", default_value = "2s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Cluster mode: share one event log with every node using this Redis
+    /// (`redis://host:port/db`, `redis+unix:///path/to/socket`, `unix:///path?db=N`).
+    #[arg(long, env = "SSE_REDIS")]
+    pub redis: Option<String>,
+    /// Namespace of this deployment's keys in Redis, so several deployments can share one.
+    #[arg(long, env = "SSE_REDIS_PREFIX", default_value = "sse")]
+    pub redis_prefix: String,
+    /// Approximate number of events Redis keeps (`XADD MAXLEN ~`): resumes older than a
+    /// node's cache are read from there. Keep it above what one node's cache holds.
+    #[arg(long, env = "SSE_REDIS_MAX_LEN", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub redis_max_len: u64,
+    /// Set SO_REUSEPORT on the listener, so several processes can share one port.
+    #[arg(long, env = "SSE_REUSE_PORT")]
+    pub reuse_port: bool,
+    /// Kernel send buffer asked for each connection (`SO_SNDBUF`; Linux doubles it), which
+    /// bounds the kernel memory a client that stops reading can pin; 0 leaves the kernel's
+    /// autotuning (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default, per client).
+    #[arg(long, env = "SSE_MAX_SEND_BUFFER", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(0..=1 << 26))]
+    pub max_send_buffer: u32,
 }
 
 /// A duration that may be `off`.
@@ -160,6 +181,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long an answered-and-closing connection may take to accept its last bytes.
     pub linger: Duration,
+    /// Cluster mode (`--redis`): the shared log's settings. `None`: the embedded mode.
+    pub cluster: Option<BusConfig>,
+    /// `SO_REUSEPORT` on the listener.
+    pub reuse_port: bool,
+    /// `SO_SNDBUF` for every connection, in bytes; 0: the kernel's autotuning.
+    pub max_send_buffer: usize,
 }
 
 /// File descriptors kept back from clients: the listener, epoll, the signal pipe, stdin,
@@ -208,7 +235,21 @@ impl Config {
                 "--publish-token must be non-empty, without spaces or control characters".into(),
             );
         }
+        let cluster = match &cli.redis {
+            None => None,
+            Some(url) => {
+                let mut bus = BusConfig::new(url.clone());
+                bus.prefix = cli.redis_prefix.clone();
+                bus.max_len = cli.redis_max_len;
+                // Warm the cache with what one topic's history holds (at most the log).
+                bus.warm_events = u64::from(cli.history).min(cli.redis_max_len);
+                bus.validate().map_err(|e| e.to_string())?;
+                Some(bus)
+            }
+        };
         Ok(Config {
+            cluster,
+            reuse_port: cli.reuse_port,
             listen: cli.listen,
             interval: cli.interval,
             max_clients,
@@ -232,6 +273,7 @@ impl Config {
             stdin: cli.stdin,
             shutdown_grace: cli.shutdown_grace,
             linger: Duration::from_secs(5),
+            max_send_buffer: cli.max_send_buffer as usize,
         })
     }
 }
@@ -261,6 +303,11 @@ impl Cli {
             allow_anonymous_publish: false,
             stdin: false,
             shutdown_grace: Duration::from_secs(2),
+            redis: None,
+            redis_prefix: "sse".into(),
+            redis_max_len: 100_000,
+            reuse_port: false,
+            max_send_buffer: 65536,
         }
     }
 }
@@ -355,6 +402,40 @@ mod tests {
         let c = Config::from_cli(cli, 1000).unwrap();
         assert_eq!(c.max_backlog_events, 5000);
         assert_eq!(c.max_backlog, 4_000_000);
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let c = Config::default();
+        assert!(c.cluster.is_none() && !c.reuse_port);
+        let cli = Cli::parse_from([
+            "x",
+            "--redis",
+            "redis://127.0.0.1:6379/2",
+            "--redis-prefix",
+            "prod",
+            "--redis-max-len",
+            "5000",
+            "--history",
+            "10000",
+            "--reuse-port",
+        ]);
+        let c = Config::from_cli(cli, 1000).unwrap();
+        let bus = c.cluster.unwrap();
+        assert_eq!(bus.prefix, "prod");
+        assert_eq!(bus.max_len, 5000);
+        assert_eq!(bus.warm_events, 5000, "never more than the log holds");
+        assert!(c.reuse_port);
+        for (flag, value, why) in [
+            ("--redis", "localhost:6379", "not a URL"),
+            ("--redis", "rediss://h", "TLS"),
+        ] {
+            let err = Config::from_cli(Cli::parse_from(["x", flag, value]), 1000).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        let cli = Cli::parse_from(["x", "--redis", "redis://h", "--redis-prefix", "{x}"]);
+        assert!(Config::from_cli(cli, 1000).unwrap_err().contains("prefix"));
+        assert!(Cli::try_parse_from(["x", "--redis-max-len", "0"]).is_err());
     }
 
     #[test]

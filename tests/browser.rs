@@ -1,7 +1,7 @@
 //! The demo page in a real browser: Debian's Chromium driven by playwright-core
 //! (`tests/browser/demo.mjs`), against the real server, through a TCP proxy the script
-//! controls. Checks ticks, the client count, raw-POST and form publishing (plain, named and
-//! multi-line events), that data with markup stays text, the browser's own reconnection with
+//! controls. Checks ticks, the client count, raw-POST and form publishing (plain, named,
+//! empty and multi-line events), that data with markup stays text, the browser's own reconnection with
 //! Last-Event-ID after a network break, the page's own reopening with `?lastEventId=` after
 //! the browser gives up on a 503, and after a server restart (done here: SIGKILL, start
 //! anew, tell the script the new address) the reset signal plus exactly-once delivery of

@@ -2,11 +2,6 @@
 //! findings 6–9 and 12): bodies on any method, strict chunked framing, `Host`, absolute-form
 //! targets, `Expect` and keep-alive on HTTP/1.0, HEAD on every GET endpoint, CORS preflight,
 //! empty publish bodies.
-//!
-//! Tests marked `#[ignore = "needs routing wiring (issue 11)"]` state the exact answers the
-//! routing must give once it uses the parser's framing (`RequestHead::framing`,
-//! `http::body::BodyReader`), `host_problem`, `connection()` and the response helpers; the
-//! wiring makes them pass by removing the `ignore`.
 
 mod util;
 
@@ -110,7 +105,6 @@ fn quiet_server() -> Server {
 const SMUGGLED: &str = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nsmuggled";
 
 #[test]
-#[ignore = "needs routing wiring (issue 11)"]
 fn get_with_content_length_body_gets_one_answer_and_publishes_nothing() {
     let server = quiet_server();
     for path in ["/health", "/metrics", "/clients"] {
@@ -128,7 +122,6 @@ fn get_with_content_length_body_gets_one_answer_and_publishes_nothing() {
 }
 
 #[test]
-#[ignore = "needs routing wiring (issue 11)"]
 fn get_with_chunked_body_then_pipelined_request_gets_one_answer_each() {
     let server = quiet_server();
     let raw = format!(
@@ -145,7 +138,6 @@ fn get_with_chunked_body_then_pipelined_request_gets_one_answer_each() {
 }
 
 #[test]
-#[ignore = "needs routing wiring (issue 11)"]
 fn a_get_body_over_max_body_is_refused_with_413() {
     let server = quiet_server();
     let raw = b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n";
@@ -204,7 +196,6 @@ fn strict_chunked_framing() {
 }
 
 #[test]
-#[ignore = "needs routing wiring (issue 11)"]
 fn host_is_required_once_on_http11() {
     let server = quiet_server();
     for (name, raw) in [
@@ -285,7 +276,6 @@ fn expect_continue_is_ignored_on_http10() {
 }
 
 #[test]
-#[ignore = "needs routing wiring (issue 11)"]
 fn http10_keep_alive_is_announced_and_kept() {
     let server = quiet_server();
     let raw = b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /health HTTP/1.0\r\n\r\n";
@@ -309,7 +299,6 @@ fn head_on_health_has_no_body() {
 }
 
 #[test]
-#[ignore = "needs routing wiring (issue 11)"]
 fn head_on_metrics_and_clients_has_no_body() {
     let server = quiet_server();
     for path in ["/metrics", "/clients"] {
@@ -327,7 +316,6 @@ fn head_on_metrics_and_clients_has_no_body() {
 }
 
 #[test]
-#[ignore = "needs routing wiring (issue 11)"]
 fn options_preflight_on_publish_is_204() {
     let server = quiet_server();
     let raw = b"OPTIONS /publish HTTP/1.1\r\nHost: x\r\nOrigin: http://page.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n";
@@ -348,7 +336,6 @@ fn options_preflight_on_publish_is_204() {
 }
 
 #[test]
-#[ignore = "needs routing wiring (issue 11)"]
 fn empty_publish_body_is_an_event_with_empty_data() {
     let server = quiet_server();
     let mut watcher = Stream::open(server.addr, "/events", &[]);

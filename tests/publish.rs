@@ -108,7 +108,7 @@ fn publish_validation() {
     assert_eq!(publish(server.addr, "?id=a%00b", "x").0, 400);
     assert_eq!(publish(server.addr, "", &"x".repeat(1001)).0, 413);
     assert_eq!(publish(server.addr, "", &"x".repeat(1000)).0, 200);
-    let raw = b"POST /publish HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n\xff\xfe";
+    let raw = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n\xff\xfe";
     // Raw bytes (not through a String): the body is not UTF-8.
     let mut s = std::net::TcpStream::connect(server.addr).unwrap();
     s.write_all(raw).unwrap();
@@ -308,7 +308,7 @@ fn publish_token_is_required_and_checked() {
     let server = Server::start(&["--interval", "off", "--publish-token", "s3cret"]);
     let send = |auth: &str| {
         let raw = format!(
-            "POST /publish HTTP/1.1\r\n{auth}Content-Length: 1\r\nConnection: close\r\n\r\nx"
+            "POST /publish HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1\r\nConnection: close\r\n\r\nx"
         );
         let (h, _) = http(server.addr, &raw);
         (status_of(&h), h)

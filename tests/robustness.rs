@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use util::{Server, Stream, eventually, http, publish, reset, status_of};
+use util::{Server, Stream, eventually, http, publish, reset, runs, server_send_queues, status_of};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -40,22 +40,22 @@ fn bad_inputs_get_their_status_and_never_hurt_a_streaming_client() {
         ("NUL bytes", b"GET /\x00 HTTP/1.1\r\n\r\n".to_vec(), 400),
         ("oversize head", big_head.into_bytes(), 431),
         ("never-ending head", b"GET / HTTP/1.1\r\nX-Slow: ".to_vec(), 408),
-        ("invalid method", b"BREW /events HTTP/1.1\r\n\r\n".to_vec(), 405),
+        ("invalid method", b"BREW /events HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 405),
         ("method with bad chars", b"G(T / HTTP/1.1\r\n\r\n".to_vec(), 400),
         ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), 400),
         ("TLS hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(), 408),
-        ("duplicate Content-Length", b"POST /publish HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nx".to_vec(), 400),
-        ("TE with CL", b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n".to_vec(), 400),
-        ("TE gzip", b"POST /publish HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec(), 501),
-        ("bad chunk size", b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n".to_vec(), 400),
-        ("chunked over max", b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n".to_vec(), 413),
-        ("no length", b"POST /publish HTTP/1.1\r\n\r\n".to_vec(), 411),
-        ("body over max", b"POST /publish HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec(), 413),
-        ("negative length", b"POST /publish HTTP/1.1\r\nContent-Length: -3\r\n\r\n".to_vec(), 400),
+        ("duplicate Content-Length", b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nx".to_vec(), 400),
+        ("TE with CL", b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n".to_vec(), 400),
+        ("TE gzip", b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec(), 501),
+        ("bad chunk size", b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n".to_vec(), 400),
+        ("chunked over max", b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n".to_vec(), 413),
+        ("no length", b"POST /publish HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 411),
+        ("body over max", b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n".to_vec(), 413),
+        ("negative length", b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n".to_vec(), 400),
         ("authority-form target", b"CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n".to_vec(), 400),
-        ("TE not ending in chunked", b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(), 400),
+        ("TE not ending in chunked", b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(), 400),
         ("HTTP/0.9", b"GET /\r\n\r\n".to_vec(), 400),
-        ("too many topics", format!("GET /events?{} HTTP/1.1\r\n\r\n", (0..20).map(|i| format!("topic=t{i}")).collect::<Vec<_>>().join("&")).into_bytes(), 400),
+        ("too many topics", format!("GET /events?{} HTTP/1.1\r\nHost: x\r\n\r\n", (0..20).map(|i| format!("topic=t{i}")).collect::<Vec<_>>().join("&")).into_bytes(), 400),
     ];
     for (name, raw, status) in &table {
         let text = send_raw(server.addr, raw, 5 * SEC);
@@ -74,7 +74,7 @@ fn bad_inputs_get_their_status_and_never_hurt_a_streaming_client() {
     // A body longer than announced: the event is the announced bytes; the rest is a bad next request.
     let text = send_raw(
         server.addr,
-        b"POST /publish HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcdefghij\r\n\r\n",
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcdefghij\r\n\r\n",
         3 * SEC,
     );
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
@@ -94,7 +94,7 @@ fn bad_inputs_get_their_status_and_never_hurt_a_streaming_client() {
     let mut piped = Stream::open(server.addr, "/events", &[]);
     piped
         .sock
-        .write_all(b"GET /metrics HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     publish(server.addr, "", "after pipelining");
@@ -128,7 +128,7 @@ fn churn_with_resets_leaves_no_fds_or_clients_behind() {
             let req: &[u8] = if i % 3 == 0 {
                 b"GET /events HT"
             } else {
-                b"GET /events HTTP/1.1\r\n\r\n"
+                b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n"
             };
             s.write_all(req).unwrap();
             socks.push(s);
@@ -179,7 +179,8 @@ fn slow_readers_are_dropped_and_others_get_every_event_on_time() {
     let mut slow = Vec::new();
     for _ in 0..8 {
         let mut s = TcpStream::connect(server.addr).unwrap();
-        s.write_all(b"GET /events HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         slow.push(s);
     }
     let mut fast: Vec<Stream> = (0..4)
@@ -196,7 +197,7 @@ fn slow_readers_are_dropped_and_others_get_every_event_on_time() {
     for i in 0..total {
         let body = format!("{i} {payload}");
         let req = format!(
-            "POST /publish HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         publisher.write_all(req.as_bytes()).unwrap();
@@ -230,24 +231,38 @@ fn slow_readers_are_dropped_and_others_get_every_event_on_time() {
         rss < base_rss + 16 * 1024,
         "RSS grew from {base_rss} KiB to {rss} KiB"
     );
+    // Kernel memory, reported (bounded per connection by --max-send-buffer; asserted in
+    // tests/lockouts.rs): what the server's sockets still hold unsent.
+    if runs("ss", &["-V"]) {
+        let queued: u64 = server_send_queues(server.addr.port())
+            .iter()
+            .map(|(_, q)| q)
+            .sum();
+        let _ = writeln!(
+            std::io::stderr(),
+            "slow readers: server RSS {base_rss} -> {rss} KiB, kernel send queues {queued} bytes"
+        );
+    }
 }
 
 #[test]
 fn clients_endpoint_lists_the_laggards_and_metrics_have_every_family() {
     let server = Server::start(&["--interval", "off"]);
     let mut s = TcpStream::connect(server.addr).unwrap();
-    s.write_all(b"GET /events?topic=lag HTTP/1.1\r\n\r\n")
+    s.write_all(b"GET /events?topic=lag HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut f = Stream::open(server.addr, "/events?topic=lag", &[]);
     assert!(eventually(3 * SEC, || server.metric("sse_clients") == 2.0));
+    // 720 KB: the non-reading client lags (its kernel send buffer is capped by
+    // --max-send-buffer) but stays under the 1 MiB backlog bound.
     let payload = "q".repeat(60_000);
-    for _ in 0..40 {
+    for _ in 0..12 {
         publish(server.addr, "?topic=lag", &payload);
         f.fill_nonblocking();
     }
     let (head, body) = http(
         server.addr,
-        "GET /clients HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /clients HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status_of(&head), 200);
     assert!(
@@ -260,7 +275,7 @@ fn clients_endpoint_lists_the_laggards_and_metrics_have_every_family() {
     assert!(body.contains("\"total\":2"));
     let (_, metrics) = http(
         server.addr,
-        "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     for family in [
         "sse_clients ",
@@ -271,7 +286,7 @@ fn clients_endpoint_lists_the_laggards_and_metrics_have_every_family() {
         "sse_connections_closed_total{reason=\"slow\"}",
         "sse_connections_closed_total{reason=\"error\"}",
         "sse_connections_closed_total{reason=\"limit\"}",
-        "sse_events_published_total 40",
+        "sse_events_published_total 12",
         "sse_frames_written_total",
         "sse_bytes_written_total",
         "sse_write_syscalls_total",
@@ -327,7 +342,9 @@ fn shutdown_gives_queued_bytes_a_grace_period_and_a_second_signal_exits_at_once(
         "16777216",
     ]);
     let mut stuck = TcpStream::connect(server.addr).unwrap();
-    stuck.write_all(b"GET /events HTTP/1.1\r\n\r\n").unwrap();
+    stuck
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
     let big = "z".repeat(60_000);
     for _ in 0..100 {

@@ -266,11 +266,14 @@ fn over_the_client_limit_eventsource_gets_retry_and_curl_gets_503() {
     let mut first = Stream::open(server.addr, "/", &[]);
     let (head, body) = http(
         server.addr,
-        "GET /events HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+        "GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
     );
     assert_eq!(status_of(&head), 200);
     assert!(body.starts_with("retry: "), "{body}");
-    let (head, _) = http(server.addr, "GET /events HTTP/1.1\r\nAccept: */*\r\n\r\n");
+    let (head, _) = http(
+        server.addr,
+        "GET /events HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
+    );
     assert_eq!(status_of(&head), 503);
     assert!(head.contains("Retry-After: "));
     first.wait_events(1, Duration::from_secs(2));
@@ -283,7 +286,7 @@ fn port_zero_prints_the_real_address() {
     assert_ne!(server.addr.port(), 0);
     let (head, body) = http(
         server.addr,
-        "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status_of(&head), 200);
     assert_eq!(body, "ok\n");

@@ -692,3 +692,45 @@ fn a_client_more_than_max_iovecs_frames_behind_gets_everything() {
     assert!(sim.frames_verified() >= 100, "{}", sim.summary());
     assert!(sim.coverage.count(sse_server::sim::Reach::ManyFramesBehind) > 0);
 }
+
+/// Issue 11, finding 11, kept as a simulator case: a publisher half-closes while its answer
+/// is still unsent (no room in its window); the answer must still arrive, then the close.
+#[test]
+fn a_half_close_after_a_request_still_gets_the_answer() {
+    let config = SimConfig {
+        initial_window: 0,
+        keepalive: false,
+        max_clients: 16,
+        ..SimConfig::default()
+    };
+    let ops = [
+        Op::Connect,
+        Op::Request {
+            conn: 0,
+            kind: RequestKind::Publish {
+                topic: 1,
+                event: None,
+                id: None,
+                data: vec![],
+                close: false,
+            },
+            cuts: vec![],
+            hold_back: false,
+        },
+        Op::HalfClose { conn: 0 },
+        Op::Writable {
+            conn: 0,
+            window: 4096,
+        },
+    ];
+    let mut sim = Sim::new(&config, 7);
+    sim.run(&ops)
+        .unwrap_or_else(|e| panic!("{e}\n{}", sim.summary()));
+    let summary = sim.summary();
+    assert!(summary.contains("closed=Some(Normal)"), "{summary}");
+    // The answer's bytes arrived (the model checks they are one whole 200 answer).
+    assert!(
+        summary.contains("requests=1") && !summary.contains(" raw=0 "),
+        "{summary}"
+    );
+}

@@ -51,10 +51,10 @@ fn soak_churn_and_publish() {
                         continue;
                     };
                     let req: &[u8] = match (i + worker) % 4 {
-                        0 => b"GET /events?topic=soak HTTP/1.1\r\n\r\n",
-                        1 => b"GET / HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+                        0 => b"GET /events?topic=soak HTTP/1.1\r\nHost: x\r\n\r\n",
+                        1 => b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
                         2 => b"GET /even",
-                        _ => b"GET /metrics HTTP/1.1\r\n\r\n",
+                        _ => b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
                     };
                     let _ = s.write_all(req);
                     socks.push(s);
@@ -84,7 +84,7 @@ fn soak_churn_and_publish() {
             while !stop.load(Ordering::Relaxed) {
                 let body = format!("soak event {i} {}", "x".repeat((i % 500) as usize));
                 let req = format!(
-                    "POST /publish?topic=soak HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                    "POST /publish?topic=soak HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 if p.write_all(req.as_bytes()).is_err() || p.read(&mut buf).unwrap_or(0) == 0 {

@@ -8,7 +8,9 @@ use smallvec::SmallVec;
 
 use super::metrics::CloseReason;
 use super::topic::TopicId;
-use crate::http::request::HeadReader;
+use crate::http::body::BodyReader;
+use crate::http::request::{HeadReader, RequestHead};
+use crate::http::response::Connection;
 
 /// Names a connection: its slab key and the generation it was accepted with. A slab key is
 /// reused after its client leaves; the generation makes ids of departed clients stale, so
@@ -70,10 +72,17 @@ pub struct Cursor {
 pub enum Phase {
     /// Reading a request head.
     Head(HeadReader),
-    /// Reading a publish body.
+    /// Reading a request body (a publish's, or one to discard before routing).
     Body(Box<BodyState>),
     /// Receiving the event stream.
     Streaming,
+    /// Cluster mode: a publish was handed to the bus; the answer (its id, or 503) is written
+    /// when the bus replies. Bytes that arrive meanwhile are kept (`early`), as for
+    /// `Answering`.
+    Publishing {
+        connection: Connection,
+        early: Vec<u8>,
+    },
     /// A complete response is queued in `pending`; when it is sent, either close or go
     /// back to reading a head, with the bytes that arrived meanwhile (`early`).
     Answering { then: AfterAnswer, early: Vec<u8> },
@@ -92,33 +101,42 @@ pub enum AfterAnswer {
 }
 
 impl AfterAnswer {
-    /// What a request with `Connection: close` (or HTTP/1.0 without keep-alive) asks for.
-    pub fn for_request(close: bool) -> AfterAnswer {
-        if close {
-            AfterAnswer::Close
-        } else {
+    /// What the connection does after an answer that says `connection`.
+    pub fn after(connection: Connection) -> AfterAnswer {
+        if connection.keeps_alive() {
             AfterAnswer::KeepAlive
+        } else {
+            AfterAnswer::Close
         }
-    }
-
-    /// True when the response must say `Connection: close`.
-    pub fn closes(self) -> bool {
-        self == AfterAnswer::Close
     }
 }
 
-/// A publish request whose body is still arriving.
+/// A request whose body is still arriving: read (kept or discarded) by `reader`, then acted
+/// on as `purpose` says.
 #[derive(Debug)]
 pub struct BodyState {
-    /// Decodes a chunked body; `None` for a body of `need` bytes (`Content-Length`).
-    pub chunked: Option<crate::http::chunked::ChunkedDecoder>,
+    pub reader: BodyReader,
+    pub purpose: BodyPurpose,
+}
+
+/// What a request body is read for.
+#[derive(Debug)]
+pub enum BodyPurpose {
+    /// A publish: the body is the event's data.
+    Publish(PublishFields),
+    /// Any other request with a body (`GET /health` with a `Content-Length`): the body is
+    /// read past and dropped, then this head is routed as a request without a body.
+    ThenRoute(Box<RequestHead>),
+}
+
+/// A publish request's fields from its head, kept while its body arrives.
+#[derive(Debug)]
+pub struct PublishFields {
     pub topic: String,
     pub event: Option<String>,
     pub id: Option<String>,
-    pub need: usize,
-    pub body: Vec<u8>,
-    /// What the connection does once the publish is answered.
-    pub then: AfterAnswer,
+    /// What the answer says about the connection.
+    pub connection: Connection,
 }
 
 /// One connection.
@@ -139,8 +157,15 @@ pub struct Client {
     pub last_write: Instant,
     /// Bytes received after a streaming request (bounded; past the bound: close).
     pub received_after_request: usize,
+    /// Cluster mode: a resume older than the local cache is being read from Redis. Log
+    /// frames are held back (the cursors keep collecting live events) until the range is
+    /// written through `pending`; keep-alives continue.
+    pub held: bool,
     /// A request on this connection was answered (it is kept alive between requests).
     pub answered: bool,
+    /// The client ended its side (a read returned 0) while an answer was pending: finish
+    /// answering what was received, then close.
+    pub input_closed: bool,
     /// When the current request-head phase began (accept, or the last keep-alive answer
     /// sent). Head timers armed for an earlier phase are stale before `head_since + timeout`.
     pub head_since: Instant,
@@ -162,7 +187,9 @@ impl Client {
             connected_at: now,
             last_write: now,
             received_after_request: 0,
+            held: false,
             answered: false,
+            input_closed: false,
             head_since: now,
             answer_since: now,
         }

@@ -4,14 +4,14 @@
 use std::time::Instant;
 
 use super::Core;
-use super::client::{AfterAnswer, Bytes, ClientId, Pending, Phase};
-use super::endpoints::route;
+use super::client::{AfterAnswer, BodyPurpose, BodyState, Bytes, ClientId, Pending, Phase};
+use super::endpoints::{route, route_bodiless};
 use super::error::RequestError;
 use super::metrics::CloseReason;
 use super::publish::finish_publish;
 use super::timers::TimerKind;
-use crate::http::chunked::ChunkError;
-use crate::http::request::{HeadProgress, HeadReader};
+use crate::http::body::BodyReader;
+use crate::http::request::{BodyFraming, HeadProgress, HeadReader};
 use crate::http::response;
 use crate::sse::frame;
 
@@ -29,32 +29,18 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
             Ok(HeadProgress::Complete { head, rest }) => route(core, id, head, rest, now),
             Err(e) => fail(core, id, RequestError::Head(e), now),
         },
-        Phase::Body(st) => {
-            let (used, done) = match &mut st.chunked {
-                Some(decoder) => match decoder.feed(bytes, &mut st.body, max_body) {
-                    Ok(progress) => progress,
-                    Err(ChunkError::TooLarge) => {
-                        return fail(core, id, RequestError::BodyTooLarge, now);
-                    }
-                    Err(ChunkError::Malformed) => {
-                        return fail(core, id, RequestError::MalformedChunked, now);
-                    }
-                },
-                None => {
-                    let take = (st.need - st.body.len()).min(bytes.len());
-                    st.body.extend_from_slice(&bytes[..take]);
-                    (take, st.body.len() == st.need)
-                }
-            };
-            if done {
+        Phase::Body(st) => match st.reader.feed(bytes) {
+            Err(e) => fail(core, id, e.into(), now),
+            Ok(progress) if progress.done => {
                 let Phase::Body(st) =
                     std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
                 else {
                     return;
                 };
-                finish_publish(core, id, *st, bytes[used..].to_vec(), now);
+                body_done(core, id, *st, bytes[progress.used..].to_vec(), now);
             }
-        }
+            Ok(_) => {}
+        },
         Phase::Streaming => {
             c.received_after_request += bytes.len();
             if c.received_after_request > max_send {
@@ -66,7 +52,7 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
                 core.remove(id, CloseReason::Limit);
             }
         }
-        Phase::Answering { early, .. } => {
+        Phase::Answering { early, .. } | Phase::Publishing { early, .. } => {
             if early.len() + bytes.len() > max_head + max_body {
                 core.remove(id, CloseReason::Limit);
             } else {
@@ -74,6 +60,42 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
             }
         }
         Phase::Closing(_) => {}
+    }
+}
+
+/// Enters the body phase for a request whose body `reader` reads, with the bytes that
+/// followed the head; acts on the request at once when the body is already complete.
+pub(super) fn read_body(
+    core: &mut Core,
+    id: ClientId,
+    reader: BodyReader,
+    purpose: BodyPurpose,
+    rest: Vec<u8>,
+    now: Instant,
+) {
+    let Some(c) = core.client_mut(id) else { return };
+    let st = BodyState { reader, purpose };
+    if st.reader.is_done() {
+        c.phase = Phase::Closing(CloseReason::Normal);
+        body_done(core, id, st, rest, now);
+        return;
+    }
+    c.phase = Phase::Body(Box::new(st));
+    if !rest.is_empty() {
+        on_bytes(core, id, &rest, now);
+    }
+}
+
+/// A body is complete: publish it, or route the head it followed.
+fn body_done(core: &mut Core, id: ClientId, st: BodyState, rest: Vec<u8>, now: Instant) {
+    match st.purpose {
+        BodyPurpose::Publish(fields) => {
+            finish_publish(core, id, fields, st.reader.into_body(), rest, now);
+        }
+        BodyPurpose::ThenRoute(mut head) => {
+            head.framing = BodyFraming::None;
+            route_bodiless(core, id, *head, rest, now);
+        }
     }
 }
 
@@ -128,6 +150,11 @@ pub(super) fn answer(
         then
     };
     let Some(c) = core.client_mut(id) else { return };
+    // An unsent interim answer (`100 Continue`) goes first.
+    let bytes = match c.pending.take() {
+        Some(p) => [p.rest(), &bytes].concat(),
+        None => bytes,
+    };
     c.pending = Some(Pending {
         bytes: Bytes::Owned(bytes.into()),
         offset: 0,
@@ -151,10 +178,20 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
             c.phase = Phase::Head(HeadReader::default());
             c.answered = true;
             c.head_since = now;
+            let input_closed = c.input_closed;
+            core.note_head_reader(id, now);
             core.timers
                 .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
             if !early.is_empty() {
                 on_bytes(core, id, &early, now);
+            }
+            // The client ended its side: once the requests it sent are answered, close.
+            if input_closed
+                && core.client(id).is_some_and(|c| {
+                    !matches!(c.phase, Phase::Answering { .. } | Phase::Closing(_))
+                })
+            {
+                core.remove(id, CloseReason::Normal);
             }
         }
         Phase::Closing(reason) => core.remove(id, reason),
@@ -209,13 +246,28 @@ impl Core {
         }
     }
 
-    /// Closes the oldest connection still reading its first request head. Returns false
-    /// when there is none.
+    /// Records that the client began reading a request head at `since` (accept, or back
+    /// from a kept-alive answer): it is an eviction candidate until it is answered.
+    pub(super) fn note_head_reader(&mut self, id: ClientId, since: Instant) {
+        self.head_readers.push_back((id, since));
+        if self.head_readers.len() > 2 * self.clients.len() + 64 {
+            // Drop entries of connections that left the phase: keeps this O(clients).
+            let clients = &self.clients;
+            self.head_readers.retain(|&(id, since)| {
+                clients.get(id.key as usize).is_some_and(|c| {
+                    c.generation == id.generation && c.head_since == since && reads_request(c)
+                })
+            });
+        }
+    }
+
+    /// Closes the connection that has been reading a request head or body the longest.
+    /// Returns false when there is none.
     pub(super) fn evict_oldest_head_reader(&mut self) -> bool {
-        while let Some(id) = self.head_readers.pop_front() {
+        while let Some((id, since)) = self.head_readers.pop_front() {
             if self
                 .client(id)
-                .is_some_and(|c| matches!(c.phase, Phase::Head(_)) && !c.answered)
+                .is_some_and(|c| c.head_since == since && reads_request(c))
             {
                 self.remove(id, CloseReason::Limit);
                 return true;
@@ -223,4 +275,10 @@ impl Core {
         }
         false
     }
+}
+
+/// True while the client is reading a request head or body (it holds a slot and may make no
+/// progress: an eviction candidate).
+fn reads_request(c: &super::client::Client) -> bool {
+    matches!(c.phase, Phase::Head(_) | Phase::Body(_))
 }

@@ -5,125 +5,160 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::Core;
-use super::client::{AfterAnswer, ClientId};
-use super::connection::{answer, fail};
+use super::client::{AfterAnswer, BodyPurpose, ClientId};
+use super::connection::{answer, fail, read_body};
 use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
-use super::metrics::{self, Gauges};
+use super::metrics::{self, Gauges, MAX_TOPIC_SERIES};
 use super::publish::begin_publish;
 use super::stream::start_stream;
+use crate::http::body::BodyReader;
 use crate::http::request::{Method, RequestHead};
-use crate::http::response;
+use crate::http::response::{self, ALLOW_PUBLISH, ALLOW_READ, Connection};
 
 /// Most clients listed by `GET /clients`.
 pub const MAX_LISTED_CLIENTS: usize = 100;
 
+/// Routes a complete request head: `Host` first (400), then a body on anything but a
+/// publish is read past and dropped before the head is routed (413 past `--max-body`), so
+/// the next pipelined request is found where the head says.
 pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
-    let then = AfterAnswer::for_request(head.close);
-    match head.path.as_str() {
-        "/" if matches!(head.method, Method::Get | Method::Head) && wants_page(&head) => {
-            let page = DEMO_PAGE.as_bytes();
-            answer_ok(
+    if let Err(reason) = head.host_problem() {
+        fail(core, id, RequestError::BadHost(reason), now);
+        return;
+    }
+    let publishes = head.method == Method::Post && head.path == "/publish";
+    if head.has_body() && !publishes {
+        match BodyReader::for_discard(&head, core.cfg.max_body) {
+            Ok(reader) => read_body(
                 core,
                 id,
-                head.method,
-                "text/html; charset=utf-8",
-                page,
-                then,
+                reader,
+                BodyPurpose::ThenRoute(Box::new(head)),
                 rest,
                 now,
-            );
+            ),
+            Err(e) => fail(core, id, e.into(), now),
         }
-        "/" | "/events" => match head.method {
-            Method::Get | Method::Head => start_stream(core, id, &head, rest, now),
-            _ => fail(
-                core,
-                id,
-                RequestError::MethodNotAllowed(Allow::GetHead),
-                now,
-            ),
-        },
-        "/publish" => match head.method {
-            Method::Post => begin_publish(core, id, &head, rest, now),
-            _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Post), now),
-        },
-        "/health" => match head.method {
-            Method::Get | Method::Head => {
-                let plain = "text/plain; charset=utf-8";
-                answer_ok(core, id, head.method, plain, b"ok\n", then, rest, now);
+        return;
+    }
+    route_bodiless(core, id, head, rest, now);
+}
+
+/// Routes a request whose body (if any) is read past already, or is a publish's.
+pub(super) fn route_bodiless(
+    core: &mut Core,
+    id: ClientId,
+    head: RequestHead,
+    rest: Vec<u8>,
+    now: Instant,
+) {
+    let conn = connection_for(core, &head);
+    let read = matches!(head.method, Method::Get | Method::Head);
+    let reply = Reply {
+        conn,
+        head_only: head.method == Method::Head,
+        rest,
+        now,
+    };
+    if head.method == Method::Options {
+        return options(core, id, &head, reply);
+    }
+    match head.path.as_str() {
+        "/" if read && wants_page(&head) => {
+            let html = "text/html; charset=utf-8";
+            answer_ok(core, id, html, DEMO_PAGE.as_bytes(), reply);
+        }
+        "/" | "/events" if read => start_stream(core, id, &head, reply.rest, now),
+        "/publish" if head.method == Method::Post => {
+            begin_publish(core, id, &head, reply.rest, now)
+        }
+        "/publish" => fail(core, id, RequestError::MethodNotAllowed(Allow::Post), now),
+        "/health" if read && core.bus_down() => {
+            // Cluster mode without Redis: a load balancer may send new clients elsewhere.
+            let plain = "text/plain; charset=utf-8";
+            let r = response::answer(503, plain, &[], b"bus down\n", reply.conn, reply.head_only);
+            let then = AfterAnswer::after(reply.conn);
+            answer(core, id, 503, r, then, reply.rest, reply.now);
+        }
+        "/health" if read => {
+            answer_ok(core, id, "text/plain; charset=utf-8", b"ok\n", reply);
+        }
+        "/metrics" if read => {
+            let body = render_metrics(core);
+            let prometheus = "text/plain; version=0.0.4; charset=utf-8";
+            answer_ok(core, id, prometheus, body.as_bytes(), reply);
+        }
+        "/clients" if read => {
+            let peer_local = core.client(id).is_some_and(|c| c.peer.ip().is_loopback());
+            if !peer_local && authorize(core, &head).is_err() {
+                fail(core, id, RequestError::ClientsForbidden, now);
+                return;
             }
-            _ => fail(
-                core,
-                id,
-                RequestError::MethodNotAllowed(Allow::GetHead),
-                now,
-            ),
-        },
-        "/metrics" => match head.method {
-            Method::Get => {
-                let body = render_metrics(core);
-                let prometheus = "text/plain; version=0.0.4; charset=utf-8";
-                answer_ok(
-                    core,
-                    id,
-                    head.method,
-                    prometheus,
-                    body.as_bytes(),
-                    then,
-                    rest,
-                    now,
-                );
-            }
-            _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Get), now),
-        },
-        "/clients" => match head.method {
-            Method::Get => {
-                let peer_local = core.client(id).is_some_and(|c| c.peer.ip().is_loopback());
-                if !peer_local && authorize(core, &head).is_err() {
-                    fail(core, id, RequestError::ClientsForbidden, now);
-                    return;
-                }
-                let body = render_clients(core, now);
-                let json = "application/json";
-                answer_ok(
-                    core,
-                    id,
-                    head.method,
-                    json,
-                    body.as_bytes(),
-                    then,
-                    rest,
-                    now,
-                );
-            }
-            _ => fail(core, id, RequestError::MethodNotAllowed(Allow::Get), now),
-        },
+            let body = render_clients(core, now);
+            answer_ok(core, id, "application/json", body.as_bytes(), reply);
+        }
+        p if is_known_path(p) => fail(
+            core,
+            id,
+            RequestError::MethodNotAllowed(Allow::GetHead),
+            now,
+        ),
         _ => fail(core, id, RequestError::NotFound, now),
     }
 }
 
-/// Answers 200 with a complete `body` (for HEAD, the same head without the body).
-#[allow(clippy::too_many_arguments)]
-fn answer_ok(
-    core: &mut Core,
-    id: ClientId,
-    method: Method,
-    content_type: &str,
-    body: &[u8],
-    then: AfterAnswer,
+/// The paths the server answers (each with its own methods).
+fn is_known_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/" | "/events" | "/publish" | "/health" | "/metrics" | "/clients"
+    )
+}
+
+/// What a complete answer says about the connection: close while shutting down, else what
+/// the request asked for (HTTP/1.0 keep-alive is announced).
+pub(super) fn connection_for(core: &Core, head: &RequestHead) -> Connection {
+    if core.is_shutting_down() {
+        Connection::Close
+    } else {
+        head.connection()
+    }
+}
+
+/// How to send a complete answer to one request.
+struct Reply {
+    conn: Connection,
+    /// A HEAD request: the head only.
+    head_only: bool,
+    /// Bytes that followed the request (the next pipelined one).
     rest: Vec<u8>,
     now: Instant,
-) {
-    let r = response::complete(200, content_type, &[], body, then.closes());
-    answer(
-        core,
-        id,
-        200,
-        head_only_if(method, r, body.len()),
-        then,
-        rest,
-        now,
-    );
+}
+
+/// `OPTIONS`: a CORS preflight on a known path gets the preflight answer; a plain `OPTIONS`
+/// (or `OPTIONS *`) a 204 with the path's `Allow`. An unknown path is 404.
+fn options(core: &mut Core, id: ClientId, head: &RequestHead, reply: Reply) {
+    let allow = match head.path.as_str() {
+        "/publish" => ALLOW_PUBLISH,
+        "*" if !head.is_preflight() => "Allow: GET, HEAD, POST, OPTIONS",
+        p if is_known_path(p) => ALLOW_READ,
+        _ => return fail(core, id, RequestError::NotFound, reply.now),
+    };
+    let r = if head.is_preflight() {
+        response::preflight("*", reply.conn)
+    } else {
+        response::answer(204, "", &[allow], b"", reply.conn, false)
+    };
+    let then = AfterAnswer::after(reply.conn);
+    answer(core, id, 204, r, then, reply.rest, reply.now);
+}
+
+/// Answers 200 with a complete `body` (for HEAD, the same head without the body).
+fn answer_ok(core: &mut Core, id: ClientId, content_type: &str, body: &[u8], reply: Reply) {
+    let r = response::answer(200, content_type, &[], body, reply.conn, reply.head_only);
+    let then = AfterAnswer::after(reply.conn);
+    answer(core, id, 200, r, then, reply.rest, reply.now);
 }
 
 /// The demo page, served at `/` to browser navigations.
@@ -136,15 +171,6 @@ pub(super) fn wants_page(head: &RequestHead) -> bool {
         .as_deref()
         .is_some_and(|a| a.contains("text/html"))
         && !head.accepts_event_stream()
-}
-
-/// For a HEAD request, drops the body of a complete response (its head still announces the
-/// body's length, as for GET).
-pub(super) fn head_only_if(method: Method, mut response: Vec<u8>, body_len: usize) -> Vec<u8> {
-    if method == Method::Head {
-        response.truncate(response.len() - body_len);
-    }
-    response
 }
 
 /// Checks `Authorization: Bearer <token>` when a token is configured.
@@ -176,19 +202,27 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 pub(super) fn render_metrics(core: &Core) -> String {
-    let topics = core
+    let mut topics: Vec<(&str, usize, usize, usize)> = core
         .log
         .topics()
         .filter(|(i, _)| *i != TICK_TOPIC_ID)
         .map(|(_, t)| (&*t.name, t.subscribers.len(), t.len(), t.retained_bytes()))
         .collect();
+    let topics_total = topics.len();
+    if topics.len() > MAX_TOPIC_SERIES {
+        topics.sort_unstable_by(|a, b| (b.1, b.3, a.0).cmp(&(a.1, a.3, b.0)));
+        topics.truncate(MAX_TOPIC_SERIES);
+    }
     let g = Gauges {
         clients: core.streaming,
         connections: core.clients.len(),
         max_clients: core.cfg.max_clients,
         topics,
+        topics_total,
     };
-    metrics::render(&core.metrics, &g)
+    let mut out = metrics::render(&core.metrics, &g);
+    core.render_cluster_metrics(&mut out);
+    out
 }
 
 /// The most lagging streaming clients as JSON, worst first, at most [`MAX_LISTED_CLIENTS`].

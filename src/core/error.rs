@@ -1,13 +1,16 @@
 //! Why a request is refused: one enum, mapped to its status, message and extra headers in
 //! one place ([`RequestError::status`], [`RequestError::message`], [`RequestError::headers`]).
 
+use crate::http::body::BodyError;
 use crate::http::request::HeadError;
+use crate::http::response::{ALLOW_PUBLISH, ALLOW_READ};
 
 /// The methods an endpoint allows (its `Allow` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allow {
+    /// A read-only endpoint: GET, HEAD, OPTIONS.
     GetHead,
-    Get,
+    /// `/publish`: POST, OPTIONS.
     Post,
 }
 
@@ -16,6 +19,8 @@ pub enum Allow {
 pub enum RequestError {
     /// The request head could not be read.
     Head(HeadError),
+    /// `Host` missing on HTTP/1.1, sent twice, or invalid (RFC 9112 §3.2); the reason.
+    BadHost(&'static str),
     /// The request head did not arrive within `--head-timeout`.
     HeadTimeout,
     /// The request body did not arrive within `--head-timeout`.
@@ -40,8 +45,6 @@ pub enum RequestError {
     InvalidEvent,
     /// An `id` that is empty, too long, or contains CR, LF or NUL.
     InvalidId,
-    /// An event with empty data (EventSource would drop it).
-    EmptyData,
     /// More `topic` parameters than `--max-topics-per-client`.
     TooManyTopicsPerClient,
     /// Every topic slot holds a topic with subscribers.
@@ -56,6 +59,9 @@ pub enum RequestError {
     WrongToken,
     /// `/clients` from a non-loopback peer without the token.
     ClientsForbidden,
+    /// Cluster mode: the shared log did not take the publish (Redis down, overloaded, or
+    /// the outcome unknown); try again after this many seconds. No id was handed out.
+    BusUnavailable { retry_after_secs: u64 },
 }
 
 impl RequestError {
@@ -64,6 +70,7 @@ impl RequestError {
         use RequestError::*;
         match self {
             Head(e) => e.status(),
+            BadHost(_) => 400,
             HeadTimeout | BodyTimeout => 408,
             BodyTooLarge => 413,
             MalformedChunked
@@ -71,13 +78,12 @@ impl RequestError {
             | InvalidTopic
             | InvalidEvent
             | InvalidId
-            | EmptyData
             | TooManyTopicsPerClient => 400,
             UnsupportedCoding => 501,
             LengthRequired => 411,
             MethodNotAllowed(_) => 405,
             NotFound => 404,
-            TooManyTopics | TooManyClients { .. } | ShuttingDown => 503,
+            TooManyTopics | TooManyClients { .. } | ShuttingDown | BusUnavailable { .. } => 503,
             TokenRequired => 401,
             WrongToken | ClientsForbidden => 403,
         }
@@ -87,11 +93,8 @@ impl RequestError {
     pub fn message(self) -> &'static str {
         use RequestError::*;
         match self {
-            Head(HeadError::Malformed) => "malformed request",
-            Head(HeadError::TooLarge) => "request head too large",
-            Head(HeadError::BadFraming) => {
-                "conflicting or invalid Content-Length / Transfer-Encoding"
-            }
+            Head(e) => e.message(),
+            BadHost(reason) => reason,
             HeadTimeout => "the request head did not arrive in time",
             BodyTimeout => "the request body did not arrive in time",
             BodyTooLarge => "body larger than --max-body",
@@ -100,12 +103,11 @@ impl RequestError {
             LengthRequired => "a Content-Length (or a chunked body) is required",
             NotUtf8 => "the body is not UTF-8",
             MethodNotAllowed(Allow::Post) => "use POST",
-            MethodNotAllowed(_) => "use GET",
+            MethodNotAllowed(Allow::GetHead) => "use GET",
             NotFound => "no such path (try / or /events)",
             InvalidTopic => "invalid topic name",
             InvalidEvent => "event must be 1 to 256 bytes without CR, LF or NUL",
             InvalidId => "id must be 1 to 256 bytes without CR, LF or NUL",
-            EmptyData => "an event needs data (EventSource drops events with empty data)",
             TooManyTopicsPerClient => "too many topics",
             TooManyTopics => "too many topics in use",
             TooManyClients { .. } => "too many clients",
@@ -113,6 +115,7 @@ impl RequestError {
             TokenRequired => "a bearer token is required",
             WrongToken => "wrong token",
             ClientsForbidden => "/clients is for loopback or token holders",
+            BusUnavailable { .. } => "the shared event log is unavailable, try again",
         }
     }
 
@@ -120,10 +123,11 @@ impl RequestError {
     pub fn headers(self) -> Option<String> {
         use RequestError::*;
         match self {
-            MethodNotAllowed(Allow::GetHead) => Some("Allow: GET, HEAD".into()),
-            MethodNotAllowed(Allow::Get) => Some("Allow: GET".into()),
-            MethodNotAllowed(Allow::Post) => Some("Allow: POST".into()),
-            TooManyClients { retry_after_secs } => Some(format!("Retry-After: {retry_after_secs}")),
+            MethodNotAllowed(Allow::GetHead) => Some(ALLOW_READ.into()),
+            MethodNotAllowed(Allow::Post) => Some(ALLOW_PUBLISH.into()),
+            TooManyClients { retry_after_secs } | BusUnavailable { retry_after_secs } => {
+                Some(format!("Retry-After: {retry_after_secs}"))
+            }
             TokenRequired => Some("WWW-Authenticate: Bearer".into()),
             _ => None,
         }
@@ -132,6 +136,17 @@ impl RequestError {
     /// `(status, message)`, for callers that only report.
     pub fn pair(self) -> (u16, &'static str) {
         (self.status(), self.message())
+    }
+}
+
+impl From<BodyError> for RequestError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Malformed => RequestError::MalformedChunked,
+            BodyError::TooLarge => RequestError::BodyTooLarge,
+            BodyError::LengthRequired => RequestError::LengthRequired,
+            BodyError::UnsupportedCoding => RequestError::UnsupportedCoding,
+        }
     }
 }
 
@@ -156,7 +171,7 @@ mod tests {
             RequestError::MethodNotAllowed(Allow::Post)
                 .headers()
                 .as_deref(),
-            Some("Allow: POST")
+            Some("Allow: POST, OPTIONS")
         );
         assert_eq!(RequestError::WrongToken.headers(), None);
         assert_eq!(

@@ -43,6 +43,8 @@ pub enum Resume {
     EarlierRun,
     /// An id we never issued (or no longer remember).
     Unknown,
+    /// Cluster mode: events after the id were trimmed from the shared log.
+    TooOld,
 }
 
 /// The topics, their logs, and the numbering of events. See the module documentation.
@@ -153,6 +155,31 @@ impl EventLog {
         let gseq = self.next_gseq;
         self.next_gseq += 1;
         gseq
+    }
+
+    /// The greatest sequence number taken so far (0 before any).
+    pub fn last_gseq(&self) -> u64 {
+        self.next_gseq - 1
+    }
+
+    /// Takes `gseq` and every number below it: for events numbered outside this log (cluster
+    /// mode numbers them by their offset in the shared log).
+    pub fn claim_gseq(&mut self, gseq: u64) {
+        self.next_gseq = self.next_gseq.max(gseq.saturating_add(1));
+    }
+
+    /// The sequence number of the retained event with publisher-given id `id`.
+    pub fn custom_id_gseq(&self, id: &str) -> Option<u64> {
+        self.custom_ids.get(id).copied()
+    }
+
+    /// Empties every topic's history (cluster mode, when the shared log was lost). The
+    /// caller moves every cursor to its topic's end first.
+    pub fn clear_all_history(&mut self) {
+        let custom_ids = &mut self.custom_ids;
+        for t in &mut self.topics {
+            t.clear_history(|old| forget_custom_id(custom_ids, &old));
+        }
     }
 
     /// The id of an event with sequence `gseq` and no publisher-given id.

@@ -111,9 +111,17 @@ pub struct Gauges<'a> {
     pub clients: usize,
     pub connections: usize,
     pub max_clients: usize,
-    /// (topic name, subscribers, retained events, retained bytes)
+    /// (topic name, subscribers, retained events, retained bytes) of the listed topics: at
+    /// most [`MAX_TOPIC_SERIES`].
     pub topics: Vec<(&'a str, usize, usize, usize)>,
+    /// Topics in the table (listed or not).
+    pub topics_total: usize,
 }
+
+/// Most topics with per-topic series in `/metrics` (those with the most subscribers, then
+/// the most retained bytes). Bounds the answer's size whatever the topic table holds, so
+/// that many requesters that never read cannot pin much memory (issue 11, finding 13).
+pub const MAX_TOPIC_SERIES: usize = 32;
 
 fn help(out: &mut String, name: &str, kind: &str, text: &str) {
     let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
@@ -157,6 +165,13 @@ pub fn render(m: &Metrics, g: &Gauges<'_>) -> String {
         "The streaming client limit.",
     );
     let _ = writeln!(o, "sse_max_clients {}", g.max_clients);
+    help(
+        &mut o,
+        "sse_topics",
+        "gauge",
+        "Topics in the topic table (per-topic series list at most 32 of them: the most subscribed).",
+    );
+    let _ = writeln!(o, "sse_topics {}", g.topics_total);
     help(
         &mut o,
         "sse_topic_clients",

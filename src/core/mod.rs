@@ -2,13 +2,17 @@
 //!
 //! # Life of a request, from accept to close
 //!
-//! 1. accept: [`Core::handle_accept`] takes a slot (evicting the oldest idle head reader at
-//!    the limit, `connection.rs`) and arms the head timer (`timers.rs`).
+//! 1. accept: [`Core::handle_accept`] takes a slot (evicting, at the limit, the connection
+//!    reading a head or body the longest, `connection.rs`) and arms the head timer
+//!    (`timers.rs`).
 //! 2. bytes: [`Core::handle_read`] → `connection::on_bytes`, by phase: the head
-//!    (`HeadReader::feed`), a publish body (`Content-Length` or the chunked decoder), extra
-//!    bytes of a stream (bounded), or early pipelined bytes while answering.
-//! 3. routing: `endpoints::route` sees the whole parsed head and picks the endpoint; a
-//!    refusal is a [`RequestError`] answered by `connection::fail`.
+//!    (`HeadReader::feed`), a body (`http::body::BodyReader`: a publish's kept, any other
+//!    request's read past and dropped), extra bytes of a stream (bounded), or early
+//!    pipelined bytes while answering (bounded by [`Core::input_room`]: the driver stops
+//!    reading there).
+//! 3. routing: `endpoints::route` checks `Host`, reads past the body of a non-publish
+//!    request, then picks the endpoint from the whole parsed head (HEAD and OPTIONS
+//!    included); a refusal is a [`RequestError`] answered by `connection::fail`.
 //! 4. a stream: `stream::start_stream` resolves topics and `Last-Event-ID`
 //!    ([`event_log::EventLog::resolve`]), places one cursor per topic and queues the prelude
 //!    (or a `reset`).
@@ -25,8 +29,9 @@
 //!    [`Core::handle_writable`] (all in `stream.rs`).
 //! 8. time: [`Core::handle_timeout`] runs ticks (`publish::tick`), then due timers
 //!    (`Timers::next` → `connection.rs` `on_timer`: head and linger timeouts, keep-alives).
-//! 9. close: [`Core::handle_read_closed`], [`Core::handle_io_error`], a timeout, a limit or
-//!    [`Core::shutdown`] → `Core::remove` (unsubscribes, frees the slot) → [`Output::Close`].
+//! 9. close: [`Core::handle_read_closed`] (after the answers in flight), [`Core::handle_io_error`],
+//!    a timeout, a limit or [`Core::shutdown`] → `Core::remove` (unsubscribes, frees the
+//!    slot) → [`Output::Close`].
 //!
 //! # Contract
 //!
@@ -42,12 +47,14 @@
 //!
 //! Invariants (checked after every input in debug builds and by the simulator,
 //! [`Core::check_invariants`]): the streaming count matches the clients; every topic
-//! subscriber has exactly one matching cursor and every cursor is listed by its topic;
+//! subscriber has exactly one matching cursor and every cursor is listed by its topic (the
+//! subscriber counts equal the live cursors; a client has one cursor per topic);
 //! cursors lie within their topic's retained log; a fully written pending buffer is never
 //! kept; a writable client with bytes pending is queued; ticks are scheduled while
 //! configured; and the event log's own ([`event_log`]).
 
 mod client;
+mod cluster;
 mod connection;
 pub mod drain;
 mod endpoints;
@@ -114,9 +121,11 @@ pub struct Core {
     ready: VecDeque<ClientId>,
     /// Non-streaming connections with a response to send: served before `ready`.
     answers: VecDeque<ClientId>,
-    /// Connections in accept order that may still be reading their first head (lazily
-    /// pruned): the eviction order at the connection limit.
-    head_readers: VecDeque<ClientId>,
+    /// Connections that may be holding a slot without progress: reading a head (their first,
+    /// or between kept-alive requests) or a body, in the order that phase began (each entry
+    /// is valid while the client's `head_since` matches; lazily pruned). The eviction order
+    /// at the connection limit.
+    head_readers: VecDeque<(ClientId, Instant)>,
     closes: VecDeque<(ClientId, CloseReason)>,
     timers: Timers,
     next_tick: Option<Instant>,
@@ -126,6 +135,8 @@ pub struct Core {
     /// The broadcast being written: (started, clients woken).
     fanout: Option<(Instant, usize)>,
     metrics: Metrics,
+    /// Cluster mode's state (`--redis`); `None` in the embedded mode.
+    cluster: Option<Box<cluster::Cluster>>,
 }
 
 impl Core {
@@ -138,6 +149,7 @@ impl Core {
         }
         let millis = u64::try_from(wall.timestamp_millis()).unwrap_or(0);
         let log = EventLog::new(millis, cfg.history, cfg.history_bytes, cfg.max_topics);
+        let cfg_cluster = cfg.cluster.is_some();
         Core {
             next_tick: cfg.interval.map(|i| now + i),
             clients: Slab::with_capacity(cfg.max_connections.min(1 << 20)),
@@ -155,6 +167,7 @@ impl Core {
             shutdown_deadline: None,
             fanout: None,
             metrics: Metrics::default(),
+            cluster: cfg_cluster.then(Box::default),
         }
     }
 
@@ -261,9 +274,10 @@ impl Core {
     /// A connection was accepted. Returns its id, or `None` when the core refuses it (over
     /// the connection limit, or shutting down): the driver then closes the socket at once.
     ///
-    /// At the connection limit, the oldest connection still waiting for its request head is
-    /// closed (reason `limit`) to make room: idle or slowloris connections cannot lock out
-    /// new clients, nor `/metrics`. The evicted client's `Close` may name the same slab key
+    /// At the connection limit, the connection that has been reading a request head or body
+    /// the longest (its first request, an idle kept-alive connection between requests, or
+    /// a trickling body) is closed (reason `limit`) to make room: idle, slowloris or R.U.D.Y.
+    /// connections cannot lock out new clients, nor `/metrics`. The evicted client's `Close` may name the same slab key
     /// as the returned id (the driver must close the old socket first).
     pub fn handle_accept(&mut self, peer: SocketAddr, now: Instant) -> Option<ClientId> {
         if self.shutdown_deadline.is_some() {
@@ -282,16 +296,7 @@ impl Core {
         let id = ClientId { key, generation };
         self.timers
             .arm(id, TimerKind::Head, now + self.cfg.head_timeout);
-        self.head_readers.push_back(id);
-        if self.head_readers.len() > 2 * self.clients.len() + 64 {
-            // Drop entries of connections that left the head phase: keeps this O(clients).
-            let clients = &self.clients;
-            self.head_readers.retain(|id| {
-                clients.get(id.key as usize).is_some_and(|c| {
-                    c.generation == id.generation && matches!(c.phase, Phase::Head(_))
-                })
-            });
-        }
+        self.note_head_reader(id, now);
         Some(id)
     }
 
@@ -310,10 +315,37 @@ impl Core {
         self.debug_check();
     }
 
-    /// The client closed its sending side (a read returned 0): it is gone.
+    /// The client closed its sending side (a read returned 0; a half-close and a hang-up
+    /// look the same). It ends the request stream, not the answers: a connection with an
+    /// answer in flight gets it, and those of the pipelined requests already received, then
+    /// closes (issue 11, finding 11). Anything else closes now (reason `normal`): an idle or
+    /// half-sent request can never complete, and a stream is treated as gone (its client
+    /// has nothing more to send, and keeping it would hold the slot of every departed
+    /// subscriber until its next write).
     pub fn handle_read_closed(&mut self, id: ClientId) {
-        // A client that hangs up (even one still being answered) ends normally.
-        self.remove(id, CloseReason::Normal);
+        let Some(c) = self.client_mut(id) else { return };
+        match c.phase {
+            Phase::Answering { .. } | Phase::Publishing { .. } | Phase::Closing(_) => {
+                c.input_closed = true
+            }
+            _ => self.remove(id, CloseReason::Normal),
+        }
+        self.debug_check();
+    }
+
+    /// How many more bytes the driver may read from the client now. 0 while an answer is
+    /// pending and the pipelined bytes received meanwhile fill `--max-head` + `--max-body`:
+    /// the driver stops reading (backpressure, issue 11 finding 10) and reads again once
+    /// this is above 0 (after the answer is written). Bytes fed past it close the connection
+    /// (reason `limit`), so memory stays bounded whatever the driver does.
+    pub fn input_room(&self, id: ClientId) -> usize {
+        let Some(c) = self.client(id) else { return 0 };
+        match &c.phase {
+            Phase::Answering { early, .. } | Phase::Publishing { early, .. } => {
+                (self.cfg.max_head + self.cfg.max_body).saturating_sub(early.len())
+            }
+            _ => usize::MAX,
+        }
     }
 
     /// A read or write failed.
@@ -394,7 +426,7 @@ impl Core {
             let Some(c) = self.client(id) else { continue };
             let keep = match c.phase {
                 Phase::Streaming => self.has_pending(c),
-                Phase::Answering { .. } | Phase::Closing(_) => true,
+                Phase::Answering { .. } | Phase::Publishing { .. } | Phase::Closing(_) => true,
                 Phase::Head(_) | Phase::Body(_) => false,
             };
             if !keep {
@@ -492,8 +524,23 @@ impl Core {
                 }
             }
         }
+        // Subscriber counts equal live cursors (issue 11, finding 2): with the two checks
+        // around this one, every subscriber entry and every cursor pair up one to one.
+        let subscribers: usize = self.log.topics().map(|(_, t)| t.subscribers.len()).sum();
+        let cursors: usize = self.clients.iter().map(|(_, c)| c.cursors.len()).sum();
+        if subscribers != cursors {
+            return Err(format!(
+                "{subscribers} topic subscribers but {cursors} cursors"
+            ));
+        }
         for (key, c) in &self.clients {
-            for cur in &c.cursors {
+            for (i, cur) in c.cursors.iter().enumerate() {
+                if c.cursors[..i].iter().any(|other| other.topic == cur.topic) {
+                    return Err(format!(
+                        "client {key} has two cursors on topic {}",
+                        cur.topic
+                    ));
+                }
                 let t = self.log.topic(cur.topic);
                 if t.subscribers.get(cur.sub_index as usize) != Some(&(key as u32)) {
                     return Err(format!(

@@ -7,14 +7,14 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::Core;
-use super::client::{AfterAnswer, BodyState, Bytes, ClientId, Pending, Phase};
-use super::connection::{answer, fail, on_bytes};
-use super::endpoints::authorize;
+use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Pending, PublishFields};
+use super::connection::{answer, fail, read_body};
+use super::endpoints::{authorize, connection_for};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, TICK_TOPIC_ID};
-use super::metrics::CloseReason;
 use super::topic::TopicId;
-use crate::http::chunked::ChunkedDecoder;
+use crate::bus::types::Publish;
+use crate::http::body::BodyReader;
 use crate::http::request::RequestHead;
 use crate::http::response;
 use crate::sse::frame;
@@ -55,58 +55,28 @@ pub(super) fn begin_publish(
         fail(core, id, e, now);
         return;
     }
-    // A body is framed by Content-Length or by chunked coding (both at once was refused by
-    // the parser as a smuggling shape).
-    let chunked = match (head.transfer_encoding, head.chunked) {
-        (true, true) => Some(ChunkedDecoder::default()),
-        (true, false) => {
-            fail(core, id, RequestError::UnsupportedCoding, now);
-            return;
-        }
-        (false, _) => None,
+    let reader = match BodyReader::for_use(head, core.cfg.max_body) {
+        Ok(reader) => reader,
+        Err(e) => return fail(core, id, e.into(), now),
     };
-    let need = match (&chunked, head.content_length) {
-        (Some(_), _) => 0,
-        (None, Some(len)) if len > core.cfg.max_body as u64 => {
-            fail(core, id, RequestError::BodyTooLarge, now);
-            return;
-        }
-        (None, Some(len)) => len as usize,
-        (None, None) => {
-            fail(core, id, RequestError::LengthRequired, now);
-            return;
-        }
-    };
-    let body_follows = chunked.is_some() || need > 0;
-    let state = BodyState {
-        chunked,
+    let fields = PublishFields {
         topic,
         event,
         id: event_id,
-        need,
-        body: Vec::with_capacity(need),
-        then: AfterAnswer::for_request(head.close),
+        connection: connection_for(core, head),
     };
-    if let Some(c) = core.client_mut(id) {
-        c.phase = Phase::Body(Box::new(state));
-        if head.expect_continue && rest.is_empty() && body_follows {
-            c.pending = Some(Pending {
-                bytes: Bytes::Static(b"HTTP/1.1 100 Continue\r\n\r\n"),
-                offset: 0,
-            });
-        }
+    if head.expect_continue
+        && rest.is_empty()
+        && !reader.is_done()
+        && let Some(c) = core.client_mut(id)
+    {
+        c.pending = Some(Pending {
+            bytes: Bytes::Static(response::CONTINUE),
+            offset: 0,
+        });
+        core.schedule(id);
     }
-    core.schedule(id);
-    if !body_follows {
-        let Some(c) = core.client_mut(id) else { return };
-        let Phase::Body(st) = std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
-        else {
-            return;
-        };
-        finish_publish(core, id, *st, rest, now);
-    } else if !rest.is_empty() {
-        on_bytes(core, id, &rest, now);
-    }
+    read_body(core, id, reader, BodyPurpose::Publish(fields), rest, now);
 }
 
 pub(super) fn check_fields(event: Option<&str>, id: Option<&str>) -> Result<(), RequestError> {
@@ -123,28 +93,48 @@ pub(super) fn check_fields(event: Option<&str>, id: Option<&str>) -> Result<(), 
     Ok(())
 }
 
+/// A publish body is complete: publish the event and answer with its id.
 pub(super) fn finish_publish(
     core: &mut Core,
     id: ClientId,
-    st: BodyState,
+    fields: PublishFields,
+    body: Vec<u8>,
     early: Vec<u8>,
     now: Instant,
 ) {
-    let Ok(data) = String::from_utf8(st.body) else {
+    let Ok(data) = String::from_utf8(body) else {
         fail(core, id, RequestError::NotUtf8, now);
         return;
     };
-    match core.publish_event(&st.topic, st.event.as_deref(), st.id.as_deref(), &data, now) {
+    let PublishFields {
+        topic,
+        event,
+        id: event_id,
+        connection,
+    } = fields;
+    if core.is_cluster() {
+        let publish = core.check_event(&topic, event.as_deref(), event_id.as_deref());
+        let submitted = publish.and_then(|()| {
+            let event = Publish {
+                token: 0,
+                topic,
+                event,
+                custom_id: event_id,
+                data,
+            };
+            core.publish_to_bus(Some((id, connection, early)), event, now)
+        });
+        if let Err(e) = submitted {
+            fail(core, id, e, now);
+        }
+        return;
+    }
+    match core.publish_event(&topic, event.as_deref(), event_id.as_deref(), &data, now) {
         Ok(event_id) => {
             let body = format!("{event_id}\n");
-            let r = response::complete(
-                200,
-                "text/plain; charset=utf-8",
-                &[],
-                body.as_bytes(),
-                st.then.closes(),
-            );
-            answer(core, id, 200, r, st.then, early, now);
+            let text = "text/plain; charset=utf-8";
+            let r = response::answer(200, text, &[], body.as_bytes(), connection, false);
+            answer(core, id, 200, r, AfterAnswer::after(connection), early, now);
         }
         Err(e) => fail(core, id, e, now),
     }
@@ -160,15 +150,18 @@ impl Core {
         data: &str,
         now: Instant,
     ) -> Result<String, RequestError> {
-        if self.shutdown_deadline.is_some() {
-            return Err(RequestError::ShuttingDown);
-        }
-        if !valid_topic_name(topic) {
-            return Err(RequestError::InvalidTopic);
-        }
-        check_fields(event, id)?;
-        if data.is_empty() {
-            return Err(RequestError::EmptyData);
+        self.check_event(topic, event, id)?;
+        if self.is_cluster() {
+            // The id is not known yet: the shared log answers later (logged if refused).
+            let event = Publish {
+                token: 0,
+                topic: topic.to_owned(),
+                event: event.map(str::to_owned),
+                custom_id: id.map(str::to_owned),
+                data: data.to_owned(),
+            };
+            self.publish_to_bus(None, event, now)?;
+            return Ok(String::new());
         }
         let t = topic_for(self, topic)?;
         let gseq = self.log.assign_gseq();
@@ -183,11 +176,34 @@ impl Core {
         Ok(event_id)
     }
 
+    /// Whether an event can be published at all (shutting down, names, data).
+    pub(super) fn check_event(
+        &self,
+        topic: &str,
+        event: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<(), RequestError> {
+        if self.shutdown_deadline.is_some() {
+            return Err(RequestError::ShuttingDown);
+        }
+        if !valid_topic_name(topic) {
+            return Err(RequestError::InvalidTopic);
+        }
+        check_fields(event, id)?;
+        Ok(())
+    }
+
     pub(super) fn tick(&mut self, now: Instant, wall: DateTime<Utc>) {
         let mut buf = Vec::with_capacity(64);
         frame::encode_event(&mut buf, None, None, &crate::timefmt::tick_text(wall));
         self.metrics.ticks += 1;
-        let gseq = self.log.assign_gseq();
+        // Cluster mode numbers events by their offset in the shared log: a tick shares the
+        // newest number instead of taking one (it is never resumed from).
+        let gseq = if self.is_cluster() {
+            self.log.last_gseq()
+        } else {
+            self.log.assign_gseq()
+        };
         self.append(now, TICK_TOPIC_ID, gseq, Rc::from(buf), None);
     }
 }

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use super::Core;
 use super::client::{AfterAnswer, Bytes, Client, ClientId, Cursor, Pending, Phase};
+use super::cluster::ClusterStart;
 use super::connection::{answer, fail, fail_with};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
@@ -78,15 +79,30 @@ pub(super) fn start_stream(
         .last_event_id
         .as_deref()
         .or_else(|| head.param("lastEventId"));
-    let resume = core.log.resolve(last);
-    let mut gap = resume == Resume::Unknown || resume == Resume::EarlierRun;
+    let (resume, deferred) = if core.is_cluster() {
+        match core.resolve_cluster(last, &topic_ids) {
+            ClusterStart::Local(resume) => (resume, None),
+            ClusterStart::NotReady => {
+                over_limit(core, id, head, now);
+                return;
+            }
+            start => (Resume::Fresh, Some(start)),
+        }
+    } else {
+        (core.log.resolve(last), None)
+    };
+    let restart = matches!(deferred, Some(ClusterStart::Fetch { restart: true, .. }));
+    let mut gap = matches!(
+        resume,
+        Resume::Unknown | Resume::EarlierRun | Resume::TooOld
+    ) || restart;
     let mut replaying = false;
     let mut cursors: smallvec::SmallVec<[Cursor; 2]> = smallvec::SmallVec::new();
     for &t in &topic_ids {
         let topic = core.log.topic(t);
         let next = match resume {
             _ if t == TICK_TOPIC_ID => topic.end_seq(),
-            Resume::Fresh | Resume::Unknown => topic.end_seq(),
+            Resume::Fresh | Resume::Unknown | Resume::TooOld => topic.end_seq(),
             Resume::EarlierRun => topic.first_seq(),
             Resume::After(g) => topic.resume_after(g).unwrap_or_else(|| {
                 gap = true;
@@ -103,9 +119,10 @@ pub(super) fn start_stream(
     }
     let pending = if gap {
         let (reason, gap_id) = match resume {
-            Resume::EarlierRun => ("restart", Some(core.log.event_id(0))),
-            Resume::Unknown => ("unknown-id", Some(core.log.last_event_id())),
-            _ => ("too-old", (!replaying).then(|| core.log.last_event_id())),
+            _ if restart => ("restart", Some(core.restart_reset_id())),
+            Resume::EarlierRun => ("restart", Some(core.restart_reset_id())),
+            Resume::Unknown => ("unknown-id", Some(core.newest_reset_id())),
+            _ => ("too-old", (!replaying).then(|| core.newest_reset_id())),
         };
         let mut bytes = core.prelude.to_vec();
         let data = format!("{{\"reason\":\"{reason}\"}}");
@@ -126,6 +143,14 @@ pub(super) fn start_stream(
     }
     core.streaming += 1;
     log::debug!("client added, {} clients ({:?})", core.streaming, peer);
+    match deferred {
+        Some(ClusterStart::Fetch { after, restart }) => {
+            let topics = names.iter().map(|n| (*n).to_owned()).collect();
+            core.begin_fetch(id, after, restart, topics);
+        }
+        Some(ClusterStart::Await { gseq, offset }) => core.await_applied(id, gseq, offset),
+        _ => {}
+    }
     core.arm_keepalive(id, now);
     core.schedule(id);
     if rest.len() > core.cfg.max_client_send {
@@ -168,7 +193,7 @@ impl Core {
             iov[n] = IoSlice::new(p.rest());
             n += 1;
         }
-        if c.is_streaming() {
+        if c.is_streaming() && !c.held {
             let mut frames = self.log.pending_frames(&c.cursors);
             while n < iov.len() {
                 let Some((_, e)) = frames.next() else { break };
@@ -207,7 +232,7 @@ impl Core {
                 left = 0;
             }
         }
-        if left > 0 && c.is_streaming() {
+        if left > 0 && c.is_streaming() && !c.held {
             let mut frames = self.log.pending_frames(&c.cursors);
             let mut delivered = 0u64;
             let mut partial = None;
@@ -270,6 +295,7 @@ impl Core {
     pub(super) fn has_pending(&self, c: &Client) -> bool {
         c.pending.is_some()
             || (c.is_streaming()
+                && !c.held
                 && c.cursors
                     .iter()
                     .any(|cur| cur.next < self.log.topic(cur.topic).end_seq()))
@@ -344,7 +370,8 @@ impl Core {
                 lagging.push(key);
                 continue;
             }
-            if c.writable && !c.queued {
+            // A held client (cluster mode, its resume being read) collects, unwoken.
+            if c.writable && !c.queued && !c.held {
                 let id = ClientId {
                     key,
                     generation: c.generation,

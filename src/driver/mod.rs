@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 mod accept;
@@ -26,6 +26,7 @@ mod stdin;
 use sockets::Sockets;
 use stdin::{Stdin, StdinSource};
 
+use crate::bus::{BusHandle, Notify};
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
 use crate::core::{ClientId, CloseReason, Core, IoFailure};
@@ -33,6 +34,10 @@ use crate::core::{ClientId, CloseReason, Core, IoFailure};
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const STDIN: Token = Token(usize::MAX - 3);
+/// Cluster mode: the bus threads wake the reactor through a `mio::Waker` on this token.
+const BUS: Token = Token(usize::MAX - 4);
+/// Bus replies fed into the core per wake-up (an `Events` reply is one `XREAD` batch).
+const BUS_REPLIES_PER_TURN: usize = 64;
 
 /// Connections accepted per wake-up before existing clients get their turn.
 const ACCEPTS_PER_TURN: usize = 256;
@@ -58,6 +63,18 @@ pub struct Driver {
     read_again: Vec<u32>,
     scratch: Box<[u8]>,
     summary: Summary,
+    /// Cluster mode's bus (`--redis`); `None` in the embedded mode (no thread at all).
+    bus: Option<BusHandle>,
+    /// Replies may be left in the bus channel after a bounded turn: poll again at once.
+    bus_more: bool,
+    /// Connections not read for backpressure (the core has no room for their input).
+    paused: Vec<ClientId>,
+    /// Outputs performed per turn ([`OUTPUTS_PER_TURN`]; smaller in tests).
+    outputs_per_turn: usize,
+    /// The last turn stopped at its output budget with outputs still queued in the core:
+    /// the next poll must not wait (issue 11, finding 5: a broadcast to more clients than
+    /// the budget stalled until the next deadline, or forever without ticks).
+    outputs_left: bool,
 }
 
 #[derive(Default)]
@@ -68,13 +85,48 @@ struct Summary {
     bytes: u64,
 }
 
-/// Opens the listener on `addr` with a deep accept backlog.
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    // SAFETY: listen(2) on a socket we own; raising the backlog of a listening socket is allowed.
-    unsafe { libc::listen(std_listener.as_raw_fd(), LISTEN_BACKLOG) };
+/// Opens the listener on `addr` with a deep accept backlog; with `reuse_port`, with
+/// `SO_REUSEPORT` so several processes share the port (the kernel spreads connections).
+fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let std_listener: std::net::TcpListener = if reuse_port {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        socket.into()
+    } else {
+        let listener = std::net::TcpListener::bind(addr)?;
+        // SAFETY: listen(2) on a socket we own; raising the backlog of a listening socket is allowed.
+        unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+        listener
+    };
     std_listener.set_nonblocking(true)?;
     Ok(TcpListener::from_std(std_listener))
+}
+
+/// Caps the kernel send buffer of `fd` at `bytes` (`SO_SNDBUF`; Linux doubles the value and
+/// turns off autotuning for the socket). Errors are logged, not fatal: the connection still
+/// works with the kernel's default.
+fn cap_send_buffer(fd: std::os::fd::RawFd, bytes: usize) {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt(2) on a socket we own, with a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        log::debug!("SO_SNDBUF: {}", io::Error::last_os_error());
+    }
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -99,17 +151,30 @@ impl Driver {
     /// Binds the listener and sets up the reactor. `wall` and `seed` go to the core.
     pub fn new(cfg: Config) -> io::Result<Driver> {
         let poll = Poll::new()?;
-        let mut listener = bind(cfg.listen)?;
+        let mut listener = bind(cfg.listen, cfg.reuse_port)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        // SIGHUP is caught so it cannot kill the server silently (issue 11, finding 17).
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let stdin = if cfg.stdin {
             Some(Stdin::setup(&poll, STDIN, cfg.max_body)?)
         } else {
             None
+        };
+        let bus = match &cfg.cluster {
+            None => None,
+            Some(bus_cfg) => {
+                let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), BUS)?);
+                let notify: Notify = std::sync::Arc::new(move || {
+                    let _ = waker.wake();
+                });
+                let handle = BusHandle::start(bus_cfg.clone(), None, notify)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                Some(handle)
+            }
         };
         let now = Instant::now();
         let wall = chrono::Utc::now();
@@ -127,6 +192,11 @@ impl Driver {
             read_again: Vec::new(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             summary: Summary::default(),
+            bus,
+            bus_more: false,
+            paused: Vec::new(),
+            outputs_per_turn: OUTPUTS_PER_TURN,
+            outputs_left: false,
         })
     }
 
@@ -147,6 +217,8 @@ impl Driver {
             let now = Instant::now();
             // (While accepting is backed off, the retry time is the deadline, not "now".)
             let busy = self.acceptor.has_work()
+                || self.bus_more
+                || self.outputs_left
                 || !self.read_again.is_empty()
                 || matches!(
                     self.stdin,
@@ -189,6 +261,7 @@ impl Driver {
                         }
                     }
                     STDIN => self.read_stdin(now),
+                    BUS => self.bus_more = true,
                     Token(key) => self.on_client_event(key as u32, event, now),
                 }
             }
@@ -213,6 +286,7 @@ impl Driver {
             if self.core.next_deadline().is_some_and(|d| d <= now) {
                 self.core.handle_timeout(chrono::Utc::now(), now);
             }
+            self.exchange_with_bus(now);
             self.drain_outputs();
             self.maybe_summary(now);
             if self.core.is_finished() {
@@ -222,9 +296,36 @@ impl Driver {
         }
     }
 
+    /// Cluster mode: feeds up to [`BUS_REPLIES_PER_TURN`] bus replies into the core, then
+    /// hands the core's bus requests to the bus (a refusal goes straight back to the core).
+    fn exchange_with_bus(&mut self, now: Instant) {
+        let Some(bus) = &self.bus else { return };
+        if self.bus_more {
+            self.bus_more = false;
+            for i in 0..=BUS_REPLIES_PER_TURN {
+                if i == BUS_REPLIES_PER_TURN {
+                    self.bus_more = true;
+                    break;
+                }
+                let Some(reply) = bus.try_recv() else { break };
+                self.core.handle_bus(reply, now);
+            }
+        }
+        while let Some(request) = self.core.poll_bus() {
+            if let Err(refusal) = bus.submit(request) {
+                self.core.handle_bus(refusal, now);
+            }
+        }
+    }
+
     /// Returns true when the process should exit at once (a second signal).
     fn on_signals(&mut self, now: Instant) -> bool {
         for sig in self.signals.pending() {
+            if sig == SIGHUP {
+                // Logs go to stderr: there is nothing to reopen or reload.
+                log::warn!("SIGHUP ignored (no configuration or log file to reload)");
+                continue;
+            }
             self.signals_seen += 1;
             if self.signals_seen > 1 {
                 return true;
@@ -249,6 +350,10 @@ impl Driver {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
+                    let cap = self.core.config().max_send_buffer;
+                    if cap > 0 {
+                        cap_send_buffer(stream.as_raw_fd(), cap);
+                    }
                     self.insert(id, stream);
                 }
                 Accepted::Again => {}
@@ -288,7 +393,14 @@ impl Driver {
 
     fn read_client(&mut self, id: ClientId, now: Instant) {
         for _ in 0..READS_PER_TURN {
-            let Some(result) = self.sockets.read(id, &mut self.scratch) else {
+            let room = self.core.input_room(id).min(self.scratch.len());
+            if room == 0 {
+                // Backpressure: answers are pending and enough is buffered; read again
+                // once the core has room ([`Driver::resume_paused`]).
+                self.paused.push(id);
+                return;
+            }
+            let Some(result) = self.sockets.read(id, &mut self.scratch[..room]) else {
                 return;
             };
             match result {
@@ -313,9 +425,34 @@ impl Driver {
         self.read_again.push(id.key);
     }
 
-    /// Performs the core's outputs (at most [`OUTPUTS_PER_TURN`] per turn).
+    /// Performs the core's outputs (at most `outputs_per_turn` per turn); remembers whether
+    /// some are left for the next turn.
     fn drain_outputs(&mut self) {
-        let Ok(_) = OutputSink::drain(self, OUTPUTS_PER_TURN);
+        let Ok(done) = OutputSink::drain(self, self.outputs_per_turn);
+        self.outputs_left = !done;
+        self.resume_paused();
+    }
+
+    /// Connections whose reading was paused for backpressure and that have room again are
+    /// read next turn (edge-triggered: no new readiness event would come for bytes already
+    /// waiting in the socket).
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let mut paused = std::mem::take(&mut self.paused);
+        paused.sort_unstable();
+        paused.dedup();
+        for id in paused {
+            if !self.core.is_live(id) {
+                continue;
+            }
+            if self.core.input_room(id) > 0 {
+                self.read_again.push(id.key);
+            } else {
+                self.paused.push(id);
+            }
+        }
     }
 
     /// A write would block: the core waits for a writable event, so make sure one comes.
@@ -477,6 +614,60 @@ impl OutputSink for Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// Issue 11, finding 5: a broadcast to more clients than one turn's output budget must
+    /// reach all of them at once, not at the next deadline (never, with ticks and
+    /// keep-alives off). The budget is cut to 1 so eight clients exceed it.
+    #[test]
+    fn a_broadcast_past_the_output_budget_does_not_wait_for_a_deadline() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let cfg = Config {
+                listen: "127.0.0.1:0".parse().expect("address"),
+                interval: None,
+                keepalive: None,
+                ..Config::default()
+            };
+            let mut driver = Driver::new(cfg).expect("driver");
+            driver.outputs_per_turn = 1;
+            tx.send(driver.local_addr()).expect("send");
+            // Runs until the test process exits.
+            let _ = driver.run();
+        });
+        let addr = rx.recv().expect("address");
+        let get = b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+        let mut clients: Vec<std::net::TcpStream> = (0..8)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(addr).expect("connect");
+                s.write_all(get).expect("request");
+                s.set_read_timeout(Some(Duration::from_secs(3)))
+                    .expect("timeout");
+                let mut head = [0u8; 512];
+                let n = s.read(&mut head).expect("stream head");
+                assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+                s
+            })
+            .collect();
+        let mut p = std::net::TcpStream::connect(addr).expect("connect");
+        p.write_all(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .expect("publish");
+        // The publisher keeps its connection open: no event of its own wakes the reactor.
+        for (i, c) in clients.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while !got.windows(11).any(|w| w == b"data: hello") {
+                let n = c.read(&mut buf).unwrap_or(0);
+                assert!(
+                    n > 0,
+                    "client {i} got nothing: {:?}",
+                    String::from_utf8_lossy(&got)
+                );
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        drop(p);
+    }
 
     #[test]
     fn summary_at_most_every_period_and_only_on_change() {

@@ -33,7 +33,7 @@ pub fn parse_target(target: &str, asterisk_allowed: bool) -> Option<Target> {
         return None;
     }
     let (path, query) = match origin_form.split_once('?') {
-        Some((p, q)) => (p, parse_query(q)),
+        Some((p, q)) => (p, parse_query(q)?),
         None => (origin_form, Vec::new()),
     };
     Some(Target {
@@ -89,20 +89,22 @@ pub fn valid_authority(value: &str) -> bool {
     })
 }
 
-/// Splits a query string into decoded `(name, value)` pairs.
-pub fn parse_query(q: &str) -> Vec<(String, String)> {
+/// Splits a query string into decoded `(name, value)` pairs; `None` when a name or value
+/// does not decode to UTF-8.
+pub fn parse_query(q: &str) -> Option<Vec<(String, String)>> {
     q.split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(kv), String::new()),
+            Some((k, v)) => Some((percent_decode(k)?, percent_decode(v)?)),
+            None => Some((percent_decode(kv)?, String::new())),
         })
         .collect()
 }
 
-/// Decodes `%XX` escapes and `+`; invalid escapes are kept as written; invalid UTF-8 is
-/// replaced (U+FFFD), so the result is always a valid string.
-pub fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+`; invalid escapes are kept as written. `None` when the
+/// decoded bytes are not UTF-8: replacing them (U+FFFD) would merge distinct names
+/// (`topic=%FF` and `topic=%FE` would be one topic), so such a request is refused.
+pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -127,7 +129,7 @@ pub fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -194,8 +196,14 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("a%2Fb+c%zz%4"), "a/b c%zz%4");
-        assert_eq!(percent_decode("%FF"), "\u{FFFD}");
+        assert_eq!(
+            percent_decode("a%2Fb+c%zz%4").as_deref(),
+            Some("a/b c%zz%4")
+        );
+        assert_eq!(percent_decode("%FF"), None);
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        assert!(t("/events?topic=%FF").is_none());
+        assert!(t("/events?topic=%FE").is_none());
     }
 
     #[test]

@@ -62,10 +62,12 @@ impl Sim {
             CloseReason::Limit => {
                 ensure!(!streaming, "stream connection {ci} closed as over a limit");
                 // Over the client limit (told so in full), or evicted at the connection
-                // limit while reading its first head.
+                // limit while reading a head (its first, or idle between kept-alive
+                // requests: every answer taken) or a body.
                 ensure!(
                     c.over_limit_complete
                         || (c.responses_seen == 0 && !c.done)
+                        || c.responses_seen == c.sent.len()
                         || c.incomplete
                         || c.sent_since_answer > self.cfg.max_head + self.cfg.max_body,
                     "connection {ci} closed as over a limit without being told or evicted"

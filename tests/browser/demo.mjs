@@ -158,6 +158,14 @@ async function main() {
   assert(/^\d\d:\d\d:\d\d\.\d{3}$/.test(greetRow.time), "rows show a time");
   log("published events appear");
 
+  // 3b. An empty body is an event with empty data: sent as `data: `, which EventSource
+  // dispatches with data "" (it drops only an event with no data line at all).
+  const empty = await publish(serverUrl, "");
+  published.push(empty);
+  r = await waitRows(page, "the empty event", (r) => r.some((x) => x.id === empty));
+  assertEq(r.find((x) => x.id === empty).data, "", "empty event shown with empty data");
+  log("an empty event is dispatched");
+
   // 4. Data with markup stays text.
   const evil = `<script>window.__injected.push("script")</script><img src=x onerror="window.__injected.push('img')"><b>bold</b>`;
   const evilId = await publish(serverUrl, evil);

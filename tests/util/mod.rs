@@ -415,3 +415,29 @@ pub fn reset(s: TcpStream) {
 }
 
 pub mod redis;
+
+/// The bytes the kernel holds unsent on the server's side of each connection to `port`
+/// (`ss` Send-Q), keyed by the peer's port.
+pub fn server_send_queues(port: u16) -> Vec<(u16, u64)> {
+    let out = Command::new("ss")
+        .args([
+            "-tnH",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            // Recv-Q Send-Q Local:Port Peer:Port
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let send_q = f.get(1)?.parse().ok()?;
+            let peer_port = f.get(3)?.rsplit(':').next()?.parse().ok()?;
+            Some((peer_port, send_q))
+        })
+        .collect()
+}

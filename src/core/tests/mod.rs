@@ -134,8 +134,11 @@ impl T {
 }
 
 fn resume_request(topic: &str, last: &str) -> Vec<u8> {
-    format!("GET /events?topic={topic} HTTP/1.1\r\nLast-Event-ID: {last}\r\n\r\n").into_bytes()
+    format!("GET /events?topic={topic} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last}\r\n\r\n")
+        .into_bytes()
 }
 
+mod cluster;
 mod requests;
+mod routing;
 mod streams;

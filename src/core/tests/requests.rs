@@ -122,17 +122,24 @@ fn disconnect_frees_the_slot_and_stale_ids_are_ignored() {
 #[test]
 fn error_statuses() {
     let cases: &[(&[u8], u16)] = &[
-        (b"GET /nope HTTP/1.1\r\n\r\n", 404),
-        (b"DELETE / HTTP/1.1\r\n\r\n", 405),
-        (b"GET /publish HTTP/1.1\r\n\r\n", 405),
-        (b"\x16\x03\x01garbage\r\n\r\n", 400),
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"GET /publish HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"GET /health HTTP/1.1\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         (
-            b"POST /publish HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",
             413,
         ),
-        (b"POST /publish HTTP/1.1\r\n\r\n", 411),
+        (b"OPTIONS /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"\x16\x03\x01garbage\r\n\r\n", 400),
         (
-            b"POST /publish?event=a%0Ab HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+            b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",
+            413,
+        ),
+        (b"POST /publish HTTP/1.1\r\nHost: x\r\n\r\n", 411),
+        (
+            b"POST /publish?event=a%0Ab HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
             400,
         ),
     ];
@@ -174,7 +181,7 @@ fn head_timeout_is_408() {
 fn publish_response_and_keep_alive() {
     let mut t = T::new(cfg());
     let a = t.connect();
-    let req = b"POST /publish?event=greet HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPOST /publish HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+    let req = b"POST /publish?event=greet HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
     t.core.handle_read(a, req, t.now);
     t.drain(None);
     let text = t.text(a);
@@ -192,9 +199,12 @@ fn topics_are_isolated() {
     let b = t.connect();
     let d = t.connect();
     t.core
-        .handle_read(a, b"GET /events?topic=A HTTP/1.1\r\n\r\n", t.now);
-    t.core
-        .handle_read(b, b"GET /events?topic=B&topic=A HTTP/1.1\r\n\r\n", t.now);
+        .handle_read(a, b"GET /events?topic=A HTTP/1.1\r\nHost: x\r\n\r\n", t.now);
+    t.core.handle_read(
+        b,
+        b"GET /events?topic=B&topic=A HTTP/1.1\r\nHost: x\r\n\r\n",
+        t.now,
+    );
     t.core.handle_read(d, GET, t.now);
     t.drain(None);
     t.core.publish("B", None, None, "to b", t.now).unwrap();
@@ -308,7 +318,7 @@ fn ticks_are_not_replayed() {
     let a = t.connect();
     t.core.handle_read(
         a,
-        &format!("GET / HTTP/1.1\r\nLast-Event-ID: {id0}\r\n\r\n").into_bytes(),
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {id0}\r\n\r\n").into_bytes(),
         t.now,
     );
     t.drain(None);

@@ -1,0 +1,483 @@
+//! Cluster mode (`--redis`): the core's side of the shared log in Redis Streams. The plan
+//! this follows is in [`crate::bus`]'s documentation; in short:
+//!
+//! - A publish (HTTP or stdin) becomes a [`BusRequest::Publish`] ([`Core::poll_bus`]); the
+//!   HTTP request waits in [`Phase::Publishing`] for `Published` (200 with the cluster id)
+//!   or `PublishFailed` (503 + `Retry-After`). Nothing is appended locally on `Published`:
+//!   the event arrives like everyone else's through `Events`.
+//! - `Events` are [`classify`]d by offset against the last one applied: duplicates are
+//!   dropped, a gap gives every stream a `reset` `too-old`, the next one is encoded once,
+//!   appended to its topic's local log with sequence number `gseq_base + offset` and fanned
+//!   out. The local logs are a cache of the shared log.
+//! - `EpochChanged`: every stream gets `reset` `restart` and the cache is emptied.
+//! - A `Last-Event-ID` is resumed from the cache when it covers it, else the client is held
+//!   (head sent, keep-alives running, live events collected by its cursors) while
+//!   [`BusRequest::FetchRange`] reads what it missed from Redis; the range is written first,
+//!   then its cursors are released: exactly once, in order.
+//!
+//! Ticks stay local and id-less; they take the newest sequence number without a new one,
+//! so offsets and sequence numbers stay in step.
+
+mod resume;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::Core;
+use super::client::{AfterAnswer, Bytes, ClientId, Pending, Phase};
+use super::connection::{answer, fail};
+use super::error::RequestError;
+use super::event_log::Resume;
+use super::metrics::CloseReason;
+use super::timers::TimerKind;
+use crate::bus::types::{
+    BusEvent, BusReply, BusRequest, ClusterId, Delivery, Publish, PublishFailure, classify,
+};
+use crate::http::response::{self, Connection};
+use crate::sse::frame;
+
+/// Log entries asked for per range fetch (the bus caps it at its batch size too).
+const FETCH_LIMIT: usize = 512;
+/// `Retry-After` of a publish the bus did not take, in seconds.
+const PUBLISH_RETRY_AFTER_SECS: u64 = 1;
+
+/// What the core knows of the shared log, and the requests waiting for the bus.
+#[derive(Default)]
+pub(in crate::core) struct Cluster {
+    /// The epoch followed; `None` until the bus first connected.
+    epoch: Option<String>,
+    /// The tail is connected (the `/health` answer and the gauge).
+    connected: bool,
+    /// `last_offset` is meaningful for `epoch` (an event was applied, or a greeting placed it).
+    positioned: bool,
+    /// The newest offset applied to the local logs (0: none of this epoch).
+    last_offset: u64,
+    /// The newest offset known to exist in the shared log.
+    head_offset: u64,
+    /// The oldest offset Redis still held when the tail last greeted.
+    first_retained: Option<u64>,
+    /// Sequence number of offset 0 of the current epoch: an event's gseq is
+    /// `gseq_base + offset` (epochs restart offsets; sequence numbers only grow).
+    gseq_base: u64,
+    /// The local logs hold every event from this gseq on, except what a topic evicted (its
+    /// own `resume_after` says so): set at a warm start, an epoch change and after a gap.
+    complete_from: u64,
+    next_token: u64,
+    publishes: HashMap<u64, Waiter>,
+    fetches: HashMap<u64, Fetch>,
+    /// Held clients resuming after an id this node has not applied yet.
+    awaiting: Vec<Awaiting>,
+    requests: VecDeque<BusRequest>,
+    stats: ClusterStats,
+}
+
+/// A publish waiting for the bus.
+struct Waiter {
+    /// The HTTP publisher; `None` for a stdin line (its outcome is only logged).
+    client: Option<ClientId>,
+    custom_id: Option<String>,
+    since: Instant,
+}
+
+/// A held client waiting for this node's tail to apply its resume point.
+struct Awaiting {
+    client: ClientId,
+    /// The resume point, as a sequence number and as an offset.
+    gseq: u64,
+    offset: u64,
+    /// `Events` replies seen since, whose head was still below `offset`: after two, the
+    /// id is taken as never issued (`reset` `unknown-id`).
+    rounds: u8,
+}
+
+/// A resuming client's range read from Redis.
+struct Fetch {
+    client: ClientId,
+    /// The epoch the client resumes in.
+    epoch: String,
+    /// Everything after this offset up to `through` comes from Redis.
+    after: u64,
+    /// The newest offset applied when the client started: its cursors hold what follows.
+    through: u64,
+    topics: Vec<String>,
+    /// The client resumes from another epoch (it was told `restart`): a trimmed start of
+    /// the log is expected, not a gap.
+    restart: bool,
+}
+
+/// Cluster counters and gauges, for `/metrics`.
+#[derive(Default, Debug, Clone)]
+pub struct ClusterStats {
+    pub reconnects: u64,
+    pub epoch_changes: u64,
+    pub events_received: u64,
+    pub duplicates_dropped: u64,
+    pub gaps: u64,
+    pub publishes_accepted: u64,
+    pub publishes_failed: u64,
+    /// Sum of the time from handing a publish to the bus to its answer.
+    pub publish_seconds_sum: f64,
+    pub range_fetches: u64,
+    pub range_failures: u64,
+}
+
+/// How a cluster stream starts.
+pub(in crate::core) enum ClusterStart {
+    /// From the local cache (with the reset the [`Resume`] implies).
+    Local(Resume),
+    /// Hold the client and read the events after `after` from Redis (after a `reset`
+    /// `restart` first when `restart`).
+    Fetch { after: u64, restart: bool },
+    /// The id is ahead of what this node has applied (its tail is catching up): hold the
+    /// client at the live edge until events up to this gseq arrived, then skip to after it.
+    Await { gseq: u64, offset: u64 },
+    /// The node has not reached Redis yet: come back later (`retry:` and close).
+    NotReady,
+}
+
+/// Getters and the driver's side.
+impl Core {
+    /// True in cluster mode.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// True in cluster mode while the bus is not connected (`/health` answers 503).
+    pub fn bus_down(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| !c.connected)
+    }
+
+    /// The next request for the bus, if any (cluster mode). The driver hands each to
+    /// `BusHandle::submit` and feeds a refusal straight back into [`Core::handle_bus`].
+    pub fn poll_bus(&mut self) -> Option<BusRequest> {
+        self.cluster.as_mut()?.requests.pop_front()
+    }
+
+    /// Cluster counters (`None` in the embedded mode).
+    pub fn cluster_stats(&self) -> Option<&ClusterStats> {
+        self.cluster.as_ref().map(|c| &c.stats)
+    }
+
+    /// What the bus said. Ignored in the embedded mode.
+    pub fn handle_bus(&mut self, reply: BusReply, now: Instant) {
+        if self.cluster.is_none() {
+            return;
+        }
+        match reply {
+            BusReply::Connected {
+                epoch,
+                head_offset,
+                first_retained_offset,
+                after_offset,
+            } => self.on_connected(epoch, head_offset, first_retained_offset, after_offset, now),
+            BusReply::Disconnected { reason } => {
+                if let Some(cl) = self.cluster.as_mut() {
+                    if cl.connected {
+                        cl.stats.reconnects += 1;
+                    }
+                    cl.connected = false;
+                }
+                log::warn!("bus down: {reason}; streams stay open, publishes get 503");
+            }
+            BusReply::EpochChanged { previous, epoch } => {
+                log::warn!("the shared log was lost (epoch {previous} → {epoch}): restart");
+                self.change_epoch(epoch, now);
+            }
+            BusReply::Events {
+                events,
+                head_offset,
+            } => {
+                for event in events {
+                    self.on_bus_event(event, now);
+                }
+                if let Some(cl) = self.cluster.as_mut() {
+                    cl.head_offset = cl.head_offset.max(head_offset);
+                }
+                self.release_awaiting(Some(head_offset));
+            }
+            BusReply::Published { token, id } => self.on_published(token, Ok(id), now),
+            BusReply::PublishFailed { token, reason } => self.on_published(token, Err(reason), now),
+            BusReply::Range(range) => self.on_range(range, now),
+            BusReply::RangeFailed { token, reason } => {
+                let fetch = self.cluster.as_mut().and_then(|c| {
+                    c.stats.range_failures += 1;
+                    c.fetches.remove(&token)
+                });
+                if let Some(f) = fetch {
+                    log::info!("range fetch failed ({reason}): the client retries later");
+                    self.end_stream_with_retry(f.client, now);
+                }
+            }
+        }
+        self.debug_check();
+    }
+}
+
+/// Publishing through the bus.
+impl Core {
+    /// Hands a validated publish to the bus. `client` waits in [`Phase::Publishing`] (HTTP)
+    /// or is `None` (stdin). Refused at once (503) while the bus is down.
+    pub(in crate::core) fn publish_to_bus(
+        &mut self,
+        client: Option<(ClientId, Connection, Vec<u8>)>,
+        event: Publish,
+        now: Instant,
+    ) -> Result<(), RequestError> {
+        let Some(cl) = self.cluster.as_mut() else {
+            return Err(RequestError::ShuttingDown);
+        };
+        if !cl.connected {
+            cl.stats.publishes_failed += 1;
+            return Err(RequestError::BusUnavailable {
+                retry_after_secs: PUBLISH_RETRY_AFTER_SECS,
+            });
+        }
+        cl.next_token += 1;
+        let token = cl.next_token;
+        cl.publishes.insert(
+            token,
+            Waiter {
+                client: client.as_ref().map(|(id, _, _)| *id),
+                custom_id: event.custom_id.clone(),
+                since: now,
+            },
+        );
+        cl.requests
+            .push_back(BusRequest::Publish(Publish { token, ..event }));
+        if let Some((id, connection, early)) = client
+            && let Some(c) = self.client_mut(id)
+        {
+            c.phase = Phase::Publishing { connection, early };
+        }
+        Ok(())
+    }
+
+    fn on_published(
+        &mut self,
+        token: u64,
+        outcome: Result<ClusterId, PublishFailure>,
+        now: Instant,
+    ) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(w) = cl.publishes.remove(&token) else {
+            return;
+        };
+        match &outcome {
+            Ok(_) => {
+                cl.stats.publishes_accepted += 1;
+                cl.stats.publish_seconds_sum +=
+                    now.saturating_duration_since(w.since).as_secs_f64();
+                self.metrics.events_published += 1;
+            }
+            Err(why) => {
+                cl.stats.publishes_failed += 1;
+                log::info!("publish not taken by the bus: {why}");
+            }
+        }
+        let Some(id) = w.client else {
+            return;
+        };
+        let Some(c) = self.client_mut(id) else { return };
+        let Phase::Publishing { connection, early } =
+            std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
+        else {
+            return;
+        };
+        match outcome {
+            Ok(cluster_id) => {
+                let body = format!("{}\n", w.custom_id.unwrap_or(cluster_id.to_string()));
+                let plain = "text/plain; charset=utf-8";
+                let r = response::answer(200, plain, &[], body.as_bytes(), connection, false);
+                answer(self, id, 200, r, AfterAnswer::after(connection), early, now);
+            }
+            Err(_) => {
+                let e = RequestError::BusUnavailable {
+                    retry_after_secs: PUBLISH_RETRY_AFTER_SECS,
+                };
+                fail(self, id, e, now);
+            }
+        }
+    }
+}
+
+/// The tail: greetings, events, epochs.
+impl Core {
+    fn on_connected(
+        &mut self,
+        epoch: String,
+        head_offset: u64,
+        first_retained: Option<u64>,
+        after_offset: u64,
+        now: Instant,
+    ) {
+        let known = self.cluster.as_ref().and_then(|c| c.epoch.clone());
+        if known.as_ref().is_some_and(|k| *k != epoch) {
+            // A greeting in another epoch without an EpochChanged first: treat it as one.
+            self.change_epoch(epoch.clone(), now);
+        }
+        let base = self.cluster.as_ref().map_or(0, |c| c.gseq_base);
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        log::info!("bus connected: epoch {epoch}, head {head_offset}");
+        cl.connected = true;
+        cl.epoch = Some(epoch);
+        cl.head_offset = cl.head_offset.max(head_offset);
+        cl.first_retained = first_retained;
+        if !cl.positioned {
+            // First start or a new epoch: the cache starts right after `after_offset`.
+            cl.positioned = true;
+            cl.last_offset = after_offset;
+            cl.complete_from = base + after_offset + 1;
+            self.log.claim_gseq(base + after_offset);
+        }
+    }
+
+    fn on_bus_event(&mut self, event: BusEvent, now: Instant) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        if !cl.positioned {
+            return;
+        }
+        cl.stats.events_received += 1;
+        match classify(cl.last_offset, event.offset) {
+            Delivery::Duplicate => {
+                cl.stats.duplicates_dropped += 1;
+                return;
+            }
+            Delivery::Next => {}
+            Delivery::Gap { missing_to, .. } => {
+                cl.stats.gaps += 1;
+                cl.complete_from = cl.gseq_base + missing_to + 1;
+                let epoch = cl.epoch.clone().unwrap_or_default();
+                log::warn!("events up to {missing_to} were trimmed before this node read them");
+                let mut reset = Vec::new();
+                let gap_id = format!("{epoch}-{missing_to}");
+                frame::encode_event(&mut reset, Some(&gap_id), Some("reset"), TOO_OLD);
+                self.interject_all(&reset, now);
+            }
+        }
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        cl.last_offset = event.offset;
+        cl.head_offset = cl.head_offset.max(event.offset);
+        let gseq = cl.gseq_base + event.offset;
+        self.log.claim_gseq(gseq);
+        let Some(t) = self.log.topic_for(&event.topic) else {
+            // Every topic slot has subscribers and none of them wants this one: nobody here
+            // can receive it. A later subscriber's resume then finds the topic incomplete.
+            if let Some(cl) = self.cluster.as_mut() {
+                cl.complete_from = gseq + 1;
+            }
+            return;
+        };
+        let frame = encode_bus_event(&event);
+        self.append(now, t, gseq, frame.into(), event.custom_id.as_deref());
+    }
+
+    /// The shared log was lost: every stream gets `reset` `restart`, the cache is emptied,
+    /// and numbering continues above every sequence number used so far.
+    fn change_epoch(&mut self, epoch: String, now: Instant) {
+        let mut reset = Vec::new();
+        let restart_id = format!("{epoch}-0");
+        frame::encode_event(&mut reset, Some(&restart_id), Some("reset"), RESTART);
+        self.interject_all(&reset, now);
+        self.log.clear_all_history();
+        let base = self.log.last_gseq();
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.stats.epoch_changes += 1;
+            cl.epoch = Some(epoch);
+            cl.positioned = false;
+            cl.last_offset = 0;
+            cl.head_offset = 0;
+            cl.gseq_base = base;
+            cl.complete_from = base + 1;
+        }
+    }
+
+    /// Puts `frame` into every stream now, after what each client has queued (its backlog is
+    /// copied out of the log first, so nothing it was owed is lost). A client whose resume
+    /// is being read from Redis is told to come back instead.
+    fn interject_all(&mut self, frame: &[u8], now: Instant) {
+        let ids: Vec<ClientId> = self
+            .all_ids()
+            .into_iter()
+            .filter(|&id| self.is_streaming(id))
+            .collect();
+        for id in ids {
+            if self.client(id).is_some_and(|c| c.held) {
+                self.end_stream_with_retry(id, now);
+                continue;
+            }
+            let Some(c) = self.client(id) else { continue };
+            let mut bytes = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
+            for (_, e) in self.log.pending_frames(&c.cursors) {
+                bytes.extend_from_slice(&e.frame);
+            }
+            bytes.extend_from_slice(frame);
+            let ends: Vec<u64> = c
+                .cursors
+                .iter()
+                .map(|cur| self.log.topic(cur.topic).end_seq())
+                .collect();
+            if let Some(c) = self.client_mut(id) {
+                for (cur, end) in c.cursors.iter_mut().zip(ends) {
+                    cur.next = end;
+                }
+                c.pending = Some(Pending {
+                    bytes: Bytes::Owned(bytes.into()),
+                    offset: 0,
+                });
+            }
+            self.schedule(id);
+        }
+    }
+
+    /// Ends a stream with a jittered `retry:` (2–7 s) after what it has queued: its browser
+    /// comes back later with the same `Last-Event-ID` and loses nothing.
+    pub(in crate::core) fn end_stream_with_retry(&mut self, id: ClientId, now: Instant) {
+        if !self.is_streaming(id) {
+            return;
+        }
+        let delay = self.jitter(Duration::from_secs(2), Duration::from_secs(5));
+        let Some(c) = self.client(id) else { return };
+        let cursors = c.cursors.clone();
+        let mut bytes = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
+        frame::encode_retry(&mut bytes, delay.as_millis() as u64);
+        // Unsubscribe in reverse so swap-removal cannot move a cursor not yet handled.
+        for cur in cursors.iter().rev() {
+            self.unsubscribe(cur.topic, cur.sub_index as usize);
+        }
+        if let Some(c) = self.client_mut(id) {
+            c.cursors.clear();
+            c.held = false;
+            c.phase = Phase::Closing(CloseReason::Normal);
+            c.pending = Some(Pending {
+                bytes: Bytes::Owned(bytes.into()),
+                offset: 0,
+            });
+            c.answer_since = now;
+        }
+        self.streaming -= 1;
+        self.timers
+            .arm(id, TimerKind::Linger, now + self.cfg.linger);
+        self.schedule(id);
+    }
+}
+
+const TOO_OLD: &str = "{\"reason\":\"too-old\"}";
+const RESTART: &str = "{\"reason\":\"restart\"}";
+const UNKNOWN_ID: &str = "{\"reason\":\"unknown-id\"}";
+
+/// The SSE frame of an event of the shared log (its id is the cluster id, or the
+/// publisher's own).
+fn encode_bus_event(e: &BusEvent) -> Vec<u8> {
+    let id = e.frame_id();
+    let mut buf = Vec::with_capacity(e.data.len() + 32 + id.len());
+    frame::encode_event(&mut buf, Some(&id), e.event.as_deref(), &e.data);
+    buf
+}

@@ -1,0 +1,382 @@
+//! Cluster mode's resume paths: from the local cache, held until this node's tail applied
+//! the resume point, or read from Redis (`FetchRange`) and written before the live events;
+//! and the ids resets carry, and the cluster metrics.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use super::super::Core;
+use super::super::client::{Bytes, ClientId, Pending};
+use super::super::event_log::{Resume, TICK_TOPIC_ID};
+use super::super::topic::TopicId;
+use super::{Awaiting, ClusterStart, FETCH_LIMIT, Fetch, TOO_OLD, UNKNOWN_ID, encode_bus_event};
+use crate::bus::types::{BusRequest, ClusterId, FetchRange, RangeReply, resume};
+use crate::sse::frame;
+
+/// Resume: from the cache, or from Redis.
+impl Core {
+    /// Where a cluster stream with `Last-Event-ID` `last` on `topics` starts.
+    pub(in crate::core) fn resolve_cluster(
+        &self,
+        last: Option<&str>,
+        topics: &[TopicId],
+    ) -> ClusterStart {
+        let Some(cl) = self.cluster.as_ref() else {
+            return ClusterStart::Local(Resume::Unknown);
+        };
+        let Some(last) = last.filter(|s| !s.is_empty()) else {
+            return ClusterStart::Local(Resume::Fresh);
+        };
+        let Some(epoch) = cl.epoch.as_deref() else {
+            return ClusterStart::NotReady;
+        };
+        let covers = |g: u64| {
+            g.saturating_add(1) >= cl.complete_from
+                && topics
+                    .iter()
+                    .filter(|&&t| t != TICK_TOPIC_ID)
+                    .all(|&t| self.log.topic(t).resume_after(g).is_some())
+        };
+        let Some(id) = ClusterId::parse(last) else {
+            // Not a cluster id: a publisher-given id still in the cache, or unknown.
+            return match self.log.custom_id_gseq(last) {
+                Some(g) if covers(g) => ClusterStart::Local(Resume::After(g)),
+                Some(g) => ClusterStart::Fetch {
+                    after: g.saturating_sub(cl.gseq_base),
+                    restart: false,
+                },
+                None => ClusterStart::Local(Resume::Unknown),
+            };
+        };
+        let head = cl.head_offset.max(cl.last_offset);
+        match resume(&id, epoch, cl.first_retained.unwrap_or(0), head) {
+            // Ahead of the head this node knows of: maybe published a moment ago on another
+            // node; wait for the tail to say (bounded by its next replies).
+            crate::bus::Resume::Unknown if cl.connected => ClusterStart::Await {
+                gseq: cl.gseq_base + id.offset,
+                offset: id.offset,
+            },
+            crate::bus::Resume::Unknown => ClusterStart::Local(Resume::Unknown),
+            crate::bus::Resume::TooOld => ClusterStart::Local(Resume::TooOld),
+            crate::bus::Resume::Restart if covers(cl.gseq_base) => {
+                ClusterStart::Local(Resume::EarlierRun)
+            }
+            crate::bus::Resume::Restart => ClusterStart::Fetch {
+                after: 0,
+                restart: true,
+            },
+            crate::bus::Resume::After(n) if n > cl.last_offset => ClusterStart::Await {
+                gseq: cl.gseq_base + n,
+                offset: n,
+            },
+            crate::bus::Resume::After(n) if covers(cl.gseq_base + n) => {
+                ClusterStart::Local(Resume::After(cl.gseq_base + n))
+            }
+            crate::bus::Resume::After(n) => ClusterStart::Fetch {
+                after: n,
+                restart: false,
+            },
+        }
+    }
+
+    /// Holds a new stream whose resume point (`gseq`) this node has not applied yet.
+    pub(in crate::core) fn await_applied(&mut self, id: ClientId, gseq: u64, offset: u64) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        cl.awaiting.push(Awaiting {
+            client: id,
+            gseq,
+            offset,
+            rounds: 0,
+        });
+        if let Some(c) = self.client_mut(id) {
+            c.held = true;
+        }
+        self.release_awaiting(None);
+    }
+
+    /// Releases the held clients whose resume point was applied: each cursor skips the
+    /// entries up to it (they were collected while the client waited). With `head` (the
+    /// head an `Events` reply reported), a resume point still beyond it after two replies
+    /// was never issued: that client gets `reset` `unknown-id` and live events.
+    pub(super) fn release_awaiting(&mut self, head: Option<u64>) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        if cl.awaiting.is_empty() {
+            return;
+        }
+        let applied = cl.gseq_base + cl.last_offset;
+        let mut ready = Vec::new();
+        let mut unknown = Vec::new();
+        for mut a in std::mem::take(&mut cl.awaiting) {
+            if a.gseq <= applied {
+                ready.push((a.client, a.gseq));
+            } else if head.is_some_and(|h| h < a.offset) && a.rounds >= 1 {
+                unknown.push(a.client);
+            } else {
+                a.rounds += u8::from(head.is_some_and(|h| h < a.offset));
+                cl.awaiting.push(a);
+            }
+        }
+        for id in unknown {
+            if !self.client(id).is_some_and(|c| c.held && c.is_streaming()) {
+                continue;
+            }
+            let mut reset = Vec::new();
+            let newest = self.newest_reset_id();
+            frame::encode_event(&mut reset, Some(&newest), Some("reset"), UNKNOWN_ID);
+            let ends: Vec<u64> = self.client(id).map_or(Vec::new(), |c| {
+                c.cursors
+                    .iter()
+                    .map(|cur| self.log.topic(cur.topic).end_seq())
+                    .collect()
+            });
+            if let Some(c) = self.client_mut(id) {
+                let mut bytes = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
+                bytes.extend_from_slice(&reset);
+                for (cur, end) in c.cursors.iter_mut().zip(ends) {
+                    cur.next = end;
+                }
+                c.pending = Some(Pending {
+                    bytes: Bytes::Owned(bytes.into()),
+                    offset: 0,
+                });
+                c.held = false;
+            }
+            self.schedule(id);
+        }
+        for (id, g) in ready {
+            let Some(c) = self.client(id).filter(|c| c.held && c.is_streaming()) else {
+                continue;
+            };
+            let nexts: Vec<u64> = c
+                .cursors
+                .iter()
+                .map(|cur| {
+                    let t = self.log.topic(cur.topic);
+                    t.resume_after(g).unwrap_or(t.end_seq()).max(cur.next)
+                })
+                .collect();
+            if let Some(c) = self.client_mut(id) {
+                for (cur, next) in c.cursors.iter_mut().zip(nexts) {
+                    cur.next = next;
+                }
+                c.held = false;
+            }
+            self.schedule(id);
+        }
+    }
+
+    /// Holds a new stream (its cursors at the live edge) and asks Redis for the events of
+    /// `topics` after `after` up to the newest offset applied.
+    pub(in crate::core) fn begin_fetch(
+        &mut self,
+        id: ClientId,
+        after: u64,
+        restart: bool,
+        topics: Vec<String>,
+    ) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        let through = cl.last_offset;
+        if after >= through {
+            return;
+        }
+        let Some(epoch) = cl.epoch.clone() else {
+            return;
+        };
+        cl.next_token += 1;
+        let token = cl.next_token;
+        cl.stats.range_fetches += 1;
+        let fetch = Fetch {
+            client: id,
+            epoch,
+            after,
+            through,
+            topics,
+            restart,
+        };
+        cl.requests.push_back(fetch.request(token));
+        cl.fetches.insert(token, fetch);
+        if let Some(c) = self.client_mut(id) {
+            c.held = true;
+        }
+    }
+
+    pub(super) fn on_range(&mut self, range: RangeReply, now: Instant) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(mut f) = cl.fetches.remove(&range.token) else {
+            return;
+        };
+        let id = f.client;
+        if !self.client(id).is_some_and(|c| c.held && c.is_streaming()) {
+            return;
+        }
+        if range.epoch != f.epoch {
+            // The log was lost meanwhile: the epoch change reaches this node's tail too.
+            self.end_stream_with_retry(id, now);
+            return;
+        }
+        let mut bytes = Vec::new();
+        let lost = !f.restart && range.lost_events_after(f.after);
+        if lost {
+            let gap_id = format!("{}-{}", f.epoch, f.through);
+            frame::encode_event(&mut bytes, Some(&gap_id), Some("reset"), TOO_OLD);
+        } else {
+            for e in range
+                .events
+                .iter()
+                .filter(|e| e.offset > f.after && e.offset <= f.through)
+            {
+                bytes.extend_from_slice(&encode_bus_event(e));
+            }
+        }
+        if let Some(c) = self.client_mut(id) {
+            let mut all = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
+            all.extend_from_slice(&bytes);
+            c.pending = (!all.is_empty()).then(|| Pending {
+                bytes: Bytes::Owned(all.into()),
+                offset: 0,
+            });
+        }
+        let more = !lost && !range.complete && range.scanned_through < f.through;
+        if more && range.scanned_through > f.after {
+            f.after = range.scanned_through;
+            f.restart = false;
+            if let Some(cl) = self.cluster.as_mut() {
+                cl.next_token += 1;
+                let token = cl.next_token;
+                cl.requests.push_back(f.request(token));
+                cl.fetches.insert(token, f);
+            }
+        } else if let Some(c) = self.client_mut(id) {
+            c.held = false;
+        }
+        self.schedule(id);
+    }
+}
+
+/// Reset ids and metrics.
+impl Core {
+    /// The id a `reset` `restart` carries (`<epoch>-0`, or this run's `<boot>-0`).
+    pub(in crate::core) fn restart_reset_id(&self) -> String {
+        match self.cluster.as_ref().and_then(|c| c.epoch.as_ref()) {
+            Some(epoch) => format!("{epoch}-0"),
+            None => self.log.event_id(0),
+        }
+    }
+
+    /// The id of the newest event applied (what a `reset` `too-old`/`unknown-id` carries).
+    pub(in crate::core) fn newest_reset_id(&self) -> String {
+        match self.cluster.as_ref() {
+            Some(cl) => format!("{}-{}", cl.epoch.as_deref().unwrap_or("0"), cl.last_offset),
+            None => self.log.last_event_id(),
+        }
+    }
+
+    /// Cluster metrics in Prometheus text format (nothing in the embedded mode).
+    pub(in crate::core) fn render_cluster_metrics(&self, out: &mut String) {
+        let Some(cl) = self.cluster.as_ref() else {
+            return;
+        };
+        let s = &cl.stats;
+        let lag = cl.head_offset.saturating_sub(cl.last_offset);
+        let rows: [(&str, &str, &str, String); 11] = [
+            (
+                "sse_bus_connected",
+                "gauge",
+                "1 while the tail is connected to Redis",
+                u8::from(cl.connected).to_string(),
+            ),
+            (
+                "sse_bus_reconnects_total",
+                "counter",
+                "times the bus lost Redis",
+                s.reconnects.to_string(),
+            ),
+            (
+                "sse_bus_epoch_changes_total",
+                "counter",
+                "times the shared log was lost (reset restart)",
+                s.epoch_changes.to_string(),
+            ),
+            (
+                "sse_bus_events_received_total",
+                "counter",
+                "events read from the shared log (duplicates included)",
+                s.events_received.to_string(),
+            ),
+            (
+                "sse_bus_duplicates_dropped_total",
+                "counter",
+                "events dropped as already applied",
+                s.duplicates_dropped.to_string(),
+            ),
+            (
+                "sse_bus_gaps_total",
+                "counter",
+                "events trimmed before this node read them (reset too-old)",
+                s.gaps.to_string(),
+            ),
+            (
+                "sse_bus_lag_events",
+                "gauge",
+                "how far this node's cursor is behind the stream head",
+                lag.to_string(),
+            ),
+            (
+                "sse_bus_publish_failed_total",
+                "counter",
+                "publishes answered 503",
+                s.publishes_failed.to_string(),
+            ),
+            (
+                "sse_bus_publish_seconds_sum",
+                "counter",
+                "time from a publish handed to the bus to its answer",
+                format!("{:.6}", s.publish_seconds_sum),
+            ),
+            (
+                "sse_bus_publish_seconds_count",
+                "counter",
+                "publishes accepted by the shared log",
+                s.publishes_accepted.to_string(),
+            ),
+            (
+                "sse_bus_range_fetches_total",
+                "counter",
+                "resumes read from Redis (failed ones in sse_bus_range_failures_total)",
+                s.range_fetches.to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let name = "sse_bus_range_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} range fetches that failed (the client was told to retry)\n# TYPE {name} counter\n{name} {}",
+            s.range_failures
+        );
+    }
+}
+
+impl Fetch {
+    fn request(&self, token: u64) -> BusRequest {
+        BusRequest::FetchRange(FetchRange {
+            token,
+            after_offset: self.after,
+            through_offset: Some(self.through),
+            topics: Some(self.topics.clone()),
+            limit: FETCH_LIMIT,
+        })
+    }
+}

@@ -1,0 +1,224 @@
+//! Core tests, routing on the strict HTTP layer: bodies on non-publish requests, OPTIONS,
+//! HEAD, HTTP/1.0 keep-alive, empty events.
+
+use super::*;
+
+/// A publish that must never happen when it hides in another request's body.
+const SMUGGLED: &str = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nsmuggled";
+
+#[test]
+fn a_body_on_get_is_read_past_in_any_split() {
+    let raw = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{SMUGGLED}\
+         GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{SMUGGLED}\r\n0\r\n\r\n\
+         GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        SMUGGLED.len(),
+        SMUGGLED.len()
+    );
+    for step in [1, 7, raw.len()] {
+        let mut t = T::new(cfg());
+        let a = t.connect();
+        for part in raw.as_bytes().chunks(step) {
+            t.core.handle_read(a, part, t.now);
+            t.drain(None);
+        }
+        let text = t.text(a);
+        assert_eq!(
+            text.matches("HTTP/1.1 200 OK").count(),
+            3,
+            "split {step}: {text}"
+        );
+        assert!(!text.contains("HTTP/1.1 4"), "split {step}: {text}");
+        assert_eq!(t.core.metrics().events_published, 0, "split {step}");
+        assert!(t.closed(a));
+    }
+}
+
+#[test]
+fn options_preflight_and_plain() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(
+        a,
+        b"OPTIONS /publish HTTP/1.1\r\nHost: x\r\nOrigin: http://o\r\nAccess-Control-Request-Method: POST\r\n\r\n\
+          OPTIONS /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    let text = t.text(a);
+    let (first, second) = text.split_once("\r\n\r\n").unwrap();
+    assert!(first.starts_with("HTTP/1.1 204 "), "{text}");
+    assert!(first.contains("Access-Control-Allow-Methods: GET, HEAD, POST, OPTIONS"));
+    assert!(second.starts_with("HTTP/1.1 204 "), "{text}");
+    assert!(second.contains("Allow: GET, HEAD, OPTIONS\r\n"), "{text}");
+    assert!(!second.contains("Content-Length"), "{text}");
+    assert!(t.closed(a));
+    assert_eq!(t.core.metrics().events_published, 0);
+}
+
+#[test]
+fn method_not_allowed_names_options() {
+    for (req, allow) in [
+        ("DELETE /metrics", "Allow: GET, HEAD, OPTIONS\r\n"),
+        ("PUT /publish", "Allow: POST, OPTIONS\r\n"),
+    ] {
+        let mut t = T::new(cfg());
+        let a = t.connect();
+        let raw = format!("{req} HTTP/1.1\r\nHost: x\r\n\r\n");
+        t.core.handle_read(a, raw.as_bytes(), t.now);
+        t.drain(None);
+        let text = t.text(a);
+        assert!(text.starts_with("HTTP/1.1 405 "), "{text}");
+        assert!(text.contains(allow), "{text}");
+    }
+}
+
+#[test]
+fn http10_keep_alive_is_announced() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(
+        a,
+        b"HEAD /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /health HTTP/1.0\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    let text = t.text(a);
+    let (first, second) = text.split_once("\r\n\r\n").unwrap();
+    assert!(first.contains("Connection: keep-alive"), "{text}");
+    assert!(second.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(second.contains("Connection: close"), "{text}");
+    assert!(second.ends_with("ok\n"), "{text}");
+    assert!(t.closed(a));
+}
+
+#[test]
+fn an_empty_publish_is_an_event_with_empty_data() {
+    let mut t = T::new(cfg());
+    let s = t.connect();
+    t.core.handle_read(s, GET, t.now);
+    let p = t.connect();
+    t.core.handle_read(
+        p,
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    assert!(t.text(p).starts_with("HTTP/1.1 200 "), "{}", t.text(p));
+    assert!(
+        t.text(s).ends_with("data: \n\n") || t.text(s).ends_with("data\n\n"),
+        "{}",
+        t.text(s)
+    );
+    assert_eq!(t.core.metrics().events_published, 1);
+}
+
+#[test]
+fn expect_continue_then_answer_in_order() {
+    let mut t = T::new(cfg());
+    let p = t.connect();
+    t.core.handle_read(
+        p,
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+        t.now,
+    );
+    t.core.handle_read(p, b"hi", t.now);
+    t.drain(None);
+    let text = t.text(p);
+    assert!(
+        text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{text}"
+    );
+}
+
+/// Issue 11, finding 1: with one idle topic left, `topic=x&topic=y` recycled it for both
+/// names: two cursors on one topic, every event twice, a subscriber counted forever.
+#[test]
+fn one_request_never_recycles_the_same_topic_twice() {
+    let mut t = T::new(Config {
+        interval: None,
+        max_topics: 2,
+        ..cfg()
+    });
+    for topic in ["a", "b"] {
+        t.core.publish(topic, None, None, "old", t.now).unwrap();
+    }
+    let keeper = t.connect();
+    t.core.handle_read(
+        keeper,
+        b"GET /events?topic=b HTTP/1.1\r\nHost: x\r\n\r\n",
+        t.now,
+    );
+    let c = t.connect();
+    t.core.handle_read(
+        c,
+        b"GET /events?topic=x&topic=y HTTP/1.1\r\nHost: x\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    // Only one idle topic ("a") could be recycled: the request is refused, not doubled.
+    assert!(t.text(c).starts_with("HTTP/1.1 503 "), "{}", t.text(c));
+    t.core.check_invariants().unwrap();
+    // Once the keeper leaves, two topics are free and the request works.
+    t.core.handle_read_closed(keeper);
+    let c = t.connect();
+    t.core.handle_read(
+        c,
+        b"GET /events?topic=x&topic=y HTTP/1.1\r\nHost: x\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    t.core.publish("y", None, None, "once", t.now).unwrap();
+    t.drain(None);
+    let data: Vec<String> = t.events(c).into_iter().map(|e| e.data).collect();
+    assert_eq!(data, ["once"]);
+    t.core.handle_read_closed(c);
+    t.core.check_invariants().unwrap();
+}
+
+/// Issue 11, finding 3: `%FF` and `%FE` must not both become U+FFFD (one topic).
+#[test]
+fn topic_names_that_are_not_utf8_are_refused() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(
+        a,
+        b"GET /events?topic=%FF HTTP/1.1\r\nHost: x\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    assert!(t.text(a).starts_with("HTTP/1.1 400 "), "{}", t.text(a));
+}
+
+/// Issue 11, finding 4: a resume of every retained event on two topics is twice one topic's
+/// `--history-bytes`; it was dropped as slow on the next publish.
+#[test]
+fn a_multi_topic_resume_of_whole_histories_is_not_slow() {
+    let mut t = T::new(Config {
+        interval: None,
+        history_bytes: 2000,
+        max_backlog: 2000,
+        ..cfg()
+    });
+    let data = "x".repeat(100);
+    for _ in 0..12 {
+        for topic in ["a", "b"] {
+            t.core.publish(topic, None, None, &data, t.now).unwrap();
+        }
+    }
+    let c = t.connect();
+    let boot = t.core.boot_id().to_owned();
+    let req = format!(
+        "GET /events?topic=a&topic=b HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {boot}-0\r\n\r\n"
+    );
+    t.core.handle_read(c, req.as_bytes(), t.now);
+    t.drain(Some(0));
+    assert!(t.core.backlog_bytes(c).unwrap() > 2000);
+    t.core.publish("a", None, None, "live", t.now).unwrap();
+    t.drain(None);
+    assert!(!t.closed(c));
+    t.core.handle_writable(c);
+    t.drain(None);
+    assert_eq!(t.events(c).len(), 25);
+}

@@ -1,0 +1,425 @@
+//! Cluster mode (`--redis`) end to end: real `sse-server` processes sharing one real
+//! `redis-server` (each test starts its own on a unix socket in a temp dir, or behind a TCP
+//! proxy that can be cut), real sockets.
+//!
+//! Skips (and passes) without `redis-server`, unless `SSE_REQUIRE_ECOSYSTEM=1`.
+
+mod util;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use util::redis::{Persistence, Proxy, RedisServer};
+use util::{Server, Stream, eventually, http, publish, status_of};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// A node of the cluster on `redis_url`, ticks off.
+fn node(redis_url: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--redis", redis_url, "--interval", "off"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// `GET /health`: (status, body).
+fn health(addr: SocketAddr) -> (u16, String) {
+    let (h, b) = http(
+        addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    (status_of(&h), b)
+}
+
+fn wait_healthy(server: &Server) {
+    assert!(
+        eventually(LIMIT, || health(server.addr).0 == 200),
+        "node never reached Redis: {:?}",
+        health(server.addr)
+    );
+}
+
+/// Publishes and returns the id the cluster answered with.
+fn publish_ok(addr: SocketAddr, query: &str, data: &str) -> String {
+    let (status, body) = publish(addr, query, data);
+    assert_eq!(status, 200, "publish {data:?}: {body}");
+    body.trim().to_owned()
+}
+
+/// (id, data) of every non-reset event a stream got.
+fn received(s: &Stream) -> Vec<(String, String)> {
+    s.events
+        .iter()
+        .map(|e| (e.last_event_id.clone(), e.data.clone()))
+        .collect()
+}
+
+/// The offset of a cluster id `<epoch>-<offset>`.
+fn offset(id: &str) -> u64 {
+    id.rsplit_once('-')
+        .and_then(|(_, o)| o.parse().ok())
+        .unwrap_or_else(|| panic!("not a cluster id: {id:?}"))
+}
+
+#[test]
+fn two_nodes_deliver_the_same_ids_in_the_same_order() {
+    let Some(redis) = RedisServer::start("two_nodes", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[]);
+    let first = publish_ok(a.addr, "?topic=t", "first");
+    assert!(first.contains('-'), "a cluster id: {first}");
+    for s in [&mut sa, &mut sb] {
+        s.wait_events(1, LIMIT);
+        assert_eq!(received(s), [(first.clone(), "first".to_owned())]);
+    }
+    // 1,000 publishes split over both nodes.
+    let mut answered = Vec::new();
+    for i in 0..1000 {
+        let target = if i % 2 == 0 { a.addr } else { b.addr };
+        answered.push(publish_ok(target, "?topic=t", &format!("e{i}")));
+    }
+    sa.wait_events(1001, LIMIT);
+    sb.wait_events(1001, LIMIT);
+    let (ra, rb) = (received(&sa), received(&sb));
+    assert_eq!(ra.len(), 1001, "node A got {}", ra.len());
+    assert_eq!(ra, rb, "both nodes deliver the same events, ids and order");
+    let ids: Vec<&str> = ra.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(
+        ids.windows(2).all(|w| offset(w[0]) < offset(w[1])),
+        "offsets increase"
+    );
+    let answered: HashSet<&str> = answered.iter().map(String::as_str).collect();
+    let delivered: HashSet<&str> = ids[1..].iter().copied().collect();
+    assert_eq!(answered, delivered, "every answered id is delivered once");
+    let datas: HashSet<&str> = ra.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(datas.len(), 1001);
+}
+
+#[test]
+fn a_resume_on_another_node_gets_exactly_what_was_missed() {
+    let Some(redis) = RedisServer::start("resume_other_node", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
+    for i in 0..5 {
+        publish_ok(a.addr, "?topic=t", &format!("x{i}"));
+        publish_ok(b.addr, "?topic=other", &format!("o{i}"));
+    }
+    sa.wait_events(5, LIMIT);
+    let last = sa.events[2].last_event_id.clone();
+    drop(sa);
+    // Missed while away: x5..x7 (and events of another topic, not wanted).
+    for i in 5..8 {
+        publish_ok(b.addr, "?topic=t", &format!("x{i}"));
+        publish_ok(a.addr, "?topic=other", &format!("o{i}"));
+    }
+    let header = format!("Last-Event-ID: {last}");
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[&header]);
+    sb.wait_events(5, LIMIT);
+    publish_ok(a.addr, "?topic=t", "live");
+    sb.wait_events(6, LIMIT);
+    let datas: Vec<&str> = sb.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(datas, ["x3", "x4", "x5", "x6", "x7", "live"]);
+}
+
+#[test]
+fn a_resume_older_than_the_cache_is_read_from_redis() {
+    let Some(redis) = RedisServer::start("resume_from_redis", Persistence::None) else {
+        return;
+    };
+    // Node B keeps 4 events per topic: a resume 30 events back must come from Redis.
+    let (a, b) = (
+        node(&redis.url(), &[]),
+        node(&redis.url(), &["--history", "4"]),
+    );
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let first = publish_ok(a.addr, "?topic=t", "x0");
+    for i in 1..30 {
+        publish_ok(a.addr, "?topic=t", &format!("x{i}"));
+        publish_ok(a.addr, "?topic=other", &format!("o{i}"));
+    }
+    let header = format!("Last-Event-ID: {first}");
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[&header]);
+    assert!(eventually(LIMIT, || {
+        sb.fill_nonblocking();
+        sb.events.len() >= 29
+    }));
+    publish_ok(a.addr, "?topic=t", "live");
+    sb.wait_events(30, LIMIT);
+    let datas: Vec<String> = sb.events.iter().map(|e| e.data.clone()).collect();
+    let want: Vec<String> = (1..30)
+        .map(|i| format!("x{i}"))
+        .chain(["live".to_owned()])
+        .collect();
+    assert_eq!(datas, want);
+    assert!(b.metric("sse_bus_range_fetches_total") >= 1.0);
+}
+
+#[test]
+fn redis_unreachable_publish_503_streams_stay_open_health_says_so() {
+    let Some(redis) = RedisServer::start("unreachable", Persistence::None) else {
+        return;
+    };
+    let proxy = Proxy::start(redis.socket());
+    let a = node(&proxy.url(), &["--keepalive", "300ms"]);
+    wait_healthy(&a);
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[]);
+    publish_ok(a.addr, "?topic=t", "before");
+    s.wait_events(1, LIMIT);
+    proxy.cut();
+    assert!(
+        eventually(LIMIT, || health(a.addr) == (503, "bus down\n".to_owned())),
+        "health: {:?}",
+        health(a.addr)
+    );
+    let raw = "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+    let (head, _) = http(a.addr, raw);
+    assert_eq!(status_of(&head), 503, "{head}");
+    assert!(head.contains("Retry-After:"), "{head}");
+    let comments = s.comments();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert!(s.fill(), "the stream stays open during the outage");
+    }
+    assert!(s.comments() > comments, "keep-alives continue");
+    assert!(a.metric("sse_bus_connected") == 0.0);
+    proxy.heal();
+    wait_healthy(&a);
+    publish_ok(a.addr, "?topic=t", "after");
+    s.wait_events(2, LIMIT);
+    let datas: Vec<&str> = s.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(datas, ["before", "after"]);
+    assert!(a.metric("sse_bus_reconnects_total") >= 1.0);
+}
+
+#[test]
+fn a_killed_and_restarted_node_misses_nothing() {
+    let Some(redis) = RedisServer::start("node_restart", Persistence::None) else {
+        return;
+    };
+    let mut a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[]);
+    for i in 0..3 {
+        publish_ok(b.addr, "?topic=t", &format!("x{i}"));
+    }
+    s.wait_events(3, LIMIT);
+    let last = s.events[2].last_event_id.clone();
+    util::signal(a.pid(), 9);
+    a.wait_exit(LIMIT).expect("node A exits on SIGKILL");
+    drop(s);
+    // Published on B while A is down.
+    for i in 3..10 {
+        publish_ok(b.addr, "?topic=t", &format!("x{i}"));
+    }
+    // A comes back (on another port: the harness picks a free one) and warms its cache.
+    let a = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    let header = format!("Last-Event-ID: {last}");
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[&header]);
+    s.wait_events(7, LIMIT);
+    publish_ok(b.addr, "?topic=t", "live");
+    s.wait_events(8, LIMIT);
+    let datas: Vec<&str> = s.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(datas, ["x3", "x4", "x5", "x6", "x7", "x8", "x9", "live"]);
+}
+
+/// Publishes `n` events on `addr` while `s` reads, retrying each publish answered 503 (the
+/// outage) until it is taken; returns the data of the events taken.
+fn publish_through_outage(addr: SocketAddr, from: usize, n: usize) -> Vec<String> {
+    let mut taken = Vec::new();
+    for i in from..from + n {
+        let data = format!("y{i}");
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let (status, body) = publish(addr, "?topic=t", &data);
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 503, "{body}");
+            assert!(Instant::now() < deadline, "publishes never recovered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        taken.push(data);
+    }
+    taken
+}
+
+#[test]
+fn redis_killed_with_appendonly_loses_and_repeats_nothing() {
+    let Some(mut redis) = RedisServer::start("redis_kill_aof", Persistence::AppendOnly) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[]);
+    let mut want = publish_through_outage(a.addr, 0, 10);
+    sa.wait_events(10, LIMIT);
+    redis.restart();
+    want.extend(publish_through_outage(b.addr, 10, 10));
+    for s in [&mut sa, &mut sb] {
+        s.wait_events(20, LIMIT);
+        let datas: Vec<String> = s.events.iter().map(|e| e.data.clone()).collect();
+        assert_eq!(datas, want, "nothing lost, nothing twice, no reset");
+    }
+}
+
+#[test]
+fn redis_killed_without_persistence_gives_reset_restart() {
+    let Some(mut redis) = RedisServer::start("redis_kill_none", Persistence::None) else {
+        return;
+    };
+    let a = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[]);
+    publish_ok(a.addr, "?topic=t", "old");
+    s.wait_events(1, LIMIT);
+    let old_id = s.events[0].last_event_id.clone();
+    redis.restart();
+    publish_through_outage(a.addr, 0, 1);
+    s.wait_events(3, LIMIT);
+    let kinds: Vec<(&str, &str)> = s
+        .events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("message", "old"),
+            ("reset", "{\"reason\":\"restart\"}"),
+            ("message", "y0")
+        ]
+    );
+    let new_epoch = s.events[1].last_event_id.clone();
+    assert!(
+        new_epoch.ends_with("-0") && new_epoch != old_id,
+        "{new_epoch}"
+    );
+    // A client resuming with an id of the lost epoch: restart, then the new epoch's events.
+    let header = format!("Last-Event-ID: {old_id}");
+    let mut late = Stream::open(a.addr, "/events?topic=t", &[&header]);
+    late.wait_events(2, LIMIT);
+    assert_eq!(late.events[0].event_type, "reset");
+    assert_eq!(late.events[0].data, "{\"reason\":\"restart\"}");
+    assert_eq!(late.events[1].data, "y0");
+}
+
+#[test]
+fn client_kill_reconnects_and_catches_up_without_gap_or_duplicate() {
+    let Some(redis) = RedisServer::start("client_kill", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
+    let mut want = Vec::new();
+    for round in 0..3 {
+        want.extend(publish_through_outage(b.addr, round * 10, 10));
+        redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+    }
+    want.extend(publish_through_outage(b.addr, 30, 5));
+    sa.wait_events(35, LIMIT);
+    let datas: Vec<String> = sa.events.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(datas, want);
+    assert_eq!(a.metric("sse_bus_gaps_total"), 0.0);
+}
+
+/// Starts `sse-server --listen ADDR <args>`; returns the child and its first stdout line.
+fn spawn_on(addr: &str, args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))
+        .args(["--listen", addr, "--interval", "off"])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sse-server");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    (child, line)
+}
+
+#[test]
+fn reuse_port_lets_two_processes_share_one_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (mut first, line) = spawn_on(&addr, &["--reuse-port"]);
+    assert!(line.contains(&addr), "{line:?}");
+    let (mut second, line) = spawn_on(&addr, &["--reuse-port"]);
+    assert!(
+        line.contains(&addr),
+        "the second process shares the port: {line:?}"
+    );
+    // Without the flag the port is taken: the server cannot start (exit status 1).
+    let (mut third, line) = spawn_on(&addr, &[]);
+    assert_eq!(line, "");
+    assert_eq!(third.wait().expect("exit").code(), Some(1));
+    let target: SocketAddr = addr.parse().unwrap();
+    assert_eq!(health(target).0, 200);
+    for child in [&mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn stdin_lines_go_through_the_shared_log() {
+    let Some(redis) = RedisServer::start("stdin", Persistence::None) else {
+        return;
+    };
+    let b = node(&redis.url(), &[]);
+    let mut a = Server::start_with(
+        &["--redis", &redis.url(), "--interval", "off", "--stdin"],
+        std::process::Stdio::piped(),
+    );
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut s = Stream::open(b.addr, "/events", &[]);
+    {
+        use std::io::Write;
+        let stdin = a.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"from stdin\n").expect("write stdin");
+        stdin.flush().expect("flush");
+    }
+    s.wait_events(1, LIMIT);
+    assert_eq!(s.events.len(), 1);
+    assert_eq!(s.events[0].data, "from stdin");
+    assert!(s.events[0].last_event_id.ends_with("-1"));
+}
+
+#[test]
+fn bad_cluster_flags_exit_2_with_a_message() {
+    for args in [
+        &["--redis", "localhost:6379"][..],
+        &["--redis", "redis://h", "--redis-prefix", "a b"],
+        &["--redis-max-len", "0"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))
+            .args(args)
+            .output()
+            .expect("run sse-server");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("redis"), "{args:?}: {err}");
+    }
+}
