@@ -13,7 +13,7 @@ use proptest::strategy::{Union, ValueTree};
 use proptest::test_runner::{
     Config as PtConfig, FileFailurePersistence, RngAlgorithm, TestRng, TestRunner,
 };
-use sse_server::sim::{LastId, Op, Piece, RequestKind, Sim, SimConfig};
+use sse_server::sim::{Coverage, LastId, Op, Piece, RequestKind, Sim, SimConfig};
 
 /// Wake-ups allowed for the healed system to settle, and for shutdown to finish.
 const SETTLE_STEPS: usize = 64;
@@ -49,9 +49,18 @@ fn last_id() -> impl Strategy<Value = LastId> {
     ]
 }
 
+/// A set of topics (a bitmask over `TOPICS`): mostly few, sometimes many (past
+/// `max_topics_per_client`, and enough new names to recycle topics).
+fn topic_set() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        6 => 0u8..16,
+        1 => any::<u8>(),
+    ]
+}
+
 fn request_kind() -> impl Strategy<Value = RequestKind> {
     prop_oneof![
-        8 => (0u8..16, last_id(), any::<bool>()).prop_map(|(topics, last_id, in_query)| {
+        8 => (topic_set(), last_id(), any::<bool>()).prop_map(|(topics, last_id, in_query)| {
             RequestKind::Stream { topics, last_id, in_query }
         }),
         1 => Just(RequestKind::HeadEvents),
@@ -67,6 +76,8 @@ fn request_kind() -> impl Strategy<Value = RequestKind> {
         1 => Just(RequestKind::NoLength),
         1 => Just(RequestKind::TooLarge),
         1 => Just(RequestKind::BadTopic),
+        1 => Just(RequestKind::Metrics),
+        1 => Just(RequestKind::Clients),
     ]
 }
 
@@ -126,6 +137,22 @@ fn op(weights: Vec<u32>) -> BoxedStrategy<Op> {
             .boxed(),
         any::<u8>().prop_map(|conn| Op::Reconnect { conn }).boxed(),
         Just(Op::Shutdown).boxed(),
+        (any::<u8>(), any::<bool>())
+            .prop_map(|(conn, reset)| Op::ReadError { conn, reset })
+            .boxed(),
+        (any::<u8>(), any::<bool>())
+            .prop_map(|(conn, reset)| Op::WriteError { conn, reset })
+            .boxed(),
+        (any::<u8>(), prop_oneof![1u8..10, 60u8..140])
+            .prop_map(|(topic, count)| Op::PublishBurst { topic, count })
+            .boxed(),
+        (
+            any::<u8>(),
+            prop::collection::vec(request_kind(), 2..6),
+            prop::collection::vec(any::<u16>(), 0..4),
+        )
+            .prop_map(|(conn, kinds, cuts)| Op::Pipelined { conn, kinds, cuts })
+            .boxed(),
     ];
     Union::new_weighted(
         weights
@@ -138,7 +165,38 @@ fn op(weights: Vec<u32>) -> BoxedStrategy<Op> {
 }
 
 /// Base weights of the op kinds above (same order); each case scales each by 0..=3.
-const BASE: [u32; 15] = [8, 14, 2, 8, 2, 1, 1, 4, 1, 3, 10, 2, 2, 2, 0];
+const BASE: [u32; 19] = [8, 14, 2, 8, 3, 1, 1, 4, 1, 3, 10, 2, 2, 2, 0, 1, 1, 2, 2];
+
+/// The limits a case draws (the swarm over the configuration), from ranges that include
+/// tiny values so that every bound is hit in some runs.
+fn limits() -> impl Strategy<Value = [u16; 10]> {
+    (
+        prop_oneof![2 => Just(4096u16), 1 => 1u16..200, 1 => 200u16..3000],
+        prop_oneof![2 => Just(8u8), 2 => 1u8..4, 1 => 4u8..8],
+        prop_oneof![3 => Just(4u8), 1 => 1u8..3, 1 => 3u8..9],
+        prop_oneof![1 => Just(2048u16), 1 => 1u16..400, 1 => 400u16..4000],
+        prop_oneof![1 => Just(6u8), 1 => 1u8..4, 1 => 4u8..40],
+        prop_oneof![2 => Just(2u8), 1 => 0u8..2, 1 => 2u8..5],
+        prop_oneof![3 => Just(10u8), 1 => 1u8..4],
+        prop_oneof![2 => Just(3u8), 1 => 1u8..3],
+        prop_oneof![3 => Just(4096u16), 1 => 1u16..300, 1 => 300u16..4096],
+        prop_oneof![3 => Just(0u16), 1 => 1u16..4, 1 => 4u16..200],
+    )
+        .prop_map(|(a, b, c, d, e, f, g, h, i, j)| {
+            [
+                a,
+                b.into(),
+                c.into(),
+                d,
+                e.into(),
+                f.into(),
+                g.into(),
+                h.into(),
+                i,
+                j,
+            ]
+        })
+}
 
 fn scenario() -> impl Strategy<Value = (SimConfig, Vec<Op>)> {
     let config = (
@@ -150,6 +208,7 @@ fn scenario() -> impl Strategy<Value = (SimConfig, Vec<Op>)> {
         prop::bool::weighted(0.8),
         any::<u8>(),
         prop_oneof![Just(0u16), 1u16..200, 200u16..8192, Just(u16::MAX)],
+        limits(),
     )
         .prop_map(
             |(
@@ -161,6 +220,7 @@ fn scenario() -> impl Strategy<Value = (SimConfig, Vec<Op>)> {
                 ticks,
                 max_clients,
                 initial_window,
+                l,
             )| {
                 SimConfig {
                     latest,
@@ -171,6 +231,16 @@ fn scenario() -> impl Strategy<Value = (SimConfig, Vec<Op>)> {
                     ticks,
                     max_clients,
                     initial_window,
+                    history_bytes: l[0],
+                    max_topics: l[1] as u8,
+                    topics_per_client: l[2] as u8,
+                    backlog_bytes: l[3],
+                    backlog_events: l[4] as u8,
+                    extra_connections: l[5] as u8,
+                    head_timeout_secs: l[6] as u8,
+                    keepalive_secs: l[7] as u8,
+                    max_body: l[8],
+                    outputs_per_turn: l[9],
                 }
             },
         );
@@ -423,6 +493,7 @@ fn slow_close_is_justified() {
         ticks: false,
         max_clients: 97,
         initial_window: 2552,
+        ..SimConfig::default()
     };
     let stream = Op::Request {
         conn: 0,
@@ -508,6 +579,9 @@ fn a_queued_keepalive_counts_toward_the_backlog() {
         ticks: false,
         max_clients: 97,
         initial_window: 2552,
+        // The backlog bound is raised to the history's bytes: keep it at 2,048.
+        history_bytes: 2048,
+        ..SimConfig::default()
     };
     let stream = RequestKind::Stream {
         topics: 11,
@@ -543,6 +617,80 @@ fn a_queued_keepalive_counts_toward_the_backlog() {
     let mut sim = Sim::new(&config, 7);
     sim.run(&ops)
         .unwrap_or_else(|e| panic!("{e}\n{}", sim.summary()));
+}
+
+/// Seeds a default coverage run draws (`SIM_COVERAGE_SEEDS` for more).
+const COVERAGE_SEEDS: u64 = 400;
+
+/// The coverage oracle: a default run (these seeds of the default strategy) must reach every
+/// close reason, response status, reset reason, slow-client outcome, topic-table path and
+/// limit named in `Reach::ALL`; a new one must be added there, and reached.
+#[test]
+fn a_default_run_reaches_every_outcome() {
+    let n: u64 = std::env::var("SIM_COVERAGE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(COVERAGE_SEEDS);
+    let mut total = Coverage::default();
+    // The hand-written scenarios count too (they reach what random runs reach rarely).
+    total.merge(&far_behind().coverage);
+    for seed in 1000..1000 + n {
+        let (config, ops) = seeded(seed);
+        match run_scenario(&config, &ops, seed) {
+            Ok(sim) => total.merge(&sim.coverage),
+            Err(e) => panic!(
+                "seed {seed} failed: {e}\nreplay: SIM_SEED={seed} cargo test --test simulation seeded_swarm\nconfig: {config:?}"
+            ),
+        }
+    }
+    eprintln!("coverage of {n} seeds:\n{}", total.report());
+    let missing = total.missing();
+    assert!(
+        missing.is_empty(),
+        "a default run never reached {missing:?}\n{}",
+        total.report()
+    );
+}
+
+/// A client more than `MAX_IOVECS` (64) frames behind on one topic: one write takes 64
+/// frames, the next ones the rest, in order (a `<=` for `<` in `write_slices` would panic).
+fn far_behind() -> Sim {
+    let config = SimConfig {
+        history: 250,
+        initial_window: 0,
+        ticks: false,
+        keepalive: false,
+        ..SimConfig::default()
+    };
+    let ops = [
+        Op::Connect,
+        Op::Request {
+            conn: 0,
+            kind: RequestKind::Stream {
+                topics: 0b10,
+                last_id: LastId::None,
+                in_query: false,
+            },
+            cuts: vec![],
+            hold_back: false,
+        },
+        Op::PublishBurst {
+            topic: 1,
+            count: 100,
+        },
+        Op::Writable {
+            conn: 0,
+            window: u16::MAX,
+        },
+    ];
+    run_scenario(&config, &ops, 7).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_client_more_than_max_iovecs_frames_behind_gets_everything() {
+    let sim = far_behind();
+    assert!(sim.frames_verified() >= 100, "{}", sim.summary());
+    assert!(sim.coverage.count(sse_server::sim::Reach::ManyFramesBehind) > 0);
 }
 
 /// Issue 11, finding 11, kept as a simulator case: a publisher half-closes while its answer

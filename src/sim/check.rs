@@ -54,6 +54,9 @@ impl Sim {
                     String::from_utf8_lossy(rest)
                 );
                 c.over_limit_complete = tail.len() > 7 && tail.ends_with(b"\n\n");
+                if c.over_limit_complete {
+                    self.coverage.reach(Reach::OverClientLimit);
+                }
                 return Ok(());
             }
             let Some(head_len) = find(rest, b"\r\n\r\n").map(|i| i + 4) else {
@@ -125,6 +128,9 @@ impl Sim {
                     c.timed_out = true;
                     c.extra_408 = true;
                 }
+            }
+            if index >= c.responses_seen {
+                self.coverage.reach(Reach::Status(status));
             }
             index += 1;
             c.responses_seen = c.responses_seen.max(index);

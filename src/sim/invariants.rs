@@ -45,14 +45,15 @@ impl Sim {
                     "connection {ci} closed as slow under the `latest` policy"
                 );
                 let (bytes, unstarted, evicted) = self.lag(ci);
+                let (max_bytes, max_events) = self.model_backlog_limit(ci);
                 // The core counts every unsent byte, including a keep-alive comment queued
                 // ahead of the frames (at most one: it is queued only when nothing else is),
                 // which the model cannot see until it arrives.
                 let keepalive_slack = crate::sse::frame::KEEPALIVE.len() as u64;
                 ensure!(
                     !self.strict_slow
-                        || bytes + keepalive_slack > self.cfg.max_backlog
-                        || unstarted > self.cfg.max_backlog_events
+                        || bytes + keepalive_slack > max_bytes
+                        || unstarted > max_events
                         || evicted,
                     "connection {ci} closed as slow although only {bytes} bytes / {unstarted} \
                      events behind, none evicted"
@@ -97,6 +98,26 @@ impl Sim {
             ),
         }
         Ok(())
+    }
+
+    /// The backlog bound of stream client `ci` (bytes, events), as documented: the
+    /// configured bound raised to a whole history on every topic of the client (ticks are
+    /// never replayed, so the tick topic adds nothing), so that a resume of every retained
+    /// event on all its topics is never taken for slowness (issue 11, finding 4).
+    pub(super) fn model_backlog_limit(&self, ci: usize) -> (u64, u64) {
+        let topics = self.conns[ci]
+            .stream
+            .as_ref()
+            .map_or(0, |s| s.topics.iter().filter(|&&t| t != TICK).count())
+            as u64;
+        (
+            self.cfg
+                .max_backlog
+                .max(topics * self.cfg.history_bytes as u64),
+            self.cfg
+                .max_backlog_events
+                .max(topics * self.cfg.history as u64),
+        )
     }
 
     /// (bytes not yet received, frames not yet started, an unstarted frame left history).
@@ -191,21 +212,26 @@ impl Sim {
             let Some(s) = &c.stream else { continue };
             let (lag_bytes, unstarted, _) = self.lag(ci);
             let bounded = s.topics.iter().any(|t| self.appended.contains(t));
-            // The core's own bound for this client (raised for clients of several topics).
-            let (max_bytes, max_events) = self
-                .core
-                .backlog_limit(id)
-                .unwrap_or((self.cfg.max_backlog, self.cfg.max_backlog_events));
+            let (max_bytes, max_events) = self.model_backlog_limit(ci);
+            // The bound is on event frames; the stream head, `retry:` and a reset frame may
+            // still be queued ahead of them.
+            let prelude = (STREAM_HEAD.len()
+                + s.expected
+                    .iter()
+                    .filter(|f| f.model.is_none())
+                    .map(|f| f.bytes.len())
+                    .sum::<usize>()) as u64;
             if latest {
-                let bound =
-                    max_bytes.max(2 * self.max_frame as u64) + frame::KEEPALIVE.len() as u64;
+                let bound = max_bytes.max(2 * self.max_frame as u64)
+                    + frame::KEEPALIVE.len() as u64
+                    + prelude;
                 ensure!(
                     !bounded || backlog <= bound,
                     "connection {ci}: backlog {backlog} bytes over the `latest` bound {bound}"
                 );
             } else if bounded {
                 ensure!(
-                    backlog <= max_bytes + frame::KEEPALIVE.len() as u64,
+                    backlog <= max_bytes + frame::KEEPALIVE.len() as u64 + prelude,
                     "connection {ci}: backlog {backlog} bytes over the bound {max_bytes} after \
                      an append (policy drop)"
                 );

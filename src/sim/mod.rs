@@ -38,8 +38,9 @@ use crate::http::response::STREAM_HEAD;
 use crate::sse::frame;
 use crate::sse::parse::{Event, Parser};
 
-/// Topic names a scenario can use (index 0 is the default stream).
-pub const TOPICS: [&str; 4] = ["", "a", "b", "news"];
+/// Topic names a scenario can use (index 0 is the default stream); more than the largest
+/// `max_topics` a scenario draws, so topics are recycled.
+pub const TOPICS: [&str; 8] = ["", "a", "b", "news", "x", "y", "z", "w"];
 /// Publisher-given ids: valid ones, one shaped like an id of an earlier run, invalid ones.
 pub const IDS: [&str; 5] = ["x1", "x2", "k-3", "bad\nid", "n\0l"];
 /// Event types: valid ones and an invalid one.
@@ -99,8 +100,21 @@ struct MEvent {
 
 /// The model of one topic's retained history (an independent re-statement of the log's
 /// bounds: the newest `history` entries within `history_bytes`, the newest always kept).
+///
+/// One `MTopic` is one *incarnation* of a name in a slot of the topic table: when a slot is
+/// recycled for another name, the old incarnation dies (its history is gone) and a new one
+/// continues the slot's numbering (see `topics.rs`).
 #[derive(Debug, Default)]
 struct MTopic {
+    /// Index of its name in [`TOPICS`] ([`TICK`] for the tick topic).
+    name: usize,
+    /// Its slot in the table, in creation order (0 default, 1 ticks, then named topics).
+    slot: usize,
+    /// Still holds its slot.
+    live: bool,
+    /// The table's append count at its last append (or when it took its slot; 0 when the
+    /// slot was new): least recently used first when recycling.
+    last_used: u64,
     /// (gseq, frame length, publisher id) of the retained entries, oldest first.
     log: VecDeque<(u64, usize, Option<String>)>,
     first_seq: u64,
@@ -216,6 +230,8 @@ struct Conn {
     extra_408: bool,
     /// It was told "over the client limit" in full (stream head and `retry:`).
     over_limit_complete: bool,
+    /// The next write to its socket fails this way ([`Op::WriteError`]).
+    write_error: Option<IoFailure>,
 }
 
 /// A publish sent over HTTP, as the model must record it.
@@ -225,6 +241,8 @@ struct PubReq {
     event: Option<String>,
     id: Option<String>,
     data: String,
+    /// Its answer's index in `Conn::sent`.
+    expect_index: usize,
 }
 
 /// The simulated world: the real core, a clock, sockets and clients, and the model.
@@ -242,11 +260,26 @@ pub struct Sim {
     evicted: Vec<(ClientId, usize)>,
     // The model.
     next_gseq: u64,
+    /// Topic incarnations (index: `MEvent::topic`, `StreamState::topics`).
     topics: Vec<MTopic>,
+    /// The live incarnation of each name in [`TOPICS`] (and [`TICK`]).
+    name_topic: Vec<Option<usize>>,
+    /// Slots of the topic table in use (named ones from 2).
+    slots_used: usize,
+    /// Appends to the table so far (the recycling clock).
+    appends: u64,
+    /// What a run reached (the coverage oracle).
+    pub coverage: Coverage,
     custom_ids: HashMap<String, u64>,
     events: Vec<MEvent>,
     seen_published: u64,
     seen_ticks: u64,
+    /// 503 answers seen so far (a topic table full, or shutdown).
+    seen_503: u64,
+    /// Clients skipped forward by `latest` so far.
+    seen_skipped: u64,
+    /// The per-turn output budget (0: unlimited).
+    outputs_per_turn: usize,
     shutting_down: bool,
     trace: u64,
     steps: u64,
@@ -271,6 +304,7 @@ macro_rules! ensure {
 pub mod auth;
 pub mod bus;
 mod check;
+mod coverage;
 mod invariants;
 mod model;
 mod network;
@@ -278,7 +312,9 @@ mod ops;
 mod outputs;
 mod render;
 mod runner;
+mod topics;
 
+pub use coverage::{Coverage, Reach};
 pub use ops::*;
 
 impl Sim {
@@ -301,11 +337,27 @@ impl Sim {
             slots: Vec::new(),
             evicted: Vec::new(),
             next_gseq: 1,
-            topics: (0..=TOPICS.len()).map(|_| MTopic::default()).collect(),
+            topics: (0..=TOPICS.len())
+                .map(|name| MTopic {
+                    name,
+                    slot: if name == TICK { 1 } else { 0 },
+                    live: name == 0 || name == TICK,
+                    ..MTopic::default()
+                })
+                .collect(),
+            name_topic: (0..=TOPICS.len())
+                .map(|n| (n == 0 || n == TICK).then_some(n))
+                .collect(),
+            slots_used: 2,
+            appends: 0,
+            coverage: Coverage::default(),
             custom_ids: HashMap::new(),
             events: Vec::new(),
             seen_published: 0,
             seen_ticks: 0,
+            seen_503: 0,
+            seen_skipped: 0,
+            outputs_per_turn: usize::from(sc.outputs_per_turn),
             shutting_down: false,
             trace: 0xcbf2_9ce4_8422_2325,
             steps: 0,
@@ -488,6 +540,40 @@ impl Sim {
                 self.core.shutdown(now);
                 self.after_call(None)?;
                 self.drain()?;
+            }
+            Op::ReadError { conn, reset } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.conns[ci].client_ended = true;
+                    let id = self.conns[ci].id;
+                    let failure = if *reset {
+                        IoFailure::Reset
+                    } else {
+                        IoFailure::Other
+                    };
+                    self.trace("read_error", u64::from(id.key), u64::from(*reset));
+                    self.core.handle_io_error(id, failure);
+                    self.after_call(Some(id))?;
+                    self.drain()?;
+                }
+            }
+            Op::WriteError { conn, reset } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.conns[ci].write_error = Some(if *reset {
+                        IoFailure::Reset
+                    } else {
+                        IoFailure::Other
+                    });
+                }
+            }
+            Op::PublishBurst { topic, count } => {
+                for i in 0..*count {
+                    self.publish(*topic, None, None, &[Piece::Word(i)])?;
+                }
+            }
+            Op::Pipelined { conn, kinds, cuts } => {
+                if let Some(ci) = self.pick(*conn) {
+                    self.pipelined(ci, kinds, cuts)?;
+                }
             }
         }
         self.check()

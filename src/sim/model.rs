@@ -46,8 +46,19 @@ impl Sim {
         let Some(want) = self.conns[ci].want_stream.take() else {
             return Ok(());
         };
-        let mut topics = want.topics.clone();
-        if topics.contains(&0) && !topics.contains(&TICK) {
+        // The topics, in request order, as the table gives them (created or recycled).
+        let mut topics = Vec::new();
+        for &name in &want.topics {
+            let Some(t) = self.model_topic_for(name, &topics) else {
+                return Err(format!(
+                    "connection {ci}: streamed topic {:?}, but every topic has subscribers in \
+                     the model's table (503 expected)",
+                    TOPICS[name]
+                ));
+            };
+            topics.push(t);
+        }
+        if want.topics.contains(&0) {
             topics.push(TICK);
         }
         let resume = self.resolve(want.last_id.as_deref());
@@ -89,6 +100,11 @@ impl Sim {
                     (!replaying).then(|| format!("{boot}-{last_gseq}")),
                 ),
             };
+            self.coverage.reach(match reason {
+                "restart" => Reach::ResetRestart,
+                "unknown-id" => Reach::ResetUnknownId,
+                _ => Reach::ResetTooOld,
+            });
             let data = format!("{{\"reason\":\"{reason}\"}}");
             let mut b = Vec::new();
             frame::encode_event(&mut b, gap_id.as_deref(), Some("reset"), &data);
@@ -109,6 +125,9 @@ impl Sim {
             {
                 expected.push(e.frame.clone());
             }
+        }
+        if replaying {
+            self.coverage.reach(Reach::Replayed);
         }
         let c = &mut self.conns[ci];
         c.stream = Some(StreamState {
@@ -145,7 +164,10 @@ impl Sim {
             self.custom_ids.insert(c.clone(), gseq);
         }
         let (max_events, max_bytes) = (self.cfg.history.max(1), self.cfg.history_bytes);
+        self.appends += 1;
+        let mut evicted = false;
         let mt = &mut self.topics[topic];
+        mt.last_used = self.appends;
         let local_seq = mt.end_seq();
         mt.log.push_back((gseq, len, custom));
         mt.bytes += len;
@@ -154,12 +176,16 @@ impl Sim {
                 mt.bytes -= l;
                 mt.first_seq += 1;
                 mt.evicted_gseq = Some(g);
+                evicted = true;
                 if let Some(c) = c
                     && self.custom_ids.get(&c) == Some(&g)
                 {
                     self.custom_ids.remove(&c);
                 }
             }
+        }
+        if evicted {
+            self.coverage.reach(Reach::HistoryEvicted);
         }
         let ef = ExpFrame {
             bytes: bytes.into(),

@@ -17,6 +17,7 @@ impl Sim {
                 self.cfg.max_connections
             );
             self.trace("refused", 0, 0);
+            self.coverage.reach(Reach::RefusedAtAccept);
             return Ok(());
         };
         ensure!(
@@ -40,6 +41,7 @@ impl Sim {
                 "accept reused slot {key} with the same generation {generation}"
             );
             self.conns[old].open = false;
+            self.coverage.reach(Reach::EvictedAtAccept);
             self.evicted.push((
                 ClientId {
                     key: id.key,
@@ -73,6 +75,7 @@ impl Sim {
             timed_out: false,
             extra_408: false,
             over_limit_complete: false,
+            write_error: None,
         });
         self.slots[key] = Some((id.generation, ci));
         // Like the driver, the socket is registered for reads only: writable events are
@@ -133,6 +136,61 @@ impl Sim {
         }
     }
 
+    /// Sends several requests in one write (split at `cuts`): each gets its answer in
+    /// order; nothing is sent after a stream request or one that closes.
+    pub(super) fn pipelined(
+        &mut self,
+        ci: usize,
+        kinds: &[RequestKind],
+        cuts: &[u16],
+    ) -> Result<(), String> {
+        if self.conns[ci].done || self.conns[ci].held.is_some() || self.conns[ci].incomplete {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        let mut want = None;
+        for kind in kinds {
+            let (b, expect, w, publish) = self.render(kind);
+            bytes.extend_from_slice(&b);
+            let late = {
+                let c = &self.conns[ci];
+                self.elapsed >= c.head_since + self.cfg.head_timeout
+            };
+            let c = &mut self.conns[ci];
+            if w.is_none() {
+                c.sent.push(Expect {
+                    late,
+                    completed_at: Some(self.elapsed),
+                    ..expect
+                });
+            }
+            if let Some(mut p) = publish {
+                p.expect_index = c.sent.len().saturating_sub(1);
+                c.publishes.push_back(p);
+            }
+            if expect.closes || w.is_some() {
+                c.done = true;
+                want = w;
+                break;
+            }
+        }
+        self.conns[ci].want_stream = want;
+        let mut points: Vec<usize> = cuts
+            .iter()
+            .map(|&c| usize::from(c) % (bytes.len() + 1))
+            .filter(|&c| c > 0 && c < bytes.len())
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        points.push(bytes.len());
+        let mut prev = 0;
+        for p in points {
+            self.deliver(ci, &bytes[prev..p])?;
+            prev = p;
+        }
+        Ok(())
+    }
+
     pub(super) fn send_rest(&mut self, ci: usize) -> Result<(), String> {
         let Some((rest, want, publish)) = self.conns[ci].held.take() else {
             return Ok(());
@@ -157,7 +215,8 @@ impl Sim {
             e.completed_at = Some(self.elapsed);
         }
         c.incomplete = false;
-        if let Some(p) = publish {
+        if let Some(mut p) = publish {
+            p.expect_index = c.sent.len().saturating_sub(1);
             c.publishes.push_back(p);
         }
         self.deliver(ci, last)
@@ -252,19 +311,31 @@ impl Sim {
         let valid = publish_valid(event, id, &data);
         let now = self.now();
         let before = self.core.metrics().events_published;
+        let room = self.topic_available(topic, &[]);
         let r = self.core.publish(TOPICS[topic], event, id, &data, now);
-        let expect_ok = valid && !self.shutting_down;
+        let expect_ok = valid && !self.shutting_down && room;
         match &r {
             Ok(_) => ensure!(
                 expect_ok,
                 "publish of an invalid event (or during shutdown) succeeded: {event:?} {id:?} {data:?}"
             ),
-            Err(e) => ensure!(
-                !expect_ok,
-                "publish of a valid event failed with {} {}: {event:?} {id:?} {data:?}",
-                e.status(),
-                e.message()
-            ),
+            Err(e) => {
+                ensure!(
+                    !expect_ok,
+                    "publish of a valid event failed with {} {}: {event:?} {id:?} {data:?}",
+                    e.status(),
+                    e.message()
+                );
+                if valid && !self.shutting_down {
+                    ensure!(
+                        e.status() == 503,
+                        "publish to a full topic table failed with {} instead of 503",
+                        e.status()
+                    );
+                    // (The model counts the refusal.)
+                    let _ = self.model_topic_for(topic, &[]);
+                }
+            }
         }
         ensure!(
             self.core.metrics().events_published == before + u64::from(r.is_ok()),
@@ -280,7 +351,10 @@ impl Sim {
                 "publish returned id {got:?}, expected {want:?}"
             );
             self.seen_published += 1;
-            self.model_append(topic, Some(&want), event, &data, id.map(str::to_owned))?;
+            let Some(t) = self.model_topic_for(topic, &[]) else {
+                return Err("publish succeeded on a full topic table".into());
+            };
+            self.model_append(t, Some(&want), event, &data, id.map(str::to_owned))?;
         }
         self.after_call(None)?;
         self.drain()
@@ -308,7 +382,12 @@ impl Sim {
             "" => self.conns[old].inherited_id.clone(),
             id => id.to_owned(),
         };
-        let topics = s.topics.clone();
+        let topics: Vec<usize> = s
+            .topics
+            .iter()
+            .map(|&t| self.topics[t].name)
+            .filter(|&n| n != TICK)
+            .collect();
         let before = self.conns.len();
         self.connect()?;
         if self.conns.len() == before || !self.conns[before].open {
@@ -317,8 +396,7 @@ impl Sim {
         let ci = before;
         self.conns[ci].inherited_id = last.clone();
         let mut target = String::from("/events");
-        let named: Vec<usize> = topics.iter().copied().filter(|&t| t != TICK).collect();
-        for (i, t) in named.iter().enumerate() {
+        for (i, t) in topics.iter().enumerate() {
             target.push(if i == 0 { '?' } else { '&' });
             target.push_str("topic=");
             target.push_str(&percent_encode(TOPICS[*t]));

@@ -72,6 +72,10 @@ pub enum RequestKind {
     TooLarge,
     /// A topic name with a NUL: 400.
     BadTopic,
+    /// `GET /metrics`: 200 (kept alive).
+    Metrics,
+    /// `GET /clients` from loopback: 200 (kept alive).
+    Clients,
 }
 
 /// One step of a scenario. Connection numbers pick among the open connections (modulo
@@ -121,6 +125,20 @@ pub enum Op {
     Reconnect { conn: u8 },
     /// SIGTERM.
     Shutdown,
+    // Inputs added for issue 12 (new variants go at the end).
+    /// A read on the client's socket fails (`EIO`-like; `reset`: `ECONNRESET`).
+    ReadError { conn: u8, reset: bool },
+    /// The next write to the client's socket fails (a broken pipe or another error).
+    WriteError { conn: u8, reset: bool },
+    /// `count` small events published at once to one topic (clients fall far behind: more
+    /// than `MAX_IOVECS` frames in one write).
+    PublishBurst { topic: u8, count: u8 },
+    /// Several requests sent in one write (pipelined), then split after the given offsets.
+    Pipelined {
+        conn: u8,
+        kinds: Vec<RequestKind>,
+        cuts: Vec<u16>,
+    },
 }
 
 /// The server configuration a scenario runs with (a swarm of small, bound-hitting configs).
@@ -131,7 +149,7 @@ pub struct SimConfig {
     pub latest: bool,
     /// `max_backlog` 2 KiB / 6 events instead of 1 MiB / 1024 events.
     pub small_backlog: bool,
-    /// Events retained per topic: `1 + history % 12`.
+    /// Events retained per topic: `1 + history % 12`, or `history - 136` from 200 on.
     pub history: u8,
     /// Keep-alive comments every 3 s.
     pub keepalive: bool,
@@ -143,6 +161,30 @@ pub struct SimConfig {
     pub max_clients: u8,
     /// A new socket's send window in bytes.
     pub initial_window: u16,
+    // The swarm over the limits (issue 12): each case draws them from ranges that include
+    // tiny values, so every bound is hit in some runs. Values below 1 count as 1.
+    /// Bytes retained per topic (`--history-bytes`).
+    pub history_bytes: u16,
+    /// Named topics (`--max-topics`): fewer than [`TOPICS`] has names, so topics recycle.
+    pub max_topics: u8,
+    /// Topics in one subscription (`--max-topics-per-client`).
+    pub topics_per_client: u8,
+    /// With `small_backlog`: `--max-backlog` in bytes (raised to `history_bytes`, as the
+    /// command line does).
+    pub backlog_bytes: u16,
+    /// With `small_backlog`: `--max-backlog-events` (raised to `history`).
+    pub backlog_events: u8,
+    /// Connections beyond `max_clients` (`max_connections = max_clients + extra`).
+    pub extra_connections: u8,
+    /// `--head-timeout` in seconds.
+    pub head_timeout_secs: u8,
+    /// `--keepalive` in seconds (when `keepalive`).
+    pub keepalive_secs: u8,
+    /// `--max-body` in bytes.
+    pub max_body: u16,
+    /// The driver's per-turn output budget (`OUTPUTS_PER_TURN`); 0: unlimited. A drain that
+    /// uses it up leaves the rest for the next turn, as the driver does.
+    pub outputs_per_turn: u16,
 }
 
 impl Default for SimConfig {
@@ -156,6 +198,16 @@ impl Default for SimConfig {
             ticks: true,
             max_clients: 3,
             initial_window: 4096,
+            history_bytes: 4096,
+            max_topics: 8,
+            topics_per_client: 4,
+            backlog_bytes: 2048,
+            backlog_events: 6,
+            extra_connections: 2,
+            head_timeout_secs: 10,
+            keepalive_secs: 3,
+            max_body: 4096,
+            outputs_per_turn: 0,
         }
     }
 }
@@ -163,32 +215,46 @@ impl Default for SimConfig {
 impl SimConfig {
     /// The core's configuration for this scenario.
     pub fn config(&self) -> Config {
+        // 200 and above: 64 to 119 events, so a client can be more than `MAX_IOVECS` frames
+        // behind on one topic.
+        let history = match self.history {
+            h @ 200.. => usize::from(h) - 136,
+            h => 1 + usize::from(h % 12),
+        };
+        let history_bytes = usize::from(self.history_bytes.max(1));
         let (max_backlog, max_backlog_events) = if self.small_backlog {
-            (2048, 6)
+            (
+                u64::from(self.backlog_bytes.max(1)),
+                u64::from(self.backlog_events.max(1)),
+            )
         } else {
             (1 << 20, 1024)
         };
         let max_clients = 1 + usize::from(self.max_clients % 6);
         Config {
             interval: self.ticks.then(|| Duration::from_secs(2)),
-            keepalive: self.keepalive.then(|| Duration::from_secs(3)),
+            keepalive: self
+                .keepalive
+                .then(|| Duration::from_secs(u64::from(self.keepalive_secs.max(1)))),
             retry: self.retry.then(|| Duration::from_millis(1500)),
             max_head: 1024,
-            head_timeout: Duration::from_secs(10),
-            max_body: 4096,
-            history: 1 + usize::from(self.history % 12),
-            history_bytes: 4096,
-            max_topics: 8,
-            max_topics_per_client: 4,
-            max_backlog,
-            max_backlog_events,
+            head_timeout: Duration::from_secs(u64::from(self.head_timeout_secs.max(1))),
+            max_body: usize::from(self.max_body.max(1)),
+            history,
+            history_bytes,
+            max_topics: usize::from(self.max_topics.max(1)),
+            max_topics_per_client: usize::from(self.topics_per_client.max(1)),
+            // Raised as the command line raises them (`config.rs`): a resuming client may be
+            // a whole history behind.
+            max_backlog: max_backlog.max(history_bytes as u64),
+            max_backlog_events: max_backlog_events.max(history as u64),
             slow_client: if self.latest {
                 SlowClientPolicy::Latest
             } else {
                 SlowClientPolicy::Drop
             },
             max_clients,
-            max_connections: max_clients + 2,
+            max_connections: max_clients + usize::from(self.extra_connections),
             max_client_send: 4096,
             publish_token: None,
             shutdown_grace: Duration::from_secs(2),

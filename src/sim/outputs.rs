@@ -6,14 +6,26 @@ use super::*;
 impl Sim {
     /// Drains the core's outputs like the driver's `drain_outputs`.
     /// Performs the core's outputs through the shared drain harness until none are left.
+    ///
+    /// With a per-turn budget, the drain stops when it is used up, as the driver's does; the
+    /// driver then knows it is busy and runs its next turn at once (here: the next drain,
+    /// with nothing happening in between, since the driver's next turn finds no new events).
     pub(super) fn drain(&mut self) -> Result<(), String> {
-        if OutputSink::drain(self, MAX_OUTPUTS)? {
-            Ok(())
-        } else {
-            Err(format!(
-                "livelock: more than {MAX_OUTPUTS} outputs without the core settling"
-            ))
+        let budget = match self.outputs_per_turn {
+            0 => MAX_OUTPUTS,
+            n => n,
+        };
+        let mut performed = 0;
+        while performed < MAX_OUTPUTS {
+            if OutputSink::drain(self, budget)? {
+                return Ok(());
+            }
+            self.coverage.reach(Reach::TurnBudgetExhausted);
+            performed += budget;
         }
+        Err(format!(
+            "livelock: more than {MAX_OUTPUTS} outputs without the core settling"
+        ))
     }
 
     pub(super) fn slot_conn(&self, id: ClientId) -> Option<usize> {
@@ -30,6 +42,11 @@ impl Sim {
                 "Write for {id:?}, which has no open socket (a stale id reached the driver)"
             ));
         };
+        if let Some(failure) = self.conns[ci].write_error.take() {
+            self.conns[ci].client_ended = true;
+            self.trace("write_error", u64::from(id.key), 0);
+            return Ok(WriteOutcome::Failed(failure));
+        }
         let window = self.conns[ci].window;
         let (n, taken) = offer(&self.core, id, |iov| {
             let mut taken = Vec::new();
@@ -42,6 +59,9 @@ impl Sim {
             }
             (iov.len(), taken)
         });
+        if n == crate::core::MAX_IOVECS {
+            self.coverage.reach(Reach::ManyFramesBehind);
+        }
         ensure!(n > 0, "Write output for {id:?} with nothing to write");
         if taken.is_empty() {
             self.trace("would_block", u64::from(id.key), 0);
@@ -99,6 +119,10 @@ impl Sim {
         ensure!(c.closed.is_none(), "connection {ci} closed twice");
         c.open = false;
         c.closed = Some(reason);
+        self.coverage.reach(Reach::Close(reason));
+        if reason == CloseReason::Slow {
+            self.coverage.reach(Reach::SlowDropped);
+        }
         self.verify_close(ci, reason)
     }
 
@@ -116,12 +140,8 @@ impl Sim {
             let text = crate::timefmt::tick_text(self.wall());
             self.model_append(TICK, None, None, &text, None)?;
         }
-        if published != self.seen_published {
-            ensure!(
-                published == self.seen_published + 1,
-                "{} publishes in one call",
-                published - self.seen_published
-            );
+        // One call can publish several events only for pipelined requests of one client.
+        while published != self.seen_published {
             let ci = by.and_then(|id| {
                 self.slot_conn(id)
                     .or_else(|| self.conns.iter().position(|c| c.id == id))
@@ -134,17 +154,28 @@ impl Sim {
                     "connection {ci} published an event it did not send (or sent invalid)"
                 ));
             };
-            self.seen_published = published;
+            self.seen_published += 1;
             let id =
                 p.id.clone()
                     .unwrap_or_else(|| format!("{}-{}", self.core.boot_id(), self.next_gseq));
-            self.model_append(
-                p.topic,
-                Some(&id),
-                p.event.as_deref(),
-                &p.data,
-                p.id.clone(),
-            )?;
+            let Some(t) = self.model_topic_for(p.topic, &[]) else {
+                return Err(format!(
+                    "connection {ci} published to topic {:?} although every topic has \
+                     subscribers in the model's table",
+                    TOPICS[p.topic]
+                ));
+            };
+            self.model_append(t, Some(&id), p.event.as_deref(), &p.data, p.id.clone())?;
+        }
+        let skipped = self.core.metrics().skipped_forward;
+        if skipped != self.seen_skipped {
+            self.seen_skipped = skipped;
+            self.coverage.reach(Reach::SlowSkipped);
+        }
+        let refused = self.core.metrics().responses(503);
+        if refused != self.seen_503 {
+            self.seen_503 = refused;
+            self.on_503(by)?;
         }
         let streaming = self.core.streaming_clients();
         for ci in 0..self.conns.len() {

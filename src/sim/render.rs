@@ -24,8 +24,9 @@ impl Sim {
                 in_query,
             } => {
                 let mut names: Vec<usize> = (0..TOPICS.len())
-                    .filter(|i| topics & (1 << i) != 0)
+                    .filter(|i| u32::from(*topics) & (1 << i) != 0)
                     .collect();
+                let too_many = names.len() > self.cfg.max_topics_per_client;
                 let mut query: Vec<String> = names
                     .iter()
                     .map(|&t| format!("topic={}", percent_encode(TOPICS[t])))
@@ -60,6 +61,9 @@ impl Sim {
                     topics: names,
                     last_id: last,
                 };
+                if too_many {
+                    return (req.into_bytes(), status(400), None, None);
+                }
                 (req.into_bytes(), dummy_expect(), Some(want), None)
             }
             RequestKind::HeadEvents => (
@@ -138,6 +142,7 @@ impl Sim {
                     event: event.map(str::to_owned),
                     id: id.map(str::to_owned),
                     data,
+                    expect_index: 0,
                 });
                 (req, expect, None, p)
             }
@@ -202,6 +207,25 @@ impl Sim {
                 None,
                 None,
             ),
+            RequestKind::Metrics | RequestKind::Clients => {
+                let path = if *kind == RequestKind::Metrics {
+                    "/metrics"
+                } else {
+                    "/clients"
+                };
+                (
+                    format!("GET {path} HTTP/1.1\r\n{host}\r\n").into_bytes(),
+                    Expect {
+                        statuses: vec![200],
+                        closes: false,
+                        head_only: false,
+                        late: false,
+                        completed_at: None,
+                    },
+                    None,
+                    None,
+                )
+            }
             RequestKind::BadTopic => (
                 format!("GET /events?topic=a%00b HTTP/1.1\r\n{host}\r\n").into_bytes(),
                 // The client limit is checked before the topics: 503 when at the limit.
