@@ -85,11 +85,15 @@ fn one_blocked_client_does_not_delay_others() {
     t.core.handle_read(slow, GET, t.now);
     t.core.handle_read(fast, GET, t.now);
     t.drain(None);
+    let blocked_before = t.core.metrics().would_blocks;
     t.core.handle_would_block(slow, t.now);
     t.core.publish("", None, None, "x", t.now).unwrap();
     t.drain(None);
     assert_eq!(t.events(fast).len(), 1);
     assert_eq!(t.events(slow).len(), 0);
+    // Each full socket is counted once (`sse_write_would_block_total`).
+    t.core.handle_would_block(slow, t.now);
+    assert_eq!(t.core.metrics().would_blocks, blocked_before + 2);
     t.core.handle_writable(slow);
     t.drain(None);
     assert_eq!(t.events(slow).len(), 1);
