@@ -78,6 +78,7 @@ fn request_kind() -> impl Strategy<Value = RequestKind> {
         1 => Just(RequestKind::BadTopic),
         1 => Just(RequestKind::Metrics),
         1 => Just(RequestKind::Clients),
+        1 => any::<u8>().prop_map(|byte| RequestKind::InvalidUtf8Topic { byte }),
     ]
 }
 

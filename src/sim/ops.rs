@@ -76,6 +76,9 @@ pub enum RequestKind {
     Metrics,
     /// `GET /clients` from loopback: 200 (kept alive).
     Clients,
+    /// A stream request whose topic name decodes to invalid UTF-8 (`%80`..`%FF`, a lone
+    /// byte that is never valid UTF-8, between `a` and `b`): 400, never a lossy name.
+    InvalidUtf8Topic { byte: u8 },
 }
 
 /// One step of a scenario. Connection numbers pick among the open connections (modulo

@@ -236,6 +236,20 @@ impl Sim {
                 None,
                 None,
             ),
+            RequestKind::InvalidUtf8Topic { byte } => (
+                format!(
+                    "GET /events?topic=a%{:02X}b HTTP/1.1\r\n{host}\r\n",
+                    0x80 | byte
+                )
+                .into_bytes(),
+                // As for a NUL: the client limit is checked before the topics.
+                Expect {
+                    statuses: vec![400, 503],
+                    ..status(400)
+                },
+                None,
+                None,
+            ),
         }
     }
 }

@@ -110,7 +110,11 @@ impl Sim {
         }) else {
             return Ok(());
         };
-        if let Some(want) = self.conns[ci].want_stream.take() {
+        // Requests are answered in order and a stream ends a pipeline, so a publish still
+        // pending was sent before the stream request: the 503 is the publish's.
+        if self.conns[ci].publishes.is_empty()
+            && let Some(want) = self.conns[ci].want_stream.take()
+        {
             let mut taken = Vec::new();
             for &name in &want.topics {
                 match self.model_topic_for(name, &taken) {
