@@ -413,12 +413,12 @@ impl Core {
             c.phase = Phase::Closing(CloseReason::Normal);
             self.timers
                 .arm(id, TimerKind::Linger, now + self.cfg.linger);
-        } else if matches!(&c.phase, Phase::Pipelined(h) if h.head.is_none()) && reads_on(c) {
-            if let Phase::Pipelined(held) =
+        } else if matches!(&c.phase, Phase::Pipelined(h) if h.head.is_none())
+            && reads_on(c)
+            && let Phase::Pipelined(held) =
                 std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
-            {
-                read_next(self, id, None, held.early, now);
-            }
+        {
+            read_next(self, id, None, held.early, now);
         }
         for status in statuses {
             self.metrics.count_response(status);
