@@ -423,3 +423,55 @@ fn bad_cluster_flags_exit_2_with_a_message() {
         assert!(err.contains("redis"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_pipelined_burst_of_publishes_is_answered_in_order_and_delivered_whole() {
+    use std::io::{Read, Write};
+    let Some(redis) = RedisServer::start("pipelined_burst", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[]);
+    // 100 publishes in one write on one connection; the last asks to close.
+    let burst: String = (0..100)
+        .map(|i| {
+            let close = if i == 99 { "Connection: close\r\n" } else { "" };
+            let data = format!("p{i}");
+            format!(
+                "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\n{close}Content-Length: {}\r\n\r\n{data}",
+                data.len()
+            )
+        })
+        .collect();
+    let mut conn = std::net::TcpStream::connect(a.addr).expect("connect");
+    conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+    conn.write_all(burst.as_bytes()).expect("write");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("read to the close");
+    let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 100, "{text}");
+    let ids: Vec<String> = answers
+        .iter()
+        .map(|a| {
+            assert!(a.starts_with("200"), "{a}");
+            a.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_owned()
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| offset(&w[0]) < offset(&w[1])),
+        "answers in request order: {ids:?}"
+    );
+    for s in [&mut sa, &mut sb] {
+        s.wait_events(100, LIMIT);
+        let got = received(s);
+        let want: Vec<(String, String)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), format!("p{i}")))
+            .collect();
+        assert_eq!(got, want, "every subscriber gets all 100, in order");
+    }
+}

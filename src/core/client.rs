@@ -1,5 +1,6 @@
 //! One connection's state inside the core.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
@@ -76,19 +77,85 @@ pub enum Phase {
     Body(Box<BodyState>),
     /// Receiving the event stream.
     Streaming,
-    /// Cluster mode: a publish was handed to the bus; the answer (its id, or 503) is written
-    /// when the bus replies. Bytes that arrive meanwhile are kept (`early`), as for
-    /// `Answering`.
-    Publishing {
-        connection: Connection,
-        early: Vec<u8>,
-    },
+    /// Cluster mode: publishes wait for the bus ([`Client::publishes`]) and no more input
+    /// is parsed until they are answered: a request that is not a publish (`head`, parsed
+    /// already) waits for every answer before it to be written; with no `head`, the cap of
+    /// publishes in flight is reached (or one said close). Bytes that arrive meanwhile are
+    /// kept (`early`), as for `Answering`.
+    Pipelined(Box<Held>),
     /// A complete response is queued in `pending`; when it is sent, either close or go
     /// back to reading a head, with the bytes that arrived meanwhile (`early`).
     Answering { then: AfterAnswer, early: Vec<u8> },
     /// The last bytes (an error response) are queued; close for this reason when they are
     /// sent, ignore input.
     Closing(CloseReason),
+}
+
+/// Input held while pipelined publishes wait (boxed: the slab entry stays small).
+#[derive(Debug, Default)]
+pub struct Held {
+    /// A parsed request that waits for the answers before it.
+    pub head: Option<RequestHead>,
+    /// Bytes received after it.
+    pub early: Vec<u8>,
+}
+
+/// A pipelined publish handed to the bus (cluster mode), in request order: its answer is
+/// written once it and every publish before it are answered.
+#[derive(Debug)]
+pub struct PublishSlot {
+    /// The bus token of the publish (0 for an answer that needed no bus).
+    pub token: u64,
+    /// What the request said about the connection.
+    pub connection: Connection,
+    /// The status and complete response, once known.
+    pub answer: Option<(u16, Vec<u8>)>,
+}
+
+/// A connection's publishes in flight, in request order; allocated only while there are
+/// some (the slab entry stays small).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // 8 bytes in every slab entry instead of a VecDeque's 32.
+pub struct PublishQueue(Option<Box<VecDeque<PublishSlot>>>);
+
+impl PublishQueue {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    pub fn push_back(&mut self, slot: PublishSlot) {
+        self.0.get_or_insert_with(Default::default).push_back(slot);
+    }
+
+    /// The oldest slot; the allocation goes with the last one.
+    pub fn pop_front(&mut self) -> Option<PublishSlot> {
+        let q = self.0.as_mut()?;
+        let slot = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        slot
+    }
+
+    pub fn front(&self) -> Option<&PublishSlot> {
+        self.0.as_ref()?.front()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &PublishSlot> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut PublishSlot> {
+        self.0.iter_mut().flat_map(|q| q.iter_mut())
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// What a connection does once a complete answer is sent.
@@ -155,8 +222,9 @@ pub struct Client {
     pub connected_at: Instant,
     /// Last time the kernel accepted bytes for this client (or connect time).
     pub last_write: Instant,
-    /// Bytes received after a streaming request (bounded; past the bound: close).
-    pub received_after_request: usize,
+    /// Bytes received after a streaming request (bounded; past the bound: close). Saturates
+    /// (u32 keeps the slab entry small).
+    pub received_after_request: u32,
     /// Cluster mode: a resume older than the local cache is being read from Redis. Log
     /// frames are held back (the cursors keep collecting live events) until the range is
     /// written through `pending`; keep-alives continue.
@@ -175,6 +243,8 @@ pub struct Client {
     /// A streaming client's token grant (what it may see, when it expires); `None` when every
     /// topic it follows is public.
     pub grant: Option<Box<crate::auth::Grant>>,
+    /// Cluster mode: this connection's publishes in flight, in request order (bounded).
+    pub publishes: PublishQueue,
     /// Under `--allow-origin`: the CORS lines answering the current request's `Origin`.
     pub cors: Option<Box<[String]>>,
 }
@@ -199,6 +269,7 @@ impl Client {
             answer_since: now,
             grant: None,
             cors: None,
+            publishes: PublishQueue::default(),
         }
     }
 

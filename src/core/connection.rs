@@ -11,7 +11,7 @@ use super::metrics::CloseReason;
 use super::publish::finish_publish;
 use super::timers::TimerKind;
 use crate::http::body::BodyReader;
-use crate::http::request::{BodyFraming, HeadProgress, HeadReader};
+use crate::http::request::{BodyFraming, HeadProgress, HeadReader, RequestHead};
 use crate::http::response;
 use crate::sse::frame;
 
@@ -42,8 +42,9 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
             Ok(_) => {}
         },
         Phase::Streaming => {
-            c.received_after_request += bytes.len();
-            if c.received_after_request > max_send {
+            let received = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            c.received_after_request = c.received_after_request.saturating_add(received);
+            if c.received_after_request as usize > max_send {
                 log::debug!(
                     "closing {}: sent {} bytes after its request",
                     c.peer,
@@ -52,15 +53,28 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
                 core.remove(id, CloseReason::Limit);
             }
         }
-        Phase::Answering { early, .. } | Phase::Publishing { early, .. } => {
-            if early.len() + bytes.len() > max_head + max_body {
+        Phase::Answering { early, .. } => {
+            if !keep_early(early, bytes, max_head + max_body) {
                 core.remove(id, CloseReason::Limit);
-            } else {
-                early.extend_from_slice(bytes);
+            }
+        }
+        Phase::Pipelined(held) => {
+            if !keep_early(&mut held.early, bytes, max_head + max_body) {
+                core.remove(id, CloseReason::Limit);
             }
         }
         Phase::Closing(_) => {}
     }
+}
+
+/// Keeps bytes that arrive while earlier requests are answered. False past `bound` (the
+/// caller closes).
+fn keep_early(early: &mut Vec<u8>, bytes: &[u8], bound: usize) -> bool {
+    if early.len() + bytes.len() > bound {
+        return false;
+    }
+    early.extend_from_slice(bytes);
+    true
 }
 
 /// Enters the body phase for a request whose body `reader` reads, with the bytes that
@@ -115,6 +129,9 @@ pub(super) fn refuse(core: &mut Core, id: ClientId, refusal: super::access::Refu
     let headers: Vec<&str> = refusal.headers.iter().map(String::as_str).collect();
     let bytes = response::error(refusal.status, &refusal.message, &headers);
     let bytes = core.with_client_cors(id, bytes);
+    if core.answer_after_publishes(id, refusal.status, bytes.clone(), now) {
+        return;
+    }
     let Some(c) = core.client_mut(id) else { return };
     c.pending = Some(Pending {
         bytes: Bytes::Owned(bytes.into()),
@@ -147,6 +164,9 @@ pub(super) fn fail_with(
     let status = err.status();
     let bytes = response::error(status, err.message(), &headers);
     let bytes = core.with_client_cors(id, bytes);
+    if core.answer_after_publishes(id, status, bytes.clone(), now) {
+        return;
+    }
     let Some(c) = core.client_mut(id) else { return };
     c.pending = Some(Pending {
         bytes: Bytes::Owned(bytes.into()),
@@ -202,28 +222,47 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
         Phase::Answering {
             then: AfterAnswer::KeepAlive,
             early,
-        } => {
-            c.phase = Phase::Head(HeadReader::default());
-            c.answered = true;
-            c.head_since = now;
-            let input_closed = c.input_closed;
-            core.note_head_reader(id, now);
-            core.timers
-                .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
-            if !early.is_empty() {
-                on_bytes(core, id, &early, now);
-            }
-            // The client ended its side: once the requests it sent are answered, close.
-            if input_closed
-                && core.client(id).is_some_and(|c| {
-                    !matches!(c.phase, Phase::Answering { .. } | Phase::Closing(_))
-                })
-            {
-                core.remove(id, CloseReason::Normal);
-            }
-        }
+        } => read_next(core, id, None, early, now),
+        Phase::Pipelined(held) => read_next(core, id, held.head, held.early, now),
         Phase::Closing(reason) => core.remove(id, reason),
         _ => core.remove(id, CloseReason::Normal),
+    }
+}
+
+/// Goes back to reading requests (keep-alive): routes `head` when a parsed request was
+/// waiting, then parses the bytes that arrived meanwhile (`early`).
+pub(super) fn read_next(
+    core: &mut Core,
+    id: ClientId,
+    head: Option<RequestHead>,
+    early: Vec<u8>,
+    now: Instant,
+) {
+    let Some(c) = core.client_mut(id) else { return };
+    c.phase = Phase::Head(HeadReader::default());
+    c.answered = true;
+    c.head_since = now;
+    let input_closed = c.input_closed;
+    core.note_head_reader(id, now);
+    core.timers
+        .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
+    if let Some(head) = head {
+        route(core, id, head, early, now);
+    } else if !early.is_empty() {
+        on_bytes(core, id, &early, now);
+    }
+    // The client ended its side: once the requests it sent are answered, close.
+    if input_closed
+        && core.client(id).is_some_and(|c| {
+            c.publishes.is_empty()
+                && c.pending.is_none()
+                && !matches!(
+                    c.phase,
+                    Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_)
+                )
+        })
+    {
+        core.remove(id, CloseReason::Normal);
     }
 }
 
@@ -235,6 +274,11 @@ impl Core {
             // after a previous answer): the current phase has a timer of its own.
             (TimerKind::Head, Phase::Head(_) | Phase::Body(_))
                 if now < c.head_since + self.cfg.head_timeout => {}
+            // Pipelined publishes wait for the bus: not an idle connection.
+            (TimerKind::Head, Phase::Head(_)) if !c.publishes.is_empty() => {
+                self.timers
+                    .arm(id, TimerKind::Head, now + self.cfg.head_timeout);
+            }
             (TimerKind::Head, Phase::Head(r)) => {
                 if r.buffered() == 0 && c.answered {
                     // An idle kept-alive connection between requests: just close it.
@@ -309,5 +353,5 @@ impl Core {
 /// True while the client is reading a request head or body (it holds a slot and may make no
 /// progress: an eviction candidate).
 fn reads_request(c: &super::client::Client) -> bool {
-    matches!(c.phase, Phase::Head(_) | Phase::Body(_))
+    matches!(c.phase, Phase::Head(_) | Phase::Body(_)) && c.publishes.is_empty()
 }

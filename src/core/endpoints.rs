@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::Core;
-use super::client::{AfterAnswer, BodyPurpose, ClientId};
+use super::client::{AfterAnswer, BodyPurpose, ClientId, Held, Phase};
 use super::connection::{answer, fail, read_body};
 use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
@@ -26,11 +26,22 @@ pub const MAX_LISTED_CLIENTS: usize = 100;
 pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
     // First, so that every answer to this request (errors too) carries its CORS policy.
     core.remember_origin(id, &head);
+    let publishes = head.method == Method::Post && head.path == "/publish";
+    if !publishes && core.client(id).is_some_and(|c| !c.publishes.is_empty()) {
+        // Cluster mode: publishes before it wait for the bus; this request waits for their
+        // answers (it may start a stream, which no answer may follow).
+        if let Some(c) = core.client_mut(id) {
+            c.phase = Phase::Pipelined(Box::new(Held {
+                head: Some(head),
+                early: rest,
+            }));
+        }
+        return;
+    }
     if let Err(reason) = head.host_problem() {
         fail(core, id, RequestError::BadHost(reason), now);
         return;
     }
-    let publishes = head.method == Method::Post && head.path == "/publish";
     if head.has_body() && !publishes {
         match BodyReader::for_discard(&head, core.cfg.max_body) {
             Ok(reader) => read_body(

@@ -329,9 +329,11 @@ impl Core {
     pub fn handle_read_closed(&mut self, id: ClientId) {
         let Some(c) = self.client_mut(id) else { return };
         match c.phase {
-            Phase::Answering { .. } | Phase::Publishing { .. } | Phase::Closing(_) => {
+            Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => {
                 c.input_closed = true
             }
+            // Pipelined publishes still wait for the bus: answer them, then close.
+            _ if !c.publishes.is_empty() => c.input_closed = true,
             _ => self.remove(id, CloseReason::Normal),
         }
         self.debug_check();
@@ -345,8 +347,11 @@ impl Core {
     pub fn input_room(&self, id: ClientId) -> usize {
         let Some(c) = self.client(id) else { return 0 };
         match &c.phase {
-            Phase::Answering { early, .. } | Phase::Publishing { early, .. } => {
+            Phase::Answering { early, .. } => {
                 (self.cfg.max_head + self.cfg.max_body).saturating_sub(early.len())
+            }
+            Phase::Pipelined(held) => {
+                (self.cfg.max_head + self.cfg.max_body).saturating_sub(held.early.len())
             }
             _ => usize::MAX,
         }
@@ -431,8 +436,8 @@ impl Core {
             let Some(c) = self.client(id) else { continue };
             let keep = match c.phase {
                 Phase::Streaming => self.has_pending(c),
-                Phase::Answering { .. } | Phase::Publishing { .. } | Phase::Closing(_) => true,
-                Phase::Head(_) | Phase::Body(_) => false,
+                Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => true,
+                Phase::Head(_) | Phase::Body(_) => !c.publishes.is_empty(),
             };
             if !keep {
                 self.remove(id, CloseReason::Shutdown);

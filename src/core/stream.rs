@@ -148,7 +148,7 @@ pub(super) fn start_stream(
             offset: 0,
         });
         c.phase = Phase::Streaming;
-        c.received_after_request = rest.len();
+        c.received_after_request = u32::try_from(rest.len()).unwrap_or(u32::MAX);
     }
     core.streaming += 1;
     log::debug!("client added, {} clients ({:?})", core.streaming, peer);
@@ -274,10 +274,22 @@ impl Core {
             }
             self.metrics.frames_written += delivered;
         }
-        let finished_answer =
-            c.pending.is_none() && matches!(c.phase, Phase::Answering { .. } | Phase::Closing(_));
+        let finished_answer = c.pending.is_none()
+            && match c.phase {
+                Phase::Answering { .. } | Phase::Closing(_) => true,
+                // A request waited for the answers of the publishes before it.
+                Phase::Pipelined(ref held) => held.head.is_some() && c.publishes.is_empty(),
+                _ => false,
+            };
+        // The client ended its side and every pipelined publish is answered and written.
+        let input_done = c.pending.is_none()
+            && c.input_closed
+            && c.publishes.is_empty()
+            && matches!(c.phase, Phase::Head(_) | Phase::Pipelined(_));
         if finished_answer {
             super::connection::answer_sent(self, id, now);
+        } else if input_done {
+            self.remove(id, CloseReason::Normal);
         } else if self.shutdown_deadline.is_some()
             && self
                 .client(id)

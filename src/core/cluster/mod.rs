@@ -2,8 +2,10 @@
 //! this follows is in [`crate::bus`]'s documentation; in short:
 //!
 //! - A publish (HTTP or stdin) becomes a [`BusRequest::Publish`] ([`Core::poll_bus`]); the
-//!   HTTP request waits in [`Phase::Publishing`] for `Published` (200 with the cluster id)
-//!   or `PublishFailed` (503 + `Retry-After`). Nothing is appended locally on `Published`:
+//!   HTTP request takes a slot in its connection's [`Client::publishes`] until `Published`
+//!   (200 with the cluster id) or `PublishFailed` (503 + `Retry-After`, kept alive);
+//!   pipelined publishes are submitted at once, up to [`MAX_PUBLISHES_IN_FLIGHT`] per
+//!   connection, and answered in request order. Nothing is appended locally on `Published`:
 //!   the event arrives like everyone else's through `Events`.
 //! - `Events` are [`classify`]d by offset against the last one applied: duplicates are
 //!   dropped, a gap gives every stream a `reset` `too-old`, the next one is encoded once,
@@ -24,8 +26,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::Core;
-use super::client::{AfterAnswer, Bytes, ClientId, Pending, Phase};
-use super::connection::{answer, fail};
+use super::client::{Bytes, Client, ClientId, Held, Pending, Phase, PublishSlot};
+use super::connection::read_next;
 use super::error::RequestError;
 use super::event_log::Resume;
 use super::metrics::CloseReason;
@@ -38,6 +40,9 @@ use crate::sse::frame;
 
 /// Log entries asked for per range fetch (the bus caps it at its batch size too).
 const FETCH_LIMIT: usize = 512;
+/// Publishes one connection may have waiting for the bus; past it, its input waits
+/// (backpressure through [`Core::input_room`]).
+pub(in crate::core) const MAX_PUBLISHES_IN_FLIGHT: usize = 64;
 /// `Retry-After` of a publish the bus did not take, in seconds.
 const PUBLISH_RETRY_AFTER_SECS: u64 = 1;
 
@@ -215,8 +220,10 @@ impl Core {
 
 /// Publishing through the bus.
 impl Core {
-    /// Hands a validated publish to the bus. `client` waits in [`Phase::Publishing`] (HTTP)
-    /// or is `None` (stdin). Refused at once (503) while the bus is down.
+    /// Hands a validated publish to the bus. An HTTP `client` gets a slot in its
+    /// [`Client::publishes`] and goes on parsing pipelined requests (up to
+    /// [`MAX_PUBLISHES_IN_FLIGHT`]); `None` is a stdin line. Refused at once (503) while the
+    /// bus is down.
     pub(in crate::core) fn publish_to_bus(
         &mut self,
         client: Option<(ClientId, Connection, Vec<u8>)>,
@@ -244,12 +251,58 @@ impl Core {
         );
         cl.requests
             .push_back(BusRequest::Publish(Publish { token, ..event }));
-        if let Some((id, connection, early)) = client
-            && let Some(c) = self.client_mut(id)
-        {
-            c.phase = Phase::Publishing { connection, early };
+        if let Some((id, connection, early)) = client {
+            self.await_publish(id, token, connection, early, now);
         }
         Ok(())
+    }
+
+    /// Gives the client's publish `token` its slot, then reads on unless the cap is reached
+    /// or the request said close.
+    fn await_publish(
+        &mut self,
+        id: ClientId,
+        token: u64,
+        connection: Connection,
+        early: Vec<u8>,
+        now: Instant,
+    ) {
+        let Some(c) = self.client_mut(id) else { return };
+        c.publishes.push_back(PublishSlot {
+            token,
+            connection,
+            answer: None,
+        });
+        if reads_on(c) {
+            read_next(self, id, None, early, now);
+        } else {
+            c.phase = Phase::Pipelined(Box::new(Held { head: None, early }));
+        }
+    }
+
+    /// Queues a final answer (an error; the connection closes after it) behind the
+    /// client's publishes waiting for the bus. False when none wait: answer now.
+    pub(in crate::core) fn answer_after_publishes(
+        &mut self,
+        id: ClientId,
+        status: u16,
+        bytes: Vec<u8>,
+        now: Instant,
+    ) -> bool {
+        let Some(c) = self.client_mut(id) else {
+            return false;
+        };
+        if c.publishes.is_empty() || c.is_streaming() {
+            return false;
+        }
+        c.publishes.push_back(PublishSlot {
+            token: 0,
+            connection: Connection::Close,
+            answer: Some((status, bytes)),
+        });
+        c.phase = Phase::Pipelined(Box::default());
+        self.flush_publishes(id, now);
+        true
     }
 
     fn on_published(
@@ -279,27 +332,106 @@ impl Core {
         let Some(id) = w.client else {
             return;
         };
-        let Some(c) = self.client_mut(id) else { return };
-        let Phase::Publishing { connection, early } =
-            std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
+        let Some(c) = self.client(id) else { return };
+        let Some(connection) = c
+            .publishes
+            .iter()
+            .find(|s| s.token == token)
+            .map(|s| s.connection)
         else {
             return;
         };
-        match outcome {
+        let plain = "text/plain; charset=utf-8";
+        let (status, bytes) = match outcome {
             Ok(cluster_id) => {
                 let body = format!("{}\n", w.custom_id.unwrap_or(cluster_id.to_string()));
-                let plain = "text/plain; charset=utf-8";
                 let r = response::answer(200, plain, &[], body.as_bytes(), connection, false);
-                answer(self, id, 200, r, AfterAnswer::after(connection), early, now);
+                (200, r)
             }
             Err(_) => {
                 let e = RequestError::BusUnavailable {
                     retry_after_secs: PUBLISH_RETRY_AFTER_SECS,
                 };
-                fail(self, id, e, now);
+                let headers = e.headers();
+                let headers: Vec<&str> = headers.as_deref().into_iter().collect();
+                let body = format!("{} {}\n", e.status(), e.message());
+                let r = response::answer(
+                    e.status(),
+                    plain,
+                    &headers,
+                    body.as_bytes(),
+                    connection,
+                    false,
+                );
+                (e.status(), r)
+            }
+        };
+        let bytes = self.with_client_cors(id, bytes);
+        let Some(c) = self.client_mut(id) else { return };
+        if let Some(slot) = c.publishes.iter_mut().find(|s| s.token == token) {
+            slot.answer = Some((status, bytes));
+        }
+        self.flush_publishes(id, now);
+    }
+
+    /// Writes out the answers at the front of the client's publishes, in request order;
+    /// then closes after one that said close, or reads on when the queue has room again.
+    fn flush_publishes(&mut self, id: ClientId, now: Instant) {
+        let shutting_down = self.shutdown_deadline.is_some();
+        let Some(c) = self.client_mut(id) else { return };
+        let mut out: Vec<u8> = Vec::new();
+        let mut statuses: Vec<u16> = Vec::new();
+        let mut close = false;
+        while c.publishes.front().is_some_and(|s| s.answer.is_some()) {
+            let Some(slot) = c.publishes.pop_front() else {
+                break;
+            };
+            let Some((status, bytes)) = slot.answer else {
+                break;
+            };
+            out.extend_from_slice(&bytes);
+            statuses.push(status);
+            if !slot.connection.keeps_alive() || (shutting_down && c.publishes.is_empty()) {
+                close = true;
+                break;
             }
         }
+        if statuses.is_empty() {
+            return;
+        }
+        let bytes = match c.pending.take() {
+            Some(p) => [p.rest(), &out].concat(),
+            None => out,
+        };
+        c.pending = Some(Pending {
+            bytes: Bytes::Owned(bytes.into()),
+            offset: 0,
+        });
+        c.answer_since = now;
+        if close {
+            c.publishes.clear();
+            c.phase = Phase::Closing(CloseReason::Normal);
+            self.timers
+                .arm(id, TimerKind::Linger, now + self.cfg.linger);
+        } else if matches!(&c.phase, Phase::Pipelined(h) if h.head.is_none())
+            && reads_on(c)
+            && let Phase::Pipelined(held) =
+                std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
+        {
+            read_next(self, id, None, held.early, now);
+        }
+        for status in statuses {
+            self.metrics.count_response(status);
+        }
+        self.schedule(id);
     }
+}
+
+/// True when a connection with publishes in flight may parse more requests: below the cap,
+/// and none of them said close.
+fn reads_on(c: &Client) -> bool {
+    c.publishes.len() < MAX_PUBLISHES_IN_FLIGHT
+        && c.publishes.iter().all(|s| s.connection.keeps_alive())
 }
 
 /// The tail: greetings, events, epochs.

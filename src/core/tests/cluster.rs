@@ -394,3 +394,145 @@ fn ticks_stay_local_and_do_not_disturb_offsets() {
     let resumed = t.stream("", Some("ep-1"));
     assert_eq!(t.datas(resumed), ["b"], "ticks are never replayed");
 }
+
+fn publish_request(body: &str) -> String {
+    format!(
+        "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The bus tokens of the publishes submitted since the last call.
+fn publish_tokens(t: &mut T) -> Vec<u64> {
+    t.bus_requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            BusRequest::Publish(p) => Some(p.token),
+            _ => None,
+        })
+        .collect()
+}
+
+fn published(t: &mut T, token: u64, offset: u64) {
+    t.bus(BusReply::Published {
+        token,
+        id: ClusterId {
+            epoch: EPOCH.into(),
+            offset,
+        },
+    });
+}
+
+/// The status lines of the answers written so far, with each 200's body.
+fn answers(t: &T, id: ClientId) -> Vec<String> {
+    t.text(id)
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|a| {
+            let status = &a[..3];
+            let body = a.split("\r\n\r\n").nth(1).unwrap_or("").trim_end();
+            format!("{status} {body}")
+        })
+        .collect()
+}
+
+#[test]
+fn pipelined_publishes_are_all_submitted_and_answered_in_request_order() {
+    let mut t = up();
+    let p = t.connect();
+    let burst: String = ["a", "b", "c"].map(publish_request).concat();
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    assert_eq!(tokens.len(), 3, "all three go to the bus at once");
+    // The bus answers the last first, then the first, then the middle one.
+    published(&mut t, tokens[2], 3);
+    assert_eq!(answers(&t, p), Vec::<String>::new(), "the third waits");
+    published(&mut t, tokens[0], 1);
+    assert_eq!(answers(&t, p), ["200 ep-1"]);
+    published(&mut t, tokens[1], 2);
+    assert_eq!(answers(&t, p), ["200 ep-1", "200 ep-2", "200 ep-3"]);
+    assert!(!t.closed(p));
+    // The connection reads on.
+    t.core
+        .handle_read(p, publish_request("d").as_bytes(), t.now);
+    t.drain(None);
+    assert_eq!(publish_tokens(&mut t).len(), 1);
+}
+
+#[test]
+fn a_failed_pipelined_publish_answers_503_in_its_place_and_the_connection_stays() {
+    let mut t = up();
+    let p = t.connect();
+    let burst: String = ["a", "b", "c"].map(publish_request).concat();
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    t.bus(BusReply::PublishFailed {
+        token: tokens[1],
+        reason: PublishFailure::Unavailable("down".into()),
+    });
+    published(&mut t, tokens[2], 2);
+    published(&mut t, tokens[0], 1);
+    let got = answers(&t, p);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!((got[0].as_str(), got[2].as_str()), ("200 ep-1", "200 ep-2"));
+    assert!(answers(&t, p)[1].starts_with("503"));
+    assert!(t.text(p).contains("Retry-After: 1"));
+    assert!(!t.closed(p), "a failed publish keeps the connection");
+}
+
+#[test]
+fn a_request_after_pipelined_publishes_waits_for_their_answers() {
+    let mut t = up();
+    let p = t.connect();
+    let burst = publish_request("a") + "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    assert_eq!(
+        answers(&t, p),
+        Vec::<String>::new(),
+        "health waits its turn"
+    );
+    published(&mut t, tokens[0], 1);
+    let got = answers(&t, p);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], "200 ep-1");
+    assert!(got[1].starts_with("200"), "{got:?}");
+}
+
+#[test]
+fn at_most_64_publishes_wait_per_connection_then_input_waits() {
+    let mut t = up();
+    let p = t.connect();
+    let burst: String = (0..70).map(|i| publish_request(&i.to_string())).collect();
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    assert_eq!(tokens.len(), 64, "the cap");
+    assert!(t.core.input_room(p) < usize::MAX, "reading is bounded now");
+    published(&mut t, tokens[0], 1);
+    assert_eq!(
+        publish_tokens(&mut t).len(),
+        1,
+        "one answered: one more goes"
+    );
+}
+
+#[test]
+fn a_client_that_ends_its_side_still_gets_its_pipelined_answers() {
+    let mut t = up();
+    let p = t.connect();
+    let burst: String = ["a", "b"].map(publish_request).concat();
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.core.handle_read_closed(p);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    assert_eq!(tokens.len(), 2);
+    assert!(!t.closed(p));
+    published(&mut t, tokens[1], 2);
+    published(&mut t, tokens[0], 1);
+    assert_eq!(answers(&t, p), ["200 ep-1", "200 ep-2"]);
+    assert!(t.closed(p));
+}
