@@ -7,7 +7,11 @@ use sse_server::sim::{Op, Sim, SimConfig};
 
 /// Longest scenario run (longer inputs are cut: time per input stays small).
 const MAX_OPS: usize = 256;
-const SETTLE_STEPS: usize = 64;
+/// Wake-ups allowed for healing and settling: a fuzzed config may set a head timeout of up to
+/// 255 s (`head_timeout_secs: u8`) while ticks wake the simulator every second or two, so a
+/// silent connection may need a few hundred wake-ups before its timeout closes it (64 was too
+/// few: a false "no liveness", kept in `tests/fuzz_found.rs`).
+const SETTLE_STEPS: usize = 512;
 
 fuzz_target!(|input: (SimConfig, Vec<Op>)| {
     let (config, mut ops) = input;
