@@ -79,6 +79,25 @@ fn request_kind() -> impl Strategy<Value = RequestKind> {
         1 => Just(RequestKind::Metrics),
         1 => Just(RequestKind::Clients),
         1 => any::<u8>().prop_map(|byte| RequestKind::InvalidUtf8Topic { byte }),
+        1 => (any::<bool>(), prop_oneof![0u16..300, 300u16..5000], any::<bool>())
+            .prop_map(|(stream, len, chunked)| RequestKind::BodyOnGet { stream, len, chunked }),
+    ]
+}
+
+/// The request a flood repeats: mostly small kept-alive ones, so that thousands fit.
+fn flood_kind() -> impl Strategy<Value = RequestKind> {
+    prop_oneof![
+        4 => Just(RequestKind::Health { close: false }),
+        2 => (any::<u8>(), data()).prop_map(|(topic, data)| RequestKind::Publish {
+            topic,
+            event: None,
+            id: None,
+            data,
+            close: false,
+        }),
+        1 => Just(RequestKind::Metrics),
+        1 => Just(RequestKind::NotFound),
+        1 => request_kind(),
     ]
 }
 
@@ -154,6 +173,13 @@ fn op(weights: Vec<u32>) -> BoxedStrategy<Op> {
         )
             .prop_map(|(conn, kinds, cuts)| Op::Pipelined { conn, kinds, cuts })
             .boxed(),
+        (
+            any::<u8>(),
+            flood_kind(),
+            prop_oneof![2 => 0u16..40, 2 => 100u16..1500, 1 => 1500u16..4000],
+        )
+            .prop_map(|(conn, kind, count)| Op::Flood { conn, kind, count })
+            .boxed(),
     ];
     Union::new_weighted(
         weights
@@ -166,7 +192,7 @@ fn op(weights: Vec<u32>) -> BoxedStrategy<Op> {
 }
 
 /// Base weights of the op kinds above (same order); each case scales each by 0..=3.
-const BASE: [u32; 19] = [8, 14, 2, 8, 3, 1, 1, 4, 1, 3, 10, 2, 2, 2, 0, 1, 1, 2, 2];
+const BASE: [u32; 20] = [8, 14, 2, 8, 3, 1, 1, 4, 1, 3, 10, 2, 2, 2, 0, 1, 1, 2, 2, 1];
 
 /// The limits a case draws (the swarm over the configuration), from ranges that include
 /// tiny values so that every bound is hit in some runs.
@@ -259,6 +285,24 @@ fn scenario() -> impl Strategy<Value = (SimConfig, Vec<Op>)> {
         }
         (Just(config), prop::collection::vec(op(weights), 1..80))
     })
+}
+
+/// Runs the scenario `seed` draws; a panic (a core invariant's debug check) is an `Err`
+/// too, so that a seeded run can say which seed to replay.
+fn run_seed(seed: u64) -> (SimConfig, Result<Sim, String>) {
+    let (config, ops) = seeded(seed);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_scenario(&config, &ops, seed)
+    }))
+    .unwrap_or_else(|panic| {
+        let text = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        Err(format!("panicked: {text}"))
+    });
+    (config, result)
 }
 
 /// Runs a scenario, heals, settles, shuts down. Any broken invariant is an `Err`.
@@ -386,7 +430,7 @@ fn seeded_swarm() {
     let n: u64 = std::env::var("SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(16);
+        .unwrap_or(64);
     let replay: Option<u64> = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok());
     let seeds: Vec<u64> = match replay {
         Some(seed) => vec![seed],
@@ -395,8 +439,8 @@ fn seeded_swarm() {
     let n = seeds.len() as u64;
     let (mut frames, mut events) = (0, 0);
     for seed in seeds {
-        let (config, ops) = seeded(seed);
-        match run_scenario(&config, &ops, seed) {
+        let (config, result) = run_seed(seed);
+        match result {
             Ok(sim) => {
                 frames += sim.frames_verified();
                 events += sim.events_broadcast();
@@ -636,8 +680,8 @@ fn a_default_run_reaches_every_outcome() {
     // The hand-written scenarios count too (they reach what random runs reach rarely).
     total.merge(&far_behind().coverage);
     for seed in 1000..1000 + n {
-        let (config, ops) = seeded(seed);
-        match run_scenario(&config, &ops, seed) {
+        let (config, result) = run_seed(seed);
+        match result {
             Ok(sim) => total.merge(&sim.coverage),
             Err(e) => panic!(
                 "seed {seed} failed: {e}\nreplay: SIM_SEED={seed} cargo test --test simulation seeded_swarm\nconfig: {config:?}"

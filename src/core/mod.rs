@@ -177,6 +177,7 @@ impl Core {
 
     // ---- getters -------------------------------------------------------------------------
 
+    /// The configuration the core runs with (the driver reads its own settings from it).
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -221,12 +222,6 @@ impl Core {
     /// Bytes the client has queued and not yet written (its backlog).
     pub fn backlog_bytes(&self, id: ClientId) -> Option<u64> {
         self.client(id).map(|c| self.backlog_of(c).0)
-    }
-
-    /// The (bytes, events) backlog the client may have before the slow-client policy
-    /// applies (see `--max-backlog`: raised to a whole history on each of its topics).
-    pub fn backlog_limit(&self, id: ClientId) -> Option<(u64, u64)> {
-        self.client(id).map(|c| self.backlog_limit_of(c))
     }
 
     /// True once shutdown was asked for and every connection is gone.

@@ -20,8 +20,9 @@ impl Sim {
         let shutting_down = self.shutting_down;
         let c = &mut self.conns[ci];
         let end = c.stream.as_ref().map_or(c.raw.len(), |s| s.head_at);
-        let mut pos = 0;
-        let mut index = 0;
+        // Responses already checked are not looked at again (a flood brings thousands).
+        let mut pos = c.checked_upto;
+        let mut index = c.responses_seen;
         while pos < end {
             let rest = &c.raw[pos..end];
             if index == c.sent.len() && c.want_stream.is_some() && rest.len() < 13 {
@@ -109,7 +110,6 @@ impl Sim {
                     }
                     if status == 200 && !exp.closes && index >= c.responses_seen {
                         c.head_since = elapsed;
-                        c.sent_since_answer = 0;
                     }
                 }
                 None => {
@@ -135,6 +135,7 @@ impl Sim {
             index += 1;
             c.responses_seen = c.responses_seen.max(index);
             pos += head_len + body_len;
+            c.checked_upto = pos;
         }
         Ok(())
     }

@@ -40,6 +40,9 @@ pub enum Reach {
     ManyFramesBehind,
     /// The per-turn output budget ran out and the rest waited for the next turn.
     TurnBudgetExhausted,
+    /// The driver stopped reading a connection whose pipelined bytes filled what the core
+    /// buffers while answers are unread (backpressure), and read the rest later.
+    ReadPaused,
 }
 
 impl Reach {
@@ -77,6 +80,7 @@ impl Reach {
         Reach::HistoryEvicted,
         Reach::ManyFramesBehind,
         Reach::TurnBudgetExhausted,
+        Reach::ReadPaused,
     ];
 }
 

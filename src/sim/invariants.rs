@@ -68,8 +68,7 @@ impl Sim {
                     c.over_limit_complete
                         || (c.responses_seen == 0 && !c.done)
                         || c.responses_seen == c.sent.len()
-                        || c.incomplete
-                        || c.sent_since_answer > self.cfg.max_head + self.cfg.max_body,
+                        || c.incomplete,
                     "connection {ci} closed as over a limit without being told or evicted"
                 );
             }
@@ -150,6 +149,33 @@ impl Sim {
         r
     }
 
+    /// The core's counters agree with what the simulator saw: every accept, refusal and
+    /// close, by reason (an operator's dashboards read them).
+    fn check_metrics(&self) -> Result<(), String> {
+        let m = self.core.metrics();
+        ensure!(
+            m.accepted == self.conns.len() as u64,
+            "metrics count {} accepted connections, the simulator accepted {}",
+            m.accepted,
+            self.conns.len()
+        );
+        let refused = self.coverage.count(Reach::RefusedAtAccept);
+        ensure!(
+            m.refused == refused,
+            "metrics count {} refused connections, the simulator saw {refused}",
+            m.refused
+        );
+        for reason in CloseReason::ALL {
+            let seen = self.coverage.count(Reach::Close(reason));
+            ensure!(
+                m.closed(reason) == seen,
+                "metrics count {} closes for {reason:?}, the simulator performed {seen}",
+                m.closed(reason)
+            );
+        }
+        Ok(())
+    }
+
     pub(super) fn check_all(&self) -> Result<(), String> {
         self.core
             .check_invariants()
@@ -182,6 +208,7 @@ impl Sim {
             "{streams} stream clients over max_clients {}",
             self.cfg.max_clients
         );
+        self.check_metrics()?;
         let now = self.now();
         let deadline = self.core.next_deadline();
         let head_phase = open.iter().any(|&ci| {

@@ -60,6 +60,9 @@ pub const WORDS: [&str; 7] = [
 const TICK: usize = TOPICS.len();
 /// Most outputs drained after one operation before the simulator calls it a livelock.
 const MAX_OUTPUTS: usize = 200_000;
+
+/// The most one read takes, as the driver's scratch buffer.
+const DRIVER_SCRATCH: usize = 64 * 1024;
 /// Largest send window a socket can have (a kernel send buffer).
 const MAX_WINDOW: usize = 1 << 20;
 /// FNV-1a, 64 bits: a hash that is the same on every run and platform.
@@ -196,9 +199,10 @@ struct Conn {
     window: usize,
     /// Writable readiness is watched (from the first `WouldBlock` on, as in the driver).
     watching_writable: bool,
-    /// Bytes sent since the last answer was received whole (pipelined bytes the server
-    /// buffers while its answer is unread: past `max_head + max_body`, a `limit` close).
-    sent_since_answer: usize,
+    /// Bytes the client sent that the driver has not read yet (its socket's receive queue).
+    unread: Vec<u8>,
+    /// The client half-closed after `unread`: the driver sees the end once it read them.
+    eof_unread: bool,
     reading: bool,
     raw: Vec<u8>,
     closed: Option<CloseReason>,
@@ -222,6 +226,8 @@ struct Conn {
     publishes: VecDeque<PubReq>,
     /// Responses already checked (complete) in `raw`.
     responses_seen: usize,
+    /// Where in `raw` the response after those ends (the next one to check begins).
+    checked_upto: usize,
     /// The last id a client carries across reconnects (as an EventSource does).
     inherited_id: String,
     /// The server answered with 408 (and then closes).
@@ -270,6 +276,8 @@ pub struct Sim {
     appends: u64,
     /// What a run reached (the coverage oracle).
     pub coverage: Coverage,
+    /// [`Sim::resume_reads`] is running (a drain inside it does not start another).
+    resuming: bool,
     custom_ids: HashMap<String, u64>,
     events: Vec<MEvent>,
     seen_published: u64,
@@ -351,6 +359,7 @@ impl Sim {
             slots_used: 2,
             appends: 0,
             coverage: Coverage::default(),
+            resuming: false,
             custom_ids: HashMap::new(),
             events: Vec::new(),
             seen_published: 0,
@@ -488,15 +497,14 @@ impl Sim {
             Op::HalfClose { conn } => {
                 if let Some(ci) = self.pick(*conn) {
                     self.conns[ci].client_ended = true;
-                    let id = self.conns[ci].id;
-                    self.core.handle_read_closed(id);
-                    self.after_call(Some(id))?;
-                    self.drain()?;
+                    self.conns[ci].eof_unread = true;
+                    self.read_socket(ci)?;
                 }
             }
             Op::Reset { conn } => {
                 if let Some(ci) = self.pick(*conn) {
                     self.conns[ci].client_ended = true;
+                    self.conns[ci].unread.clear();
                     let id = self.conns[ci].id;
                     self.core.handle_io_error(id, IoFailure::Reset);
                     self.after_call(Some(id))?;
@@ -544,6 +552,7 @@ impl Sim {
             Op::ReadError { conn, reset } => {
                 if let Some(ci) = self.pick(*conn) {
                     self.conns[ci].client_ended = true;
+                    self.conns[ci].unread.clear();
                     let id = self.conns[ci].id;
                     let failure = if *reset {
                         IoFailure::Reset
@@ -573,6 +582,12 @@ impl Sim {
             Op::Pipelined { conn, kinds, cuts } => {
                 if let Some(ci) = self.pick(*conn) {
                     self.pipelined(ci, kinds, cuts)?;
+                }
+            }
+            Op::Flood { conn, kind, count } => {
+                if let Some(ci) = self.pick(*conn) {
+                    let kinds = vec![kind.clone(); 1 + usize::from(*count) % 4000];
+                    self.pipelined(ci, &kinds, &[])?;
                 }
             }
         }

@@ -56,7 +56,8 @@ impl Sim {
             open: true,
             window: self.initial_window,
             watching_writable: false,
-            sent_since_answer: 0,
+            unread: Vec::new(),
+            eof_unread: false,
             reading: true,
             raw: Vec::new(),
             closed: None,
@@ -71,6 +72,7 @@ impl Sim {
             maybe_over_limit: false,
             publishes: VecDeque::new(),
             responses_seen: 0,
+            checked_upto: 0,
             inherited_id: String::new(),
             timed_out: false,
             extra_408: false,
@@ -222,18 +224,71 @@ impl Sim {
         self.deliver(ci, last)
     }
 
-    /// One read of `bytes` by the driver.
+    /// The client sends `bytes`: they wait in its socket until the driver reads them.
     pub(super) fn deliver(&mut self, ci: usize, bytes: &[u8]) -> Result<(), String> {
         if bytes.is_empty() || !self.conns[ci].open {
             return Ok(());
         }
-        let id = self.conns[ci].id;
-        self.conns[ci].sent_since_answer += bytes.len();
-        let now = self.now();
-        self.trace("read", u64::from(id.key), fnv(0, bytes));
-        self.core.handle_read(id, bytes, now);
-        self.after_call(Some(id))?;
-        self.drain()
+        self.conns[ci].unread.extend_from_slice(bytes);
+        self.read_socket(ci)
+    }
+
+    /// The driver reads what the client's socket holds as `Driver::read_client` does: at
+    /// most [`Core::input_room`] (and its scratch buffer) per read, pausing at 0
+    /// (backpressure) until the core has room again ([`Sim::resume_reads`]). A half-close
+    /// is read once every byte sent before it is.
+    pub(super) fn read_socket(&mut self, ci: usize) -> Result<(), String> {
+        loop {
+            let c = &self.conns[ci];
+            if !c.open {
+                return Ok(());
+            }
+            let id = c.id;
+            if c.unread.is_empty() {
+                if c.eof_unread {
+                    self.conns[ci].eof_unread = false;
+                    self.trace("read_closed", u64::from(id.key), 0);
+                    self.core.handle_read_closed(id);
+                    self.after_call(Some(id))?;
+                    self.drain()?;
+                }
+                return Ok(());
+            }
+            let room = self.core.input_room(id).min(DRIVER_SCRATCH);
+            if room == 0 {
+                self.coverage.reach(Reach::ReadPaused);
+                return Ok(());
+            }
+            let n = room.min(c.unread.len());
+            let bytes: Vec<u8> = self.conns[ci].unread.drain(..n).collect();
+            let now = self.now();
+            self.trace("read", u64::from(id.key), fnv(0, &bytes));
+            self.core.handle_read(id, &bytes, now);
+            self.after_call(Some(id))?;
+            self.drain()?;
+        }
+    }
+
+    /// Reads again from every socket whose reading paused for backpressure, as the driver
+    /// does after performing outputs (an answer written makes room).
+    pub(super) fn resume_reads(&mut self) -> Result<(), String> {
+        if self.resuming {
+            return Ok(());
+        }
+        self.resuming = true;
+        let mut result = Ok(());
+        for ci in 0..self.conns.len() {
+            let c = &self.conns[ci];
+            let waiting = c.open && (!c.unread.is_empty() || c.eof_unread);
+            if waiting && self.core.input_room(c.id) > 0 {
+                result = self.read_socket(ci);
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        self.resuming = false;
+        result
     }
 
     pub(super) fn open_window(&mut self, ci: usize, n: usize) -> Result<(), String> {

@@ -79,6 +79,14 @@ pub enum RequestKind {
     /// A stream request whose topic name decodes to invalid UTF-8 (`%80`..`%FF`, a lone
     /// byte that is never valid UTF-8, between `a` and `b`): 400, never a lossy name.
     InvalidUtf8Topic { byte: u8 },
+    /// A `GET` with a body of `len % 5000` bytes (`Content-Length`, or chunked), which the
+    /// server reads past and drops before it routes the request: `/events` (a stream of the
+    /// default topic) or `/health` (200, kept alive). 413 and a close past `max_body`.
+    BodyOnGet {
+        stream: bool,
+        len: u16,
+        chunked: bool,
+    },
 }
 
 /// One step of a scenario. Connection numbers pick among the open connections (modulo
@@ -141,6 +149,14 @@ pub enum Op {
         conn: u8,
         kinds: Vec<RequestKind>,
         cuts: Vec<u16>,
+    },
+    /// `1 + count % 4000` copies of one request sent in one write: often more than the
+    /// server buffers (`max_head + max_body`) while its answers are unread, so the driver's
+    /// reading pauses ([`crate::core::Core::input_room`]) until the client takes answers.
+    Flood {
+        conn: u8,
+        kind: RequestKind,
+        count: u16,
     },
 }
 

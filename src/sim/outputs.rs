@@ -18,7 +18,8 @@ impl Sim {
         let mut performed = 0;
         while performed < MAX_OUTPUTS {
             if OutputSink::drain(self, budget)? {
-                return Ok(());
+                // As the driver after its drain: paused connections with room read again.
+                return self.resume_reads();
             }
             self.coverage.reach(Reach::TurnBudgetExhausted);
             performed += budget;

@@ -236,6 +236,43 @@ impl Sim {
                 None,
                 None,
             ),
+            RequestKind::BodyOnGet {
+                stream,
+                len,
+                chunked,
+            } => {
+                let bodiless = if *stream {
+                    RequestKind::Stream {
+                        topics: 0,
+                        last_id: LastId::None,
+                        in_query: false,
+                    }
+                } else {
+                    RequestKind::Health { close: false }
+                };
+                let (head, expect, want, _) = self.render(&bodiless);
+                let len = usize::from(*len) % 5000;
+                let mut req = head[..head.len() - 2].to_vec();
+                if *chunked {
+                    req.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(1000);
+                        req.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                        req.extend(std::iter::repeat_n(b'b', n));
+                        req.extend_from_slice(b"\r\n");
+                        left -= n;
+                    }
+                    req.extend_from_slice(b"0\r\n\r\n");
+                } else {
+                    req.extend_from_slice(format!("Content-Length: {len}\r\n\r\n").as_bytes());
+                    req.extend(std::iter::repeat_n(b'b', len));
+                }
+                if len > self.cfg.max_body {
+                    return (req, status(413), None, None);
+                }
+                (req, expect, want, None)
+            }
             RequestKind::InvalidUtf8Topic { byte } => (
                 format!(
                     "GET /events?topic=a%{:02X}b HTTP/1.1\r\n{host}\r\n",

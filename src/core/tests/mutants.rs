@@ -55,3 +55,39 @@ fn an_empty_write_does_not_postpone_the_keepalive() {
     t.drain(None);
     assert!(t.text(a).ends_with(": keep-alive\n\n"), "{}", t.text(a));
 }
+
+/// The driver reads its settings (`shutdown_grace`, `max_send_buffer`) from the core's config:
+/// it is the one the core was made with (kills `config` returning a default one).
+#[test]
+fn the_config_is_the_one_given() {
+    let mut c = cfg();
+    c.max_send_buffer = 12_345;
+    c.shutdown_grace = Duration::from_millis(4_321);
+    let t = T::new(c);
+    assert_eq!(t.core.config().max_send_buffer, 12_345);
+    assert_eq!(t.core.config().shutdown_grace, Duration::from_millis(4_321));
+}
+
+/// A connection the driver closed at once (out of descriptors) counts as refused, each one
+/// (kills `refuse` as a no-op, `-=` and `*=`).
+#[test]
+fn the_driver_refusals_are_counted() {
+    let mut t = T::new(cfg());
+    t.core.refuse();
+    t.core.refuse();
+    assert_eq!(t.core.metrics().refused, 2);
+}
+
+/// Shutting down is visible to the driver (it stops accepting) from the moment it is asked.
+#[test]
+fn shutting_down_is_reported_at_once() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(a, GET, t.now);
+    // A short write: the stream head is still pending, so shutdown waits for it.
+    t.drain(Some(5));
+    assert!(!t.core.is_shutting_down());
+    t.core.shutdown(t.now);
+    assert!(t.core.is_shutting_down());
+    assert!(!t.core.is_finished(), "the stream has bytes pending");
+}
