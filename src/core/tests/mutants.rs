@@ -91,3 +91,23 @@ fn shutting_down_is_reported_at_once() {
     assert!(t.core.is_shutting_down());
     assert!(!t.core.is_finished(), "the stream has bytes pending");
 }
+
+/// A tick handled late keeps the cadence: the next one is due one interval after the one
+/// that was due, not after the late wake-up (kills `due + interval` → `due - interval`).
+#[test]
+fn a_late_tick_keeps_the_cadence() {
+    let mut c = cfg();
+    c.interval = Some(Duration::from_secs(2));
+    c.keepalive = None;
+    let mut t = T::new(c);
+    let start = t.now;
+    assert_eq!(t.core.next_deadline(), Some(start + Duration::from_secs(2)));
+    t.advance(Duration::from_millis(2_500));
+    assert_eq!(t.core.next_deadline(), Some(start + Duration::from_secs(4)));
+    // More than a whole interval late: missed ticks are skipped, not burst.
+    t.advance(Duration::from_millis(4_000));
+    assert_eq!(
+        t.core.next_deadline(),
+        Some(start + Duration::from_millis(8_500))
+    );
+}
