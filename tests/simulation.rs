@@ -779,3 +779,70 @@ fn a_half_close_after_a_request_still_gets_the_answer() {
         "{summary}"
     );
 }
+
+/// Found by the proptest once the new inputs (issue 12) were in (shrunk): a stream request
+/// sent during shutdown, on a connection kept open by an answer it has not read, is refused
+/// with 503 because every topic is taken. The model took any 503 during shutdown for a
+/// publish's and kept expecting the stream.
+#[test]
+fn a_stream_refused_for_topics_during_shutdown() {
+    let config = SimConfig {
+        latest: true,
+        small_backlog: false,
+        history: 133,
+        keepalive: false,
+        retry: false,
+        ticks: false,
+        max_clients: 15,
+        initial_window: 0,
+        history_bytes: 4096,
+        max_topics: 3,
+        topics_per_client: 8,
+        backlog_bytes: 2048,
+        backlog_events: 16,
+        extra_connections: 2,
+        head_timeout_secs: 2,
+        keepalive_secs: 3,
+        max_body: 4096,
+        outputs_per_turn: 110,
+    };
+    let req = |conn, kind| Op::Request {
+        conn,
+        kind,
+        cuts: vec![],
+        hold_back: false,
+    };
+    let ops = vec![
+        Op::Connect,
+        Op::Connect,
+        Op::Writable {
+            conn: 29,
+            window: 240,
+        },
+        req(11, RequestKind::BadFraming),
+        Op::Connect,
+        req(
+            83,
+            RequestKind::BodyOnGet {
+                stream: false,
+                len: 0,
+                chunked: false,
+            },
+        ),
+        Op::Connect,
+        Op::Connect,
+        Op::Shutdown,
+        req(
+            0,
+            RequestKind::Stream {
+                topics: 86,
+                last_id: LastId::None,
+                in_query: false,
+            },
+        ),
+        Op::Connect,
+    ];
+    if let Err(e) = run_scenario(&config, &ops, 7) {
+        panic!("{e}");
+    }
+}

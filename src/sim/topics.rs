@@ -101,9 +101,6 @@ impl Sim {
     /// model replays the request's topic look-ups (an earlier name of the request may have
     /// recycled a topic before a later one was refused) and must refuse too.
     pub(super) fn on_503(&mut self, by: Option<ClientId>) -> Result<(), String> {
-        if self.shutting_down {
-            return Ok(());
-        }
         let Some(ci) = by.and_then(|id| {
             self.slot_conn(id)
                 .or_else(|| self.conns.iter().position(|c| c.id == id))
@@ -137,6 +134,11 @@ impl Sim {
                 "connection {ci}: stream of {names:?} refused with 503, but the model's topic \
                  table has room"
             ));
+        }
+        if self.shutting_down {
+            // Once shutting down, every publish is refused with 503 (a stream request is
+            // still answered as at any time: above).
+            return Ok(());
         }
         if let Some(p) = self.conns[ci].publishes.pop_front() {
             // The refusal closes the connection: requests pipelined after it get nothing.
