@@ -475,3 +475,46 @@ fn a_pipelined_burst_of_publishes_is_answered_in_order_and_delivered_whole() {
         assert_eq!(got, want, "every subscriber gets all 100, in order");
     }
 }
+
+/// Under `--allow-origin`, pipelined publishes from two origins on one connection: each
+/// answer, written once the shared log took it, carries its own request's origin (it used to
+/// carry the origin of the latest request on the connection).
+#[test]
+fn pipelined_publishes_are_answered_with_their_own_origin() {
+    use std::io::{Read, Write};
+    let Some(redis) = RedisServer::start("publish_origin", Persistence::None) else {
+        return;
+    };
+    let a = node(
+        &redis.url(),
+        &[
+            "--allow-origin",
+            "https://a.example",
+            "--allow-origin",
+            "https://b.example",
+        ],
+    );
+    wait_healthy(&a);
+    let from = |origin: &str, close: &str| {
+        format!(
+            "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n{close}Content-Length: 1\r\n\r\nx"
+        )
+    };
+    let burst = from("https://a.example", "") + &from("https://b.example", "Connection: close\r\n");
+    let mut conn = std::net::TcpStream::connect(a.addr).expect("connect");
+    conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+    conn.write_all(burst.as_bytes()).expect("write");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("read to the close");
+    let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 2, "{text}");
+    assert!(answers[0].starts_with("200"), "{text}");
+    assert!(
+        answers[0].contains("Access-Control-Allow-Origin: https://a.example\r\n"),
+        "{text}"
+    );
+    assert!(
+        answers[1].contains("Access-Control-Allow-Origin: https://b.example\r\n"),
+        "{text}"
+    );
+}

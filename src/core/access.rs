@@ -281,7 +281,7 @@ impl Core {
 /// A response (a stream head, maybe followed by `retry:`, or a complete answer) with its
 /// `Access-Control-Allow-Origin: *` line, searched in the head only, replaced by `cors`;
 /// `None` if it has no such line.
-fn with_cors(response: &[u8], cors: &[String]) -> Option<Vec<u8>> {
+pub(super) fn with_cors(response: &[u8], cors: &[String]) -> Option<Vec<u8>> {
     let star = b"\r\nAccess-Control-Allow-Origin: *\r\n";
     let head_end = response
         .windows(4)

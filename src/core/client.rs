@@ -110,6 +110,9 @@ pub struct PublishSlot {
     pub connection: Connection,
     /// The status and complete response, once known.
     pub answer: Option<(u16, Vec<u8>)>,
+    /// Under `--allow-origin`: the CORS lines answering this publish's own `Origin` (a
+    /// request pipelined after it replaces the connection's before this answer is known).
+    pub cors: Option<Box<[String]>>,
 }
 
 /// A connection's publishes in flight, in request order; allocated only while there are

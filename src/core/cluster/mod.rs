@@ -26,6 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::Core;
+use super::access;
 use super::client::{Bytes, Client, ClientId, Held, Pending, Phase, PublishSlot};
 use super::connection::read_next;
 use super::error::RequestError;
@@ -268,10 +269,12 @@ impl Core {
         now: Instant,
     ) {
         let Some(c) = self.client_mut(id) else { return };
+        let cors = c.cors.clone();
         c.publishes.push_back(PublishSlot {
             token,
             connection,
             answer: None,
+            cors,
         });
         if reads_on(c) {
             read_next(self, id, None, early, now);
@@ -299,6 +302,7 @@ impl Core {
             token: 0,
             connection: Connection::Close,
             answer: Some((status, bytes)),
+            cors: None,
         });
         c.phase = Phase::Pipelined(Box::default());
         self.flush_publishes(id, now);
@@ -332,12 +336,12 @@ impl Core {
         let Some(id) = w.client else {
             return;
         };
-        let Some(c) = self.client(id) else { return };
-        let Some(connection) = c
+        let Some(c) = self.client_mut(id) else { return };
+        let Some((connection, cors)) = c
             .publishes
-            .iter()
+            .iter_mut()
             .find(|s| s.token == token)
-            .map(|s| s.connection)
+            .map(|s| (s.connection, s.cors.take()))
         else {
             return;
         };
@@ -366,7 +370,10 @@ impl Core {
                 (e.status(), r)
             }
         };
-        let bytes = self.with_client_cors(id, bytes);
+        let bytes = match cors {
+            Some(lines) => access::with_cors(&bytes, &lines).unwrap_or(bytes),
+            None => bytes,
+        };
         let Some(c) = self.client_mut(id) else { return };
         if let Some(slot) = c.publishes.iter_mut().find(|s| s.token == token) {
             slot.answer = Some((status, bytes));

@@ -536,3 +536,42 @@ fn a_client_that_ends_its_side_still_gets_its_pipelined_answers() {
     assert_eq!(answers(&t, p), ["200 ep-1", "200 ep-2"]);
     assert!(t.closed(p));
 }
+
+/// Under `--allow-origin`, each pipelined publish is answered with the CORS lines of its own
+/// request, even when a later request on the connection came from another origin.
+#[test]
+fn a_delayed_publish_answer_carries_its_own_requests_cors() {
+    let auth = crate::auth::AuthConfig::new(crate::auth::AuthOptions {
+        allow_origins: vec!["https://a.example".into(), "https://b.example".into()],
+        ..crate::auth::AuthOptions::default()
+    })
+    .expect("valid origins");
+    let mut t = T::new(Config {
+        auth: std::sync::Arc::new(auth),
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    let p = t.connect();
+    let from = |origin: &str| {
+        format!(
+            "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nContent-Length: 1\r\n\r\nx"
+        )
+    };
+    let burst = from("https://a.example") + &from("https://b.example");
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    published(&mut t, tokens[0], 1);
+    let first = t.text(p);
+    assert!(
+        first.contains("Access-Control-Allow-Origin: https://a.example\r\n"),
+        "{first}"
+    );
+    assert!(!first.contains("b.example"), "{first}");
+    published(&mut t, tokens[1], 2);
+    let both = t.text(p);
+    assert!(
+        both[first.len()..].contains("Access-Control-Allow-Origin: https://b.example\r\n"),
+        "{both}"
+    );
+}
