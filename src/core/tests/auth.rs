@@ -108,6 +108,11 @@ fn expiry_finishes_the_frame_in_flight_then_resets_with_the_last_sent_id() {
     );
     let resume_id = events[2].last_event_id.clone();
     assert_eq!(t.core.metrics().closed(CloseReason::TokenExpired), 1);
+    assert_eq!(
+        t.core.metrics().frames_written,
+        2,
+        "the frame in flight counts as delivered"
+    );
     // A fresh token and the reset's id: exactly the event that was not sent.
     let again = t.connect();
     let fresh = token(exp + 3600, &["a", "b"]);

@@ -111,3 +111,126 @@ fn a_late_tick_keeps_the_cadence() {
         Some(start + Duration::from_millis(8_500))
     );
 }
+
+/// EventSource clients over the client limit are told to come back after a jittered
+/// `retry:` in [2 s, 7 s): spread, so they do not all return at once (kills the mutants of
+/// the jitter generator that make it constant: `^=` → `|=` or `&=` in `next_random`).
+#[test]
+fn over_limit_retries_are_spread() {
+    let mut c = cfg();
+    c.max_clients = 1;
+    let mut t = T::new(c);
+    let first = t.connect();
+    t.core.handle_read(first, GET, t.now);
+    t.drain(None);
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        let id = t.connect();
+        t.core.handle_read(id, GET, t.now);
+        t.drain(None);
+        let text = t.text(id);
+        let retry = text
+            .lines()
+            .find_map(|l| l.strip_prefix("retry: "))
+            .and_then(|ms| ms.parse::<u64>().ok());
+        let Some(ms) = retry else {
+            panic!("no retry: {text}")
+        };
+        assert!((2_000..7_000).contains(&ms), "{ms}");
+        delays.push(ms);
+    }
+    delays.sort_unstable();
+    delays.dedup();
+    assert!(
+        delays.len() >= 10,
+        "20 retries, distinct delays: {delays:?}"
+    );
+}
+
+/// The core's invariants hold between a publish and the writes it queued (a client that is
+/// writable, queued and has bytes pending is the normal state there; kills `!c.queued` →
+/// `c.queued` in `check_invariants`).
+#[test]
+fn invariants_hold_between_a_publish_and_its_writes() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(a, GET, t.now);
+    t.drain(None);
+    t.core.publish("", None, None, "x", t.now).unwrap();
+    assert_eq!(t.core.check_invariants(), Ok(()));
+    t.drain(None);
+    assert_eq!(t.core.check_invariants(), Ok(()));
+}
+
+/// With a publish token configured, `/clients` is for loopback peers and holders of the
+/// token: another host without it gets 403 (kills `may_list_clients` → `true`).
+#[test]
+fn clients_from_another_host_need_the_token() {
+    let mut c = cfg();
+    // As the command line builds it: the token in the config and in the auth policy.
+    c.publish_token = Some("s3cret".into());
+    c.auth = std::sync::Arc::new(
+        crate::auth::AuthConfig::new(crate::auth::AuthOptions {
+            publish_token: Some("s3cret".into()),
+            ..crate::auth::AuthOptions::default()
+        })
+        .unwrap(),
+    );
+    let mut t = T::new(c);
+    let remote: std::net::SocketAddr = "10.1.2.3:4567".parse().unwrap();
+    let ask = |t: &mut T, auth: &str| {
+        let id = t.core.handle_accept(remote, t.now).unwrap();
+        t.got.push((id, Vec::new(), false));
+        let req = format!("GET /clients HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        t.core.handle_read(id, req.as_bytes(), t.now);
+        t.drain(None);
+        t.text(id)
+    };
+    let without = ask(&mut t, "");
+    assert!(without.starts_with("HTTP/1.1 403 "), "{without}");
+    let with = ask(&mut t, "Authorization: Bearer s3cret\r\n");
+    assert!(with.starts_with("HTTP/1.1 200 "), "{with}");
+}
+
+/// Under `--allow-origin`, a stream's head answers the request's own `Origin` with
+/// credentials allowed, and a complete answer does too (kills `delete !` in
+/// `stream_prelude`, `cors_lines` → `vec![]` and the splice offset in `with_cors`).
+#[test]
+fn allow_origin_answers_streams_and_requests_with_their_origin() {
+    let auth = crate::auth::AuthConfig::new(crate::auth::AuthOptions {
+        allow_origins: vec!["https://app.example".into()],
+        ..crate::auth::AuthOptions::default()
+    })
+    .unwrap();
+    let mut c = cfg();
+    c.auth = std::sync::Arc::new(auth);
+    let mut t = T::new(c);
+    let s = t.connect();
+    let origin = "Origin: https://app.example\r\n";
+    let req =
+        format!("GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{origin}\r\n");
+    t.core.handle_read(s, req.as_bytes(), t.now);
+    t.drain(None);
+    let head = t.text(s);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nAccess-Control-Allow-Origin: https://app.example\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nAccess-Control-Allow-Credentials: true\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("Allow-Origin: *"), "{head}");
+    let h = t.connect();
+    let req = format!("GET /health HTTP/1.1\r\nHost: x\r\n{origin}\r\n");
+    t.core.handle_read(h, req.as_bytes(), t.now);
+    t.drain(None);
+    let answer = t.text(h);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("\r\nAccess-Control-Allow-Origin: https://app.example\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+}
