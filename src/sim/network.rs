@@ -240,23 +240,22 @@ impl Sim {
     pub(super) fn read_socket(&mut self, ci: usize) -> Result<(), String> {
         loop {
             let c = &self.conns[ci];
-            if !c.open {
+            if !c.open || (c.unread.is_empty() && !c.eof_unread) {
                 return Ok(());
             }
             let id = c.id;
-            if c.unread.is_empty() {
-                if c.eof_unread {
-                    self.conns[ci].eof_unread = false;
-                    self.trace("read_closed", u64::from(id.key), 0);
-                    self.core.handle_read_closed(id);
-                    self.after_call(Some(id))?;
-                    self.drain()?;
-                }
-                return Ok(());
-            }
+            // Like the driver: no read at all (not even of the end) while there is no room.
             let room = self.core.input_room(id).min(DRIVER_SCRATCH);
             if room == 0 {
                 self.coverage.reach(Reach::ReadPaused);
+                return Ok(());
+            }
+            if c.unread.is_empty() {
+                self.conns[ci].eof_unread = false;
+                self.trace("read_closed", u64::from(id.key), 0);
+                self.core.handle_read_closed(id);
+                self.after_call(Some(id))?;
+                self.drain()?;
                 return Ok(());
             }
             let n = room.min(c.unread.len());
