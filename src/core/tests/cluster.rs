@@ -511,7 +511,18 @@ fn at_most_64_publishes_wait_per_connection_then_input_waits() {
     t.drain(None);
     let tokens = publish_tokens(&mut t);
     assert_eq!(tokens.len(), 64, "the cap");
-    assert!(t.core.input_room(p) < usize::MAX, "reading is bounded now");
+    // Reading is bounded now: what the core buffers meanwhile stays within one request.
+    let bound = t.core.config().max_head + t.core.config().max_body;
+    let room = t.core.input_room(p);
+    assert!(room <= bound, "room {room} over {bound}");
+    let six_left: usize = (64..70)
+        .map(|i| publish_request(&i.to_string()).len())
+        .sum();
+    assert_eq!(
+        room,
+        bound - six_left,
+        "the six requests not yet taken are held"
+    );
     published(&mut t, tokens[0], 1);
     assert_eq!(
         publish_tokens(&mut t).len(),

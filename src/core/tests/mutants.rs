@@ -234,3 +234,23 @@ fn allow_origin_answers_streams_and_requests_with_their_origin() {
     );
     assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
 }
+
+/// Shutdown gives streams with bytes pending `--shutdown-grace` to finish, then closes them
+/// (kills `now + grace` → `now - grace` in `shutdown`).
+#[test]
+fn shutdown_waits_the_grace_period_for_pending_bytes() {
+    let mut c = cfg();
+    c.shutdown_grace = Duration::from_secs(3);
+    let mut t = T::new(c);
+    let a = t.connect();
+    t.core.handle_read(a, GET, t.now);
+    t.drain(Some(5));
+    t.core.shutdown(t.now);
+    t.advance(Duration::from_millis(2_900));
+    t.drain(Some(0));
+    assert!(t.core.is_live(a), "within the grace period");
+    t.advance(Duration::from_millis(100));
+    t.drain(Some(0));
+    assert!(!t.core.is_live(a), "closed at the end of the grace period");
+    assert!(t.core.is_finished());
+}
