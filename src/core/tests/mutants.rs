@@ -254,3 +254,18 @@ fn shutdown_waits_the_grace_period_for_pending_bytes() {
     assert!(!t.core.is_live(a), "closed at the end of the grace period");
     assert!(t.core.is_finished());
 }
+
+/// The invariant check the simulator relies on reports a broken invariant (kills
+/// `check_invariants` → `Ok(())`, which would make every simulated run vacuous).
+#[test]
+fn the_invariant_check_reports_a_wrong_streaming_count() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(a, GET, t.now);
+    t.drain(None);
+    assert_eq!(t.core.check_invariants(), Ok(()));
+    t.core.streaming += 1;
+    let err = t.core.check_invariants().unwrap_err();
+    assert!(err.contains("streaming count 2 but 1"), "{err}");
+    t.core.streaming -= 1;
+}
