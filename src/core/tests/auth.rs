@@ -145,3 +145,43 @@ fn decisions_use_the_core_wall_clock() {
     assert!(t.text(late).starts_with("HTTP/1.1 401"), "{}", t.text(late));
     assert!(t.closed(ok), "the first stream expired meanwhile");
 }
+
+/// A subscriber of public topics only keeps no grant, whatever token it carries: nothing
+/// to check later, nothing to expire, no memory per client (kills the `source().is_none()`
+/// guard in `authorize_stream` replaced by `false`).
+#[test]
+fn a_public_only_subscriber_keeps_no_grant() {
+    let mut t = T::new(auth_cfg());
+    let c = t.connect();
+    t.core.handle_read(
+        c,
+        b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    assert!(t.core.is_streaming(c));
+    assert!(t.core.clients[c.key as usize].grant.is_none());
+    let private = t.connect();
+    let tok = token(wall0().timestamp() + 60, &["a"]);
+    t.core
+        .handle_read(private, &request("topic=a", &tok, None), t.now);
+    t.drain(None);
+    assert!(t.core.clients[private.key as usize].grant.is_some());
+}
+
+/// With JWT keys and no publish token, `/clients` is for loopback only (kills `delete !` in
+/// `may_list_clients`).
+#[test]
+fn with_jwt_keys_and_no_publish_token_clients_is_loopback_only() {
+    let mut t = T::new(auth_cfg());
+    let remote: std::net::SocketAddr = "10.1.2.3:4567".parse().unwrap();
+    let id = t.core.handle_accept(remote, t.now).unwrap();
+    t.got.push((id, Vec::new(), false));
+    t.core.handle_read(
+        id,
+        b"GET /clients HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    assert!(t.text(id).starts_with("HTTP/1.1 403 "), "{}", t.text(id));
+}

@@ -269,3 +269,31 @@ fn the_invariant_check_reports_a_wrong_streaming_count() {
     assert!(err.contains("streaming count 2 but 1"), "{err}");
     t.core.streaming -= 1;
 }
+
+/// A cursor outside its topic's retained range is reported (kills `||` → `&&` in the range
+/// check of `check_invariants`).
+#[test]
+fn the_invariant_check_reports_a_cursor_past_the_end() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(a, GET, t.now);
+    t.drain(None);
+    let cursor = &mut t.core.clients[a.key as usize].cursors[0];
+    cursor.next += 5;
+    let err = t.core.check_invariants().unwrap_err();
+    assert!(err.contains("outside"), "{err}");
+    t.core.clients[a.key as usize].cursors[0].next -= 5;
+    assert_eq!(t.core.check_invariants(), Ok(()));
+}
+
+/// In debug builds every input ends with the invariant check, so a broken invariant stops
+/// the run where it happened (kills `debug_check` → `()`).
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "core invariant violated")]
+fn a_broken_invariant_panics_at_the_next_input_in_debug_builds() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.streaming += 1;
+    t.core.handle_read(a, b"GET /health HTTP/1.1\r\n", t.now);
+}
