@@ -185,3 +185,28 @@ fn with_jwt_keys_and_no_publish_token_clients_is_loopback_only() {
     t.drain(None);
     assert!(t.text(id).starts_with("HTTP/1.1 403 "), "{}", t.text(id));
 }
+
+/// At expiry the connection lingers for the reset to be read: a client whose socket is full
+/// is not cut off at once, only after `--linger` (kills `now + linger` → `now - linger` in
+/// `expire_token`).
+#[test]
+fn an_expired_stream_lingers_for_its_reset() {
+    let mut t = T::new(auth_cfg());
+    let start = t.now;
+    let exp = wall0().timestamp() + 10;
+    let c = t.connect();
+    let tok = token(exp, &["a"]);
+    t.core
+        .handle_read(c, &request("topic=a", &tok, None), t.now);
+    t.drain(None);
+    t.core.publish("a", None, None, "one", t.now).unwrap();
+    short_write(&mut t, c, 3);
+    // Expiry (exp + 5 s of leeway): the reset is queued behind a full socket.
+    at(&mut t, start, 15);
+    assert!(t.core.is_live(c), "lingers for the reset");
+    let linger = t.core.config().linger.as_secs();
+    at(&mut t, start, 15 + linger - 1);
+    assert!(t.core.is_live(c), "still within --linger");
+    at(&mut t, start, 15 + linger + 1);
+    assert!(!t.core.is_live(c), "gone after --linger");
+}
