@@ -586,3 +586,26 @@ fn a_delayed_publish_answer_carries_its_own_requests_cors() {
         "{both}"
     );
 }
+
+/// A publish that says `Connection: close` is the last request read on its connection, even
+/// with publishes in flight: what was pipelined after it is never acted on (kills
+/// `PublishQueue::iter` → empty, which made `reads_on` ignore the close).
+#[test]
+fn nothing_after_a_closing_publish_is_acted_on() {
+    let mut t = up();
+    let p = t.connect();
+    let closing = "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\na";
+    let burst = publish_request("first") + closing + &publish_request("after");
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    assert_eq!(
+        tokens.len(),
+        2,
+        "the publish after the closing one is not submitted"
+    );
+    published(&mut t, tokens[0], 1);
+    published(&mut t, tokens[1], 2);
+    assert_eq!(answers(&t, p), ["200 ep-1", "200 ep-2"]);
+    assert!(t.closed(p));
+}
