@@ -358,6 +358,8 @@ fn a_range_trimmed_in_redis_is_too_old_and_a_failed_one_asks_to_retry() {
     assert!(t.datas(r).is_empty());
     assert!(t.text(r).contains("retry: "), "{}", t.text(r));
     t.core.check_invariants().unwrap();
+    let stats = t.core.cluster_stats().unwrap();
+    assert_eq!((stats.range_fetches, stats.range_failures), (2, 1));
 }
 
 #[test]
@@ -608,4 +610,42 @@ fn nothing_after_a_closing_publish_is_acted_on() {
     published(&mut t, tokens[1], 2);
     assert_eq!(answers(&t, p), ["200 ep-1", "200 ep-2"]);
     assert!(t.closed(p));
+}
+
+/// The bus counters of `/metrics` follow what happened: publishes taken and failed (and the
+/// time they waited), drops of the connection (once per drop, not per report), events
+/// counted once the log took them.
+#[test]
+fn the_bus_counters_follow_what_happened() {
+    let mut t = up();
+    let a = post(&mut t, "a");
+    let b = post(&mut t, "b");
+    let tokens = publish_tokens(&mut t);
+    t.now += Duration::from_millis(1500);
+    published(&mut t, tokens[0], 1);
+    t.bus(BusReply::PublishFailed {
+        token: tokens[1],
+        reason: PublishFailure::Unavailable("down".into()),
+    });
+    assert!(answers(&t, a)[0].starts_with("200"));
+    assert!(answers(&t, b)[0].starts_with("503"));
+    let stats = t.core.cluster_stats().unwrap();
+    assert_eq!((stats.publishes_accepted, stats.publishes_failed), (1, 1));
+    assert!(
+        (stats.publish_seconds_sum - 1.5).abs() < 1e-9,
+        "{}",
+        stats.publish_seconds_sum
+    );
+    assert_eq!(t.core.metrics().events_published, 1);
+    for _ in 0..2 {
+        t.bus(BusReply::Disconnected {
+            reason: "gone".into(),
+        });
+    }
+    let c = post(&mut t, "c");
+    assert!(answers(&t, c)[0].starts_with("503"), "refused while down");
+    let stats = t.core.cluster_stats().unwrap();
+    assert_eq!(stats.reconnects, 1, "one drop, reported twice");
+    assert_eq!(stats.publishes_failed, 2);
+    assert_eq!(stats.publishes_accepted, 1);
 }
