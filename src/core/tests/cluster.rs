@@ -649,3 +649,52 @@ fn the_bus_counters_follow_what_happened() {
     assert_eq!(stats.publishes_failed, 2);
     assert_eq!(stats.publishes_accepted, 1);
 }
+
+/// A malformed request pipelined after publishes in flight is answered in its place, after
+/// their answers, and the connection closes after it (kills `answer_after_publishes` →
+/// `false`, which answered it first).
+#[test]
+fn an_error_after_publishes_in_flight_waits_its_turn() {
+    let mut t = up();
+    let p = t.connect();
+    let burst = publish_request("a") + "GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: z\r\n\r\n";
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.drain(None);
+    assert_eq!(answers(&t, p), Vec::<String>::new(), "the 400 waits");
+    let tokens = publish_tokens(&mut t);
+    published(&mut t, tokens[0], 1);
+    let got = answers(&t, p);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], "200 ep-1");
+    assert!(got[1].starts_with("400"), "{got:?}");
+    assert!(t.closed(p));
+}
+
+/// The answer to a publish that said close lingers for a slow reader: the connection is not
+/// cut before `--linger` (kills `now + linger` → `now - linger` in `flush_publishes`).
+#[test]
+fn a_closing_publish_answer_lingers_for_a_slow_reader() {
+    let mut t = up();
+    let p = t.connect();
+    let closing = "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\na";
+    t.core.handle_read(p, closing.as_bytes(), t.now);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    t.core.handle_bus(
+        BusReply::Published {
+            token: tokens[0],
+            id: ClusterId {
+                epoch: EPOCH.into(),
+                offset: 1,
+            },
+        },
+        t.now,
+    );
+    // The socket is full: nothing of the answer goes out yet.
+    t.drain(Some(0));
+    let linger = t.core.config().linger;
+    t.advance(linger - Duration::from_secs(1));
+    assert!(t.core.is_live(p), "within --linger");
+    t.advance(Duration::from_secs(2));
+    assert!(!t.core.is_live(p), "gone after --linger");
+}
