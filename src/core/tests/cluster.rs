@@ -698,3 +698,37 @@ fn a_closing_publish_answer_lingers_for_a_slow_reader() {
     t.advance(Duration::from_secs(2));
     assert!(!t.core.is_live(p), "gone after --linger");
 }
+
+/// A node that joins a log with history keeps in its cache only what it read itself: a
+/// resume inside it is served locally, one from before it (or from before a trimmed gap)
+/// is fetched from the shared log; the tail's counters follow (kills the offset arithmetic
+/// of `on_connected` and of a gap in `on_bus_event`, and `events_received` `+=` → `*=`).
+#[test]
+fn a_node_joining_late_serves_from_its_cache_only_what_it_read() {
+    let mut t = T::new(cluster_cfg());
+    t.connected(EPOCH, 5, 5);
+    t.events_in(&[(6, "t", "f"), (7, "t", "g")]);
+    let inside = t.stream("t", Some("ep-6"));
+    assert_eq!(t.datas(inside), ["g"]);
+    assert!(t.core.poll_bus().is_none(), "served from the cache");
+    let _before = t.stream("t", Some("ep-4"));
+    assert!(
+        matches!(t.core.poll_bus(), Some(BusRequest::FetchRange(_))),
+        "offset 5 was never read here"
+    );
+    // 8 and 9 were trimmed before this node read them; 7 comes again.
+    t.events_in(&[(7, "t", "g"), (10, "t", "j")]);
+    let after_gap = t.stream("t", Some("ep-9"));
+    assert_eq!(t.datas(after_gap), ["j"]);
+    assert!(t.core.poll_bus().is_none(), "from the cache");
+    let _in_gap = t.stream("t", Some("ep-8"));
+    assert!(
+        matches!(t.core.poll_bus(), Some(BusRequest::FetchRange(_))),
+        "offset 9 is not in the cache"
+    );
+    let stats = t.core.cluster_stats().unwrap();
+    assert_eq!(
+        (stats.events_received, stats.duplicates_dropped, stats.gaps),
+        (4, 1, 1)
+    );
+}
