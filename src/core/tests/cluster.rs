@@ -242,6 +242,7 @@ fn an_epoch_change_resets_streams_with_restart_and_empties_the_cache() {
         t.datas(late),
         ["reset:{\"reason\":\"restart\"}:new-0", "n1"]
     );
+    assert_eq!(t.core.cluster_stats().unwrap().epoch_changes, 1);
 }
 
 #[test]
