@@ -733,3 +733,23 @@ fn a_node_joining_late_serves_from_its_cache_only_what_it_read() {
         (4, 1, 1)
     );
 }
+
+/// While publishes wait for the shared log (the 64 in flight), what the client pipelines
+/// next is kept up to `--max-head` + `--max-body` bytes exactly, and the connection closes
+/// past it (kills `delete !` and the bound's arithmetic for the `Pipelined` phase).
+#[test]
+fn bytes_held_behind_publishes_in_flight_are_bounded() {
+    let mut t = up();
+    let p = t.connect();
+    let burst: String = (0..64).map(|i| publish_request(&i.to_string())).collect();
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.drain(None);
+    assert_eq!(publish_tokens(&mut t).len(), 64);
+    let bound = t.core.config().max_head + t.core.config().max_body;
+    let room = t.core.input_room(p);
+    assert_eq!(room, bound);
+    t.core.handle_read(p, &vec![b'x'; room], t.now);
+    assert!(t.core.is_live(p), "exactly the bound");
+    t.core.handle_read(p, b"x", t.now);
+    assert!(!t.core.is_live(p), "one byte over");
+}

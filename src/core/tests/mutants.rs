@@ -297,3 +297,41 @@ fn a_broken_invariant_panics_at_the_next_input_in_debug_builds() {
     t.core.streaming += 1;
     t.core.handle_read(a, b"GET /health HTTP/1.1\r\n", t.now);
 }
+
+/// What a stream client may send after its request: `--max-client-send` bytes exactly,
+/// not one more (kills `>` → `>=` on the bound in `on_bytes`).
+#[test]
+fn a_stream_client_may_send_up_to_the_bound_after_its_request() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(a, GET, t.now);
+    t.drain(None);
+    let max = t.core.config().max_client_send;
+    t.core.handle_read(a, &vec![b'x'; max], t.now);
+    t.drain(None);
+    assert!(t.core.is_live(a), "exactly the bound");
+    t.core.handle_read(a, b"x", t.now);
+    t.drain(None);
+    assert!(!t.core.is_live(a), "one byte over");
+    assert_eq!(t.core.metrics().closed(CloseReason::Limit), 1);
+}
+
+/// While an answer waits for a full socket, the core keeps what the client pipelines up to
+/// `--max-head` + `--max-body` bytes exactly, and closes past it (kills the bound's `+` → `*`
+/// and the mutants of `keep_early`).
+#[test]
+fn pipelined_bytes_are_kept_up_to_the_bound_while_an_answer_waits() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core
+        .handle_read(a, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", t.now);
+    t.drain(Some(0));
+    let bound = t.core.config().max_head + t.core.config().max_body;
+    assert_eq!(t.core.input_room(a), bound);
+    t.core.handle_read(a, &vec![b'x'; bound - 1], t.now);
+    t.core.handle_read(a, b"x", t.now);
+    assert!(t.core.is_live(a), "exactly the bound");
+    assert_eq!(t.core.input_room(a), 0);
+    t.core.handle_read(a, b"x", t.now);
+    assert!(!t.core.is_live(a), "one byte over");
+}
