@@ -753,3 +753,28 @@ fn bytes_held_behind_publishes_in_flight_are_bounded() {
     t.core.handle_read(p, b"x", t.now);
     assert!(!t.core.is_live(p), "one byte over");
 }
+
+/// A resume whose range fetch failed is told to retry, then lingers for a slow reader
+/// before the close (kills `now + linger` → `now - linger` in `end_stream_with_retry`).
+#[test]
+fn a_failed_range_fetch_lingers_for_its_retry() {
+    let mut t = T::new(cluster_cfg());
+    t.connected(EPOCH, 5, 5);
+    let r = t.stream("t", Some("ep-2"));
+    let Some(BusRequest::FetchRange(f)) = t.core.poll_bus() else {
+        panic!("a fetch from the shared log")
+    };
+    t.core.handle_bus(
+        BusReply::RangeFailed {
+            token: f.token,
+            reason: "down".into(),
+        },
+        t.now,
+    );
+    t.drain(Some(0));
+    let linger = t.core.config().linger;
+    t.advance(linger - Duration::from_secs(1));
+    assert!(t.core.is_live(r), "within --linger");
+    t.advance(Duration::from_secs(2));
+    assert!(!t.core.is_live(r), "gone after --linger");
+}
