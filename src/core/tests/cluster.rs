@@ -778,3 +778,25 @@ fn a_failed_range_fetch_lingers_for_its_retry() {
     t.advance(Duration::from_secs(2));
     assert!(!t.core.is_live(r), "gone after --linger");
 }
+
+/// An event of a topic this node has no slot for (every slot has subscribers) is not
+/// cached, so a later resume on that topic is read from the shared log, not from the cache
+/// (kills the arithmetic of `complete_from` in that branch of `on_bus_event`).
+#[test]
+fn an_event_without_a_topic_slot_is_fetched_on_resume() {
+    let mut t = T::new(Config {
+        max_topics: 1,
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    let s = t.stream("t", None);
+    t.events_in(&[(1, "t", "a"), (2, "u", "b")]);
+    assert_eq!(t.datas(s), ["a"]);
+    t.core.handle_io_error(s, IoFailure::Reset);
+    t.drain(None);
+    let _r = t.stream("u", Some("ep-1"));
+    assert!(
+        matches!(t.core.poll_bus(), Some(BusRequest::FetchRange(_))),
+        "offset 2 was never cached here"
+    );
+}
