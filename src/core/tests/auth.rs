@@ -210,3 +210,21 @@ fn an_expired_stream_lingers_for_its_reset() {
     at(&mut t, start, 15 + linger + 1);
     assert!(!t.core.is_live(c), "gone after --linger");
 }
+
+/// A refused stream request (403) is answered, then the connection lingers for a slow
+/// reader before the close (kills `now + linger` → `now - linger` in `refuse`).
+#[test]
+fn a_refusal_lingers_for_a_slow_reader() {
+    let mut t = T::new(auth_cfg());
+    let c = t.connect();
+    let tok = token(wall0().timestamp() + 60, &["a"]);
+    t.core
+        .handle_read(c, &request("topic=b", &tok, None), t.now);
+    t.drain(Some(0));
+    let linger = t.core.config().linger;
+    t.advance(linger - Duration::from_secs(1));
+    assert!(t.core.is_live(c), "within --linger");
+    t.advance(Duration::from_secs(2));
+    assert!(!t.core.is_live(c), "gone after --linger");
+    assert!(t.text(c).is_empty(), "the socket stayed full");
+}
