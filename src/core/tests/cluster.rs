@@ -800,3 +800,76 @@ fn an_event_without_a_topic_slot_is_fetched_on_resume() {
         "offset 2 was never cached here"
     );
 }
+
+/// A client that sends publishes and then ends its side still gets every answer once the
+/// shared log took them, then the close (kills the `&&` → `||` mutants of the half-close
+/// check in `read_next`).
+#[test]
+fn publishes_then_a_half_close_still_get_their_answers() {
+    let mut t = up();
+    let p = t.connect();
+    let burst =
+        publish_request("a") + &publish_request("b") + "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.core.handle_read_closed(p);
+    t.drain(None);
+    assert!(t.core.is_live(p), "answers are owed");
+    let tokens = publish_tokens(&mut t);
+    published(&mut t, tokens[0], 1);
+    assert!(t.core.is_live(p), "two answers are still owed");
+    published(&mut t, tokens[1], 2);
+    let got = answers(&t, p);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[..2], ["200 ep-1", "200 ep-2"]);
+    assert!(
+        got[2].starts_with("200"),
+        "the held GET is answered too: {got:?}"
+    );
+    assert!(t.closed(p));
+}
+
+/// Publishes waiting for the shared log longer than the head timeout do not make their
+/// connection idle: it is not timed out (kills the `!c.publishes.is_empty()` guard in
+/// `on_timer` replaced by `false`).
+#[test]
+fn publishes_waiting_past_the_head_timeout_keep_their_connection() {
+    let mut t = up();
+    let p = t.connect();
+    t.core
+        .handle_read(p, publish_request("a").as_bytes(), t.now);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    let head_timeout = t.core.config().head_timeout;
+    t.advance(head_timeout + Duration::from_secs(1));
+    assert!(t.core.is_live(p));
+    assert_eq!(answers(&t, p), Vec::<String>::new(), "no 408");
+    published(&mut t, tokens[0], 1);
+    assert_eq!(answers(&t, p), ["200 ep-1"]);
+}
+
+/// Past the 64 publishes in flight, a client that ends its side still gets an answer to
+/// every publish it sent, those read after the first answers freed room included (kills
+/// `&&` → `||` before the phase test of the half-close check in `read_next`).
+#[test]
+fn a_half_closed_burst_past_the_cap_gets_every_answer() {
+    let mut t = up();
+    let p = t.connect();
+    let burst: String = (0..66).map(|i| publish_request(&i.to_string())).collect();
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.core.handle_read_closed(p);
+    t.drain(None);
+    let mut offset = 0;
+    for _ in 0..10 {
+        let tokens = publish_tokens(&mut t);
+        if tokens.is_empty() {
+            break;
+        }
+        for token in tokens {
+            offset += 1;
+            published(&mut t, token, offset);
+        }
+    }
+    assert_eq!(offset, 66, "every publish reached the bus");
+    assert_eq!(answers(&t, p).len(), 66);
+    assert!(t.closed(p));
+}
