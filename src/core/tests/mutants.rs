@@ -335,3 +335,42 @@ fn pipelined_bytes_are_kept_up_to_the_bound_while_an_answer_waits() {
     t.core.handle_read(a, b"x", t.now);
     assert!(!t.core.is_live(a), "one byte over");
 }
+
+/// At the head timeout, a kept-alive connection idle between requests is just closed, while
+/// one that never sent a request, or sent part of one, gets a 408 (kills the mutants of
+/// `r.buffered() == 0 && c.answered` in `on_timer`).
+#[test]
+fn the_head_timeout_answers_408_only_to_a_begun_or_first_request() {
+    let mut t = T::new(cfg());
+    let head_timeout = t.core.config().head_timeout;
+    let kept = t.connect();
+    t.core
+        .handle_read(kept, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", t.now);
+    t.drain(None);
+    let answered = t.text(kept).len();
+    let fresh = t.connect();
+    let partial = t.connect();
+    t.core.handle_read(partial, b"GET /hea", t.now);
+    t.advance(head_timeout + Duration::from_secs(1));
+    t.drain(None);
+    assert_eq!(t.text(kept).len(), answered, "closed without a word");
+    assert!(t.closed(kept));
+    for id in [fresh, partial] {
+        assert!(t.text(id).starts_with("HTTP/1.1 408 "), "{}", t.text(id));
+    }
+}
+
+/// A keep-alive comment is counted once per comment sent (kills `+=` → `*=` on the counter).
+#[test]
+fn keepalives_are_counted() {
+    let mut t = keepalive_every_15s();
+    let a = t.connect();
+    t.core.handle_read(a, GET, t.now);
+    t.drain(None);
+    for _ in 0..2 {
+        t.advance(Duration::from_secs(17));
+        t.drain(None);
+    }
+    assert_eq!(t.core.metrics().keepalives, 2);
+    assert_eq!(t.text(a).matches(": keep-alive").count(), 2);
+}
