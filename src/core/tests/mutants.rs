@@ -374,3 +374,28 @@ fn keepalives_are_counted() {
     assert_eq!(t.core.metrics().keepalives, 2);
     assert_eq!(t.text(a).matches(": keep-alive").count(), 2);
 }
+
+/// The list of connections reading a head (eviction candidates) stays proportional to the
+/// connections, however many requests one kept-alive connection makes (kills the mutants
+/// of the compaction's `retain` condition in `note_head_reader`).
+#[test]
+fn the_head_reader_list_stays_proportional_to_the_connections() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    for i in 0..1000 {
+        // Half of them within one instant (as pipelined requests of one read are).
+        if i % 2 == 0 {
+            t.now += Duration::from_millis(1);
+        }
+        t.core
+            .handle_read(a, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", t.now);
+        t.drain(None);
+    }
+    assert!(t.core.is_live(a));
+    assert!(
+        t.core.head_readers.len() <= 2 * t.core.connections() + 65,
+        "{} entries for {} connection",
+        t.core.head_readers.len(),
+        t.core.connections()
+    );
+}
