@@ -98,13 +98,7 @@ impl Sim {
             return Ok(());
         }
         let (bytes, expect, want, publish) = self.render(kind);
-        let mut points: Vec<usize> = cuts
-            .iter()
-            .map(|&c| usize::from(c) % (bytes.len() + 1))
-            .filter(|&c| c > 0 && c < bytes.len())
-            .collect();
-        points.sort_unstable();
-        points.dedup();
+        let points = cut_points(bytes.len(), cuts);
         let mut pieces = Vec::new();
         let mut prev = 0;
         for p in points {
@@ -177,13 +171,7 @@ impl Sim {
             }
         }
         self.conns[ci].want_stream = want;
-        let mut points: Vec<usize> = cuts
-            .iter()
-            .map(|&c| usize::from(c) % (bytes.len() + 1))
-            .filter(|&c| c > 0 && c < bytes.len())
-            .collect();
-        points.sort_unstable();
-        points.dedup();
+        let mut points = cut_points(bytes.len(), cuts);
         points.push(bytes.len());
         let mut prev = 0;
         for p in points {
@@ -469,4 +457,17 @@ impl Sim {
         self.conns[ci].incomplete = true;
         self.finish_request(ci, req.as_bytes(), Some(want), None)
     }
+}
+
+/// Where a message of `len` bytes is split: each cut taken modulo `len + 1`, inside the
+/// message, in order, without repeats.
+fn cut_points(len: usize, cuts: &[u16]) -> Vec<usize> {
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .map(|&c| usize::from(c) % (len + 1))
+        .filter(|&c| c > 0 && c < len)
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    points
 }
