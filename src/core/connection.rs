@@ -127,22 +127,7 @@ pub(super) fn refuse(core: &mut Core, id: ClientId, refusal: super::access::Refu
         return;
     }
     let headers: Vec<&str> = refusal.headers.iter().map(String::as_str).collect();
-    let bytes = response::error(refusal.status, &refusal.message, &headers);
-    let bytes = core.with_client_cors(id, bytes);
-    if core.answer_after_publishes(id, refusal.status, bytes.clone(), now) {
-        return;
-    }
-    let Some(c) = core.client_mut(id) else { return };
-    c.pending = Some(Pending {
-        bytes: Bytes::Owned(bytes.into()),
-        offset: 0,
-    });
-    c.phase = Phase::Closing(CloseReason::Normal);
-    c.answer_since = now;
-    core.metrics.count_response(refusal.status);
-    core.timers
-        .arm(id, TimerKind::Linger, now + core.cfg.linger);
-    core.schedule(id);
+    answer_error_then_close(core, id, refusal.status, &refusal.message, &headers, now);
 }
 
 /// [`fail`] with one more header line than the error itself carries.
@@ -161,8 +146,20 @@ pub(super) fn fail_with(
     }
     let own = err.headers();
     let headers: Vec<&str> = own.as_deref().into_iter().chain(extra_header).collect();
-    let status = err.status();
-    let bytes = response::error(status, err.message(), &headers);
+    answer_error_then_close(core, id, err.status(), err.message(), &headers, now);
+}
+
+/// Answers a (non-stream) request with an error and closes once it is sent, after the
+/// answers of any publishes still in flight before it; lingers for a slow reader.
+fn answer_error_then_close(
+    core: &mut Core,
+    id: ClientId,
+    status: u16,
+    message: &str,
+    headers: &[&str],
+    now: Instant,
+) {
+    let bytes = response::error(status, message, headers);
     let bytes = core.with_client_cors(id, bytes);
     if core.answer_after_publishes(id, status, bytes.clone(), now) {
         return;
