@@ -65,6 +65,10 @@ impl FrameReader {
     }
 
     fn lines(&mut self, bytes: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
+        if bytes.is_empty() {
+            // Nothing to read, and a CR at the end of the last read still waits for its LF.
+            return;
+        }
         let mut i = 0;
         if std::mem::take(&mut self.after_cr) && bytes.first() == Some(&b'\n') {
             i = 1;
@@ -222,6 +226,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An empty read between the CR and the LF of a CRLF does not split it into two line
+    /// ends (found by the proptest below: the empty read dropped the pending CR, and the LF
+    /// then ended an event early).
+    #[test]
+    fn an_empty_read_between_cr_and_lf_keeps_the_crlf_whole() {
+        let got = read(&[b"data: a\r", b"", b"\ndata: b\n\n"]);
+        assert_eq!(
+            got,
+            [
+                ("a\nb".to_owned(), String::new()),
+                ("end".into(), String::new())
+            ]
+        );
+        assert_eq!(got, oracle(b"data: a\r\ndata: b\n\n"));
     }
 
     const PIECES: &[&[u8]] = &[
