@@ -318,7 +318,11 @@ impl Core {
 
     /// Records that the client began reading a request head at `since` (accept, or back
     /// from a kept-alive answer): it is an eviction candidate until it is answered.
+    /// Requests pipelined in one read share their instant: one entry stands for them all.
     pub(super) fn note_head_reader(&mut self, id: ClientId, since: Instant) {
+        if self.head_readers.back() == Some(&(id, since)) {
+            return;
+        }
         self.head_readers.push_back((id, since));
         if self.head_readers.len() > 2 * self.clients.len() + 64 {
             // Drop entries of connections that left the phase: keeps this O(clients).
