@@ -226,3 +226,24 @@ fn a_multi_topic_resume_of_whole_histories_is_not_slow() {
     t.drain(None);
     assert_eq!(t.events(c).len(), 25);
 }
+
+/// Only a `POST /publish` keeps its body for a publish: a body sent with `GET /publish` or
+/// `POST /health` is read past before the 405, so the pipelined request after it is
+/// answered (kills `&&` → `||` in `route`'s `publishes`).
+#[test]
+fn a_body_on_a_refused_method_is_read_past() {
+    for req in ["GET /publish", "POST /health"] {
+        let mut t = T::new(cfg());
+        let a = t.connect();
+        let raw = format!(
+            "{req} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+             GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        t.core.handle_read(a, raw.as_bytes(), t.now);
+        t.drain(None);
+        let text = t.text(a);
+        assert!(text.starts_with("HTTP/1.1 405 "), "{req}: {text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 2, "{req}: {text}");
+        assert!(text.ends_with("ok\n"), "{req}: {text}");
+    }
+}
