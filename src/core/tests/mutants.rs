@@ -411,3 +411,32 @@ fn the_head_reader_list_stays_proportional_to_the_connections() {
     }
     assert!(t.core.is_live(a));
 }
+
+/// When most connections leave, the compaction's bound falls with them and the list is
+/// compacted down to it again, however many requests the one left makes (kills `>` → `==`
+/// and `>` → `<` in the compaction threshold of `note_head_reader`: with them it is never
+/// compacted again once it is past the lowered bound).
+#[test]
+fn the_head_reader_list_shrinks_when_connections_leave() {
+    let mut t = T::new(cfg());
+    let ids: Vec<ClientId> = (0..100).map(|_| t.connect()).collect();
+    for &id in &ids[1..] {
+        t.core.handle_io_error(id, IoFailure::Reset);
+        t.drain(None);
+    }
+    let a = ids[0];
+    assert_eq!(t.core.connections(), 1);
+    for _ in 0..200 {
+        t.now += Duration::from_millis(1);
+        t.core
+            .handle_read(a, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", t.now);
+        t.drain(None);
+    }
+    assert!(t.core.is_live(a));
+    assert!(
+        t.core.head_readers.len() <= 2 * t.core.connections() + 65,
+        "{} entries for {} connection",
+        t.core.head_readers.len(),
+        t.core.connections()
+    );
+}
