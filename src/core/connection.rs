@@ -332,6 +332,12 @@ impl Core {
                     c.generation == id.generation && c.head_since == since && reads_request(c)
                 })
             });
+            debug_assert!(
+                self.head_readers.len() <= 2 * self.clients.len() + 64,
+                "{} head-reader entries for {} connections after a compaction",
+                self.head_readers.len(),
+                self.clients.len()
+            );
         }
     }
 
@@ -353,6 +359,6 @@ impl Core {
 
 /// True while the client is reading a request head or body (it holds a slot and may make no
 /// progress: an eviction candidate).
-fn reads_request(c: &super::client::Client) -> bool {
+pub(super) fn reads_request(c: &super::client::Client) -> bool {
     matches!(c.phase, Phase::Head(_) | Phase::Body(_)) && c.publishes.is_empty()
 }

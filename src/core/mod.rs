@@ -577,12 +577,30 @@ impl Core {
                 ));
             }
         }
+        self.check_head_readers()?;
         self.log.check_invariants()?;
         if self.next_tick.is_none()
             && self.cfg.interval.is_some()
             && self.shutdown_deadline.is_none()
         {
             return Err("ticks are configured but no tick is scheduled".into());
+        }
+        Ok(())
+    }
+
+    /// The eviction candidates: every connection reading a request is listed with the
+    /// instant it began (`note_head_reader` checks the list's size as it compacts).
+    fn check_head_readers(&self) -> Result<(), String> {
+        let listed: std::collections::HashSet<(ClientId, Instant)> =
+            self.head_readers.iter().copied().collect();
+        for (key, c) in &self.clients {
+            let id = ClientId {
+                key: key as u32,
+                generation: c.generation,
+            };
+            if connection::reads_request(c) && !listed.contains(&(id, c.head_since)) {
+                return Err(format!("client {key} reads a request but is not listed"));
+            }
         }
         Ok(())
     }
