@@ -846,3 +846,41 @@ fn a_stream_refused_for_topics_during_shutdown() {
         panic!("{e}");
     }
 }
+
+/// Shrunk case of a core bug the mutation run found (issue 12): a hundred requests
+/// pipelined in one write are read with one `now`, and the list of eviction candidates
+/// kept one entry for each, past its bound (`note_head_reader`'s compaction asserts it).
+#[test]
+fn a_flood_of_pipelined_requests_keeps_the_eviction_list_bounded() {
+    let config = SimConfig {
+        latest: false,
+        small_backlog: false,
+        history: 0,
+        keepalive: false,
+        retry: false,
+        ticks: false,
+        max_clients: 0,
+        initial_window: 0,
+        history_bytes: 4096,
+        max_topics: 8,
+        topics_per_client: 4,
+        backlog_bytes: 2048,
+        backlog_events: 6,
+        extra_connections: 2,
+        head_timeout_secs: 10,
+        keepalive_secs: 3,
+        max_body: 4096,
+        outputs_per_turn: 0,
+    };
+    let ops = vec![
+        Op::Connect,
+        Op::Flood {
+            conn: 0,
+            kind: RequestKind::Health { close: false },
+            count: 100,
+        },
+    ];
+    if let Err(e) = run_scenario(&config, &ops, 7) {
+        panic!("{e}");
+    }
+}
