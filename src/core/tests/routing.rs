@@ -65,6 +65,7 @@ fn options_preflight_and_plain() {
 fn method_not_allowed_names_options() {
     for (req, allow) in [
         ("DELETE /metrics", "Allow: GET, HEAD, OPTIONS\r\n"),
+        ("POST /clients", "Allow: GET, HEAD, OPTIONS\r\n"),
         ("PUT /publish", "Allow: POST, OPTIONS\r\n"),
     ] {
         let mut t = T::new(cfg());
@@ -260,4 +261,34 @@ fn a_body_on_a_refused_method_is_read_past_first() {
             t.text(a)
         );
     }
+}
+
+/// A plain `OPTIONS` names each path's own methods (`OPTIONS *` the server's); a CORS
+/// preflight for `*` is not a path a page may use, so it is 404 (kills the mutants of the
+/// `/publish` and `*` arms in `options`).
+#[test]
+fn plain_options_name_each_paths_methods() {
+    for (req, answer) in [
+        ("OPTIONS /publish", "Allow: POST, OPTIONS\r\n"),
+        ("OPTIONS *", "Allow: GET, HEAD, POST, OPTIONS\r\n"),
+        ("OPTIONS /health", "Allow: GET, HEAD, OPTIONS\r\n"),
+    ] {
+        let mut t = T::new(cfg());
+        let a = t.connect();
+        let raw = format!("{req} HTTP/1.1\r\nHost: x\r\n\r\n");
+        t.core.handle_read(a, raw.as_bytes(), t.now);
+        t.drain(None);
+        let text = t.text(a);
+        assert!(text.starts_with("HTTP/1.1 204 "), "{req}: {text}");
+        assert!(text.contains(answer), "{req}: {text}");
+    }
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(
+        a,
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\nOrigin: http://o\r\nAccess-Control-Request-Method: GET\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    assert!(t.text(a).starts_with("HTTP/1.1 404 "), "{}", t.text(a));
 }
