@@ -53,10 +53,6 @@ pub enum RequestError {
     TooManyClients { retry_after_secs: u64 },
     /// The server is shutting down.
     ShuttingDown,
-    /// A token is configured and none (or no bearer token) was sent.
-    TokenRequired,
-    /// The bearer token is not the configured one.
-    WrongToken,
     /// `/clients` from a non-loopback peer without the token.
     ClientsForbidden,
     /// Cluster mode: the shared log did not take the publish (Redis down, overloaded, or
@@ -84,8 +80,7 @@ impl RequestError {
             MethodNotAllowed(_) => 405,
             NotFound => 404,
             TooManyTopics | TooManyClients { .. } | ShuttingDown | BusUnavailable { .. } => 503,
-            TokenRequired => 401,
-            WrongToken | ClientsForbidden => 403,
+            ClientsForbidden => 403,
         }
     }
 
@@ -112,8 +107,6 @@ impl RequestError {
             TooManyTopics => "too many topics in use",
             TooManyClients { .. } => "too many clients",
             ShuttingDown => "shutting down",
-            TokenRequired => "a bearer token is required",
-            WrongToken => "wrong token",
             ClientsForbidden => "/clients is for loopback or token holders",
             BusUnavailable { .. } => "the shared event log is unavailable, try again",
         }
@@ -128,7 +121,6 @@ impl RequestError {
             TooManyClients { retry_after_secs } | BusUnavailable { retry_after_secs } => {
                 Some(format!("Retry-After: {retry_after_secs}"))
             }
-            TokenRequired => Some("WWW-Authenticate: Bearer".into()),
             _ => None,
         }
     }
@@ -173,7 +165,7 @@ mod tests {
                 .as_deref(),
             Some("Allow: POST, OPTIONS")
         );
-        assert_eq!(RequestError::WrongToken.headers(), None);
+        assert_eq!(RequestError::ClientsForbidden.headers(), None);
         assert_eq!(
             RequestError::TooManyClients {
                 retry_after_secs: 3
