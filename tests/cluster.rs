@@ -130,6 +130,37 @@ fn a_resume_on_another_node_gets_exactly_what_was_missed() {
     assert_eq!(datas, ["x3", "x4", "x5", "x6", "x7", "live"]);
 }
 
+/// A publisher-given id of the form of a cluster id (`order-17`) resumes after its event
+/// on any node, as in embedded mode; it was taken for a position of another epoch and the
+/// client got a `restart` reset and every retained event again.
+#[test]
+fn a_publisher_id_shaped_like_a_cluster_id_resumes_after_its_event() {
+    let Some(redis) = RedisServer::start("custom_id_resume", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sb = Stream::open(b.addr, "/events?topic=t", &[]);
+    publish_ok(a.addr, "?topic=t", "before");
+    publish_ok(a.addr, "?topic=t&id=order-17", "mine");
+    publish_ok(a.addr, "?topic=t", "after");
+    // Node B's cache holds all three once its stream has them.
+    sb.wait_events(3, LIMIT);
+    for addr in [a.addr, b.addr] {
+        let mut s = Stream::open(addr, "/events?topic=t", &["Last-Event-ID: order-17"]);
+        s.wait_events(1, LIMIT);
+        std::thread::sleep(Duration::from_millis(200));
+        s.fill_nonblocking();
+        let got: Vec<(&str, &str)> = s
+            .events
+            .iter()
+            .map(|e| (e.event_type.as_str(), e.data.as_str()))
+            .collect();
+        assert_eq!(got, [("message", "after")], "on {addr}");
+    }
+}
+
 #[test]
 fn a_resume_older_than_the_cache_is_read_from_redis() {
     let Some(redis) = RedisServer::start("resume_from_redis", Persistence::None) else {

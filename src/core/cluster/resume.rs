@@ -37,16 +37,20 @@ impl Core {
                     .filter(|&&t| t != TICK_TOPIC_ID)
                     .all(|&t| self.log.topic(t).resume_after(g).is_some())
         };
-        let Some(id) = ClusterId::parse(last) else {
-            // Not a cluster id: a publisher-given id still in the cache, or unknown.
-            return match self.log.custom_id_gseq(last) {
-                Some(g) if covers(g) => ClusterStart::Local(Resume::After(g)),
-                Some(g) => ClusterStart::Fetch {
+        // A publisher-given id still in the cache first, as in embedded mode: it may have
+        // the form of a cluster id (`order-17`), and is then no position in the shared log.
+        if let Some(g) = self.log.custom_id_gseq(last) {
+            return if covers(g) {
+                ClusterStart::Local(Resume::After(g))
+            } else {
+                ClusterStart::Fetch {
                     after: g.saturating_sub(cl.gseq_base),
                     restart: false,
-                },
-                None => ClusterStart::Local(Resume::Unknown),
+                }
             };
+        }
+        let Some(id) = ClusterId::parse(last) else {
+            return ClusterStart::Local(Resume::Unknown);
         };
         let head = cl.head_offset.max(cl.last_offset);
         match resume(&id, epoch, cl.first_retained.unwrap_or(0), head) {

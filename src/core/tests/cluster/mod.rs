@@ -411,3 +411,20 @@ fn an_event_without_a_topic_slot_is_fetched_on_resume() {
         "offset 2 was never cached here"
     );
 }
+
+/// A publisher-given id still in the cache resumes after its event on any node (kills
+/// `custom_id_gseq` → `None`).
+#[test]
+fn a_publisher_given_id_resumes_from_the_cache() {
+    let mut t = up();
+    let mut mine = event(2, "t", "b");
+    mine.custom_id = Some("order-17".into());
+    let events = vec![event(1, "t", "a"), mine, event(3, "t", "c")];
+    t.bus(BusReply::Events {
+        events,
+        head_offset: 3,
+    });
+    let s = t.stream("t", Some("order-17"));
+    assert_eq!(t.datas(s), ["c"]);
+    assert!(t.bus_requests().is_empty(), "served from the cache");
+}
