@@ -374,6 +374,46 @@ mod tests {
         g
     }
 
+    /// Each broken index is reported, by its own message (kills the mutants of
+    /// `check_invariants`, which the simulator only runs on a correct log).
+    #[test]
+    fn the_invariant_check_reports_each_broken_index() {
+        let broken = |corrupt: &dyn Fn(&mut EventLog), expected: &str| {
+            let mut l = log(10, 4);
+            add(&mut l, "a", "1", Some("x"));
+            add(&mut l, "a", "2", Some("y"));
+            corrupt(&mut l);
+            let e = l.check_invariants().expect_err(expected);
+            assert!(e.contains(expected), "{e}, expected {expected}");
+        };
+        broken(&|l| l.topics.truncate(1), "1 topics");
+        broken(
+            &|l| {
+                l.index.remove("a");
+            },
+            "names indexed",
+        );
+        broken(
+            &|l| {
+                let t = l.topic_for("a").unwrap();
+                l.topics[t as usize].name = "b".into();
+            },
+            "of another name",
+        );
+        broken(
+            &|l| {
+                *l.custom_ids.get_mut("y").unwrap() -= 1;
+            },
+            "indexes an older event",
+        );
+        broken(
+            &|l| {
+                l.custom_ids.insert("ghost".into(), 1);
+            },
+            "custom ids indexed",
+        );
+    }
+
     #[test]
     fn boot_prefix_and_ids() {
         let mut l = log(10, 4);
