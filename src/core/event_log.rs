@@ -384,33 +384,33 @@ mod tests {
             add(&mut l, "a", "2", Some("y"));
             corrupt(&mut l);
             let e = l.check_invariants().expect_err(expected);
-            assert!(e.contains(expected), "{e}, expected {expected}");
+            assert_eq!(e, expected);
         };
         broken(&|l| l.topics.truncate(1), "1 topics");
         broken(
             &|l| {
                 l.index.remove("a");
             },
-            "names indexed",
+            "2 names indexed for 3 topics",
         );
         broken(
             &|l| {
                 let t = l.topic_for("a").unwrap();
                 l.topics[t as usize].name = "b".into();
             },
-            "of another name",
+            "name \"a\" indexes topic 2 of another name",
         );
         broken(
             &|l| {
                 *l.custom_ids.get_mut("y").unwrap() -= 1;
             },
-            "indexes an older event",
+            "custom id \"y\" indexes an older event",
         );
         broken(
             &|l| {
                 l.custom_ids.insert("ghost".into(), 1);
             },
-            "custom ids indexed",
+            "3 custom ids indexed, 2 name a retained event",
         );
     }
 
