@@ -523,3 +523,29 @@ fn metrics_list_the_busiest_topics_and_never_the_ticks() {
         "{text}"
     );
 }
+
+/// A publish's `event` and `id` are 1 to `MAX_NAME` bytes without CR, LF or NUL: each bound
+/// exactly (kills the mutants of `check_fields`).
+#[test]
+fn event_names_and_ids_are_checked_at_their_exact_bounds() {
+    use crate::core::publish::{MAX_NAME, check_fields};
+    let longest = "e".repeat(MAX_NAME);
+    let too_long = "e".repeat(MAX_NAME + 1);
+    for ok in ["a", longest.as_str()] {
+        assert_eq!(check_fields(Some(ok), None), Ok(()), "event {ok}");
+        assert_eq!(check_fields(None, Some(ok)), Ok(()), "id {ok}");
+    }
+    for bad in ["", too_long.as_str(), "a\nb", "a\rb", "a\0b"] {
+        assert_eq!(
+            check_fields(Some(bad), None),
+            Err(RequestError::InvalidEvent),
+            "event {bad:?}"
+        );
+        assert_eq!(
+            check_fields(None, Some(bad)),
+            Err(RequestError::InvalidId),
+            "id {bad:?}"
+        );
+    }
+    assert_eq!(check_fields(None, None), Ok(()));
+}
