@@ -549,3 +549,63 @@ fn event_names_and_ids_are_checked_at_their_exact_bounds() {
     }
     assert_eq!(check_fields(None, None), Ok(()));
 }
+
+/// Bytes pipelined after a stream request in the same read count against
+/// `--max-client-send` exactly (kills `>` → `==` / `>=` in `start_stream`'s bound).
+#[test]
+fn bytes_after_a_stream_request_in_one_read_are_bounded_exactly() {
+    let max = Config::default().max_client_send;
+    for (extra, live) in [(max, true), (max + 1, false)] {
+        let mut t = T::new(cfg());
+        let a = t.connect();
+        let mut bytes = GET.to_vec();
+        bytes.resize(GET.len() + extra, b'x');
+        t.core.handle_read(a, &bytes, t.now);
+        t.drain(None);
+        assert_eq!(t.core.is_live(a), live, "{extra} bytes after the request");
+    }
+}
+
+/// A frame written in parts is counted once, when its last byte is written (kills `+=` →
+/// `*=` for the pending frame in `handle_written`).
+#[test]
+fn a_frame_written_in_parts_is_counted_once() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(a, GET, t.now);
+    t.drain(None);
+    let before = t.core.metrics().frames_written;
+    t.core.publish("", None, None, "hello", t.now).unwrap();
+    t.drain(Some(3));
+    assert_eq!(t.core.metrics().frames_written, before, "a part");
+    t.core.handle_writable(a);
+    t.drain(None);
+    assert_eq!(t.core.metrics().frames_written, before + 1, "the rest");
+    assert_eq!(t.events(a).last().unwrap().data, "hello");
+}
+
+/// During shutdown, a stream whose socket takes its last frames a few bytes at a time is
+/// closed only once everything is written (kills `&&` → `||` in `handle_written`'s
+/// shutdown close: it closed after the first short write).
+#[test]
+fn a_slow_stream_gets_everything_before_its_shutdown_close() {
+    let mut c = cfg();
+    c.shutdown_grace = Duration::from_secs(3);
+    let mut t = T::new(c);
+    let a = t.connect();
+    t.core.handle_read(a, GET, t.now);
+    t.drain(None);
+    t.core.publish("", None, None, "last words", t.now).unwrap();
+    t.core.shutdown(t.now);
+    t.drain(Some(4));
+    for _ in 0..100 {
+        if !t.core.is_live(a) {
+            break;
+        }
+        t.core.handle_writable(a);
+        t.drain(Some(4));
+    }
+    assert!(!t.core.is_live(a), "closed once written");
+    assert_eq!(t.events(a).last().unwrap().data, "last words");
+    assert_eq!(t.core.metrics().closed(CloseReason::Shutdown), 1);
+}

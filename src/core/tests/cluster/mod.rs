@@ -428,3 +428,31 @@ fn a_publisher_given_id_resumes_from_the_cache() {
     assert_eq!(t.datas(s), ["c"]);
     assert!(t.bus_requests().is_empty(), "served from the cache");
 }
+
+/// An id of another epoch on a node whose cache does not reach back to this epoch's start:
+/// the stream is reset with reason `restart` (not `too-old`) and the whole epoch is fetched
+/// (kills the `restart` guard → `false` in `start_stream`).
+#[test]
+fn an_id_of_another_epoch_beyond_the_cache_restarts_from_a_fetch() {
+    let mut t = T::new(cluster_cfg());
+    // Joined late: the shared log already holds offsets 1..=5, this node read none of them.
+    t.connected(EPOCH, 5, 5);
+    let s = t.stream("t", Some("old-3"));
+    let requests = t.bus_requests();
+    assert!(
+        matches!(
+            &requests[..],
+            [BusRequest::FetchRange(FetchRange {
+                after_offset: 0,
+                ..
+            })]
+        ),
+        "{requests:?}"
+    );
+    let datas = t.datas(s);
+    assert_eq!(datas.len(), 1, "{datas:?}");
+    assert!(
+        datas[0].starts_with("reset:{\"reason\":\"restart\"}"),
+        "{datas:?}"
+    );
+}
