@@ -469,3 +469,24 @@ fn a_half_closed_burst_past_the_cap_gets_every_answer() {
     assert_eq!(answers(&t, p).len(), 66);
     assert!(t.closed(p));
 }
+
+/// A request held behind two publishes waits for both answers: the first answer written
+/// does not release it (kills `&&` → `||` in `handle_written`'s `finished_answer`).
+#[test]
+fn a_request_after_two_publishes_waits_for_the_second_answer_too() {
+    let mut t = up();
+    let p = t.connect();
+    let burst =
+        publish_request("a") + &publish_request("b") + "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    t.core.handle_read(p, burst.as_bytes(), t.now);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    assert_eq!(tokens.len(), 2);
+    published(&mut t, tokens[0], 1);
+    assert_eq!(answers(&t, p), ["200 ep-1"], "health waits for the second");
+    published(&mut t, tokens[1], 2);
+    let got = answers(&t, p);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[..2], ["200 ep-1", "200 ep-2"]);
+    assert!(got[2].starts_with("200"), "{got:?}");
+}
