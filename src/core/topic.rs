@@ -207,6 +207,21 @@ mod tests {
         assert_eq!(t.len(), 1);
     }
 
+    /// Exactly the bounds are kept: `max_events` entries, `max_bytes` bytes; and
+    /// `is_empty` follows the entries.
+    #[test]
+    fn exactly_the_bounds_are_kept() {
+        let mut t = Topic::new("a");
+        assert!(t.is_empty());
+        for g in 0..2 {
+            t.append(ne(g, frame("0123456789")), 2, 20, |_| {});
+        }
+        assert!(!t.is_empty());
+        assert_eq!((t.len(), t.retained_bytes()), (2, 20));
+        t.append(ne(2, frame("0")), 2, 20, |_| {});
+        assert_eq!((t.len(), t.retained_bytes()), (2, 11));
+    }
+
     #[test]
     fn backlog_bytes() {
         let mut t = Topic::new("a");

@@ -609,3 +609,100 @@ fn a_slow_stream_gets_everything_before_its_shutdown_close() {
     assert_eq!(t.events(a).last().unwrap().data, "last words");
     assert_eq!(t.core.metrics().closed(CloseReason::Shutdown), 1);
 }
+
+/// The backlog bound counts exactly: a client exactly at it stays, and the unwritten rest of
+/// a frame it began counts with the retained frames it has not had (kills `>` → `==` / `>=`
+/// and `||` → `&&` in `append`'s slow check).
+#[test]
+fn the_backlog_bound_is_exact_and_counts_a_frame_in_flight() {
+    // The bytes of the first three frames, measured on a twin core.
+    let bound = {
+        let mut t = T::new(cfg());
+        let (a, b) = (t.connect(), t.connect());
+        for c in [a, b] {
+            t.core.handle_read(c, GET, t.now);
+        }
+        t.drain(None);
+        t.core.handle_would_block(b, t.now);
+        for _ in 0..3 {
+            t.core.publish("", None, None, "0123456789", t.now).unwrap();
+        }
+        t.core.backlog_bytes(b).unwrap()
+    };
+    let mut t = T::new(Config {
+        history: 100,
+        history_bytes: bound as usize,
+        max_backlog: bound,
+        ..cfg()
+    });
+    let (partial, blocked) = (t.connect(), t.connect());
+    for c in [partial, blocked] {
+        t.core.handle_read(c, GET, t.now);
+    }
+    t.drain(None);
+    t.core.handle_would_block(blocked, t.now);
+    t.core.publish("", None, None, "0123456789", t.now).unwrap();
+    // `partial` takes a few bytes of the first frame; its socket is then full.
+    t.drain(Some(3));
+    for _ in 0..2 {
+        t.core.publish("", None, None, "0123456789", t.now).unwrap();
+    }
+    assert_eq!(t.core.backlog_bytes(blocked), Some(bound));
+    assert!(t.core.is_live(blocked), "exactly at the bound");
+    let owed = t.core.backlog_bytes(partial).unwrap();
+    assert!(owed < bound && t.core.is_live(partial), "{owed} of {bound}");
+    // The fourth frame evicts the first: `partial` owes the rest of it plus three frames.
+    t.core.publish("", None, None, "0123456789", t.now).unwrap();
+    t.drain(None);
+    assert!(
+        !t.core.is_live(partial),
+        "past the bound with its frame in flight"
+    );
+    assert_eq!(t.core.metrics().closed(CloseReason::Slow), 2);
+}
+
+/// The fan-out metrics: how many clients one event woke and how long until the last of them
+/// was written; an event that wakes nobody leaves them as they were (kills the mutants of
+/// `woken` and the `fanout` condition in `append`, and `check_fanout_done` → `()`).
+#[test]
+fn the_fanout_metrics_follow_the_clients_woken() {
+    let mut t = T::new(cfg());
+    let (a, b) = (t.connect(), t.connect());
+    for c in [a, b] {
+        t.core.handle_read(c, GET, t.now);
+    }
+    t.drain(None);
+    assert_eq!(t.core.metrics().last_fanout, None);
+    t.core.publish("", None, None, "to both", t.now).unwrap();
+    t.now += Duration::from_millis(3);
+    t.drain(None);
+    assert_eq!(t.core.metrics().last_fanout_clients, 2);
+    assert_eq!(t.core.metrics().last_fanout, Some(Duration::from_millis(3)));
+    t.core.publish("nobody", None, None, "x", t.now).unwrap();
+    t.now += Duration::from_millis(5);
+    t.drain(None);
+    assert_eq!(t.core.metrics().last_fanout_clients, 2);
+    assert_eq!(t.core.metrics().last_fanout, Some(Duration::from_millis(3)));
+}
+
+/// Keep-alives below 8 s are spread by an eighth of their period, not by up to a second
+/// (kills `/` → `*` in `arm_keepalive`'s spread).
+#[test]
+fn short_keepalives_are_spread_by_an_eighth() {
+    let mut c = cfg();
+    c.interval = None;
+    c.keepalive = Some(Duration::from_secs(2));
+    let mut t = T::new(c);
+    let ids: Vec<ClientId> = (0..32).map(|_| t.connect()).collect();
+    for &id in &ids {
+        t.core.handle_read(id, GET, t.now);
+    }
+    t.drain(None);
+    // Every keep-alive falls within [2 s, 2.25 s): none before, all by its end.
+    t.advance(Duration::from_millis(1_999));
+    t.drain(None);
+    assert!(ids.iter().all(|&id| !t.text(id).contains(": keep-alive")));
+    t.advance(Duration::from_millis(251));
+    t.drain(None);
+    assert!(ids.iter().all(|&id| t.text(id).contains(": keep-alive")));
+}
