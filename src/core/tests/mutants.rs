@@ -683,6 +683,24 @@ fn the_fanout_metrics_follow_the_clients_woken() {
     t.drain(None);
     assert_eq!(t.core.metrics().last_fanout_clients, 2);
     assert_eq!(t.core.metrics().last_fanout, Some(Duration::from_millis(3)));
+    // The next fan-out is timed from its own event, not from the one that woke nobody.
+    t.core.publish("", None, None, "again", t.now).unwrap();
+    t.now += Duration::from_millis(2);
+    t.drain(None);
+    assert_eq!(t.core.metrics().last_fanout, Some(Duration::from_millis(2)));
+    // A fan-out in progress is timed from its first event, even when a later one wakes
+    // more clients before the last is written.
+    let c = t.connect();
+    t.core
+        .handle_read(c, b"GET /events?topic=y HTTP/1.1\r\nHost: x\r\n\r\n", t.now);
+    t.drain(None);
+    t.core.publish("", None, None, "first", t.now).unwrap();
+    t.now += Duration::from_millis(2);
+    t.core.publish("y", None, None, "second", t.now).unwrap();
+    t.now += Duration::from_millis(3);
+    t.drain(None);
+    assert_eq!(t.core.metrics().last_fanout_clients, 2);
+    assert_eq!(t.core.metrics().last_fanout, Some(Duration::from_millis(5)));
 }
 
 /// Keep-alives below 8 s are spread by an eighth of their period, not by up to a second
