@@ -152,6 +152,20 @@ impl From<HeadError> for RequestError {
 mod tests {
     use super::*;
 
+    /// A body error answers the same status and reason through the core as the reference
+    /// request stream (`http::pipeline`, which the simulator and fuzzers use) reports.
+    #[test]
+    fn body_errors_agree_with_their_request_errors() {
+        for e in [
+            BodyError::Malformed,
+            BodyError::TooLarge,
+            BodyError::LengthRequired,
+            BodyError::UnsupportedCoding,
+        ] {
+            assert_eq!(RequestError::from(e).pair(), (e.status(), e.message()));
+        }
+    }
+
     #[test]
     fn statuses_and_headers() {
         assert_eq!(
