@@ -15,7 +15,7 @@
 
 use super::request::MAX_HEADERS;
 
-/// Longest chunk-size line (digits, whitespace and extensions) accepted.
+/// Longest chunk-size line (digits, whitespace and extensions, and its CR) accepted.
 pub const MAX_SIZE_LINE: usize = 4096;
 /// Most extension bytes accepted over a whole body (as hyper: many tiny chunks with long
 /// extensions would otherwise cost far more wire bytes than the body's limit).
@@ -341,6 +341,9 @@ mod tests {
             b"3\rabc\r\n0\r\n\r\n",
             b"3\r\nabc\rX0\r\n\r\n",
             b"0\r\n\rX",
+            // Any other byte where a line's CR or LF belongs.
+            b"3\r\nabcX\n0\r\n\r\n",
+            b"0\r\nX: 1\rY\r\n",
         ] {
             assert_eq!(err(wire), Some(ChunkError::Malformed), "{wire:?}");
         }
@@ -370,6 +373,12 @@ mod tests {
         let mut long = vec![b'0'; MAX_SIZE_LINE + 1];
         long.extend_from_slice(b"\r\n");
         assert_eq!(err(&long), Some(ChunkError::Malformed));
+        // Exactly: `MAX_SIZE_LINE` bytes with the CR.
+        for (digits, ok) in [(MAX_SIZE_LINE - 1, true), (MAX_SIZE_LINE, false)] {
+            let mut line = vec![b'0'; digits];
+            line.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(err(&line).is_none(), ok, "{digits} digits");
+        }
     }
 
     #[test]
@@ -386,6 +395,10 @@ mod tests {
         let ext = "e".repeat(1000);
         let wire: String = (0..20).map(|_| format!("1;{ext}\r\nx\r\n")).collect();
         assert_eq!(err(wire.as_bytes()), Some(ChunkError::Malformed));
+        // Under the budget (16 of them) they are fine.
+        let wire: String = (0..16).map(|_| format!("1;{ext}\r\nx\r\n")).collect();
+        let wire = wire + "0\r\n\r\n";
+        assert_eq!(decode(&[wire.as_bytes()], 100).unwrap().0, b"x".repeat(16));
     }
 
     #[test]
@@ -406,6 +419,20 @@ mod tests {
         assert_eq!(err(big.as_bytes()), Some(ChunkError::Malformed));
         let ok = format!("0\r\nX: {}\r\nY:\r\n\r\n", "v".repeat(100));
         assert!(decode(&[ok.as_bytes()], 10).unwrap().2);
+        let long = format!("0\r\nX: {}\r\n\r\n", "v".repeat(MAX_TRAILER_BYTES - 10));
+        assert!(decode(&[long.as_bytes()], 10).unwrap().2);
+    }
+
+    /// A refused body stays refused, whatever comes after.
+    #[test]
+    fn a_failure_is_final() {
+        let mut d = ChunkedDecoder::default();
+        let mut body = Vec::new();
+        assert_eq!(d.feed(b"zz\r\n", &mut body, 10), Err(ChunkError::Malformed));
+        assert_eq!(
+            d.feed(b"0\r\n\r\n", &mut body, 10),
+            Err(ChunkError::Malformed)
+        );
     }
 
     #[test]
