@@ -62,24 +62,6 @@ fn options_preflight_and_plain() {
 }
 
 #[test]
-fn method_not_allowed_names_options() {
-    for (req, allow) in [
-        ("DELETE /metrics", "Allow: GET, HEAD, OPTIONS\r\n"),
-        ("POST /clients", "Allow: GET, HEAD, OPTIONS\r\n"),
-        ("PUT /publish", "Allow: POST, OPTIONS\r\n"),
-    ] {
-        let mut t = T::new(cfg());
-        let a = t.connect();
-        let raw = format!("{req} HTTP/1.1\r\nHost: x\r\n\r\n");
-        t.core.handle_read(a, raw.as_bytes(), t.now);
-        t.drain(None);
-        let text = t.text(a);
-        assert!(text.starts_with("HTTP/1.1 405 "), "{text}");
-        assert!(text.contains(allow), "{text}");
-    }
-}
-
-#[test]
 fn http10_keep_alive_is_announced() {
     let mut t = T::new(cfg());
     let a = t.connect();
@@ -263,32 +245,38 @@ fn a_body_on_a_refused_method_is_read_past_first() {
     }
 }
 
-/// A plain `OPTIONS` names each path's own methods (`OPTIONS *` the server's); a CORS
-/// preflight for `*` is not a path a page may use, so it is 404 (kills the mutants of the
-/// `/publish` and `*` arms in `options`).
-#[test]
-fn plain_options_name_each_paths_methods() {
-    for (req, answer) in [
-        ("OPTIONS /publish", "Allow: POST, OPTIONS\r\n"),
-        ("OPTIONS *", "Allow: GET, HEAD, POST, OPTIONS\r\n"),
-        ("OPTIONS /health", "Allow: GET, HEAD, OPTIONS\r\n"),
-    ] {
-        let mut t = T::new(cfg());
-        let a = t.connect();
-        let raw = format!("{req} HTTP/1.1\r\nHost: x\r\n\r\n");
-        t.core.handle_read(a, raw.as_bytes(), t.now);
-        t.drain(None);
-        let text = t.text(a);
-        assert!(text.starts_with("HTTP/1.1 204 "), "{req}: {text}");
-        assert!(text.contains(answer), "{req}: {text}");
-    }
+/// What a fresh connection gets for one request (`head_line` then `Host`, then `more`).
+fn answer_to(head_line: &str, more: &str) -> String {
     let mut t = T::new(cfg());
     let a = t.connect();
-    t.core.handle_read(
-        a,
-        b"OPTIONS * HTTP/1.1\r\nHost: x\r\nOrigin: http://o\r\nAccess-Control-Request-Method: GET\r\n\r\n",
-        t.now,
-    );
+    let raw = format!("{head_line} HTTP/1.1\r\nHost: x\r\n{more}\r\n");
+    t.core.handle_read(a, raw.as_bytes(), t.now);
     t.drain(None);
-    assert!(t.text(a).starts_with("HTTP/1.1 404 "), "{}", t.text(a));
+    t.text(a)
+}
+
+/// A method a path does not take is 405 naming the path's own methods; a plain `OPTIONS`
+/// names them with a 204 (`OPTIONS *` the server's); a CORS preflight for `*` is not a path a
+/// page may use, so it is 404 (kills the mutants of the `/publish` and `*` arms in
+/// `options`, and of the `/clients` guard).
+#[test]
+fn methods_and_options_name_each_paths_methods() {
+    for (req, status, allow) in [
+        ("DELETE /metrics", 405, "Allow: GET, HEAD, OPTIONS\r\n"),
+        ("POST /clients", 405, "Allow: GET, HEAD, OPTIONS\r\n"),
+        ("PUT /publish", 405, "Allow: POST, OPTIONS\r\n"),
+        ("OPTIONS /publish", 204, "Allow: POST, OPTIONS\r\n"),
+        ("OPTIONS *", 204, "Allow: GET, HEAD, POST, OPTIONS\r\n"),
+        ("OPTIONS /health", 204, "Allow: GET, HEAD, OPTIONS\r\n"),
+    ] {
+        let text = answer_to(req, "");
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{req}: {text}"
+        );
+        assert!(text.contains(allow), "{req}: {text}");
+    }
+    let preflight = "Origin: http://o\r\nAccess-Control-Request-Method: GET\r\n";
+    let text = answer_to("OPTIONS *", preflight);
+    assert!(text.starts_with("HTTP/1.1 404 "), "{text}");
 }
