@@ -58,10 +58,8 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or of the final empty line).
     TrailerStart,
-    /// In a trailer field's name (`named`: at least one name byte seen).
-    TrailerName {
-        named: bool,
-    },
+    /// In a trailer field's name, after its first byte (`TrailerStart` takes that one).
+    TrailerName,
     /// In a trailer field's value, until CR.
     TrailerValue,
     /// The CR of a trailer line arrived; LF must follow.
@@ -252,13 +250,13 @@ impl ChunkedDecoder {
                 if !is_tchar(b) {
                     return Err(Malformed);
                 }
-                State::TrailerName { named: true }
+                State::TrailerName
             }
-            State::TrailerName { named } => {
+            State::TrailerName => {
                 self.trailer_byte()?;
                 match b {
-                    b':' if named => State::TrailerValue,
-                    b if is_tchar(b) => State::TrailerName { named: true },
+                    b':' => State::TrailerValue,
+                    b if is_tchar(b) => State::TrailerName,
                     _ => return Err(Malformed),
                 }
             }
@@ -395,6 +393,17 @@ mod tests {
         let ext = "e".repeat(1000);
         let wire: String = (0..20).map(|_| format!("1;{ext}\r\nx\r\n")).collect();
         assert_eq!(err(wire.as_bytes()), Some(ChunkError::Malformed));
+        // Exactly the budget (lines of at most `MAX_SIZE_LINE`): fine; one byte more is not.
+        for (last, ok) in [(384, true), (385, false)] {
+            let wire: String = [4000, 4000, 4000, 4000, last]
+                .iter()
+                .map(|&n| format!("1;{}\r\nx\r\n", "e".repeat(n)))
+                .collect();
+            let wire = wire + "0\r\n\r\n";
+            assert_eq!(err(wire.as_bytes()).is_none(), ok, "last extension {last}");
+        }
+        // Whitespace before the `;` may repeat.
+        assert!(err(b"3 \t ;e\r\nabc\r\n0\r\n\r\n").is_none());
         // Under the budget (16 of them) they are fine.
         let wire: String = (0..16).map(|_| format!("1;{ext}\r\nx\r\n")).collect();
         let wire = wire + "0\r\n\r\n";
@@ -417,6 +426,21 @@ mod tests {
         assert_eq!(err(wire.as_bytes()), Some(ChunkError::Malformed));
         let big = format!("0\r\nX: {}\r\n\r\n", "v".repeat(MAX_TRAILER_BYTES));
         assert_eq!(err(big.as_bytes()), Some(ChunkError::Malformed));
+        // Exactly `MAX_HEADERS` fields, and exactly `MAX_TRAILER_BYTES` bytes (every byte of
+        // a line but its LF: 4 for `X: ` and the CR).
+        let fields: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert!(
+            decode(&[format!("0\r\n{fields}\r\n").as_bytes()], 10)
+                .unwrap()
+                .2
+        );
+        for (value, ok) in [
+            (MAX_TRAILER_BYTES - 4, true),
+            (MAX_TRAILER_BYTES - 3, false),
+        ] {
+            let wire = format!("0\r\nX: {}\r\n\r\n", "v".repeat(value));
+            assert_eq!(err(wire.as_bytes()).is_none(), ok, "a value of {value}");
+        }
         let ok = format!("0\r\nX: {}\r\nY:\r\n\r\n", "v".repeat(100));
         assert!(decode(&[ok.as_bytes()], 10).unwrap().2);
         // 8,000 bytes: within the 8 KiB budget.
