@@ -724,3 +724,31 @@ fn short_keepalives_are_spread_by_an_eighth() {
     t.drain(None);
     assert!(ids.iter().all(|&id| t.text(id).contains(": keep-alive")));
 }
+
+/// A refused request head is answered with its status and its one-line reason (kills
+/// `HeadError::message` → `""` / `"xyzzy"`).
+#[test]
+fn a_refused_head_is_answered_with_its_reason() {
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "v".repeat(Config::default().max_head)
+    );
+    for (raw, status, reason) in [
+        ("NOT HTTP\r\n\r\n".to_owned(), 400, "malformed request"),
+        (huge, 431, "request head too large"),
+        (
+            "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+                .to_owned(),
+            400,
+            "conflicting or invalid Content-Length / Transfer-Encoding",
+        ),
+    ] {
+        let mut t = T::new(cfg());
+        let a = t.connect();
+        t.core.handle_read(a, raw.as_bytes(), t.now);
+        t.drain(None);
+        let text = t.text(a);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        assert!(text.ends_with(&format!("{reason}\n")), "{text}");
+    }
+}
