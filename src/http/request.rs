@@ -534,6 +534,56 @@ mod tests {
         assert_eq!(feed_all(&[req.as_bytes()], 8192), Err(HeadError::TooLarge));
     }
 
+    /// A head of exactly `max_head` bytes is taken, one byte more is not, whether it comes
+    /// in one read or completes in a later one after a long first part; and a reader never
+    /// holds more than one byte past the limit.
+    #[test]
+    fn the_head_limit_is_exact_in_one_read_or_many() {
+        let head_of = |len: usize| {
+            let fixed = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
+            format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(len - fixed))
+        };
+        let max = 8192;
+        for (len, ok) in [(max, true), (max + 1, false)] {
+            let head = head_of(len);
+            let bytes = head.as_bytes();
+            let whole = feed_all(&[bytes], max);
+            let split = feed_all(&[&bytes[..6000], &bytes[6000..]], max);
+            assert_eq!(whole.is_ok(), ok, "{len} bytes in one read");
+            assert_eq!(split.is_ok(), ok, "{len} bytes in two reads");
+        }
+        let mut r = HeadReader::default();
+        assert_eq!(
+            r.feed(b"GET / HTTP/1.1\r\n", max),
+            Ok(HeadProgress::Partial)
+        );
+        assert_eq!(r.buffered(), 16);
+        let flood = vec![b'a'; 3 * max];
+        assert_eq!(r.feed(&flood, max), Err(HeadError::TooLarge));
+        assert!(r.buffered() <= max + 1, "{} bytes held", r.buffered());
+    }
+
+    /// A bare-LF head (`\n\n`) ends where its blank line does: what follows is the rest.
+    #[test]
+    fn a_bare_lf_head_ends_at_its_blank_line() {
+        let Ok(HeadProgress::Complete { head, rest }) =
+            feed_all(&[b"GET /x HTTP/1.1\nHost: h\n\nNEXT"], 8192)
+        else {
+            panic!()
+        };
+        assert_eq!((head.path.as_str(), rest.as_slice()), ("/x", &b"NEXT"[..]));
+        assert_eq!(find_head_end(b"\nGET", 0), None);
+        assert_eq!(find_head_end(b"a\n\nb", 0), Some(3));
+    }
+
+    /// Several `Cookie` header lines are one cookie list, joined by `; `.
+    #[test]
+    fn cookie_lines_are_joined() {
+        let head =
+            parse("GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n").unwrap();
+        assert_eq!(head.cookie.as_deref(), Some(&b"a=1; b=2"[..]));
+    }
+
     #[test]
     fn framing_is_refused_when_ambiguous() {
         for req in [
