@@ -157,6 +157,32 @@ pub fn error(status: u16, message: &str, extra_headers: &[&str]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// Each status the server sends carries its RFC 9110 reason phrase (HTTP/1.1 clients
+    /// ignore it, but people read it in `curl -i` and logs).
+    #[test]
+    fn every_status_sent_has_its_reason_phrase() {
+        for (status, phrase) in [
+            (100, "Continue"),
+            (200, "OK"),
+            (204, "No Content"),
+            (400, "Bad Request"),
+            (401, "Unauthorized"),
+            (403, "Forbidden"),
+            (404, "Not Found"),
+            (405, "Method Not Allowed"),
+            (408, "Request Timeout"),
+            (411, "Length Required"),
+            (413, "Content Too Large"),
+            (431, "Request Header Fields Too Large"),
+            (500, "Internal Server Error"),
+            (501, "Not Implemented"),
+            (503, "Service Unavailable"),
+        ] {
+            assert_eq!(reason(status), phrase, "{status}");
+        }
+        assert_eq!(reason(299), "Unknown");
+    }
+
     #[test]
     fn error_is_complete_http() {
         let r = String::from_utf8(error(405, "use GET", &["Allow: GET, HEAD"])).unwrap();
