@@ -202,6 +202,8 @@ mod tests {
         );
         assert_eq!(percent_decode("%FF"), None);
         assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        // Hex digits in either case.
+        assert_eq!(percent_decode("%c3%a9%2f%6A%6a").as_deref(), Some("é/jj"));
         assert!(t("/events?topic=%FF").is_none());
         assert!(t("/events?topic=%FE").is_none());
     }
