@@ -287,6 +287,38 @@ mod tests {
         );
     }
 
+    /// The state a reconnecting client needs: its last id (as `EventSource` would send it),
+    /// the comments counted one by one, and whether an event or a line is unfinished: a
+    /// partial line, a data line or an event type not yet dispatched.
+    #[test]
+    fn last_id_comments_and_an_unfinished_event_are_visible() {
+        let mut p = Parser::new();
+        assert_eq!(
+            (p.last_event_id(), p.comments(), p.mid_event()),
+            ("", 0, false)
+        );
+        p.feed(b": a\n: b\nid: 7\ndata: x\n\n", |_| {});
+        assert_eq!(
+            (p.last_event_id(), p.comments(), p.mid_event()),
+            ("7", 2, false)
+        );
+        for (bytes, mid) in [
+            (&b"da"[..], true),
+            (b"ta: y\n", true),
+            (b"\n", false),
+            (b"event: e\n", true),
+            (b"\n", false),
+        ] {
+            p.feed(bytes, |_| {});
+            assert_eq!(
+                p.mid_event(),
+                mid,
+                "after {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
     #[test]
     fn unfinished_event_not_dispatched() {
         assert_eq!(parse_all(b"data: a\n"), Vec::<Event>::new());
