@@ -112,10 +112,8 @@ impl Parser {
                 }
             }
         }
+        // `after_cr` already says whether the last byte was a CR: every arm above sets it.
         self.line.extend_from_slice(&bytes[start..]);
-        if start < bytes.len() {
-            self.after_cr = false;
-        }
     }
 
     fn process_line(&mut self, line: &[u8], on_event: &mut impl FnMut(Event)) {
