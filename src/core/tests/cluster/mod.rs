@@ -456,3 +456,50 @@ fn an_id_of_another_epoch_beyond_the_cache_restarts_from_a_fetch() {
         "{datas:?}"
     );
 }
+
+/// A publisher-given id whose event is cached, on a stream of two topics where the other
+/// topic lost events after it: the cache cannot serve the resume, so it is fetched (kills the
+/// guard `covers(g)` → `true` for publisher-given ids).
+#[test]
+fn a_publisher_given_id_the_cache_cannot_cover_is_fetched() {
+    let mut t = T::new(Config {
+        history: 1,
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    let mut mine = event(1, "t", "mine");
+    mine.custom_id = Some("order-17".into());
+    t.bus(BusReply::Events {
+        events: vec![mine, event(2, "u", "u1"), event(3, "u", "u2")],
+        head_offset: 3,
+    });
+    let id = t.connect();
+    let req = "GET /events?topic=t&topic=u HTTP/1.1\r\nHost: x\r\nLast-Event-ID: order-17\r\n\r\n";
+    t.core.handle_read(id, req.as_bytes(), t.now);
+    t.drain(None);
+    let requests = t.bus_requests();
+    assert!(
+        matches!(
+            &requests[..],
+            [BusRequest::FetchRange(FetchRange {
+                after_offset: 1,
+                ..
+            })]
+        ),
+        "{requests:?}"
+    );
+}
+
+/// An id this node knows Redis has (the greeting's head) but its tail has not applied yet is
+/// held until the tail brings it, then continues after it (kills the guard
+/// `n > cl.last_offset` → `false`).
+#[test]
+fn an_id_between_the_applied_offset_and_the_head_waits_for_the_tail() {
+    let mut t = T::new(cluster_cfg());
+    t.connected(EPOCH, 5, 3);
+    let s = t.stream("t", Some("ep-5"));
+    assert!(t.bus_requests().is_empty(), "held, not fetched");
+    assert!(t.datas(s).is_empty());
+    t.events_in(&[(4, "t", "d"), (5, "t", "e"), (6, "t", "f")]);
+    assert_eq!(t.datas(s), ["f"]);
+}
