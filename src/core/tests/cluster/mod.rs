@@ -503,3 +503,40 @@ fn an_id_between_the_applied_offset_and_the_head_waits_for_the_tail() {
     t.events_in(&[(4, "t", "d"), (5, "t", "e"), (6, "t", "f")]);
     assert_eq!(t.datas(s), ["f"]);
 }
+
+/// Two resumes read from Redis at once get their own fetch tokens, so each range reply
+/// reaches its own client (kills `+=` → `*=` on the token counter in `begin_fetch`); and
+/// `/metrics` carries the bus series in cluster mode (kills `render_cluster_metrics` → `()`).
+#[test]
+fn concurrent_fetches_have_their_own_tokens_and_the_bus_has_metrics() {
+    let mut t = T::new(Config {
+        history: 2,
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    t.events_in(&[(1, "t", "a"), (2, "t", "b"), (3, "t", "c"), (4, "t", "d")]);
+    t.stream("t", Some("ep-1"));
+    t.stream("t", Some("ep-0"));
+    let tokens: Vec<u64> = t
+        .bus_requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            BusRequest::FetchRange(f) => Some(f.token),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert_ne!(tokens[0], tokens[1]);
+    let m = t.connect();
+    t.core.handle_read(
+        m,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        t.now,
+    );
+    t.drain(None);
+    assert!(
+        t.text(m).contains("\nsse_bus_connected 1\n"),
+        "{}",
+        t.text(m)
+    );
+}
