@@ -527,6 +527,29 @@ fn concurrent_fetches_have_their_own_tokens_and_the_bus_has_metrics() {
         .collect();
     assert_eq!(tokens.len(), 2, "{tokens:?}");
     assert_ne!(tokens[0], tokens[1]);
+    // The first range comes back in part: its next page gets a fresh token too (kills `+=`
+    // → `*=` / `-=` on the counter where a fetch continues in `on_range`).
+    t.bus(BusReply::Range(RangeReply {
+        token: tokens[0],
+        epoch: EPOCH.into(),
+        first_retained_offset: Some(1),
+        events: vec![event(2, "t", "b")],
+        scanned_through: 2,
+        complete: false,
+    }));
+    let next: Vec<u64> = t
+        .bus_requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            BusRequest::FetchRange(f) => Some(f.token),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert!(
+        !tokens.contains(&next[0]),
+        "{next:?} reuses one of {tokens:?}"
+    );
     let m = t.connect();
     t.core.handle_read(
         m,
