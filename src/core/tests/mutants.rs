@@ -582,6 +582,8 @@ fn a_frame_written_in_parts_is_counted_once() {
     t.drain(None);
     assert_eq!(t.core.metrics().frames_written, before + 1, "the rest");
     assert_eq!(t.events(a).last().unwrap().data, "hello");
+    // Every byte written is counted once (kills `+=` → `*=` on `bytes_written`).
+    assert_eq!(t.core.metrics().bytes_written, t.text(a).len() as u64);
 }
 
 /// During shutdown, a stream whose socket takes its last frames a few bytes at a time is
