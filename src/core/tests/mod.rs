@@ -140,6 +140,7 @@ fn resume_request(topic: &str, last: &str) -> Vec<u8> {
 
 mod auth;
 mod cluster;
+mod metrics;
 mod mutants;
 mod requests;
 mod routing;
