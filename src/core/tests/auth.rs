@@ -11,26 +11,31 @@ use crate::auth::{AuthConfig, AuthOptions};
 
 const SECRET: &str = "a test secret of at least 32 bytes!";
 
-fn wall0() -> chrono::DateTime<Utc> {
+pub(super) fn wall0() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 10, 13, 14, 35, 22).unwrap()
 }
 
-fn token(exp: i64, subscribe: &[&str]) -> String {
+pub(super) fn token(exp: i64, subscribe: &[&str]) -> String {
     let key = EncodingKey::from_secret(SECRET.as_bytes()).expect("key");
     let claims = json!({"exp": exp, "sse": {"subscribe": subscribe}});
     encode(&Header::new(Algorithm::HS256), &claims, &key).expect("signs")
 }
 
-fn auth_cfg() -> Config {
+/// Tokens signed with [`SECRET`] (HS256) are required for private topics.
+pub(super) fn jwt_auth() -> Arc<AuthConfig> {
     let auth = AuthConfig::new(AuthOptions {
         jwt_secret: Some(SECRET.into()),
         ..AuthOptions::default()
     })
     .expect("valid");
+    Arc::new(auth)
+}
+
+fn auth_cfg() -> Config {
     Config {
         interval: None,
         keepalive: None,
-        auth: Arc::new(auth),
+        auth: jwt_auth(),
         ..Config::default()
     }
 }
@@ -59,7 +64,7 @@ fn short_write(t: &mut T, c: ClientId, n: usize) {
     }
 }
 
-fn request(topics: &str, token: &str, last: Option<&str>) -> Vec<u8> {
+pub(super) fn request(topics: &str, token: &str, last: Option<&str>) -> Vec<u8> {
     let last = last.map_or(String::new(), |l| format!("Last-Event-ID: {l}\r\n"));
     format!(
         "GET /events?{topics} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{last}\r\n"

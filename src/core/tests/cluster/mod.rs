@@ -7,6 +7,7 @@ use crate::bus::types::{
 };
 
 mod publish;
+mod resume;
 
 const EPOCH: &str = "ep";
 

@@ -1,0 +1,215 @@
+//! The edges of cluster resumes (`core/cluster/resume.rs`): where a held resume point lies
+//! after an epoch change, how replies count against a point beyond the head, which events of
+//! a range reply are written, when a paged fetch stops, and a token that expires while its
+//! stream is held.
+
+use super::super::auth::{jwt_auth, request, token, wall0};
+use super::*;
+
+/// `event` in epoch `epoch`.
+fn event_of(epoch: &str, offset: u64, topic: &str, data: &str) -> BusEvent {
+    let mut e = event(offset, topic, data);
+    e.id.epoch = epoch.into();
+    e
+}
+
+impl T {
+    /// An `Events` reply of `events` (offset, data on topic `t`, epoch `EPOCH`) that reports
+    /// the log's head as `head`, which may lie beyond them (a page of a longer read).
+    fn page(&mut self, events: &[(u64, &str)], head: u64) {
+        let events = events.iter().map(|&(o, d)| event(o, "t", d)).collect();
+        self.bus(BusReply::Events {
+            events,
+            head_offset: head,
+        });
+    }
+
+    /// The one `FetchRange` the core asked for since the last call.
+    fn the_fetch(&mut self) -> FetchRange {
+        let requests = self.bus_requests();
+        let [BusRequest::FetchRange(f)] = &requests[..] else {
+            panic!("one fetch expected: {requests:?}")
+        };
+        f.clone()
+    }
+}
+
+/// After an epoch change, local sequence numbers continue above the old epoch's: a resume
+/// point between the applied offset and the head is held at `gseq_base + offset`, released
+/// once the tail applies it, and continues right after it (kills `gseq_base + n` → `-` / `*`
+/// for an awaited resume in `resolve_cluster`).
+#[test]
+fn a_held_resume_in_a_later_epoch_continues_right_after_its_event() {
+    let mut t = up();
+    let old: Vec<(u64, &str)> = (1..=6).map(|o| (o, "old")).collect();
+    t.page(&old, 6);
+    t.bus(BusReply::EpochChanged {
+        previous: EPOCH.into(),
+        epoch: "new".into(),
+    });
+    // The new epoch's log holds 1..=5; this node starts after 3.
+    t.connected("new", 5, 3);
+    let s = t.stream("t", Some("new-5"));
+    assert!(t.bus_requests().is_empty(), "held, not fetched");
+    assert!(t.datas(s).is_empty(), "{:?}", t.datas(s));
+    let events = [(4, "d"), (5, "e"), (6, "f")]
+        .iter()
+        .map(|&(o, d)| event_of("new", o, "t", d))
+        .collect();
+    t.bus(BusReply::Events {
+        events,
+        head_offset: 6,
+    });
+    assert_eq!(t.datas(s), ["f"]);
+    assert_eq!(t.events(s)[0].last_event_id, "new-6");
+}
+
+/// A resume point beyond the head is given up (`reset` `unknown-id`) only after two replies
+/// whose head lies below it; a reply whose head reaches it does not count, even when its
+/// page stops short of it. Heads can move back when Redis fails over to a replica that
+/// lagged (kills `<` → `<=` in both of `release_awaiting`'s comparisons with the head).
+#[test]
+fn only_replies_whose_head_is_below_a_held_point_count_against_it() {
+    let mut t = up();
+    t.page(&[(1, "a")], 1);
+    let s = t.stream("t", Some("ep-5"));
+    assert!(t.datas(s).is_empty(), "held: 5 is beyond the head");
+    // The head reaches 5 twice, the pages stop short of it: no round.
+    t.page(&[(2, "b")], 5);
+    t.page(&[(3, "c")], 5);
+    // A failover to a replica that never had 5: the first round below it.
+    t.page(&[], 4);
+    assert!(t.datas(s).is_empty(), "one round below is not enough");
+    // The head reaches 5 again: still not a round.
+    t.page(&[(4, "d")], 5);
+    assert!(t.datas(s).is_empty(), "a head at the point is no round");
+    t.page(&[], 4);
+    assert_eq!(t.datas(s), ["reset:{\"reason\":\"unknown-id\"}:ep-4"]);
+    t.page(&[(5, "e")], 5);
+    assert_eq!(
+        t.datas(s),
+        ["reset:{\"reason\":\"unknown-id\"}:ep-4", "e"],
+        "live events after the reset"
+    );
+}
+
+/// Only the events of the range asked for are written from a range reply: one at the resume
+/// point was already delivered, and one beyond `through` reaches the client from the live
+/// log (kills `&&` → `||` and `>` → `>=` in `on_range`'s filter).
+#[test]
+fn a_range_reply_writes_only_the_range_asked_for() {
+    let mut t = T::new(Config {
+        history: 2,
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    t.events_in(&[(1, "t", "a"), (2, "t", "b"), (3, "t", "c"), (4, "t", "d")]);
+    let s = t.stream("t", Some("ep-1"));
+    let f = t.the_fetch();
+    assert_eq!((f.after_offset, f.through_offset), (1, Some(4)));
+    t.events_in(&[(5, "t", "e")]);
+    let all = [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")];
+    t.bus(BusReply::Range(RangeReply {
+        token: f.token,
+        epoch: EPOCH.into(),
+        first_retained_offset: Some(1),
+        events: all.iter().map(|&(o, d)| event(o, "t", d)).collect(),
+        scanned_through: 5,
+        complete: true,
+    }));
+    assert_eq!(t.datas(s), ["b", "c", "d", "e"]);
+}
+
+/// A paged range fetch continues only while the reply says more is to be read and it made
+/// progress: a page after which events were trimmed (`reset` `too-old`), a page that reached
+/// `through` though not flagged complete, and a page that scanned nothing new each end the
+/// fetch, and the client joins the live log (kills, in `on_range`, `&&` → `||` after
+/// `!lost`, `<` → `<=` against `through`, and `>` → `>=` against `after`).
+#[test]
+fn a_paged_fetch_stops_when_lost_at_its_end_or_without_progress() {
+    // (first retained offset, events, scanned through, what the client gets before the live
+    // events)
+    let too_old = "reset:{\"reason\":\"too-old\"}:ep-4";
+    let cases: [(u64, &[u64], u64, &[&str]); 3] = [
+        (4, &[], 2, &[too_old]),
+        (1, &[2], 4, &["b"]),
+        (1, &[], 1, &[]),
+    ];
+    for (first_retained, offsets, scanned_through, before_live) in cases {
+        let mut t = T::new(Config {
+            history: 1,
+            ..cluster_cfg()
+        });
+        t.connected(EPOCH, 0, 0);
+        t.events_in(&[(1, "t", "a"), (2, "t", "b"), (3, "t", "c"), (4, "t", "d")]);
+        let s = t.stream("t", Some("ep-1"));
+        let f = t.the_fetch();
+        assert_eq!((f.after_offset, f.through_offset), (1, Some(4)));
+        t.bus(BusReply::Range(RangeReply {
+            token: f.token,
+            epoch: EPOCH.into(),
+            first_retained_offset: Some(first_retained),
+            events: offsets.iter().map(|&o| event(o, "t", "b")).collect(),
+            scanned_through,
+            complete: false,
+        }));
+        let case = (first_retained, scanned_through);
+        let requests = t.bus_requests();
+        assert!(requests.is_empty(), "{case:?}: fetched again: {requests:?}");
+        t.events_in(&[(5, "t", "e")]);
+        let mut expected: Vec<&str> = before_live.to_vec();
+        expected.push("e");
+        assert_eq!(t.datas(s), expected, "{case:?}");
+    }
+}
+
+/// A cluster stream on a private topic whose token expires while its resume is held gets
+/// its `token-expired` reset and nothing after it: neither the `unknown-id` reset its held
+/// point would have earned, nor the events of its range fetch (kills `&&` → `||` in the
+/// held-and-streaming checks of `release_awaiting`'s unknown path and of `on_range`).
+#[test]
+fn a_token_that_expires_while_the_stream_is_held_ends_it_with_nothing_after() {
+    let expired = "reset:{\"reason\":\"token-expired\"}";
+    for fetched in [false, true] {
+        let mut t = T::new(Config {
+            history: 2,
+            auth: jwt_auth(),
+            ..cluster_cfg()
+        });
+        t.connected(EPOCH, 0, 0);
+        t.events_in(&[(1, "t", "a"), (2, "t", "b"), (3, "t", "c"), (4, "t", "d")]);
+        let c = t.connect();
+        let tok = token(wall0().timestamp() + 10, &["t"]);
+        // Offset 1 is older than the cache (a fetch); 9 is beyond the head (held).
+        let last = if fetched { "ep-1" } else { "ep-9" };
+        t.core
+            .handle_read(c, &request("topic=t", &tok, Some(last)), t.now);
+        t.drain(None);
+        let fetch = t.bus_requests();
+        assert_eq!(fetch.len(), usize::from(fetched), "{fetch:?}");
+        assert!(t.datas(c).is_empty(), "held");
+        // The socket is full when the token expires (10 s + 5 s of leeway): the reset waits.
+        t.core.handle_would_block(c, t.now);
+        t.advance(Duration::from_secs(16));
+        if let [BusRequest::FetchRange(f)] = &fetch[..] {
+            t.bus(BusReply::Range(RangeReply {
+                token: f.token,
+                epoch: EPOCH.into(),
+                first_retained_offset: Some(1),
+                events: vec![event(2, "t", "b"), event(3, "t", "c"), event(4, "t", "d")],
+                scanned_through: 4,
+                complete: true,
+            }));
+        } else {
+            // Two replies whose head lies below 9.
+            t.events_in(&[(5, "t", "e")]);
+            t.events_in(&[(6, "t", "f")]);
+        }
+        t.core.handle_writable(c);
+        t.drain(None);
+        let datas = t.datas(c);
+        assert_eq!(datas.len(), 1, "fetched {fetched}: {datas:?}");
+        assert!(datas[0].starts_with(expired), "fetched {fetched}: {datas:?}");
+        t.core.check_invariants().unwrap();
+    }
+}
