@@ -209,7 +209,10 @@ fn a_token_that_expires_while_the_stream_is_held_ends_it_with_nothing_after() {
         t.drain(None);
         let datas = t.datas(c);
         assert_eq!(datas.len(), 1, "fetched {fetched}: {datas:?}");
-        assert!(datas[0].starts_with(expired), "fetched {fetched}: {datas:?}");
+        assert!(
+            datas[0].starts_with(expired),
+            "fetched {fetched}: {datas:?}"
+        );
         t.core.check_invariants().unwrap();
     }
 }
