@@ -23,6 +23,8 @@ use crate::core::drain::{OutputSink, WriteOutcome, offer};
 use crate::core::{ClientId, CloseReason, Core};
 use crate::sse::parse::{Event, Parser};
 
+use super::cache::CacheModel;
+
 /// Topics a cluster scenario uses ("" is the default stream).
 pub const CLUSTER_TOPICS: [&str; 3] = ["", "a", "b"];
 
@@ -34,8 +36,9 @@ pub enum ClusterOp {
     Subscribe { node: u8, topic: u8 },
     /// A client leaves and its browser reconnects to `node` with its last id.
     Reconnect { client: u8, node: u8 },
-    /// An HTTP publish on `node` (answered when the bus answers).
-    Publish { node: u8, topic: u8 },
+    /// An HTTP publish on `node` (answered when the bus answers), with a publisher-given id
+    /// when `id % 3` is 1 (shaped like a cluster id of no epoch, `c7-7`) or 2 (`o7.x`).
+    Publish { node: u8, topic: u8, id: u8 },
     /// The node's command side serves up to `n` queued requests against the log.
     Serve { node: u8, n: u8 },
     /// The node's tail delivers one batch of at most `batch` events.
@@ -70,8 +73,30 @@ struct SimClient {
 enum Start {
     /// A fresh client: events after this (epoch, offset) of the node's tail.
     Fresh(Option<(String, u64)>),
-    /// Resumed with this `Last-Event-ID`.
-    Resumed(String),
+    /// Resumed with this `Last-Event-ID`; `custom` when it is a publisher-given id.
+    Resumed {
+        last: String,
+        custom: Option<CustomStart>,
+    },
+}
+
+/// What the model knew when a client resumed from a publisher-given id.
+#[derive(Clone, Debug)]
+struct CustomStart {
+    /// The node's cache held the id: the stream continues right after its event, and never
+    /// with `reset` `unknown-id` (nor `restart` while the log keeps the node's epoch).
+    held: bool,
+    /// The epoch of the node's cache then.
+    node_epoch: Option<String>,
+}
+
+/// An event the shared log accepted.
+struct Logged {
+    epoch: String,
+    offset: u64,
+    topic: String,
+    data: String,
+    custom_id: Option<String>,
 }
 
 struct Node {
@@ -80,18 +105,22 @@ struct Node {
     requests: VecDeque<BusRequest>,
     /// The (epoch, offset) of the newest event the sim delivered to this node.
     applied: Option<(String, u64)>,
+    cache: CacheModel,
 }
 
 /// A cluster of simulated nodes around one in-memory log.
 pub struct ClusterSim {
     nodes: Vec<Node>,
     log: MemoryLog,
-    /// Every event the log ever accepted: (epoch, offset, topic, data).
-    history: Vec<(String, u64, String, String)>,
+    /// Every event the log ever accepted.
+    history: Vec<Logged>,
     clients: Vec<SimClient>,
     now: Instant,
     epochs: u32,
     published: u64,
+    /// Resumes from a publisher-given id: on a node whose cache held it, and on one whose
+    /// cache did not.
+    custom_resumes: (usize, usize),
 }
 
 const WARM: u64 = 8;
@@ -117,6 +146,7 @@ impl ClusterSim {
                 tail: MemoryTail::new(),
                 requests: VecDeque::new(),
                 applied: None,
+                cache: CacheModel::new(history),
             })
             .collect();
         let mut sim = ClusterSim {
@@ -127,6 +157,7 @@ impl ClusterSim {
             now,
             epochs: 0,
             published: 0,
+            custom_resumes: (0, 0),
         };
         for n in 0..sim.nodes.len() {
             sim.apply(&ClusterOp::Connect { node: n as u8 });
@@ -153,6 +184,12 @@ impl ClusterSim {
             self.clients.len(),
             self.epochs + 1
         )
+    }
+
+    /// Resumes from a publisher-given id so far: (on a node whose cache held it, on one
+    /// whose cache did not).
+    pub fn custom_resumes(&self) -> (usize, usize) {
+        self.custom_resumes
     }
 
     /// Events received by all clients so far (resets included): a scenario that checks
@@ -188,20 +225,26 @@ impl ClusterSim {
                 self.drain(old_node);
                 self.subscribe(pick(node), &topic, last);
             }
-            ClusterOp::Publish { node, topic } => {
+            ClusterOp::Publish { node, topic, id } => {
                 let n = pick(node);
                 let topic = CLUSTER_TOPICS[topic as usize % CLUSTER_TOPICS.len()];
                 let core = &mut self.nodes[n].core;
-                let Some(id) = core.handle_accept(peer(), self.now) else {
+                let Some(conn) = core.handle_accept(peer(), self.now) else {
                     return;
                 };
                 self.published += 1;
-                let body = format!("p{}", self.published);
+                let p = self.published;
+                let custom = match id % 3 {
+                    1 => format!("&id=c{p}-{p}"),
+                    2 => format!("&id=o{p}.x"),
+                    _ => String::new(),
+                };
+                let body = format!("p{p}");
                 let req = format!(
-                    "POST /publish?topic={topic} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    "POST /publish?topic={topic}{custom} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
-                core.handle_read(id, req.as_bytes(), self.now);
+                core.handle_read(conn, req.as_bytes(), self.now);
                 self.collect(n);
             }
             ClusterOp::Serve { node, n } => {
@@ -216,12 +259,13 @@ impl ClusterSim {
                         match request {
                             BusRequest::Publish(p) => {
                                 let reply = self.log.publish(&p);
-                                self.history.push((
-                                    self.log.epoch().to_owned(),
-                                    self.log.head(),
-                                    p.topic.clone(),
-                                    p.data.clone(),
-                                ));
+                                self.history.push(Logged {
+                                    epoch: self.log.epoch().to_owned(),
+                                    offset: self.log.head(),
+                                    topic: p.topic.clone(),
+                                    data: p.data.clone(),
+                                    custom_id: p.custom_id.clone(),
+                                });
                                 reply
                             }
                             BusRequest::FetchRange(f) => BusReply::Range(self.log.range(&f)),
@@ -287,7 +331,18 @@ impl ClusterSim {
             .unwrap_or_default();
         let req = format!("GET /events?topic={topic} HTTP/1.1\r\nHost: x\r\n{header}\r\n");
         let start = match last {
-            Some(l) => Start::Resumed(l),
+            Some(last) => {
+                let custom = self.is_custom(&last).then(|| CustomStart {
+                    held: self.nodes[n].cache.holds(&last),
+                    node_epoch: self.nodes[n].cache.epoch().map(str::to_owned),
+                });
+                match &custom {
+                    Some(cs) if cs.held => self.custom_resumes.0 += 1,
+                    Some(_) => self.custom_resumes.1 += 1,
+                    None => {}
+                }
+                Start::Resumed { last, custom }
+            }
             None => Start::Fresh(self.nodes[n].applied.clone()),
         };
         self.clients.push(SimClient {
@@ -307,16 +362,22 @@ impl ClusterSim {
         match &reply {
             BusReply::Events { events, .. } => {
                 for e in events {
-                    let newer = match &self.nodes[n].applied {
+                    let node = &mut self.nodes[n];
+                    let newer = match &node.applied {
                         Some((ep, o)) => *ep != e.id.epoch || e.offset > *o,
                         None => true,
                     };
                     if newer {
-                        self.nodes[n].applied = Some((e.id.epoch.clone(), e.offset));
+                        node.applied = Some((e.id.epoch.clone(), e.offset));
+                        node.cache
+                            .apply(&e.id.epoch, &e.topic, e.custom_id.as_deref());
                     }
                 }
             }
-            BusReply::EpochChanged { .. } => self.nodes[n].applied = None,
+            BusReply::EpochChanged { .. } => {
+                self.nodes[n].applied = None;
+                self.nodes[n].cache.clear();
+            }
             BusReply::Connected {
                 epoch,
                 after_offset,
@@ -357,14 +418,28 @@ impl ClusterSim {
         let events = parse(&c.bytes);
         // The position the next event must follow: (epoch, offset); None after a reset
         // that names no position.
-        let mut at: Option<(String, u64)> = match &c.start {
-            Start::Fresh(applied) => applied.clone(),
-            Start::Resumed(last) => ClusterId::parse(last).map(|id| (id.epoch, id.offset)),
+        let mut at: Option<(String, u64)> = self.start_position(&c.start);
+        let mut anchored = matches!(c.start, Start::Fresh(_)) || at.is_some();
+        let custom = match &c.start {
+            Start::Resumed { custom, .. } => custom.as_ref(),
+            Start::Fresh(_) => None,
         };
-        let mut anchored = matches!(c.start, Start::Fresh(_))
-            || matches!(&c.start, Start::Resumed(l) if ClusterId::parse(l).is_some());
-        for e in &events {
+        for (i, e) in events.iter().enumerate() {
             if e.event_type == "reset" {
+                if let Some(cs) = custom.filter(|cs| cs.held) {
+                    if e.data.contains("unknown-id") {
+                        return Err("a publisher-given id this node cached: unknown-id".into());
+                    }
+                    if e.data.contains("restart")
+                        && cs.node_epoch.as_deref() == Some(self.log.epoch())
+                    {
+                        return Err(format!(
+                            "a publisher-given id this node cached: restart, yet the log is \
+                             still in epoch {}",
+                            self.log.epoch()
+                        ));
+                    }
+                }
                 // A reset resets the expectation; its id is where the stream continues
                 // from (restart: the start of an epoch, the rest: after that offset).
                 at = ClusterId::parse(&e.last_event_id).map(|id| (id.epoch, id.offset));
@@ -372,36 +447,72 @@ impl ClusterSim {
                 anchored = !e.data.contains("restart");
                 continue;
             }
-            let id = ClusterId::parse(&e.last_event_id)
-                .ok_or_else(|| format!("event with a non-cluster id {:?}", e.last_event_id))?;
-            let Some(h) = self
-                .history
-                .iter()
-                .position(|(ep, o, _, _)| *ep == id.epoch && *o == id.offset)
-            else {
+            if i == 0 && custom.is_some_and(|cs| !cs.held) {
+                return Err(format!(
+                    "a publisher-given id this node never cached, yet {} came without a reset",
+                    e.last_event_id
+                ));
+            }
+            let Some(h) = self.logged(&e.last_event_id) else {
                 return Err(format!("{} is not in the log", e.last_event_id));
             };
-            let (_, _, topic, data) = &self.history[h];
-            if *topic != c.topic || *data != e.data {
+            if h.topic != c.topic || h.data != e.data {
                 return Err(format!("{} carries the wrong event", e.last_event_id));
             }
+            let id = (h.epoch.clone(), h.offset);
             if let Some((ep, o)) = &at {
-                if *ep == id.epoch && id.offset <= *o {
-                    return Err(format!("{} again or out of order (after {o})", id));
+                if *ep == id.0 && id.1 <= *o {
+                    return Err(format!("{} again or out of order (after {o})", id.1));
                 }
-                if *ep == id.epoch && anchored {
-                    let missed = self.history.iter().find(|(hep, ho, ht, _)| {
-                        hep == ep && *ho > *o && *ho < id.offset && *ht == c.topic
+                if *ep == id.0 && anchored {
+                    let missed = self.history.iter().find(|l| {
+                        l.epoch == *ep && l.offset > *o && l.offset < id.1 && l.topic == c.topic
                     });
-                    if let Some((_, mo, _, _)) = missed {
-                        return Err(format!("skipped {ep}-{mo} before {id}"));
+                    if let Some(m) = missed {
+                        return Err(format!("skipped {ep}-{} before {ep}-{}", m.offset, id.1));
                     }
                 }
             }
-            at = Some((id.epoch, id.offset));
+            at = Some(id);
             anchored = true;
         }
         Ok(())
+    }
+
+    /// Whether `id` is a publisher-given id of an event the log accepted.
+    fn is_custom(&self, id: &str) -> bool {
+        self.history
+            .iter()
+            .any(|l| l.custom_id.as_deref() == Some(id))
+    }
+
+    /// The logged event an SSE id names: its publisher-given id, else its cluster id.
+    fn logged(&self, id: &str) -> Option<&Logged> {
+        self.history
+            .iter()
+            .find(|l| l.custom_id.as_deref() == Some(id))
+            .or_else(|| {
+                let cid = ClusterId::parse(id)?;
+                self.history.iter().find(|l| {
+                    l.epoch == cid.epoch && l.offset == cid.offset && l.custom_id.is_none()
+                })
+            })
+    }
+
+    /// The (epoch, offset) an id stands for: a logged event's, else a cluster id's own.
+    fn position(&self, id: &str) -> Option<(String, u64)> {
+        match self.logged(id) {
+            Some(l) => Some((l.epoch.clone(), l.offset)),
+            None => ClusterId::parse(id).map(|c| (c.epoch, c.offset)),
+        }
+    }
+
+    /// Where a client started.
+    fn start_position(&self, start: &Start) -> Option<(String, u64)> {
+        match start {
+            Start::Fresh(applied) => applied.clone(),
+            Start::Resumed { last, .. } => self.position(last),
+        }
     }
 
     /// Heals everything (every tail connected, every request served, everything delivered,
@@ -443,30 +554,25 @@ impl ClusterSim {
                 .history
                 .iter()
                 .rev()
-                .find(|(ep, _, t, _)| *ep == epoch && *t == c.topic)
+                .find(|l| l.epoch == epoch && l.topic == c.topic)
             else {
                 continue;
             };
             // Where the client stands: its last event or reset with a cluster id, else
             // where it started.
             let events = parse(&c.bytes);
-            let start = match &c.start {
-                Start::Fresh(applied) => applied.clone(),
-                Start::Resumed(l) => ClusterId::parse(l).map(|id| (id.epoch, id.offset)),
-            };
             let pos = events
                 .iter()
                 .rev()
-                .find_map(|e| ClusterId::parse(&e.last_event_id))
-                .map(|id| (id.epoch, id.offset))
-                .or(start);
+                .find_map(|e| self.position(&e.last_event_id))
+                .or_else(|| self.start_position(&c.start));
             if !pos
                 .as_ref()
-                .is_some_and(|(ep, o)| *ep == epoch && *o >= want.1)
+                .is_some_and(|(ep, o)| *ep == epoch && *o >= want.offset)
             {
                 return Err(format!(
                     "no liveness: client {i} on node {} ({:?}) ends at {pos:?}, the log at {epoch}-{}",
-                    c.node, c.topic, want.1
+                    c.node, c.topic, want.offset
                 ));
             }
         }

@@ -311,6 +311,7 @@ macro_rules! ensure {
 
 pub mod auth;
 pub mod bus;
+mod cache;
 mod check;
 mod coverage;
 mod invariants;

@@ -1,0 +1,79 @@
+//! The cluster simulator's model of one node's local cache, as far as publisher-given ids
+//! need it (part of the oracle, written from the documented rules, not from the core's
+//! code): a node caches the events its tail applied in its current epoch, the newest
+//! `--history` of each topic, and an epoch change empties it. A publisher-given id resumes
+//! exactly on a node whose cache holds its event; elsewhere it is unknown to that node.
+
+use std::collections::{HashMap, VecDeque};
+
+/// The publisher-given ids a node can resolve, per topic, oldest first.
+pub(super) struct CacheModel {
+    history: usize,
+    /// The epoch of the cached events.
+    epoch: Option<String>,
+    /// Per topic, the custom ids of its newest `history` applied events (`None`: no id).
+    topics: HashMap<String, VecDeque<Option<String>>>,
+}
+
+impl CacheModel {
+    pub(super) fn new(history: usize) -> CacheModel {
+        CacheModel {
+            history: history.max(1),
+            epoch: None,
+            topics: HashMap::new(),
+        }
+    }
+
+    /// The node applied an event (newer than any it applied before).
+    pub(super) fn apply(&mut self, epoch: &str, topic: &str, custom_id: Option<&str>) {
+        if self.epoch.as_deref() != Some(epoch) {
+            self.clear();
+            self.epoch = Some(epoch.to_owned());
+        }
+        let kept = self.topics.entry(topic.to_owned()).or_default();
+        kept.push_back(custom_id.map(str::to_owned));
+        if kept.len() > self.history {
+            kept.pop_front();
+        }
+    }
+
+    /// The shared log was lost: the node empties its cache.
+    pub(super) fn clear(&mut self) {
+        self.topics.clear();
+        self.epoch = None;
+    }
+
+    /// Whether the node can resolve the publisher-given id `id`.
+    pub(super) fn holds(&self, id: &str) -> bool {
+        self.topics
+            .values()
+            .any(|kept| kept.iter().any(|c| c.as_deref() == Some(id)))
+    }
+
+    /// The epoch of the cached events (`None` before the first or after an epoch change).
+    pub(super) fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_per_topic_and_forgets_on_an_epoch_change() {
+        let mut cache = CacheModel::new(2);
+        cache.apply("e0", "a", Some("x"));
+        cache.apply("e0", "b", Some("y"));
+        cache.apply("e0", "a", None);
+        assert!(cache.holds("x") && cache.holds("y"));
+        cache.apply("e0", "a", None);
+        assert!(!cache.holds("x"), "pushed out of topic a's two");
+        assert!(cache.holds("y"), "topic b keeps its own two");
+        cache.apply("e1", "a", Some("z"));
+        assert!(!cache.holds("y") && cache.holds("z"));
+        assert_eq!(cache.epoch(), Some("e1"));
+        cache.clear();
+        assert!(!cache.holds("z") && cache.epoch().is_none());
+    }
+}
