@@ -26,6 +26,13 @@ fn op() -> impl Strategy<Value = ClusterOp> {
     ]
 }
 
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A scenario: nodes, cache history, Redis's `max_len`, the cores' seed, and the operations.
 type Scenario = (usize, usize, usize, u64, Vec<ClusterOp>);
 
@@ -48,7 +55,8 @@ fn run((nodes, history, max_len, seed, ops): &Scenario) -> Result<ClusterSim, St
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    // `PROPTEST_CASES` overrides the 300 cases (a longer run).
+    #![proptest_config(ProptestConfig { cases: cases(300), ..ProptestConfig::default() })]
 
     #[test]
     fn every_client_gets_its_events_once_in_order_or_a_reset(s in scenario()) {

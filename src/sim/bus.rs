@@ -370,7 +370,7 @@ impl ClusterSim {
                     if newer {
                         node.applied = Some((e.id.epoch.clone(), e.offset));
                         node.cache
-                            .apply(&e.id.epoch, &e.topic, e.custom_id.as_deref());
+                            .apply(&e.id.epoch, e.offset, &e.topic, e.custom_id.as_deref());
                     }
                 }
             }
@@ -550,12 +550,17 @@ impl ClusterSim {
             if c.closed {
                 continue;
             }
-            let Some(want) = self
-                .history
-                .iter()
-                .rev()
-                .find(|l| l.epoch == epoch && l.topic == c.topic)
-            else {
+            // The newest event of its topic that can still be delivered: in Redis, or in the
+            // node's cache. One trimmed from Redis before the node read it cannot be (a
+            // client that skipped it was told by a reset, checked above).
+            let node = &self.nodes[c.node];
+            let first_retained = self.log.first_retained();
+            let Some(want) = self.history.iter().rev().find(|l| {
+                l.epoch == epoch
+                    && l.topic == c.topic
+                    && (first_retained.is_some_and(|f| l.offset >= f)
+                        || node.cache.holds_event(&epoch, &c.topic, l.offset))
+            }) else {
                 continue;
             };
             // Where the client stands: its last event or reset with a cluster id, else

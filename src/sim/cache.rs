@@ -11,8 +11,8 @@ pub(super) struct CacheModel {
     history: usize,
     /// The epoch of the cached events.
     epoch: Option<String>,
-    /// Per topic, the custom ids of its newest `history` applied events (`None`: no id).
-    topics: HashMap<String, VecDeque<Option<String>>>,
+    /// Per topic, the offsets and custom ids of its newest `history` applied events.
+    topics: HashMap<String, VecDeque<(u64, Option<String>)>>,
 }
 
 impl CacheModel {
@@ -25,13 +25,13 @@ impl CacheModel {
     }
 
     /// The node applied an event (newer than any it applied before).
-    pub(super) fn apply(&mut self, epoch: &str, topic: &str, custom_id: Option<&str>) {
+    pub(super) fn apply(&mut self, epoch: &str, offset: u64, topic: &str, custom_id: Option<&str>) {
         if self.epoch.as_deref() != Some(epoch) {
             self.clear();
             self.epoch = Some(epoch.to_owned());
         }
         let kept = self.topics.entry(topic.to_owned()).or_default();
-        kept.push_back(custom_id.map(str::to_owned));
+        kept.push_back((offset, custom_id.map(str::to_owned)));
         if kept.len() > self.history {
             kept.pop_front();
         }
@@ -47,7 +47,16 @@ impl CacheModel {
     pub(super) fn holds(&self, id: &str) -> bool {
         self.topics
             .values()
-            .any(|kept| kept.iter().any(|c| c.as_deref() == Some(id)))
+            .any(|kept| kept.iter().any(|(_, c)| c.as_deref() == Some(id)))
+    }
+
+    /// Whether the node caches the event at `offset` of `epoch` (on `topic`).
+    pub(super) fn holds_event(&self, epoch: &str, topic: &str, offset: u64) -> bool {
+        self.epoch.as_deref() == Some(epoch)
+            && self
+                .topics
+                .get(topic)
+                .is_some_and(|kept| kept.iter().any(|&(o, _)| o == offset))
     }
 
     /// The epoch of the cached events (`None` before the first or after an epoch change).
@@ -63,15 +72,18 @@ mod tests {
     #[test]
     fn keeps_the_newest_per_topic_and_forgets_on_an_epoch_change() {
         let mut cache = CacheModel::new(2);
-        cache.apply("e0", "a", Some("x"));
-        cache.apply("e0", "b", Some("y"));
-        cache.apply("e0", "a", None);
+        cache.apply("e0", 1, "a", Some("x"));
+        cache.apply("e0", 2, "b", Some("y"));
+        cache.apply("e0", 3, "a", None);
         assert!(cache.holds("x") && cache.holds("y"));
-        cache.apply("e0", "a", None);
+        assert!(cache.holds_event("e0", "a", 3) && !cache.holds_event("e0", "b", 3));
+        cache.apply("e0", 4, "a", None);
         assert!(!cache.holds("x"), "pushed out of topic a's two");
+        assert!(!cache.holds_event("e0", "a", 1));
         assert!(cache.holds("y"), "topic b keeps its own two");
-        cache.apply("e1", "a", Some("z"));
+        cache.apply("e1", 1, "a", Some("z"));
         assert!(!cache.holds("y") && cache.holds("z"));
+        assert!(!cache.holds_event("e0", "a", 4) && cache.holds_event("e1", "a", 1));
         assert_eq!(cache.epoch(), Some("e1"));
         cache.clear();
         assert!(!cache.holds("z") && cache.epoch().is_none());

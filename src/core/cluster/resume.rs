@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::super::Core;
-use super::super::client::{Bytes, ClientId, Pending};
+use super::super::client::{Bytes, ClientId, Cursor, Pending};
 use super::super::event_log::{Resume, TICK_TOPIC_ID};
 use super::super::topic::TopicId;
 use super::{Awaiting, ClusterStart, FETCH_LIMIT, Fetch, TOO_OLD, UNKNOWN_ID, encode_bus_event};
@@ -232,6 +232,15 @@ impl Core {
             let gap_id = format!("{}-{}", f.epoch, f.through);
             frame::encode_event(&mut bytes, Some(&gap_id), Some("reset"), TOO_OLD);
         } else {
+            if f.restart {
+                // From the epoch's start: first what this node still caches that Redis
+                // has trimmed (a quiet topic's cache reaches back further than a busy log).
+                let before = range
+                    .first_retained_offset
+                    .unwrap_or(u64::MAX)
+                    .min(f.through.saturating_add(1));
+                self.cached_frames_before(id, before, &mut bytes);
+            }
             for e in range
                 .events
                 .iter()
@@ -262,6 +271,36 @@ impl Core {
             c.held = false;
         }
         self.schedule(id);
+    }
+}
+
+/// The local cache in a fetch.
+impl Core {
+    /// Appends to `out` the frames this node caches for client `id`'s topics at offsets below
+    /// `offset` of the current epoch, in log order: those after the newest hole in the cache
+    /// (`complete_from`), so that none is left out between them.
+    fn cached_frames_before(&self, id: ClientId, offset: u64, out: &mut Vec<u8>) {
+        let (Some(c), Some(cl)) = (self.client(id), self.cluster.as_ref()) else {
+            return;
+        };
+        let end = cl.gseq_base.saturating_add(offset);
+        let from_start: Vec<Cursor> = c
+            .cursors
+            .iter()
+            .filter(|cur| cur.topic != TICK_TOPIC_ID)
+            .map(|cur| Cursor {
+                next: self.log.topic(cur.topic).first_seq(),
+                ..*cur
+            })
+            .collect();
+        for (_, e) in self.log.pending_frames(&from_start) {
+            if e.gseq >= end {
+                break;
+            }
+            if e.gseq >= cl.complete_from {
+                out.extend_from_slice(&e.frame);
+            }
+        }
     }
 }
 

@@ -216,3 +216,81 @@ fn a_token_that_expires_while_the_stream_is_held_ends_it_with_nothing_after() {
         t.core.check_invariants().unwrap();
     }
 }
+
+/// A resume from the epoch's start (`restart`: here a publisher-given id this node no longer
+/// caches, shaped like an id of another epoch) that Redis can serve only in part: first the
+/// events of the client's topics this node still caches and Redis has trimmed (a quiet
+/// topic's cache reaches back further than a busy shared log), in order, then Redis's range
+/// (found by the cluster simulator: the client never got the topic's newest event).
+#[test]
+fn a_restart_fetch_first_writes_what_only_this_nodes_cache_still_has() {
+    let mut t = T::new(Config {
+        history: 2,
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    let mut mine = event(1, "b", "p1");
+    mine.custom_id = Some("c1-1".into());
+    let events = vec![
+        mine,
+        event(2, "b", "p2"),
+        event(3, "b", "p3"),
+        event(4, "", "p4"),
+        event(5, "b", "p5"),
+        event(6, "", "p6"),
+    ];
+    t.bus(BusReply::Events {
+        events,
+        head_offset: 6,
+    });
+    // The cache keeps b's 3 and 5 (two per topic); Redis keeps 4..=6.
+    let s = t.stream("b", Some("c1-1"));
+    let f = t.the_fetch();
+    assert_eq!((f.after_offset, f.through_offset), (0, Some(6)));
+    t.bus(BusReply::Range(RangeReply {
+        token: f.token,
+        epoch: EPOCH.into(),
+        first_retained_offset: Some(4),
+        events: vec![event(5, "b", "p5")],
+        scanned_through: 6,
+        complete: true,
+    }));
+    t.events_in(&[(7, "b", "p7")]);
+    assert_eq!(
+        t.datas(s),
+        ["reset:{\"reason\":\"restart\"}:ep-0", "p3", "p5", "p7"]
+    );
+}
+
+/// What the cache holds from before a hole (events trimmed before this node read them) is
+/// left out of a restart's fetch: the client would get the events on both sides of the hole
+/// with no reset between (found by the cluster simulator with the cache's frames first
+/// written from the oldest).
+#[test]
+fn a_restart_fetch_writes_nothing_cached_from_before_a_hole() {
+    let mut t = T::new(Config {
+        history: 4,
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    // 2 was trimmed before this node read it: the cache holds 1, then 3 and 4.
+    t.events_in(&[(1, "", "p1")]);
+    t.events_in(&[(3, "", "p3"), (4, "", "p4")]);
+    // `c1-1` reads as an id of epoch `c1`: a restart, fetched (the cache has a hole).
+    let s = t.stream("", Some("c1-1"));
+    let f = t.the_fetch();
+    assert_eq!((f.after_offset, f.through_offset), (0, Some(4)));
+    t.bus(BusReply::Range(RangeReply {
+        token: f.token,
+        epoch: EPOCH.into(),
+        first_retained_offset: Some(4),
+        events: vec![event(4, "", "p4")],
+        scanned_through: 4,
+        complete: true,
+    }));
+    assert_eq!(
+        t.datas(s),
+        ["reset:{\"reason\":\"restart\"}:ep-0", "p3", "p4"],
+        "what the cache holds after the hole, then Redis's range"
+    );
+}
