@@ -195,6 +195,57 @@ fn a_resume_older_than_the_cache_is_read_from_redis() {
     assert!(b.metric("sse_bus_range_fetches_total") >= 1.0);
 }
 
+/// A resume from the epoch's start (`reset` `restart`: an id of another epoch) on a quiet
+/// topic whose events a busy topic pushed out of Redis (`--redis-max-len`) but that the node
+/// still caches: the client gets them from the cache before the live events. Before the fix
+/// it got only what Redis still had of its topic: nothing.
+#[test]
+fn a_restart_on_a_quiet_topic_gets_what_only_the_cache_still_has() {
+    let Some(redis) = RedisServer::start("restart_from_cache", Persistence::None) else {
+        return;
+    };
+    let a = node(&redis.url(), &["--history", "4", "--redis-max-len", "10"]);
+    wait_healthy(&a);
+    let mut busy = Stream::open(a.addr, "/events?topic=busy", &[]);
+    // Six on the quiet topic: the cache keeps the newest four, so it cannot replay the
+    // epoch from its start and the resume is read from Redis.
+    for i in 1..=6 {
+        publish_ok(a.addr, "?topic=q", &format!("q{i}"));
+    }
+    // `MAXLEN ~ 10` trims whole stream nodes (100 entries): 300 more push q's out.
+    for i in 0..300 {
+        publish_ok(a.addr, "?topic=busy", &format!("b{i}"));
+    }
+    busy.wait_events(300, LIMIT);
+    let mut s = Stream::open(a.addr, "/events?topic=q", &["Last-Event-ID: zz-1"]);
+    s.wait_events(1, LIMIT);
+    publish_ok(a.addr, "?topic=q", "live");
+    assert!(eventually(LIMIT, || {
+        s.fill_nonblocking();
+        s.events.last().is_some_and(|e| e.data == "live")
+    }));
+    let got: Vec<(&str, &str)> = s
+        .events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("reset", "{\"reason\":\"restart\"}"),
+            ("message", "q3"),
+            ("message", "q4"),
+            ("message", "q5"),
+            ("message", "q6"),
+            ("message", "live"),
+        ]
+    );
+    assert!(
+        a.metric("sse_bus_range_fetches_total") >= 1.0,
+        "read from Redis"
+    );
+}
+
 #[test]
 fn redis_unreachable_publish_503_streams_stay_open_health_says_so() {
     let Some(redis) = RedisServer::start("unreachable", Persistence::None) else {
