@@ -368,9 +368,14 @@ impl ClusterSim {
                         None => true,
                     };
                     if newer {
+                        let hole = matches!(&node.applied,
+                            Some((ep, o)) if *ep == e.id.epoch && e.offset > o + 1);
                         node.applied = Some((e.id.epoch.clone(), e.offset));
                         node.cache
                             .apply(&e.id.epoch, e.offset, &e.topic, e.custom_id.as_deref());
+                        if hole {
+                            node.cache.hole_before(e.offset);
+                        }
                     }
                 }
             }

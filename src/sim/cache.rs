@@ -13,6 +13,9 @@ pub(super) struct CacheModel {
     epoch: Option<String>,
     /// Per topic, the offsets and custom ids of its newest `history` applied events.
     topics: HashMap<String, VecDeque<(u64, Option<String>)>>,
+    /// The offset after the newest hole (events trimmed before the node read them): what
+    /// is cached from here on is complete.
+    complete_from: u64,
 }
 
 impl CacheModel {
@@ -21,6 +24,7 @@ impl CacheModel {
             history: history.max(1),
             epoch: None,
             topics: HashMap::new(),
+            complete_from: 0,
         }
     }
 
@@ -41,6 +45,7 @@ impl CacheModel {
     pub(super) fn clear(&mut self) {
         self.topics.clear();
         self.epoch = None;
+        self.complete_from = 0;
     }
 
     /// Whether the node can resolve the publisher-given id `id`.
@@ -50,9 +55,16 @@ impl CacheModel {
             .any(|kept| kept.iter().any(|(_, c)| c.as_deref() == Some(id)))
     }
 
-    /// Whether the node caches the event at `offset` of `epoch` (on `topic`).
+    /// The node found the events before `offset` trimmed (the ones it had not read).
+    pub(super) fn hole_before(&mut self, offset: u64) {
+        self.complete_from = self.complete_from.max(offset);
+    }
+
+    /// Whether the node caches the event at `offset` of `epoch` (on `topic`) with no hole
+    /// after it: a resume from the epoch's start can be given it.
     pub(super) fn holds_event(&self, epoch: &str, topic: &str, offset: u64) -> bool {
         self.epoch.as_deref() == Some(epoch)
+            && offset >= self.complete_from
             && self
                 .topics
                 .get(topic)
@@ -85,7 +97,13 @@ mod tests {
         assert!(!cache.holds("y") && cache.holds("z"));
         assert!(!cache.holds_event("e0", "a", 4) && cache.holds_event("e1", "a", 1));
         assert_eq!(cache.epoch(), Some("e1"));
+        cache.apply("e1", 3, "b", None);
+        cache.hole_before(3);
+        assert!(!cache.holds_event("e1", "a", 1), "before a hole");
+        assert!(cache.holds_event("e1", "b", 3));
         cache.clear();
         assert!(!cache.holds("z") && cache.epoch().is_none());
+        cache.apply("e2", 1, "a", None);
+        assert!(cache.holds_event("e2", "a", 1), "a new epoch has no hole");
     }
 }
