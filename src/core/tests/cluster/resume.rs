@@ -294,3 +294,75 @@ fn a_restart_fetch_writes_nothing_cached_from_before_a_hole() {
         "what the cache holds after the hole, then Redis's range"
     );
 }
+
+/// A restart after an epoch change, when Redis's log is empty (deleted, its epoch kept):
+/// everything cached of the new epoch is written, up to and including the newest offset
+/// applied (kills, in the restart's use of the cache, `unwrap_or(u64::MAX)` → `0`, `min(through
+/// + 1)` → `min(through)`, and `gseq_base + offset` → `offset`).
+#[test]
+fn a_restart_with_redis_empty_writes_everything_cached_of_the_epoch() {
+    let mut t = T::new(Config {
+        history: 2,
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    t.page(&[(1, "o1"), (2, "o2"), (3, "o3")], 3);
+    t.bus(BusReply::EpochChanged {
+        previous: EPOCH.into(),
+        epoch: "new".into(),
+    });
+    t.connected("new", 0, 0);
+    let events = [(1, "n1"), (2, "n2"), (3, "n3")]
+        .iter()
+        .map(|&(o, d)| event_of("new", o, "t", d))
+        .collect();
+    t.bus(BusReply::Events {
+        events,
+        head_offset: 3,
+    });
+    // The cache keeps n2 and n3: it cannot replay the epoch from its start.
+    let s = t.stream("t", Some("ep-1"));
+    let f = t.the_fetch();
+    assert_eq!((f.after_offset, f.through_offset), (0, Some(3)));
+    t.bus(BusReply::Range(RangeReply {
+        token: f.token,
+        epoch: "new".into(),
+        first_retained_offset: None,
+        events: Vec::new(),
+        scanned_through: 3,
+        complete: true,
+    }));
+    assert_eq!(
+        t.datas(s),
+        ["reset:{\"reason\":\"restart\"}:new-0", "n2", "n3"]
+    );
+}
+
+/// A fetch after an id (not a restart) writes only Redis's range, never the cache's older
+/// frames, even when Redis's oldest entry lies above one the client already had (kills
+/// `if f.restart` → `true` in `on_range`).
+#[test]
+fn a_fetch_after_an_id_writes_nothing_from_the_cache() {
+    let mut t = T::new(Config {
+        history: 1,
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    t.events_in(&[(1, "u", "u1"), (2, "t", "t2"), (3, "u", "u3"), (4, "u", "u4")]);
+    // u's cache lost 3 (it keeps 4 only): the resume after 2 is read from Redis.
+    let id = t.connect();
+    let req = "GET /events?topic=t&topic=u HTTP/1.1\r\nHost: x\r\nLast-Event-ID: ep-2\r\n\r\n";
+    t.core.handle_read(id, req.as_bytes(), t.now);
+    t.drain(None);
+    let f = t.the_fetch();
+    assert_eq!((f.after_offset, f.through_offset), (2, Some(4)));
+    t.bus(BusReply::Range(RangeReply {
+        token: f.token,
+        epoch: EPOCH.into(),
+        first_retained_offset: Some(3),
+        events: vec![event(3, "u", "u3"), event(4, "u", "u4")],
+        scanned_through: 4,
+        complete: true,
+    }));
+    assert_eq!(t.datas(id), ["u3", "u4"], "t2 came before the id");
+}
