@@ -270,6 +270,20 @@ fn the_invariant_check_reports_a_wrong_streaming_count() {
     t.core.streaming -= 1;
 }
 
+/// A connection reading a request that the eviction list does not name is reported (kills
+/// `check_head_readers` → `Ok(())`: the simulator's check of the head-reader fix).
+#[test]
+fn the_invariant_check_reports_an_unlisted_request_reader() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    t.core.handle_read(a, b"GET /eve", t.now);
+    assert_eq!(t.core.check_invariants(), Ok(()));
+    let listed = std::mem::take(&mut t.core.head_readers);
+    let err = t.core.check_invariants().unwrap_err();
+    assert!(err.contains("reads a request but is not listed"), "{err}");
+    t.core.head_readers = listed;
+}
+
 /// A cursor outside its topic's retained range is reported (kills `||` → `&&` in the range
 /// check of `check_invariants`).
 #[test]
