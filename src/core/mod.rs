@@ -492,6 +492,7 @@ impl Core {
             self.unsubscribe(cur.topic, cur.sub_index as usize);
         }
         self.clients.remove(id.key as usize);
+        self.forget_parked_page(id);
         if was_streaming {
             self.streaming -= 1;
             log::debug!("client removed, {} clients", self.streaming);
@@ -578,6 +579,7 @@ impl Core {
             }
         }
         self.check_head_readers()?;
+        self.check_parked_pages()?;
         self.log.check_invariants()?;
         if self.next_tick.is_none()
             && self.cfg.interval.is_some()

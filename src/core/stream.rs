@@ -274,6 +274,8 @@ impl Core {
             }
             self.metrics.frames_written += delivered;
         }
+        // A held stream wrote the page of its range fetch: the next one may come.
+        let page_written = c.pending.is_none() && c.held && c.is_streaming();
         let finished_answer = c.pending.is_none()
             && match c.phase {
                 Phase::Answering { .. } | Phase::Closing(_) => true,
@@ -298,6 +300,9 @@ impl Core {
             self.remove(id, CloseReason::Shutdown);
         } else {
             self.schedule(id);
+        }
+        if page_written {
+            self.request_parked_page(id);
         }
         self.check_fanout_done(now);
         self.debug_check();

@@ -71,6 +71,9 @@ pub(in crate::core) struct Cluster {
     next_token: u64,
     publishes: HashMap<u64, Waiter>,
     fetches: HashMap<u64, Fetch>,
+    /// The next page of a client's range fetch, asked for once the client has written the
+    /// previous one: a resuming client holds at most one page beyond its socket buffer.
+    parked: HashMap<ClientId, Fetch>,
     /// Held clients resuming after an id this node has not applied yet.
     awaiting: Vec<Awaiting>,
     requests: VecDeque<BusRequest>,

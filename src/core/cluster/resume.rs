@@ -261,16 +261,57 @@ impl Core {
         if more && range.scanned_through > f.after {
             f.after = range.scanned_through;
             f.restart = false;
-            if let Some(cl) = self.cluster.as_mut() {
-                cl.next_token += 1;
-                let token = cl.next_token;
-                cl.requests.push_back(f.request(token));
-                cl.fetches.insert(token, f);
+            let written = self.client(id).is_some_and(|c| c.pending.is_none());
+            if written {
+                self.request_page(f);
+            } else if let Some(cl) = self.cluster.as_mut() {
+                cl.parked.insert(id, f);
             }
         } else if let Some(c) = self.client_mut(id) {
             c.held = false;
         }
         self.schedule(id);
+    }
+}
+
+/// Paging: a range is read a page at a time, each once the client has written the last.
+impl Core {
+    /// Asks Redis for the next page of `f`.
+    fn request_page(&mut self, f: Fetch) {
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.next_token += 1;
+            let token = cl.next_token;
+            cl.requests.push_back(f.request(token));
+            cl.fetches.insert(token, f);
+        }
+    }
+
+    /// Client `id` has written everything queued ahead of its cursors: the next page of its
+    /// range fetch, if one waits for that.
+    pub(in crate::core) fn request_parked_page(&mut self, id: ClientId) {
+        if let Some(f) = self.cluster.as_mut().and_then(|cl| cl.parked.remove(&id)) {
+            self.request_page(f);
+        }
+    }
+
+    /// Forgets the parked page of a client that is gone.
+    pub(in crate::core) fn forget_parked_page(&mut self, id: ClientId) {
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.parked.remove(&id);
+        }
+    }
+
+    /// Debug check: every parked page belongs to a live, held client.
+    pub(in crate::core) fn check_parked_pages(&self) -> Result<(), String> {
+        let Some(cl) = self.cluster.as_ref() else {
+            return Ok(());
+        };
+        for id in cl.parked.keys() {
+            if !self.client(*id).is_some_and(|c| c.held) {
+                return Err(format!("a parked range page of client {} not held", id.key));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -348,7 +348,12 @@ fn a_fetch_after_an_id_writes_nothing_from_the_cache() {
         ..cluster_cfg()
     });
     t.connected(EPOCH, 0, 0);
-    t.events_in(&[(1, "u", "u1"), (2, "t", "t2"), (3, "u", "u3"), (4, "u", "u4")]);
+    t.events_in(&[
+        (1, "u", "u1"),
+        (2, "t", "t2"),
+        (3, "u", "u3"),
+        (4, "u", "u4"),
+    ]);
     // u's cache lost 3 (it keeps 4 only): the resume after 2 is read from Redis.
     let id = t.connect();
     let req = "GET /events?topic=t&topic=u HTTP/1.1\r\nHost: x\r\nLast-Event-ID: ep-2\r\n\r\n";
@@ -365,4 +370,57 @@ fn a_fetch_after_an_id_writes_nothing_from_the_cache() {
         complete: true,
     }));
     assert_eq!(t.datas(id), ["u3", "u4"], "t2 came before the id");
+}
+
+/// A range read from Redis in pages asks for the next page only once the client has
+/// written the last one: a client that does not read holds one page, not the whole range
+/// (its memory stays in proportion). Leaving meanwhile forgets the parked page.
+#[test]
+fn the_next_page_of_a_range_waits_for_the_client_to_write_the_last() {
+    let page = |t: &mut T, token: u64, offsets: &[(u64, &str)], through: u64, done: bool| {
+        t.bus(BusReply::Range(RangeReply {
+            token,
+            epoch: EPOCH.into(),
+            first_retained_offset: Some(1),
+            events: offsets.iter().map(|&(o, d)| event(o, "t", d)).collect(),
+            scanned_through: through,
+            complete: done,
+        }));
+    };
+    for leaves in [false, true] {
+        let mut t = T::new(Config {
+            history: 2,
+            ..cluster_cfg()
+        });
+        t.connected(EPOCH, 0, 0);
+        t.events_in(&[(1, "t", "a"), (2, "t", "b"), (3, "t", "c"), (4, "t", "d")]);
+        let s = t.stream("t", Some("ep-1"));
+        let f = t.the_fetch();
+        t.core.handle_would_block(s, t.now);
+        page(&mut t, f.token, &[(2, "b")], 2, false);
+        assert!(
+            t.bus_requests().is_empty(),
+            "parked while the page is unwritten"
+        );
+        if leaves {
+            t.core.handle_io_error(s, IoFailure::Reset);
+            t.drain(None);
+            t.core.check_invariants().unwrap();
+            assert!(t.bus_requests().is_empty());
+            continue;
+        }
+        // The invariant check reports a parked page whose client is not held.
+        t.core.client_mut(s).unwrap().held = false;
+        let err = t.core.check_invariants().unwrap_err();
+        assert!(err.contains("parked range page"), "{err}");
+        t.core.client_mut(s).unwrap().held = true;
+        t.core.handle_writable(s);
+        t.drain(None);
+        assert_eq!(t.datas(s), ["b"]);
+        let next = t.the_fetch();
+        assert_eq!((next.after_offset, next.through_offset), (2, Some(4)));
+        page(&mut t, next.token, &[(3, "c"), (4, "d")], 4, true);
+        t.events_in(&[(5, "t", "e")]);
+        assert_eq!(t.datas(s), ["b", "c", "d", "e"]);
+    }
 }
