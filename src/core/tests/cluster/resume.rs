@@ -414,13 +414,29 @@ fn the_next_page_of_a_range_waits_for_the_client_to_write_the_last() {
         let err = t.core.check_invariants().unwrap_err();
         assert!(err.contains("parked range page"), "{err}");
         t.core.client_mut(s).unwrap().held = true;
+        // Part of the page written: still parked.
+        t.core.handle_writable(s);
+        assert_eq!(t.core.poll_output(), Some(Output::Write(s)));
+        let first = offer(&t.core, s, |iov| iov[0][0]);
+        t.entry(s).1.push(first);
+        t.core.handle_written(s, 1, t.now);
+        t.core.handle_would_block(s, t.now);
+        assert!(
+            t.bus_requests().is_empty(),
+            "parked until the whole page is written"
+        );
         t.core.handle_writable(s);
         t.drain(None);
         assert_eq!(t.datas(s), ["b"]);
         let next = t.the_fetch();
         assert_eq!((next.after_offset, next.through_offset), (2, Some(4)));
-        page(&mut t, next.token, &[(3, "c"), (4, "d")], 4, true);
+        // A page with nothing for the client (other topics only) asks for the next at once.
+        page(&mut t, next.token, &[], 3, false);
+        let last = t.the_fetch();
+        assert_eq!((last.after_offset, last.through_offset), (3, Some(4)));
+        page(&mut t, last.token, &[(4, "d")], 4, true);
         t.events_in(&[(5, "t", "e")]);
-        assert_eq!(t.datas(s), ["b", "c", "d", "e"]);
+        assert_eq!(t.datas(s), ["b", "d", "e"]);
+        assert_eq!(t.events(s)[0].last_event_id, "ep-2", "the page whole");
     }
 }
