@@ -593,18 +593,23 @@ fn range_fetch_returns_exactly_the_events_after_an_offset() {
         let topic = if i % 2 == 0 { "even" } else { "odd" };
         node.publish_surely(topic, &format!("{i}"));
     }
+    let fetch_bytes =
+        |node: &mut Node, after, through, topics: Option<&[&str]>, limit, max_bytes| {
+            let token = node.next_token;
+            node.next_token += 1;
+            node.submit(BusRequest::FetchRange(FetchRange {
+                token,
+                after_offset: after,
+                through_offset: through,
+                topics: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
+                limit,
+                max_bytes,
+            }));
+            assert!(node.until(LIMIT, |n| n.ranges.contains_key(&token)));
+            node.ranges.remove(&token).unwrap()
+        };
     let fetch = |node: &mut Node, after, through, topics: Option<&[&str]>, limit| {
-        let token = node.next_token;
-        node.next_token += 1;
-        node.submit(BusRequest::FetchRange(FetchRange {
-            token,
-            after_offset: after,
-            through_offset: through,
-            topics: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
-            limit,
-        }));
-        assert!(node.until(LIMIT, |n| n.ranges.contains_key(&token)));
-        node.ranges.remove(&token).unwrap()
+        fetch_bytes(node, after, through, topics, limit, usize::MAX)
     };
     let of = |r: &RangeReply| r.events.iter().map(|e| e.offset).collect::<Vec<_>>();
 
@@ -621,6 +626,15 @@ fn range_fetch_returns_exactly_the_events_after_an_offset() {
     let page = fetch(&mut node, 10, None, None, 5);
     assert_eq!(of(&page), offsets(11..=15));
     assert!(!page.complete && page.scanned_through == 15);
+
+    // A byte budget ends the page with the event that reaches it (data "11".."30", two
+    // bytes each), counting only the topics asked for.
+    let cut = fetch_bytes(&mut node, 10, None, None, 100, 6);
+    assert_eq!(of(&cut), offsets(11..=13));
+    assert!(!cut.complete && cut.scanned_through == 13);
+    let cut_even = fetch_bytes(&mut node, 10, None, Some(&["even"]), 100, 4);
+    assert_eq!(of(&cut_even), vec![12, 14]);
+    assert!(!cut_even.complete && cut_even.scanned_through == 14);
 
     let bounded = fetch(&mut node, 10, Some(20), None, 100);
     assert_eq!(of(&bounded), offsets(11..=20));

@@ -246,6 +246,114 @@ fn a_restart_on_a_quiet_topic_gets_what_only_the_cache_still_has() {
     );
 }
 
+/// Publishes `n` events of `size` bytes (`<i>` then padding) to `topic`, 100 per connection
+/// in one pipelined write; panics unless every one is answered 200.
+fn publish_burst(addr: SocketAddr, topic: &str, n: usize, size: usize) {
+    use std::io::{Read, Write};
+    for start in (0..n).step_by(100) {
+        let end = (start + 100).min(n);
+        let burst: String = (start..end)
+            .map(|i| {
+                let close = if i + 1 == end { "Connection: close\r\n" } else { "" };
+                let data = format!("{i:<size$}");
+                format!(
+                    "POST /publish?topic={topic} HTTP/1.1\r\nHost: x\r\n{close}Content-Length: {}\r\n\r\n{data}",
+                    data.len()
+                )
+            })
+            .collect();
+        let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+        conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+        conn.write_all(burst.as_bytes()).expect("write");
+        let mut text = String::new();
+        conn.read_to_string(&mut text).expect("read to the close");
+        assert_eq!(text.matches("HTTP/1.1 200 ").count(), end - start, "{text}");
+    }
+}
+
+/// A resume read from Redis in pages holds one page for a client that does not read: a page
+/// carries at most 256 KiB of events, and the next is asked for only once the client has
+/// written the last. Before, every page was read at once into the client's queue (the whole
+/// retained range, here 6 MB, for one request), and a queue past `--max-backlog` made the
+/// client look slow.
+#[test]
+fn a_resume_read_from_redis_waits_for_the_client_page_by_page() {
+    let Some(redis) = RedisServer::start("range_pages", Persistence::None) else {
+        return;
+    };
+    let a = node(&redis.url(), &["--history", "64"]);
+    wait_healthy(&a);
+    let first = publish_ok(a.addr, "?topic=t", "first");
+    publish_burst(a.addr, "t", 3000, 2048);
+    assert!(eventually(LIMIT, || {
+        a.metric("sse_bus_events_received_total") >= 3001.0
+    }));
+    let header = format!("Last-Event-ID: {first}");
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[&header]);
+    // Not reading: the first page (128 events of 2 KiB) fills the socket buffers and waits.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pages = a.metric("sse_bus_range_pages_total");
+    assert!(
+        (1.0..=3.0).contains(&pages),
+        "{pages} pages read for a client that does not read"
+    );
+    // Reading: every page comes, in order, then the live events.
+    let all = eventually(Duration::from_secs(30), || {
+        s.fill_nonblocking();
+        s.events.len() >= 3000
+    });
+    assert!(all, "{} events", s.events.len());
+    publish_ok(a.addr, "?topic=t", "live");
+    s.wait_events(3001, LIMIT);
+    let datas: Vec<String> = s
+        .events
+        .iter()
+        .map(|e| e.data.trim_end().to_owned())
+        .collect();
+    let want: Vec<String> = (0..3000)
+        .map(|i| i.to_string())
+        .chain(["live".to_owned()])
+        .collect();
+    assert!(
+        datas == want,
+        "{} events, first {:?}",
+        datas.len(),
+        datas.first()
+    );
+    let pages = a.metric("sse_bus_range_pages_total");
+    assert!(pages >= 20.0, "{pages} pages: 6 MB in pages of 256 KiB");
+}
+
+/// A publish pipelined behind a request whose answer is written first is read while that
+/// answer is written; its request to Redis goes out at once, not at the reactor's next
+/// wake-up (before, on an otherwise idle node, it waited for some other event).
+#[test]
+fn a_publish_pipelined_behind_an_answer_goes_to_redis_at_once() {
+    use std::io::{Read, Write};
+    let Some(redis) = RedisServer::start("pipelined_behind_answer", Persistence::None) else {
+        return;
+    };
+    let a = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    let mut conn = std::net::TcpStream::connect(a.addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let requests = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n\
+                    POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx";
+    let started = Instant::now();
+    conn.write_all(requests.as_bytes()).expect("write");
+    let mut text = String::new();
+    let read = conn.read_to_string(&mut text);
+    assert!(read.is_ok(), "no close within 5 s: {text:?}");
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text}");
+    // Before, it waited for the node's next timer, about 5 s here.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "answered after {elapsed:?}"
+    );
+}
+
 #[test]
 fn redis_unreachable_publish_503_streams_stay_open_health_says_so() {
     let Some(redis) = RedisServer::start("unreachable", Persistence::None) else {

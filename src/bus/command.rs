@@ -6,7 +6,7 @@ use super::backoff::{Backoff, Random};
 use super::config::BusConfig;
 use super::handle::{Outbox, Seen};
 use super::redis::{self as wire, Entry};
-use super::types::{BusReply, FetchRange, Publish, PublishFailure, RangeReply};
+use super::types::{BusReply, FetchRange, Publish, PublishFailure, RangeReply, page_len};
 use redis::{Connection, RedisResult, Value};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
@@ -297,23 +297,33 @@ fn read_range(
         Some(Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. }) => Some(*offset),
         None => None,
     };
-    let scanned = wire::xrange_entries(entries, &epoch);
-    let last_offset = scanned.last().map(|entry| match entry {
-        Entry::Event(e) => e.offset,
-        Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. } => *offset,
-    });
-    let complete = scanned.len() < limit
-        || last_offset.is_some_and(|last| range.through_offset.is_some_and(|t| last >= t));
-    let scanned_through = match (complete, range.through_offset, last_offset) {
-        (true, Some(through), _) => through.max(range.after_offset),
-        (_, _, Some(last)) => last,
-        (_, _, None) => range.after_offset,
-    };
     let wanted = |topic: &str| {
         range
             .topics
             .as_ref()
             .is_none_or(|topics| topics.iter().any(|t| t == topic))
+    };
+    let mut scanned = wire::xrange_entries(entries, &epoch);
+    let kept = page_len(
+        scanned.iter().map(|entry| match entry {
+            Entry::Event(e) if wanted(&e.topic) => e.data.len(),
+            _ => 0,
+        }),
+        range.max_bytes,
+    );
+    let cut = kept < scanned.len();
+    scanned.truncate(kept);
+    let last_offset = scanned.last().map(|entry| match entry {
+        Entry::Event(e) => e.offset,
+        Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. } => *offset,
+    });
+    let complete = !cut
+        && (scanned.len() < limit
+            || last_offset.is_some_and(|last| range.through_offset.is_some_and(|t| last >= t)));
+    let scanned_through = match (complete, range.through_offset, last_offset) {
+        (true, Some(through), _) => through.max(range.after_offset),
+        (_, _, Some(last)) => last,
+        (_, _, None) => range.after_offset,
     };
     let events = scanned
         .into_iter()

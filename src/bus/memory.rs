@@ -5,7 +5,7 @@
 //! (disconnects, small or delayed batches, redelivery of seen offsets, epoch changes,
 //! trims during an outage). Pure and deterministic: no threads, no clock.
 
-use super::types::{BusEvent, BusReply, ClusterId, FetchRange, Publish, RangeReply};
+use super::types::{BusEvent, BusReply, ClusterId, FetchRange, Publish, RangeReply, page_len};
 use std::collections::VecDeque;
 
 /// The shared log, as Redis holds it.
@@ -91,27 +91,34 @@ impl MemoryLog {
     /// Answers a range fetch as the command thread does.
     pub fn range(&self, fetch: &FetchRange) -> RangeReply {
         let through = fetch.through_offset.unwrap_or(u64::MAX);
-        let scanned: Vec<BusEvent> = self
+        let wanted = |e: &BusEvent| {
+            fetch
+                .topics
+                .as_ref()
+                .is_none_or(|topics| topics.contains(&e.topic))
+        };
+        let mut scanned: Vec<BusEvent> = self
             .read_after(fetch.after_offset, fetch.limit.max(1))
             .into_iter()
             .filter(|e| e.offset <= through)
             .collect();
+        let kept = page_len(
+            scanned
+                .iter()
+                .map(|e| if wanted(e) { e.data.len() } else { 0 }),
+            fetch.max_bytes,
+        );
+        let cut = kept < scanned.len();
+        scanned.truncate(kept);
         let last = scanned.last().map(|e| e.offset);
-        let complete = scanned.len() < fetch.limit.max(1) || last.is_some_and(|l| l >= through);
+        let complete =
+            !cut && (scanned.len() < fetch.limit.max(1) || last.is_some_and(|l| l >= through));
         let scanned_through = match (complete, fetch.through_offset, last) {
             (true, Some(t), _) => t.max(fetch.after_offset),
             (_, _, Some(last)) => last,
             (_, _, None) => fetch.after_offset,
         };
-        let events = scanned
-            .into_iter()
-            .filter(|e| {
-                fetch
-                    .topics
-                    .as_ref()
-                    .is_none_or(|topics| topics.contains(&e.topic))
-            })
-            .collect();
+        let events = scanned.into_iter().filter(|e| wanted(e)).collect();
         RangeReply {
             token: fetch.token,
             epoch: self.epoch.clone(),
@@ -318,6 +325,7 @@ mod tests {
             through_offset: through,
             topics,
             limit,
+            max_bytes: usize::MAX,
         };
         let of = |r: &RangeReply| r.events.iter().map(|e| e.offset).collect::<Vec<_>>();
         let all = log.range(&fetch(10, None, None, 100));
@@ -328,6 +336,20 @@ mod tests {
         let bounded = log.range(&fetch(10, Some(20), None, 100));
         assert_eq!(of(&bounded), (11..=20).collect::<Vec<_>>());
         assert!(bounded.complete && bounded.scanned_through == 20);
+        // A byte budget cuts the page after the event that reaches it (data "11".."30": two
+        // bytes each), counting only the topics asked for.
+        let cut = log.range(&FetchRange {
+            max_bytes: 6,
+            ..fetch(10, None, None, 100)
+        });
+        assert_eq!(of(&cut), [11, 12, 13]);
+        assert!(!cut.complete && cut.scanned_through == 13);
+        let cut_even = log.range(&FetchRange {
+            max_bytes: 4,
+            ..fetch(10, None, Some(vec!["even".into()]), 100)
+        });
+        assert_eq!(of(&cut_even), [12, 14]);
+        assert!(!cut_even.complete && cut_even.scanned_through == 14);
         let even = log.range(&fetch(10, None, Some(vec!["even".into()]), 100));
         assert_eq!(of(&even).len(), 10);
         log.trim(10);

@@ -134,6 +134,26 @@ pub struct FetchRange {
     /// [`super::BusConfig::batch`]: bounds the reply and Redis's work);
     /// [`RangeReply::scanned_through`] says where to continue.
     pub limit: usize,
+    /// A page also ends with the event whose data takes the matching events' data to this
+    /// many bytes (at least one entry is always scanned): it bounds what one page costs the
+    /// resuming client.
+    pub max_bytes: usize,
+}
+
+/// How many of a range read's scanned entries one page keeps: all of them, unless the
+/// matching events' data (`sizes`, 0 for an entry that does not match) reaches `max_bytes`
+/// first; then up to and including the entry that reached it.
+pub fn page_len(sizes: impl IntoIterator<Item = usize>, max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    let mut kept = 0;
+    for size in sizes {
+        kept += 1;
+        total = total.saturating_add(size);
+        if total >= max_bytes {
+            break;
+        }
+    }
+    kept
 }
 
 /// The answer to a [`FetchRange`].
@@ -307,6 +327,20 @@ mod tests {
         let id = ClusterId::parse("k3x9-42").unwrap();
         assert_eq!(id.epoch, "k3x9");
         assert_eq!(id.offset, 42);
+    }
+
+    #[test]
+    fn a_page_ends_with_the_event_that_reaches_its_bytes() {
+        assert_eq!(page_len([10, 10, 10], 100), 3, "all within");
+        assert_eq!(page_len([10, 10, 10], 20), 2, "the one reaching it is kept");
+        assert_eq!(page_len([10, 10, 10], 15), 2);
+        assert_eq!(page_len([50, 0, 0], 10), 1, "at least one, however large");
+        assert_eq!(
+            page_len([0, 0, 5, 5], 5),
+            3,
+            "entries of other topics cost nothing"
+        );
+        assert_eq!(page_len([], 5), 0);
     }
 
     #[test]

@@ -218,6 +218,7 @@ impl Driver {
             // (While accepting is backed off, the retry time is the deadline, not "now".)
             let busy = self.acceptor.has_work()
                 || self.bus_more
+                || self.core.has_bus_requests()
                 || self.outputs_left
                 || !self.read_again.is_empty()
                 || matches!(

@@ -127,6 +127,8 @@ pub struct ClusterStats {
     /// Sum of the time from handing a publish to the bus to its answer.
     pub publish_seconds_sum: f64,
     pub range_fetches: u64,
+    /// Pages of range fetches asked of Redis (the first of each fetch included).
+    pub range_pages: u64,
     pub range_failures: u64,
 }
 
@@ -160,6 +162,15 @@ impl Core {
     /// `BusHandle::submit` and feeds a refusal straight back into [`Core::handle_bus`].
     pub fn poll_bus(&mut self) -> Option<BusRequest> {
         self.cluster.as_mut()?.requests.pop_front()
+    }
+
+    /// True while requests for the bus wait for [`Core::poll_bus`]: the driver must not
+    /// sleep before handing them over (writing an answer can read a pipelined publish, and
+    /// writing a page of a range asks for the next).
+    pub fn has_bus_requests(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| !c.requests.is_empty())
     }
 
     /// Cluster counters (`None` in the embedded mode).

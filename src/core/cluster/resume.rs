@@ -11,7 +11,19 @@ use super::super::event_log::{Resume, TICK_TOPIC_ID};
 use super::super::topic::TopicId;
 use super::{Awaiting, ClusterStart, FETCH_LIMIT, Fetch, TOO_OLD, UNKNOWN_ID, encode_bus_event};
 use crate::bus::types::{BusRequest, ClusterId, FetchRange, RangeReply, resume};
+use crate::config::Config;
 use crate::sse::frame;
+
+/// Event data one page of a range read from Redis carries at most (one event more): with
+/// the parking of pages, what a resuming client holds beyond its socket.
+const PAGE_BYTES: usize = 256 * 1024;
+
+/// The page size for this configuration: at most half the slow-client backlog, so that a
+/// page alone never makes its client look slow.
+fn page_bytes(cfg: &Config) -> usize {
+    let half_backlog = usize::try_from(cfg.max_backlog / 2).unwrap_or(usize::MAX);
+    PAGE_BYTES.min(half_backlog).max(1)
+}
 
 /// Resume: from the cache, or from Redis.
 impl Core {
@@ -195,6 +207,7 @@ impl Core {
         cl.next_token += 1;
         let token = cl.next_token;
         cl.stats.range_fetches += 1;
+        cl.stats.range_pages += 1;
         let fetch = Fetch {
             client: id,
             epoch,
@@ -203,7 +216,8 @@ impl Core {
             topics,
             restart,
         };
-        cl.requests.push_back(fetch.request(token));
+        cl.requests
+            .push_back(fetch.request(token, page_bytes(&self.cfg)));
         cl.fetches.insert(token, fetch);
         if let Some(c) = self.client_mut(id) {
             c.held = true;
@@ -280,8 +294,10 @@ impl Core {
     fn request_page(&mut self, f: Fetch) {
         if let Some(cl) = self.cluster.as_mut() {
             cl.next_token += 1;
+            cl.stats.range_pages += 1;
             let token = cl.next_token;
-            cl.requests.push_back(f.request(token));
+            cl.requests
+                .push_back(f.request(token, page_bytes(&self.cfg)));
             cl.fetches.insert(token, f);
         }
     }
@@ -370,7 +386,7 @@ impl Core {
         };
         let s = &cl.stats;
         let lag = cl.head_offset.saturating_sub(cl.last_offset);
-        let rows: [(&str, &str, &str, String); 11] = [
+        let rows: [(&str, &str, &str, String); 12] = [
             (
                 "sse_bus_connected",
                 "gauge",
@@ -437,6 +453,12 @@ impl Core {
                 "resumes read from Redis (failed ones in sse_bus_range_failures_total)",
                 s.range_fetches.to_string(),
             ),
+            (
+                "sse_bus_range_pages_total",
+                "counter",
+                "pages of those read (each asked for once the client wrote the last)",
+                s.range_pages.to_string(),
+            ),
         ];
         for (name, kind, help, value) in rows {
             let _ = writeln!(
@@ -454,13 +476,15 @@ impl Core {
 }
 
 impl Fetch {
-    fn request(&self, token: u64) -> BusRequest {
+    /// The request for the next page, of at most `max_bytes` of event data (and one event).
+    fn request(&self, token: u64, max_bytes: usize) -> BusRequest {
         BusRequest::FetchRange(FetchRange {
             token,
             after_offset: self.after,
             through_offset: Some(self.through),
             topics: Some(self.topics.clone()),
             limit: FETCH_LIMIT,
+            max_bytes,
         })
     }
 }

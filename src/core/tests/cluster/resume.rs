@@ -440,3 +440,33 @@ fn the_next_page_of_a_range_waits_for_the_client_to_write_the_last() {
         assert_eq!(t.events(s)[0].last_event_id, "ep-2", "the page whole");
     }
 }
+
+/// A page of a range read from Redis carries at most 256 KiB of event data, and never more
+/// than half the slow-client backlog: a page alone never makes its client look slow.
+#[test]
+fn a_page_is_bounded_in_bytes_by_the_backlog() {
+    for (max_backlog, want) in [(1 << 20, 256 * 1024), (100_000, 50_000), (1, 1)] {
+        let mut t = T::new(Config {
+            history: 1,
+            max_backlog,
+            ..cluster_cfg()
+        });
+        t.connected(EPOCH, 0, 0);
+        t.events_in(&[(1, "t", "a"), (2, "t", "b"), (3, "t", "c")]);
+        let s = t.stream("t", Some("ep-1"));
+        let f = t.the_fetch();
+        assert_eq!(f.max_bytes, want, "backlog {max_backlog}");
+        t.core.handle_would_block(s, t.now);
+        t.bus(BusReply::Range(RangeReply {
+            token: f.token,
+            epoch: EPOCH.into(),
+            first_retained_offset: Some(1),
+            events: vec![event(2, "t", "b")],
+            scanned_through: 2,
+            complete: false,
+        }));
+        t.core.handle_writable(s);
+        t.drain(None);
+        assert_eq!(t.the_fetch().max_bytes, want, "the next page too");
+    }
+}
