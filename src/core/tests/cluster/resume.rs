@@ -438,6 +438,16 @@ fn the_next_page_of_a_range_waits_for_the_client_to_write_the_last() {
         t.events_in(&[(5, "t", "e")]);
         assert_eq!(t.datas(s), ["b", "d", "e"]);
         assert_eq!(t.events(s)[0].last_event_id, "ep-2", "the page whole");
+        let stats = t.core.cluster_stats().unwrap();
+        assert_eq!((stats.range_fetches, stats.range_pages), (1, 3));
+        let m = t.connect();
+        t.core.handle_read(
+            m,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            t.now,
+        );
+        t.drain(None);
+        assert!(t.text(m).contains("\nsse_bus_range_pages_total 3\n"));
     }
 }
 
