@@ -121,6 +121,9 @@ pub struct ClusterSim {
     /// Resumes from a publisher-given id: on a node whose cache held it, and on one whose
     /// cache did not.
     custom_resumes: (usize, usize),
+    /// The entries one range page scans at most (the bus's batch size): 1 to 4, from the
+    /// seed, so that ranges are read in several pages.
+    batch: usize,
 }
 
 const WARM: u64 = 8;
@@ -158,6 +161,7 @@ impl ClusterSim {
             epochs: 0,
             published: 0,
             custom_resumes: (0, 0),
+            batch: 1 + (seed % 4) as usize,
         };
         for n in 0..sim.nodes.len() {
             sim.apply(&ClusterOp::Connect { node: n as u8 });
@@ -268,7 +272,11 @@ impl ClusterSim {
                                 });
                                 reply
                             }
-                            BusRequest::FetchRange(f) => BusReply::Range(self.log.range(&f)),
+                            BusRequest::FetchRange(mut f) => {
+                                // The command thread caps a page at its batch size.
+                                f.limit = f.limit.min(self.batch);
+                                BusReply::Range(self.log.range(&f))
+                            }
                         }
                     };
                     self.feed(node, reply);
@@ -398,20 +406,30 @@ impl ClusterSim {
 
     /// Moves the node's bus requests to its queue and performs its outputs.
     fn collect(&mut self, n: usize) {
-        while let Some(r) = self.nodes[n].core.poll_bus() {
-            self.nodes[n].requests.push_back(r);
-        }
         self.drain(n);
     }
 
+    /// Performs the node's outputs, then moves its bus requests to its queue, as the driver
+    /// does: writing can make requests (a range's next page, a pipelined publish).
     fn drain(&mut self, n: usize) {
+        while let Some(r) = self.nodes[n].core.poll_bus() {
+            self.nodes[n].requests.push_back(r);
+        }
         let mut sink = Sink { sim: self, node: n };
         let Ok(_) = sink.drain(1 << 20);
+        while let Some(r) = self.nodes[n].core.poll_bus() {
+            self.nodes[n].requests.push_back(r);
+        }
     }
 
-    /// Every client so far: its events in log order, once, without a hole unless a reset
-    /// comes between.
+    /// Every node's core invariants, and every client so far: its events in log order, once,
+    /// without a hole unless a reset comes between.
     pub fn check(&self) -> Result<(), String> {
+        for (n, node) in self.nodes.iter().enumerate() {
+            node.core
+                .check_invariants()
+                .map_err(|e| format!("node {n}: core invariant violated: {e}"))?;
+        }
         for (i, c) in self.clients.iter().enumerate() {
             self.check_client(c)
                 .map_err(|e| format!("client {i} on node {} ({:?}): {e}", c.node, c.topic))?;

@@ -596,6 +596,8 @@ impl Core {
         if !self.is_streaming(id) {
             return;
         }
+        // Its resume is abandoned: no next page of it is read.
+        self.forget_parked_page(id);
         let delay = self.jitter(Duration::from_secs(2), Duration::from_secs(5));
         let Some(c) = self.client(id) else { return };
         let cursors = c.cursors.clone();

@@ -480,3 +480,34 @@ fn a_page_is_bounded_in_bytes_by_the_backlog() {
         assert_eq!(t.the_fetch().max_bytes, want, "the next page too");
     }
 }
+
+/// A stream whose next page is parked and that is told to come back (here a gap in the
+/// tail: its resume can no longer be completed) drops the parked page with it: nothing is
+/// asked of Redis for it any more.
+#[test]
+fn a_stream_ended_while_its_page_is_parked_drops_the_page() {
+    let mut t = T::new(Config {
+        history: 2,
+        ..cluster_cfg()
+    });
+    t.connected(EPOCH, 0, 0);
+    t.events_in(&[(1, "t", "a"), (2, "t", "b"), (3, "t", "c"), (4, "t", "d")]);
+    let s = t.stream("t", Some("ep-1"));
+    let f = t.the_fetch();
+    t.core.handle_would_block(s, t.now);
+    t.bus(BusReply::Range(RangeReply {
+        token: f.token,
+        epoch: EPOCH.into(),
+        first_retained_offset: Some(1),
+        events: vec![event(2, "t", "b")],
+        scanned_through: 2,
+        complete: false,
+    }));
+    // 5 and 6 were trimmed before this node read them: every held stream is ended.
+    t.events_in(&[(7, "t", "g")]);
+    t.core.check_invariants().unwrap();
+    t.core.handle_writable(s);
+    t.drain(None);
+    assert!(t.bus_requests().is_empty(), "no page for an ended stream");
+    assert!(t.text(s).contains("retry: "), "{}", t.text(s));
+}
