@@ -114,6 +114,22 @@ fn health_reports_a_node_whose_bus_is_down() {
     assert!(!T::new(cfg()).core.bus_down());
 }
 
+/// The driver must not sleep while the core has requests for the bus (kills
+/// `has_bus_requests` → `true` / `false` and its `delete !`).
+#[test]
+fn the_core_says_when_requests_for_the_bus_wait() {
+    let mut t = up();
+    assert!(!t.core.has_bus_requests());
+    let _ = t.core.publish("t", None, None, "x", t.now);
+    assert!(t.core.has_bus_requests(), "a stdin line to publish");
+    assert_eq!(t.bus_requests().len(), 1);
+    assert!(!t.core.has_bus_requests());
+    assert!(
+        !T::new(cfg()).core.has_bus_requests(),
+        "never in the embedded mode"
+    );
+}
+
 #[test]
 fn redelivered_offsets_are_dropped_and_a_gap_resets_every_stream() {
     let mut t = up();
