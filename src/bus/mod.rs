@@ -79,7 +79,8 @@
 //!   `reset` `restart` with id `<epoch>-0`, the local logs are emptied (they hold the old
 //!   epoch), `last_offset = 0`; a `Connected` with `after_offset` 0 follows, then every
 //!   retained event of the new epoch through `Events`.
-//! - Output `FetchRange { token, after_offset, through_offset, topics, limit }` and input
+//! - Output `FetchRange { token, after_offset, through_offset, topics, limit, max_bytes }`
+//!   and input
 //!   `Range` / `RangeFailed`: see resume below.
 //!
 //! **Local log = a cache of the shared log.** Each topic's log keeps its newest events
@@ -88,10 +89,12 @@
 //! eviction, or the offset the tail started at after a warm start or an epoch change).
 //! Ticks stay local and id-less, never in Redis.
 //!
-//! **`Last-Event-ID` (or `?lastEventId=`).** Parse with [`ClusterId::parse`]; a text that is
-//! not a cluster id is looked up among the cached custom ids (`unknown-id` if absent, as
-//! today). Then [`resume`]`(id, epoch, first_retained, head)` with the core's view:
-//! - `Restart`: `reset` `restart` (id `<epoch>-0`), then every cached event of the topics.
+//! **`Last-Event-ID` (or `?lastEventId=`).** A cached custom id first (it may have the form
+//! of a cluster id); else parse with [`ClusterId::parse`] (`unknown-id` if it is not one).
+//! Then [`resume`]`(id, epoch, first_retained, head)` with the core's view:
+//! - `Restart`: `reset` `restart` (id `<epoch>-0`), then every cached event of the topics
+//!   when the cache reaches back to the epoch's start; otherwise a fetch from offset 0,
+//!   which first writes what the cache holds (after its newest hole) that Redis trimmed.
 //! - `Unknown` (offset beyond the head the node knows): `reset` `unknown-id`, live events.
 //! - `TooOld`: `reset` `too-old` (id `<epoch>-<last_offset>`), live events.
 //! - `After(n)`: if `n + 1 >= complete_from` of every topic of the client, a cursor placed in
@@ -100,8 +103,9 @@
 //!   `FetchRange { after_offset: n, through_offset: Some(min complete_from - 1), topics,
 //!   limit }`; on `Range`, if [`RangeReply::lost_events_after`]`(n)` or the reply's epoch
 //!   differs: the `reset` as above; else its events are written to that client (encoded for
-//!   it alone, bounded by `limit`), and if not `complete`, another fetch continues from
-//!   `scanned_through`; then the client joins its cursors in the local logs. `RangeFailed`
+//!   it alone, a page bounded by `limit` entries and `max_bytes` of data), and if not
+//!   `complete`, another fetch continues from `scanned_through` once the client has
+//!   written the page; then the client joins its cursors in the local logs. `RangeFailed`
 //!   (Redis down): the stream gets a jittered `retry:` (2–7 s, as for over-capacity) and is
 //!   closed before any event, so the browser comes back later with the same
 //!   `Last-Event-ID` and loses nothing. A range
