@@ -249,7 +249,7 @@ impl ClusterSim {
                     body.len()
                 );
                 core.handle_read(conn, req.as_bytes(), self.now);
-                self.collect(n);
+                self.drain(n);
             }
             ClusterOp::Serve { node, n } => {
                 let node = pick(node);
@@ -363,7 +363,7 @@ impl ClusterSim {
             start,
         });
         self.nodes[n].core.handle_read(id, req.as_bytes(), self.now);
-        self.collect(n);
+        self.drain(n);
     }
 
     fn feed(&mut self, n: usize, reply: BusReply) {
@@ -401,11 +401,6 @@ impl ClusterSim {
             _ => {}
         }
         self.nodes[n].core.handle_bus(reply, self.now);
-        self.collect(n);
-    }
-
-    /// Moves the node's bus requests to its queue and performs its outputs.
-    fn collect(&mut self, n: usize) {
         self.drain(n);
     }
 
