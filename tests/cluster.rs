@@ -152,11 +152,7 @@ fn a_publisher_id_shaped_like_a_cluster_id_resumes_after_its_event() {
         s.wait_events(1, LIMIT);
         std::thread::sleep(Duration::from_millis(200));
         s.fill_nonblocking();
-        let got: Vec<(&str, &str)> = s
-            .events
-            .iter()
-            .map(|e| (e.event_type.as_str(), e.data.as_str()))
-            .collect();
+        let got = s.types_and_datas();
         assert_eq!(got, [("message", "after")], "on {addr}");
     }
 }
@@ -224,11 +220,7 @@ fn a_restart_on_a_quiet_topic_gets_what_only_the_cache_still_has() {
         s.fill_nonblocking();
         s.events.last().is_some_and(|e| e.data == "live")
     }));
-    let got: Vec<(&str, &str)> = s
-        .events
-        .iter()
-        .map(|e| (e.event_type.as_str(), e.data.as_str()))
-        .collect();
+    let got = s.types_and_datas();
     assert_eq!(
         got,
         [
@@ -481,11 +473,7 @@ fn redis_killed_without_persistence_gives_reset_restart() {
     redis.restart();
     publish_through_outage(a.addr, 0, 1);
     s.wait_events(3, LIMIT);
-    let kinds: Vec<(&str, &str)> = s
-        .events
-        .iter()
-        .map(|e| (e.event_type.as_str(), e.data.as_str()))
-        .collect();
+    let kinds = s.types_and_datas();
     assert_eq!(
         kinds,
         [

@@ -248,11 +248,7 @@ fn an_id_from_before_a_restart_gets_reset_then_everything_since() {
         &[&format!("Last-Event-ID: {old_id}")],
     );
     c.wait_events(3, 3 * SEC);
-    let got: Vec<(&str, &str)> = c
-        .events
-        .iter()
-        .map(|e| (e.event_type.as_str(), e.data.as_str()))
-        .collect();
+    let got = c.types_and_datas();
     assert_eq!(
         got,
         vec![

@@ -248,6 +248,14 @@ impl Stream {
         open
     }
 
+    /// (type, data) of every event received so far.
+    pub fn types_and_datas(&self) -> Vec<(&str, &str)> {
+        self.events
+            .iter()
+            .map(|e| (e.event_type.as_str(), e.data.as_str()))
+            .collect()
+    }
+
     /// Reads until `n` events have arrived in total, or `limit` passes.
     pub fn wait_events(&mut self, n: usize, limit: Duration) -> &[sse_server::sse::parse::Event] {
         let deadline = Instant::now() + limit;

@@ -60,14 +60,7 @@ fn metrics_list_the_busiest_topics_and_never_the_ticks() {
             .publish(&format!("t{i:02}"), None, None, &data, t.now)
             .unwrap();
     }
-    let a = t.connect();
-    t.core.handle_read(
-        a,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        t.now,
-    );
-    t.drain(None);
-    let text = t.text(a);
+    let (_, text) = t.get_once("/metrics");
     let listed: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("sse_history_events{topic=\""))

@@ -96,6 +96,16 @@ impl T {
         id
     }
 
+    /// `GET path` on a new connection that asks to close, drained: the connection and the
+    /// whole answer.
+    fn get_once(&mut self, path: &str) -> (ClientId, String) {
+        let id = self.connect();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        self.core.handle_read(id, req.as_bytes(), self.now);
+        self.drain(None);
+        (id, self.text(id))
+    }
+
     fn entry(&mut self, id: ClientId) -> &mut (ClientId, Vec<u8>, bool) {
         self.got.iter_mut().find(|(i, ..)| *i == id).unwrap()
     }

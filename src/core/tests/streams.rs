@@ -138,14 +138,7 @@ fn bytes_after_a_stream_request_are_bounded() {
 #[test]
 fn metrics_and_health() {
     let mut t = T::new(cfg());
-    let a = t.connect();
-    t.core.handle_read(
-        a,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        t.now,
-    );
-    t.drain(None);
-    let text = t.text(a);
+    let (a, text) = t.get_once("/metrics");
     assert!(text.contains("# TYPE sse_clients gauge"));
     assert!(text.contains("sse_connections_closed_total{reason=\"slow\"} 0"));
     assert!(t.closed(a));

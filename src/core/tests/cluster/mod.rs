@@ -82,6 +82,25 @@ impl T {
             .collect()
     }
 
+    /// A `Range` reply in epoch `EPOCH` to the fetch `token`.
+    fn range(
+        &mut self,
+        token: u64,
+        first_retained: Option<u64>,
+        events: Vec<BusEvent>,
+        scanned_through: u64,
+        complete: bool,
+    ) {
+        self.bus(BusReply::Range(RangeReply {
+            token,
+            epoch: EPOCH.into(),
+            first_retained_offset: first_retained,
+            events,
+            scanned_through,
+            complete,
+        }));
+    }
+
     fn bus_requests(&mut self) -> Vec<BusRequest> {
         std::iter::from_fn(|| self.core.poll_bus()).collect()
     }
@@ -96,16 +115,7 @@ fn up() -> T {
 #[test]
 fn health_reports_a_node_whose_bus_is_down() {
     let mut t = T::new(cluster_cfg());
-    let health = |t: &mut T| {
-        let id = t.connect();
-        t.core.handle_read(
-            id,
-            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            t.now,
-        );
-        t.drain(None);
-        t.text(id)
-    };
+    let health = |t: &mut T| t.get_once("/health").1;
     let before = health(&mut t);
     assert!(before.starts_with("HTTP/1.1 503") && before.ends_with("bus down\n"));
     t.connected(EPOCH, 0, 0);
@@ -249,27 +259,19 @@ fn a_resume_older_than_the_cache_is_fetched_then_joins_the_live_log_exactly_once
     // While the range is read, live events wait behind it; keep-alives may still flow.
     t.events_in(&[(5, "t", "e")]);
     assert!(t.datas(s).is_empty());
-    t.bus(BusReply::Range(RangeReply {
-        token: *token,
-        epoch: EPOCH.into(),
-        first_retained_offset: Some(1),
-        events: vec![event(2, "t", "b"), event(3, "t", "c")],
-        scanned_through: 3,
-        complete: false,
-    }));
+    t.range(
+        *token,
+        Some(1),
+        vec![event(2, "t", "b"), event(3, "t", "c")],
+        3,
+        false,
+    );
     assert_eq!(t.datas(s), ["b", "c"], "the range first");
     let Some(BusRequest::FetchRange(next)) = t.core.poll_bus() else {
         panic!("a second fetch continues the range")
     };
     assert_eq!((next.after_offset, next.through_offset), (3, Some(4)));
-    t.bus(BusReply::Range(RangeReply {
-        token: next.token,
-        epoch: EPOCH.into(),
-        first_retained_offset: Some(1),
-        events: vec![event(4, "t", "d")],
-        scanned_through: 4,
-        complete: true,
-    }));
+    t.range(next.token, Some(1), vec![event(4, "t", "d")], 4, true);
     t.events_in(&[(6, "t", "f")]);
     assert_eq!(t.datas(s), ["b", "c", "d", "e", "f"]);
 }
@@ -286,14 +288,7 @@ fn a_range_trimmed_in_redis_is_too_old_and_a_failed_one_asks_to_retry() {
     let Some(BusRequest::FetchRange(f)) = t.core.poll_bus() else {
         panic!()
     };
-    t.bus(BusReply::Range(RangeReply {
-        token: f.token,
-        epoch: EPOCH.into(),
-        first_retained_offset: Some(3),
-        events: vec![event(3, "t", "c")],
-        scanned_through: 3,
-        complete: true,
-    }));
+    t.range(f.token, Some(3), vec![event(3, "t", "c")], 3, true);
     t.events_in(&[(4, "t", "d")]);
     assert_eq!(t.datas(s), ["reset:{\"reason\":\"too-old\"}:ep-3", "d"]);
 
@@ -546,14 +541,7 @@ fn concurrent_fetches_have_their_own_tokens_and_the_bus_has_metrics() {
     assert_ne!(tokens[0], tokens[1]);
     // The first range comes back in part: its next page gets a fresh token too (kills `+=`
     // → `*=` / `-=` on the counter where a fetch continues in `on_range`).
-    t.bus(BusReply::Range(RangeReply {
-        token: tokens[0],
-        epoch: EPOCH.into(),
-        first_retained_offset: Some(1),
-        events: vec![event(2, "t", "b")],
-        scanned_through: 2,
-        complete: false,
-    }));
+    t.range(tokens[0], Some(1), vec![event(2, "t", "b")], 2, false);
     let next: Vec<u64> = t
         .bus_requests()
         .into_iter()
@@ -567,16 +555,6 @@ fn concurrent_fetches_have_their_own_tokens_and_the_bus_has_metrics() {
         !tokens.contains(&next[0]),
         "{next:?} reuses one of {tokens:?}"
     );
-    let m = t.connect();
-    t.core.handle_read(
-        m,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        t.now,
-    );
-    t.drain(None);
-    assert!(
-        t.text(m).contains("\nsse_bus_connected 1\n"),
-        "{}",
-        t.text(m)
-    );
+    let (_, metrics) = t.get_once("/metrics");
+    assert!(metrics.contains("\nsse_bus_connected 1\n"), "{metrics}");
 }

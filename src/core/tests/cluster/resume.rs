@@ -109,14 +109,8 @@ fn a_range_reply_writes_only_the_range_asked_for() {
     assert_eq!((f.after_offset, f.through_offset), (1, Some(4)));
     t.events_in(&[(5, "t", "e")]);
     let all = [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")];
-    t.bus(BusReply::Range(RangeReply {
-        token: f.token,
-        epoch: EPOCH.into(),
-        first_retained_offset: Some(1),
-        events: all.iter().map(|&(o, d)| event(o, "t", d)).collect(),
-        scanned_through: 5,
-        complete: true,
-    }));
+    let events = all.iter().map(|&(o, d)| event(o, "t", d)).collect();
+    t.range(f.token, Some(1), events, 5, true);
     assert_eq!(t.datas(s), ["b", "c", "d", "e"]);
 }
 
@@ -145,14 +139,14 @@ fn a_paged_fetch_stops_when_lost_at_its_end_or_without_progress() {
         let s = t.stream("t", Some("ep-1"));
         let f = t.the_fetch();
         assert_eq!((f.after_offset, f.through_offset), (1, Some(4)));
-        t.bus(BusReply::Range(RangeReply {
-            token: f.token,
-            epoch: EPOCH.into(),
-            first_retained_offset: Some(first_retained),
-            events: offsets.iter().map(|&o| event(o, "t", "b")).collect(),
+        let events = offsets.iter().map(|&o| event(o, "t", "b")).collect();
+        t.range(
+            f.token,
+            Some(first_retained),
+            events,
             scanned_through,
-            complete: false,
-        }));
+            false,
+        );
         let case = (first_retained, scanned_through);
         let requests = t.bus_requests();
         assert!(requests.is_empty(), "{case:?}: fetched again: {requests:?}");
@@ -192,14 +186,13 @@ fn a_token_that_expires_while_the_stream_is_held_ends_it_with_nothing_after() {
         t.core.handle_would_block(c, t.now);
         t.advance(Duration::from_secs(16));
         if let [BusRequest::FetchRange(f)] = &fetch[..] {
-            t.bus(BusReply::Range(RangeReply {
-                token: f.token,
-                epoch: EPOCH.into(),
-                first_retained_offset: Some(1),
-                events: vec![event(2, "t", "b"), event(3, "t", "c"), event(4, "t", "d")],
-                scanned_through: 4,
-                complete: true,
-            }));
+            t.range(
+                f.token,
+                Some(1),
+                vec![event(2, "t", "b"), event(3, "t", "c"), event(4, "t", "d")],
+                4,
+                true,
+            );
         } else {
             // Two replies whose head lies below 9.
             t.events_in(&[(5, "t", "e")]);
@@ -247,14 +240,7 @@ fn a_restart_fetch_first_writes_what_only_this_nodes_cache_still_has() {
     let s = t.stream("b", Some("c1-1"));
     let f = t.the_fetch();
     assert_eq!((f.after_offset, f.through_offset), (0, Some(6)));
-    t.bus(BusReply::Range(RangeReply {
-        token: f.token,
-        epoch: EPOCH.into(),
-        first_retained_offset: Some(4),
-        events: vec![event(5, "b", "p5")],
-        scanned_through: 6,
-        complete: true,
-    }));
+    t.range(f.token, Some(4), vec![event(5, "b", "p5")], 6, true);
     t.events_in(&[(7, "b", "p7")]);
     assert_eq!(
         t.datas(s),
@@ -280,14 +266,7 @@ fn a_restart_fetch_writes_nothing_cached_from_before_a_hole() {
     let s = t.stream("", Some("c1-1"));
     let f = t.the_fetch();
     assert_eq!((f.after_offset, f.through_offset), (0, Some(4)));
-    t.bus(BusReply::Range(RangeReply {
-        token: f.token,
-        epoch: EPOCH.into(),
-        first_retained_offset: Some(4),
-        events: vec![event(4, "", "p4")],
-        scanned_through: 4,
-        complete: true,
-    }));
+    t.range(f.token, Some(4), vec![event(4, "", "p4")], 4, true);
     assert_eq!(
         t.datas(s),
         ["reset:{\"reason\":\"restart\"}:ep-0", "p3", "p4"],
@@ -361,14 +340,13 @@ fn a_fetch_after_an_id_writes_nothing_from_the_cache() {
     t.drain(None);
     let f = t.the_fetch();
     assert_eq!((f.after_offset, f.through_offset), (2, Some(4)));
-    t.bus(BusReply::Range(RangeReply {
-        token: f.token,
-        epoch: EPOCH.into(),
-        first_retained_offset: Some(3),
-        events: vec![event(3, "u", "u3"), event(4, "u", "u4")],
-        scanned_through: 4,
-        complete: true,
-    }));
+    t.range(
+        f.token,
+        Some(3),
+        vec![event(3, "u", "u3"), event(4, "u", "u4")],
+        4,
+        true,
+    );
     assert_eq!(t.datas(id), ["u3", "u4"], "t2 came before the id");
 }
 
@@ -378,14 +356,8 @@ fn a_fetch_after_an_id_writes_nothing_from_the_cache() {
 #[test]
 fn the_next_page_of_a_range_waits_for_the_client_to_write_the_last() {
     let page = |t: &mut T, token: u64, offsets: &[(u64, &str)], through: u64, done: bool| {
-        t.bus(BusReply::Range(RangeReply {
-            token,
-            epoch: EPOCH.into(),
-            first_retained_offset: Some(1),
-            events: offsets.iter().map(|&(o, d)| event(o, "t", d)).collect(),
-            scanned_through: through,
-            complete: done,
-        }));
+        let events = offsets.iter().map(|&(o, d)| event(o, "t", d)).collect();
+        t.range(token, Some(1), events, through, done);
     };
     for leaves in [false, true] {
         let mut t = T::new(Config {
@@ -440,14 +412,8 @@ fn the_next_page_of_a_range_waits_for_the_client_to_write_the_last() {
         assert_eq!(t.events(s)[0].last_event_id, "ep-2", "the page whole");
         let stats = t.core.cluster_stats().unwrap();
         assert_eq!((stats.range_fetches, stats.range_pages), (1, 3));
-        let m = t.connect();
-        t.core.handle_read(
-            m,
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            t.now,
-        );
-        t.drain(None);
-        assert!(t.text(m).contains("\nsse_bus_range_pages_total 3\n"));
+        let (_, metrics) = t.get_once("/metrics");
+        assert!(metrics.contains("\nsse_bus_range_pages_total 3\n"));
     }
 }
 
@@ -467,14 +433,7 @@ fn a_page_is_bounded_in_bytes_by_the_backlog() {
         let f = t.the_fetch();
         assert_eq!(f.max_bytes, want, "backlog {max_backlog}");
         t.core.handle_would_block(s, t.now);
-        t.bus(BusReply::Range(RangeReply {
-            token: f.token,
-            epoch: EPOCH.into(),
-            first_retained_offset: Some(1),
-            events: vec![event(2, "t", "b")],
-            scanned_through: 2,
-            complete: false,
-        }));
+        t.range(f.token, Some(1), vec![event(2, "t", "b")], 2, false);
         t.core.handle_writable(s);
         t.drain(None);
         assert_eq!(t.the_fetch().max_bytes, want, "the next page too");
@@ -495,14 +454,7 @@ fn a_stream_ended_while_its_page_is_parked_drops_the_page() {
     let s = t.stream("t", Some("ep-1"));
     let f = t.the_fetch();
     t.core.handle_would_block(s, t.now);
-    t.bus(BusReply::Range(RangeReply {
-        token: f.token,
-        epoch: EPOCH.into(),
-        first_retained_offset: Some(1),
-        events: vec![event(2, "t", "b")],
-        scanned_through: 2,
-        complete: false,
-    }));
+    t.range(f.token, Some(1), vec![event(2, "t", "b")], 2, false);
     // 5 and 6 were trimmed before this node read them: every held stream is ended.
     t.events_in(&[(7, "t", "g")]);
     t.core.check_invariants().unwrap();
