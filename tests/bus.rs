@@ -636,6 +636,12 @@ fn range_fetch_returns_exactly_the_events_after_an_offset() {
     assert_eq!(of(&cut_even), vec![12, 14]);
     assert!(!cut_even.complete && cut_even.scanned_through == 14);
 
+    // A full page (the limit reached) is complete only if it reached `through`.
+    let short = fetch(&mut node, 10, Some(20), None, 5);
+    assert!(!short.complete && short.scanned_through == 15);
+    let exact = fetch(&mut node, 10, Some(15), None, 5);
+    assert!(exact.complete && exact.scanned_through == 15);
+
     let bounded = fetch(&mut node, 10, Some(20), None, 100);
     assert_eq!(of(&bounded), offsets(11..=20));
     assert!(bounded.complete && bounded.scanned_through == 20);
