@@ -141,11 +141,14 @@ fn a_publisher_id_shaped_like_a_cluster_id_resumes_after_its_event() {
     let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
     wait_healthy(&a);
     wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events?topic=t", &[]);
     let mut sb = Stream::open(b.addr, "/events?topic=t", &[]);
     publish_ok(a.addr, "?topic=t", "before");
     publish_ok(a.addr, "?topic=t&id=order-17", "mine");
     publish_ok(a.addr, "?topic=t", "after");
-    // Node B's cache holds all three once its stream has them.
+    // A node's cache holds all three once its stream has them (the publishing node's too:
+    // its answer comes when Redis took the event, its tail applies it a moment later).
+    sa.wait_events(3, LIMIT);
     sb.wait_events(3, LIMIT);
     for addr in [a.addr, b.addr] {
         let mut s = Stream::open(addr, "/events?topic=t", &["Last-Event-ID: order-17"]);
