@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use sse_server::bus::types::BusRequest;
 use sse_server::config::Config;
 use sse_server::core::drain::{OutputSink, WriteOutcome, offer};
 use sse_server::core::{ClientId, CloseReason, Core};
@@ -46,6 +47,11 @@ impl OutputSink for TakeAll<'_> {
     }
 
     fn close(&mut self, _: ClientId, _: CloseReason) -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    /// The embedded core answers from its memory log and asks nothing of an engine.
+    fn log_request(&mut self, _: BusRequest) -> Result<(), Infallible> {
         Ok(())
     }
 }

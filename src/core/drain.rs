@@ -2,15 +2,18 @@
 //! each output, report the result" written once, for the driver, the simulator, the core
 //! tests and the benchmarks.
 //!
-//! The caller implements [`OutputSink`] (how a write and a close are performed: a real
-//! socket, a simulated one, a buffer) and calls [`OutputSink::drain`]; the harness asks the
-//! core for the slices, hands them to the sink once, and reports the outcome back to the
-//! core (`handle_written`, `handle_would_block`, `handle_writable`, `handle_io_error`).
+//! The caller implements [`OutputSink`] (how a write, a close and a request for the event
+//! log's engine are performed: a real socket and the engine's helper threads, a simulated
+//! one, a buffer) and calls [`OutputSink::drain`]; the harness asks the core for the
+//! slices, hands them to the sink once, and reports the outcome back to the core
+//! (`handle_written`, `handle_would_block`, `handle_writable`, `handle_io_error`). Requests
+//! for the log leave through the same loop, so no caller can drain writes and forget them.
 
 use std::io::IoSlice;
 use std::time::Instant;
 
 use super::{ClientId, CloseReason, Core, IoFailure, MAX_IOVECS, Output};
+use crate::bus::types::BusRequest;
 
 /// What one write of a client's slices did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +31,7 @@ pub enum WriteOutcome {
     Skipped,
 }
 
-/// The driver side of the core's output contract. Implement the three required methods and
+/// The driver side of the core's output contract. Implement the four required methods and
 /// call [`OutputSink::drain`].
 pub trait OutputSink {
     /// What stops a drain early (a failed check in the simulator; nothing in the driver).
@@ -48,13 +51,19 @@ pub trait OutputSink {
     /// Closes the connection: the core has already forgotten it.
     fn close(&mut self, id: ClientId, reason: CloseReason) -> Result<(), Self::Error>;
 
+    /// Hands a request to the event log's engine (a shared log: `--redis`). Its answer comes
+    /// back later through [`Core::handle_bus`]; a refusal may be fed back at once. The
+    /// embedded in-memory log answers inside the core and never asks.
+    fn log_request(&mut self, request: BusRequest) -> Result<(), Self::Error>;
+
     /// After a write was reported to the core (e.g. watch writability after `WouldBlock`).
     fn after_write(&mut self, _id: ClientId, _outcome: WriteOutcome) -> Result<(), Self::Error> {
         Ok(())
     }
 
-    /// After any output was performed and reported (the simulator checks invariants).
-    fn after_output(&mut self, _output: Output) -> Result<(), Self::Error> {
+    /// After any output was performed and reported (the simulator checks invariants);
+    /// `client` is the client it concerned (`None` for a request for the log).
+    fn after_output(&mut self, _client: Option<ClientId>) -> Result<(), Self::Error> {
         Ok(())
     }
 
@@ -65,8 +74,15 @@ pub trait OutputSink {
             let Some(output) = self.core().poll_output() else {
                 return Ok(true);
             };
-            match output {
-                Output::Close(id, reason) => self.close(id, reason)?,
+            let client = match output {
+                Output::Close(id, reason) => {
+                    self.close(id, reason)?;
+                    Some(id)
+                }
+                Output::Log(request) => {
+                    self.log_request(*request)?;
+                    None
+                }
                 Output::Write(id) => {
                     let outcome = self.write(id)?;
                     let now = self.now();
@@ -79,9 +95,10 @@ pub trait OutputSink {
                         WriteOutcome::Skipped => {}
                     }
                     self.after_write(id, outcome)?;
+                    Some(id)
                 }
-            }
-            self.after_output(output)?;
+            };
+            self.after_output(client)?;
         }
         Ok(false)
     }

@@ -90,14 +90,17 @@ pub use event_log::DEFAULT_TOPIC;
 /// Most slices offered for one write: several frames per `writev` for a client that is behind.
 pub const MAX_IOVECS: usize = 64;
 
-/// What the core asks the driver to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the core asks the driver to do: the one channel everything leaves through.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// The client has bytes to send and its socket is believed writable: get
     /// [`Core::write_slices`], write them once, report the result.
     Write(ClientId),
     /// Close the connection. The core has already forgotten the client.
     Close(ClientId, CloseReason),
+    /// Hand this request to the event log's engine (a shared log; boxed: the common outputs
+    /// stay two words). Its answer comes back through [`Core::handle_bus`].
+    Log(Box<crate::bus::types::BusRequest>),
 }
 
 /// Why a read or write failed, as far as the close reason cares.
@@ -446,12 +449,17 @@ impl Core {
 impl Core {
     /// The next thing to do, or `None` when nothing is left (then wait for
     /// [`Core::next_deadline`] or I/O). Closes come first, so a slab key is released to the
-    /// driver before any new connection could reuse it; then responses (a publisher's answer
-    /// overtakes the fan-out it caused, so its pipelined next request is parsed before the
-    /// fan-out is written, and subscribers get several frames per write); then streams.
+    /// driver before any new connection could reuse it; then requests for the log (a
+    /// publish reaches the shared log before any write is made); then responses (a
+    /// publisher's answer overtakes the fan-out it caused, so its pipelined next request is
+    /// parsed before the fan-out is written, and subscribers get several frames per write);
+    /// then streams.
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some((id, reason)) = self.closes.pop_front() {
             return Some(Output::Close(id, reason));
+        }
+        if let Some(request) = self.next_log_request() {
+            return Some(Output::Log(Box::new(request)));
         }
         while let Some(id) = self.answers.pop_front().or_else(|| self.ready.pop_front()) {
             if let Some(c) = self.client_mut(id)

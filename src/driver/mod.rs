@@ -26,6 +26,7 @@ mod stdin;
 use sockets::Sockets;
 use stdin::{Stdin, StdinSource};
 
+use crate::bus::types::BusRequest;
 use crate::bus::{BusHandle, Notify};
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
@@ -218,7 +219,6 @@ impl Driver {
             // (While accepting is backed off, the retry time is the deadline, not "now".)
             let busy = self.acceptor.has_work()
                 || self.bus_more
-                || self.core.has_bus_requests()
                 || self.outputs_left
                 || !self.read_again.is_empty()
                 || matches!(
@@ -287,7 +287,7 @@ impl Driver {
             if self.core.next_deadline().is_some_and(|d| d <= now) {
                 self.core.handle_timeout(chrono::Utc::now(), now);
             }
-            self.exchange_with_bus(now);
+            self.receive_from_bus(now);
             self.drain_outputs();
             self.maybe_summary(now);
             if self.core.is_finished() {
@@ -499,6 +499,19 @@ impl OutputSink for Driver {
 
     fn close(&mut self, id: ClientId, _reason: CloseReason) -> Result<(), Infallible> {
         self.sockets.close(self.poll.registry(), id);
+        Ok(())
+    }
+
+    /// Hands the request to the bus's helper threads; a refusal goes straight back.
+    fn log_request(&mut self, request: BusRequest) -> Result<(), Infallible> {
+        let Some(bus) = &self.bus else {
+            log::error!("the core asked for a shared log this process does not have");
+            drop(request);
+            return Ok(());
+        };
+        if let Err(refusal) = bus.submit(request) {
+            self.core.handle_bus(refusal, Instant::now());
+        }
         Ok(())
     }
 }

@@ -12,9 +12,9 @@ use super::stdin::{Stdin, StdinSource};
 use super::{BUS_REPLIES_PER_TURN, Driver, READS_PER_TURN, interrupted, would_block};
 
 impl Driver {
-    /// Cluster mode: feeds up to [`BUS_REPLIES_PER_TURN`] bus replies into the core, then
-    /// hands the core's bus requests to the bus (a refusal goes straight back to the core).
-    pub(super) fn exchange_with_bus(&mut self, now: Instant) {
+    /// Cluster mode: feeds up to [`BUS_REPLIES_PER_TURN`] bus replies into the core. Its
+    /// requests for the bus leave with its other outputs (`Driver::log_request`).
+    pub(super) fn receive_from_bus(&mut self, now: Instant) {
         let Some(bus) = &self.bus else { return };
         if self.bus_more {
             self.bus_more = false;
@@ -25,11 +25,6 @@ impl Driver {
                 }
                 let Some(reply) = bus.try_recv() else { break };
                 self.core.handle_bus(reply, now);
-            }
-        }
-        while let Some(request) = self.core.poll_bus() {
-            if let Err(refusal) = bus.submit(request) {
-                self.core.handle_bus(refusal, now);
             }
         }
     }

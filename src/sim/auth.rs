@@ -22,6 +22,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 
 use crate::auth::{AuthConfig, AuthOptions, LEEWAY_SECS};
+use crate::bus::types::BusRequest;
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
 use crate::core::{ClientId, CloseReason, Core};
@@ -152,6 +153,13 @@ impl OutputSink for World {
             }
             None => Err(format!("close of unknown client {id:?}")),
         }
+    }
+
+    /// The embedded mode's log answers inside the core: a request leaving it is a bug.
+    fn log_request(&mut self, request: BusRequest) -> Result<(), String> {
+        Err(format!(
+            "the embedded core asked for a shared log: {request:?}"
+        ))
     }
 }
 

@@ -404,17 +404,12 @@ impl ClusterSim {
         self.drain(n);
     }
 
-    /// Performs the node's outputs, then moves its bus requests to its queue, as the driver
-    /// does: writing can make requests (a range's next page, a pipelined publish).
+    /// Performs the node's outputs, its requests for the bus among them (moved to its queue,
+    /// as the driver hands them to the bus): writing can make requests (a range's next page,
+    /// a pipelined publish).
     fn drain(&mut self, n: usize) {
-        while let Some(r) = self.nodes[n].core.poll_bus() {
-            self.nodes[n].requests.push_back(r);
-        }
         let mut sink = Sink { sim: self, node: n };
         let Ok(_) = sink.drain(1 << 20);
-        while let Some(r) = self.nodes[n].core.poll_bus() {
-            self.nodes[n].requests.push_back(r);
-        }
     }
 
     /// Every node's core invariants, and every client so far: its events in log order, once,
@@ -652,6 +647,11 @@ impl OutputSink for Sink<'_> {
                 c.closed = true;
             }
         }
+        Ok(())
+    }
+
+    fn log_request(&mut self, request: BusRequest) -> Result<(), Self::Error> {
+        self.sim.nodes[self.node].requests.push_back(request);
         Ok(())
     }
 }

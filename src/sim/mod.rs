@@ -31,9 +31,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::bus::types::BusRequest;
 use crate::config::{Config, SlowClientPolicy};
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
-use crate::core::{ClientId, CloseReason, Core, IoFailure, Output};
+use crate::core::{ClientId, CloseReason, Core, IoFailure};
 use crate::http::response::STREAM_HEAD;
 use crate::sse::frame;
 use crate::sse::parse::{Event, Parser};

@@ -220,10 +220,14 @@ impl OutputSink for Sim {
         self.on_close(id, reason)
     }
 
-    fn after_output(&mut self, output: Output) -> Result<(), String> {
-        match output {
-            Output::Close(..) => self.after_call(None),
-            Output::Write(id) => self.after_call(Some(id)),
-        }
+    /// The embedded mode's log answers inside the core: a request leaving it is a bug.
+    fn log_request(&mut self, request: BusRequest) -> Result<(), String> {
+        Err(format!(
+            "the embedded core asked for a shared log: {request:?}"
+        ))
+    }
+
+    fn after_output(&mut self, client: Option<ClientId>) -> Result<(), String> {
+        self.after_call(client)
     }
 }

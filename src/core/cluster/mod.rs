@@ -1,7 +1,7 @@
 //! Cluster mode (`--redis`): the core's side of the shared log in Redis Streams. The plan
 //! this follows is in [`crate::bus`]'s documentation; in short:
 //!
-//! - A publish (HTTP or stdin) becomes a [`BusRequest::Publish`] ([`Core::poll_bus`]); the
+//! - A publish (HTTP or stdin) becomes a [`BusRequest::Publish`] ([`Core::poll_output`]); the
 //!   HTTP request takes a slot in its connection's [`Client::publishes`] until `Published`
 //!   (200 with the cluster id) or `PublishFailed` (503 + `Retry-After`, kept alive);
 //!   pipelined publishes are submitted at once, up to [`MAX_PUBLISHES_IN_FLIGHT`] per
@@ -158,19 +158,19 @@ impl Core {
         self.cluster.as_ref().is_some_and(|c| !c.connected)
     }
 
-    /// The next request for the bus, if any (cluster mode). The driver hands each to
-    /// `BusHandle::submit` and feeds a refusal straight back into [`Core::handle_bus`].
-    pub fn poll_bus(&mut self) -> Option<BusRequest> {
+    /// The next request for the shared log, if any: [`Core::poll_output`] hands it out as
+    /// [`super::Output::Log`].
+    pub(in crate::core) fn next_log_request(&mut self) -> Option<BusRequest> {
         self.cluster.as_mut()?.requests.pop_front()
     }
 
-    /// True while requests for the bus wait for [`Core::poll_bus`]: the driver must not
-    /// sleep before handing them over (writing an answer can read a pipelined publish, and
-    /// writing a page of a range asks for the next).
-    pub fn has_bus_requests(&self) -> bool {
+    /// Core tests: the requests for the shared log queued and not yet handed out, taken
+    /// without performing any other output.
+    #[cfg(test)]
+    pub(in crate::core) fn take_queued_log_requests(&mut self) -> Vec<BusRequest> {
         self.cluster
-            .as_ref()
-            .is_some_and(|c| !c.requests.is_empty())
+            .as_mut()
+            .map_or(Vec::new(), |c| c.requests.drain(..).collect())
     }
 
     /// Cluster counters (`None` in the embedded mode).

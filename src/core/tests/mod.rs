@@ -7,6 +7,7 @@ use chrono::{TimeZone, Utc};
 
 use super::drain::{OutputSink, WriteOutcome, offer};
 use super::*;
+use crate::bus::types::BusRequest;
 use crate::config::SlowClientPolicy;
 use crate::sse::parse::{Event, Parser};
 
@@ -17,6 +18,8 @@ struct T {
     now: Instant,
     /// Bytes each client received (by id), and whether it was closed.
     got: Vec<(ClientId, Vec<u8>, bool)>,
+    /// Requests for the shared log the core made, in order, not yet taken by the test.
+    log_requests: std::collections::VecDeque<BusRequest>,
 }
 
 /// The test's driver side: records what each client received.
@@ -65,6 +68,11 @@ impl OutputSink for Sink<'_> {
         self.t.entry(id).2 = true;
         Ok(())
     }
+
+    fn log_request(&mut self, request: BusRequest) -> Result<(), Self::Error> {
+        self.t.log_requests.push_back(request);
+        Ok(())
+    }
 }
 
 fn peer() -> SocketAddr {
@@ -87,6 +95,7 @@ impl T {
             core: Core::new(cfg, now, wall, 7),
             now,
             got: Vec::new(),
+            log_requests: Default::default(),
         }
     }
 

@@ -101,8 +101,19 @@ impl T {
         }));
     }
 
+    /// Every request for the shared log the core made so far, in order: those a drain
+    /// handed out, then those still queued (taken without performing any other output, so
+    /// a test sees what an input asked for before anything is written).
     fn bus_requests(&mut self) -> Vec<BusRequest> {
-        std::iter::from_fn(|| self.core.poll_bus()).collect()
+        let queued = self.core.take_queued_log_requests();
+        self.log_requests.drain(..).chain(queued).collect()
+    }
+
+    /// The oldest request for the shared log not yet taken.
+    fn next_log_request(&mut self) -> Option<BusRequest> {
+        let queued = self.core.take_queued_log_requests();
+        self.log_requests.extend(queued);
+        self.log_requests.pop_front()
     }
 }
 
@@ -124,18 +135,24 @@ fn health_reports_a_node_whose_bus_is_down() {
     assert!(!T::new(cfg()).core.bus_down());
 }
 
-/// The driver must not sleep while the core has requests for the bus (kills
-/// `has_bus_requests` → `true` / `false` and its `delete !`).
+/// Requests for the shared log leave through `poll_output` with everything else, so the
+/// driver cannot sleep while one waits.
 #[test]
-fn the_core_says_when_requests_for_the_bus_wait() {
+fn the_core_hands_requests_for_the_log_out_through_poll_output() {
     let mut t = up();
-    assert!(!t.core.has_bus_requests());
+    assert_eq!(t.core.poll_output(), None);
     let _ = t.core.publish("t", None, None, "x", t.now);
-    assert!(t.core.has_bus_requests(), "a stdin line to publish");
-    assert_eq!(t.bus_requests().len(), 1);
-    assert!(!t.core.has_bus_requests());
+    let out = t.core.poll_output();
     assert!(
-        !T::new(cfg()).core.has_bus_requests(),
+        matches!(&out, Some(Output::Log(r)) if matches!(**r, BusRequest::Publish(_))),
+        "a stdin line to publish: {out:?}"
+    );
+    assert_eq!(t.core.poll_output(), None);
+    let mut embedded = T::new(cfg());
+    let _ = embedded.core.publish("t", None, None, "x", embedded.now);
+    assert_eq!(
+        embedded.core.poll_output(),
+        None,
         "never in the embedded mode"
     );
 }
@@ -267,7 +284,7 @@ fn a_resume_older_than_the_cache_is_fetched_then_joins_the_live_log_exactly_once
         false,
     );
     assert_eq!(t.datas(s), ["b", "c"], "the range first");
-    let Some(BusRequest::FetchRange(next)) = t.core.poll_bus() else {
+    let Some(BusRequest::FetchRange(next)) = t.next_log_request() else {
         panic!("a second fetch continues the range")
     };
     assert_eq!((next.after_offset, next.through_offset), (3, Some(4)));
@@ -285,7 +302,7 @@ fn a_range_trimmed_in_redis_is_too_old_and_a_failed_one_asks_to_retry() {
     t.connected(EPOCH, 0, 0);
     t.events_in(&[(1, "t", "a"), (2, "t", "b"), (3, "t", "c")]);
     let s = t.stream("t", Some("ep-0"));
-    let Some(BusRequest::FetchRange(f)) = t.core.poll_bus() else {
+    let Some(BusRequest::FetchRange(f)) = t.next_log_request() else {
         panic!()
     };
     t.range(f.token, Some(3), vec![event(3, "t", "c")], 3, true);
@@ -293,7 +310,7 @@ fn a_range_trimmed_in_redis_is_too_old_and_a_failed_one_asks_to_retry() {
     assert_eq!(t.datas(s), ["reset:{\"reason\":\"too-old\"}:ep-3", "d"]);
 
     let r = t.stream("t", Some("ep-1"));
-    let Some(BusRequest::FetchRange(f)) = t.core.poll_bus() else {
+    let Some(BusRequest::FetchRange(f)) = t.next_log_request() else {
         panic!()
     };
     t.bus(BusReply::RangeFailed {
@@ -354,20 +371,20 @@ fn a_node_joining_late_serves_from_its_cache_only_what_it_read() {
     t.events_in(&[(6, "t", "f"), (7, "t", "g")]);
     let inside = t.stream("t", Some("ep-6"));
     assert_eq!(t.datas(inside), ["g"]);
-    assert!(t.core.poll_bus().is_none(), "served from the cache");
+    assert!(t.next_log_request().is_none(), "served from the cache");
     let _before = t.stream("t", Some("ep-4"));
     assert!(
-        matches!(t.core.poll_bus(), Some(BusRequest::FetchRange(_))),
+        matches!(t.next_log_request(), Some(BusRequest::FetchRange(_))),
         "offset 5 was never read here"
     );
     // 8 and 9 were trimmed before this node read them; 7 comes again.
     t.events_in(&[(7, "t", "g"), (10, "t", "j")]);
     let after_gap = t.stream("t", Some("ep-9"));
     assert_eq!(t.datas(after_gap), ["j"]);
-    assert!(t.core.poll_bus().is_none(), "from the cache");
+    assert!(t.next_log_request().is_none(), "from the cache");
     let _in_gap = t.stream("t", Some("ep-8"));
     assert!(
-        matches!(t.core.poll_bus(), Some(BusRequest::FetchRange(_))),
+        matches!(t.next_log_request(), Some(BusRequest::FetchRange(_))),
         "offset 9 is not in the cache"
     );
     let stats = t.core.cluster_stats().unwrap();
@@ -384,7 +401,7 @@ fn a_failed_range_fetch_lingers_for_its_retry() {
     let mut t = T::new(cluster_cfg());
     t.connected(EPOCH, 5, 5);
     let r = t.stream("t", Some("ep-2"));
-    let Some(BusRequest::FetchRange(f)) = t.core.poll_bus() else {
+    let Some(BusRequest::FetchRange(f)) = t.next_log_request() else {
         panic!("a fetch from the shared log")
     };
     t.core.handle_bus(
@@ -419,7 +436,7 @@ fn an_event_without_a_topic_slot_is_fetched_on_resume() {
     t.drain(None);
     let _r = t.stream("u", Some("ep-1"));
     assert!(
-        matches!(t.core.poll_bus(), Some(BusRequest::FetchRange(_))),
+        matches!(t.next_log_request(), Some(BusRequest::FetchRange(_))),
         "offset 2 was never cached here"
     );
 }

@@ -54,7 +54,7 @@ fn a_publish_waits_for_the_shared_log_and_answers_its_id() {
 fn a_publish_the_bus_refuses_gets_503_with_retry_after_and_no_id() {
     let mut t = up();
     let p = post(&mut t, "x");
-    let Some(BusRequest::Publish(Publish { token, .. })) = t.core.poll_bus() else {
+    let Some(BusRequest::Publish(Publish { token, .. })) = t.next_log_request() else {
         panic!()
     };
     t.bus(BusReply::PublishFailed {
