@@ -77,7 +77,7 @@ pub enum Phase {
     Body(Box<BodyState>),
     /// Receiving the event stream.
     Streaming,
-    /// Cluster mode: publishes wait for the bus ([`Client::publishes`]) and no more input
+    /// Publishes wait for a log that answers later ([`Client::publishes`]) and no more input
     /// is parsed until they are answered: a request that is not a publish (`head`, parsed
     /// already) waits for every answer before it to be written; with no `head`, the cap of
     /// publishes in flight is reached (or one said close). Bytes that arrive meanwhile are
@@ -100,11 +100,11 @@ pub struct Held {
     pub early: Vec<u8>,
 }
 
-/// A pipelined publish handed to the bus (cluster mode), in request order: its answer is
+/// A pipelined publish handed to a log that answers later, in request order: its answer is
 /// written once it and every publish before it are answered.
 #[derive(Debug)]
 pub struct PublishSlot {
-    /// The bus token of the publish (0 for an answer that needed no bus).
+    /// The log's token of the publish (0 for an answer that needed no log).
     pub token: u64,
     /// What the request said about the connection.
     pub connection: Connection,
@@ -228,7 +228,8 @@ pub struct Client {
     /// Bytes received after a streaming request (bounded; past the bound: close). Saturates
     /// (u32 keeps the slab entry small).
     pub received_after_request: u32,
-    /// Cluster mode: a resume older than the local cache is being read from Redis. Log
+    /// A resume this node cannot serve is being read from the shared log (or waits for its
+    /// tail to apply the resume point). Log
     /// frames are held back (the cursors keep collecting live events) until the range is
     /// written through `pending`; keep-alives continue.
     pub held: bool,
@@ -246,7 +247,7 @@ pub struct Client {
     /// A streaming client's token grant (what it may see, when it expires); `None` when every
     /// topic it follows is public.
     pub grant: Option<Box<crate::auth::Grant>>,
-    /// Cluster mode: this connection's publishes in flight, in request order (bounded).
+    /// This connection's publishes waiting for the log's answer, in request order (bounded).
     pub publishes: PublishQueue,
     /// Under `--allow-origin`: the CORS lines answering the current request's `Origin`.
     pub cors: Option<Box<[String]>>,

@@ -271,7 +271,7 @@ impl Core {
             // after a previous answer): the current phase has a timer of its own.
             (TimerKind::Head, Phase::Head(_) | Phase::Body(_))
                 if now < c.head_since + self.cfg.head_timeout => {}
-            // Pipelined publishes wait for the bus: not an idle connection.
+            // Pipelined publishes wait for the log: not an idle connection.
             (TimerKind::Head, Phase::Head(_)) if !c.publishes.is_empty() => {
                 self.timers
                     .arm(id, TimerKind::Head, now + self.cfg.head_timeout);

@@ -9,7 +9,7 @@ use super::client::{AfterAnswer, BodyPurpose, ClientId, Held, Phase};
 use super::connection::{answer, fail, read_body};
 use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
-use super::metrics::{self, Gauges, MAX_TOPIC_SERIES};
+use super::metrics::{Gauges, MAX_TOPIC_SERIES};
 use super::publish::begin_publish;
 use super::stream::start_stream;
 use crate::auth::Endpoint;
@@ -28,7 +28,7 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
     core.remember_origin(id, &head);
     let publishes = head.method == Method::Post && head.path == "/publish";
     if !publishes && core.client(id).is_some_and(|c| !c.publishes.is_empty()) {
-        // Cluster mode: publishes before it wait for the bus; this request waits for their
+        // Publishes before it wait for the log's answer; this request waits for their
         // answers (it may start a stream, which no answer may follow).
         if let Some(c) = core.client_mut(id) {
             c.phase = Phase::Pipelined(Box::new(Held {
@@ -89,7 +89,7 @@ pub(super) fn route_bodiless(
         }
         "/publish" => fail(core, id, RequestError::MethodNotAllowed(Allow::Post), now),
         "/health" if read && core.bus_down() => {
-            // Cluster mode without Redis: a load balancer may send new clients elsewhere.
+            // The log cannot take appends: a load balancer may send new clients elsewhere.
             let plain = "text/plain; charset=utf-8";
             let r = response::answer(503, plain, &[], b"bus down\n", reply.conn, reply.head_only);
             let then = AfterAnswer::after(reply.conn);
@@ -212,9 +212,7 @@ pub(super) fn render_metrics(core: &Core) -> String {
         topics,
         topics_total,
     };
-    let mut out = metrics::render(&core.metrics, &g);
-    core.render_cluster_metrics(&mut out);
-    out
+    core.render_all_metrics(&g)
 }
 
 /// The most lagging streaming clients as JSON, worst first, at most [`MAX_LISTED_CLIENTS`].

@@ -61,6 +61,7 @@ pub mod drain;
 mod endpoints;
 pub mod error;
 pub mod event_log;
+mod log_engine;
 pub mod metrics;
 mod publish;
 mod stream;
@@ -139,7 +140,7 @@ pub struct Core {
     /// The broadcast being written: (started, clients woken).
     fanout: Option<(Instant, usize)>,
     metrics: Metrics,
-    /// Cluster mode's state (`--redis`); `None` in the embedded mode.
+    /// The shared log engine's state (`--redis`); `None` with the memory log (embedded).
     cluster: Option<Box<cluster::Cluster>>,
     /// The wall clock (token expiry): refreshed by every `handle_timeout`.
     wall: access::WallAnchor,
@@ -330,7 +331,7 @@ impl Core {
             Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => {
                 c.input_closed = true
             }
-            // Pipelined publishes still wait for the bus: answer them, then close.
+            // Pipelined publishes still wait for the log: answer them, then close.
             _ if !c.publishes.is_empty() => c.input_closed = true,
             _ => self.remove(id, CloseReason::Normal),
         }

@@ -12,8 +12,7 @@ use super::connection::{answer, fail, read_body, refuse};
 use super::endpoints::connection_for;
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, TICK_TOPIC_ID};
-use super::topic::TopicId;
-use crate::bus::types::Publish;
+use super::log_engine::Appended;
 use crate::http::body::BodyReader;
 use crate::http::request::RequestHead;
 use crate::http::response;
@@ -24,13 +23,6 @@ pub const MAX_NAME: usize = 256;
 
 pub(super) fn valid_topic_name(name: &str) -> bool {
     name.len() <= MAX_NAME && !name.contains('\0')
-}
-
-/// The topic named `name`, created or recycled if needed (see [`EventLog::topic_for`]).
-///
-/// [`EventLog::topic_for`]: super::event_log::EventLog::topic_for
-pub(super) fn topic_for(core: &mut Core, name: &str) -> Result<TopicId, RequestError> {
-    core.log.topic_for(name).ok_or(RequestError::TooManyTopics)
 }
 
 pub(super) fn begin_publish(
@@ -113,36 +105,28 @@ pub(super) fn finish_publish(
         id: event_id,
         connection,
     } = fields;
-    if core.is_cluster() {
-        let publish = core.check_event(&topic, event.as_deref(), event_id.as_deref());
-        let submitted = publish.and_then(|()| {
-            let event = Publish {
-                token: 0,
-                topic,
-                event,
-                custom_id: event_id,
-                data,
-            };
-            core.publish_to_bus(Some((id, connection, early)), event, now)
+    let appended = core
+        .check_event(&topic, event.as_deref(), event_id.as_deref())
+        .and_then(|()| {
+            let (event, custom_id) = (event.as_deref(), event_id.as_deref());
+            core.append_event(Some(id), &topic, event, custom_id, &data, now)
         });
-        if let Err(e) = submitted {
-            fail(core, id, e, now);
-        }
-        return;
-    }
-    match core.publish_event(&topic, event.as_deref(), event_id.as_deref(), &data, now) {
-        Ok(event_id) => {
+    match appended {
+        Ok(Appended::Now(event_id)) => {
             let body = format!("{event_id}\n");
             let text = "text/plain; charset=utf-8";
             let r = response::answer(200, text, &[], body.as_bytes(), connection, false);
             answer(core, id, 200, r, AfterAnswer::after(connection), early, now);
         }
+        // The answer waits for the log; pipelined requests are read meanwhile.
+        Ok(Appended::Later(token)) => core.await_publish(id, token, connection, early, now),
         Err(e) => fail(core, id, e, now),
     }
 }
 
 impl Core {
-    /// Validates, encodes once, appends to the topic's log, wakes its subscribers.
+    /// Validates the event and appends it to the log: its id, or an empty string when the
+    /// log answers later.
     pub(super) fn publish_event(
         &mut self,
         topic: &str,
@@ -152,29 +136,11 @@ impl Core {
         now: Instant,
     ) -> Result<String, RequestError> {
         self.check_event(topic, event, id)?;
-        if self.is_cluster() {
+        match self.append_event(None, topic, event, id, data, now)? {
+            Appended::Now(event_id) => Ok(event_id),
             // The id is not known yet: the shared log answers later (logged if refused).
-            let event = Publish {
-                token: 0,
-                topic: topic.to_owned(),
-                event: event.map(str::to_owned),
-                custom_id: id.map(str::to_owned),
-                data: data.to_owned(),
-            };
-            self.publish_to_bus(None, event, now)?;
-            return Ok(String::new());
+            Appended::Later(_) => Ok(String::new()),
         }
-        let t = topic_for(self, topic)?;
-        let gseq = self.log.assign_gseq();
-        let event_id = match id {
-            Some(i) => i.to_owned(),
-            None => self.log.event_id(gseq),
-        };
-        let mut buf = Vec::with_capacity(data.len() + 32 + event_id.len());
-        frame::encode_event(&mut buf, Some(&event_id), event, data);
-        self.metrics.events_published += 1;
-        self.append(now, t, gseq, Rc::from(buf), id);
-        Ok(event_id)
     }
 
     /// Whether an event can be published at all (shutting down, names, data).
@@ -198,13 +164,7 @@ impl Core {
         let mut buf = Vec::with_capacity(64);
         frame::encode_event(&mut buf, None, None, &crate::timefmt::tick_text(wall));
         self.metrics.ticks += 1;
-        // Cluster mode numbers events by their offset in the shared log: a tick shares the
-        // newest number instead of taking one (it is never resumed from).
-        let gseq = if self.is_cluster() {
-            self.log.last_gseq()
-        } else {
-            self.log.assign_gseq()
-        };
+        let gseq = self.tick_seq();
         self.append(now, TICK_TOPIC_ID, gseq, Rc::from(buf), None);
     }
 }

@@ -11,10 +11,10 @@ use smallvec::SmallVec;
 
 use super::Core;
 use super::client::{AfterAnswer, Bytes, Client, ClientId, Cursor, Pending, Phase};
-use super::cluster::ClusterStart;
 use super::connection::{answer, fail, fail_with, refuse};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
+use super::log_engine::Start;
 use super::metrics::CloseReason;
 use super::publish::valid_topic_name;
 use super::timers::TimerKind;
@@ -88,19 +88,17 @@ pub(super) fn start_stream(
         .last_event_id
         .as_deref()
         .or_else(|| head.param("lastEventId"));
-    let (resume, deferred) = if core.is_cluster() {
-        match core.resolve_cluster(last, &topic_ids) {
-            ClusterStart::Local(resume) => (resume, None),
-            ClusterStart::NotReady => {
-                over_limit(core, id, head, now);
-                return;
-            }
-            start => (Resume::Fresh, Some(start)),
+    let start = core.stream_start(last, &topic_ids);
+    let resume = match start {
+        Start::Here(resume) => resume,
+        Start::NotReady => {
+            over_limit(core, id, head, now);
+            return;
         }
-    } else {
-        (core.log.resolve(last), None)
+        // Held at the live edge while the log catches up (`begin_deferred_start` below).
+        Start::Fetch { .. } | Start::Await { .. } => Resume::Fresh,
     };
-    let restart = matches!(deferred, Some(ClusterStart::Fetch { restart: true, .. }));
+    let restart = matches!(start, Start::Fetch { restart: true, .. });
     let mut gap = matches!(
         resume,
         Resume::Unknown | Resume::EarlierRun | Resume::TooOld
@@ -152,14 +150,7 @@ pub(super) fn start_stream(
     }
     core.streaming += 1;
     log::debug!("client added, {} clients ({:?})", core.streaming, peer);
-    match deferred {
-        Some(ClusterStart::Fetch { after, restart }) => {
-            let topics = names.iter().map(|n| (*n).to_owned()).collect();
-            core.begin_fetch(id, after, restart, topics);
-        }
-        Some(ClusterStart::Await { gseq, offset }) => core.await_applied(id, gseq, offset),
-        _ => {}
-    }
+    core.begin_deferred_start(id, start, &names);
     core.arm_keepalive(id, now);
     core.keep_grant(id, grant, now);
     core.schedule(id);
@@ -402,7 +393,7 @@ impl Core {
                 lagging.push(key);
                 continue;
             }
-            // A held client (cluster mode, its resume being read) collects, unwoken.
+            // A held client (its resume being read from the log) collects, unwoken.
             if c.writable && !c.queued && !c.held {
                 let id = ClientId {
                     key,

@@ -30,7 +30,6 @@ use super::access;
 use super::client::{Bytes, Client, ClientId, Held, Pending, Phase, PublishSlot};
 use super::connection::read_next;
 use super::error::RequestError;
-use super::event_log::Resume;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
 use crate::bus::types::{
@@ -78,6 +77,23 @@ pub(in crate::core) struct Cluster {
     awaiting: Vec<Awaiting>,
     requests: VecDeque<BusRequest>,
     stats: ClusterStats,
+}
+
+impl Cluster {
+    /// The tail is connected to the shared log.
+    pub(in crate::core) fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The epoch followed (`None` until the bus first connected).
+    pub(in crate::core) fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
+    }
+
+    /// The newest offset applied to the local logs (0: none of this epoch).
+    pub(in crate::core) fn last_offset(&self) -> u64 {
+        self.last_offset
+    }
 }
 
 /// A publish waiting for the bus.
@@ -132,32 +148,8 @@ pub struct ClusterStats {
     pub range_failures: u64,
 }
 
-/// How a cluster stream starts.
-pub(in crate::core) enum ClusterStart {
-    /// From the local cache (with the reset the [`Resume`] implies).
-    Local(Resume),
-    /// Hold the client and read the events after `after` from Redis (after a `reset`
-    /// `restart` first when `restart`).
-    Fetch { after: u64, restart: bool },
-    /// The id is ahead of what this node has applied (its tail is catching up): hold the
-    /// client at the live edge until events up to this gseq arrived, then skip to after it.
-    Await { gseq: u64, offset: u64 },
-    /// The node has not reached Redis yet: come back later (`retry:` and close).
-    NotReady,
-}
-
 /// Getters and the driver's side.
 impl Core {
-    /// True in cluster mode.
-    pub fn is_cluster(&self) -> bool {
-        self.cluster.is_some()
-    }
-
-    /// True in cluster mode while the bus is not connected (`/health` answers 503).
-    pub fn bus_down(&self) -> bool {
-        self.cluster.as_ref().is_some_and(|c| !c.connected)
-    }
-
     /// The next request for the shared log, if any: [`Core::poll_output`] hands it out as
     /// [`super::Output::Log`].
     pub(in crate::core) fn next_log_request(&mut self) -> Option<BusRequest> {
@@ -235,16 +227,15 @@ impl Core {
 
 /// Publishing through the bus.
 impl Core {
-    /// Hands a validated publish to the bus. An HTTP `client` gets a slot in its
-    /// [`Client::publishes`] and goes on parsing pipelined requests (up to
-    /// [`MAX_PUBLISHES_IN_FLIGHT`]); `None` is a stdin line. Refused at once (503) while the
-    /// bus is down.
+    /// Hands a validated publish to the bus; returns the token its answer will carry. The
+    /// answer goes to the HTTP `client` (which waits in [`Core::await_publish`]); `None` is
+    /// a stdin line. Refused at once (503) while the bus is down.
     pub(in crate::core) fn publish_to_bus(
         &mut self,
-        client: Option<(ClientId, Connection, Vec<u8>)>,
+        client: Option<ClientId>,
         event: Publish,
         now: Instant,
-    ) -> Result<(), RequestError> {
+    ) -> Result<u64, RequestError> {
         let Some(cl) = self.cluster.as_mut() else {
             return Err(RequestError::ShuttingDown);
         };
@@ -259,22 +250,20 @@ impl Core {
         cl.publishes.insert(
             token,
             Waiter {
-                client: client.as_ref().map(|(id, _, _)| *id),
+                client,
                 custom_id: event.custom_id.clone(),
                 since: now,
             },
         );
         cl.requests
             .push_back(BusRequest::Publish(Publish { token, ..event }));
-        if let Some((id, connection, early)) = client {
-            self.await_publish(id, token, connection, early, now);
-        }
-        Ok(())
+        Ok(token)
     }
 
-    /// Gives the client's publish `token` its slot, then reads on unless the cap is reached
-    /// or the request said close.
-    fn await_publish(
+    /// Gives the client's publish `token` (handed to a log that answers later) its slot in
+    /// [`Client::publishes`], then reads on (pipelined requests, up to
+    /// [`MAX_PUBLISHES_IN_FLIGHT`]) unless the cap is reached or the request said close.
+    pub(in crate::core) fn await_publish(
         &mut self,
         id: ClientId,
         token: u64,

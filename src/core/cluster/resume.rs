@@ -8,8 +8,9 @@ use std::time::Instant;
 use super::super::Core;
 use super::super::client::{Bytes, ClientId, Cursor, Pending};
 use super::super::event_log::{Resume, TICK_TOPIC_ID};
+use super::super::log_engine::Start;
 use super::super::topic::TopicId;
-use super::{Awaiting, ClusterStart, FETCH_LIMIT, Fetch, TOO_OLD, UNKNOWN_ID, encode_bus_event};
+use super::{Awaiting, FETCH_LIMIT, Fetch, TOO_OLD, UNKNOWN_ID, encode_bus_event};
 use crate::bus::types::{BusRequest, ClusterId, FetchRange, RangeReply, resume};
 use crate::config::Config;
 use crate::sse::frame;
@@ -28,19 +29,15 @@ fn page_bytes(cfg: &Config) -> usize {
 /// Resume: from the cache, or from Redis.
 impl Core {
     /// Where a cluster stream with `Last-Event-ID` `last` on `topics` starts.
-    pub(in crate::core) fn resolve_cluster(
-        &self,
-        last: Option<&str>,
-        topics: &[TopicId],
-    ) -> ClusterStart {
+    pub(in crate::core) fn resolve_cluster(&self, last: Option<&str>, topics: &[TopicId]) -> Start {
         let Some(cl) = self.cluster.as_ref() else {
-            return ClusterStart::Local(Resume::Unknown);
+            return Start::Here(Resume::Unknown);
         };
         let Some(last) = last.filter(|s| !s.is_empty()) else {
-            return ClusterStart::Local(Resume::Fresh);
+            return Start::Here(Resume::Fresh);
         };
         let Some(epoch) = cl.epoch.as_deref() else {
-            return ClusterStart::NotReady;
+            return Start::NotReady;
         };
         let covers = |g: u64| {
             g.saturating_add(1) >= cl.complete_from
@@ -53,42 +50,40 @@ impl Core {
         // the form of a cluster id (`order-17`), and is then no position in the shared log.
         if let Some(g) = self.log.custom_id_gseq(last) {
             return if covers(g) {
-                ClusterStart::Local(Resume::After(g))
+                Start::Here(Resume::After(g))
             } else {
-                ClusterStart::Fetch {
+                Start::Fetch {
                     after: g.saturating_sub(cl.gseq_base),
                     restart: false,
                 }
             };
         }
         let Some(id) = ClusterId::parse(last) else {
-            return ClusterStart::Local(Resume::Unknown);
+            return Start::Here(Resume::Unknown);
         };
         let head = cl.head_offset.max(cl.last_offset);
         match resume(&id, epoch, cl.first_retained.unwrap_or(0), head) {
             // Ahead of the head this node knows of: maybe published a moment ago on another
             // node; wait for the tail to say (bounded by its next replies).
-            crate::bus::Resume::Unknown if cl.connected => ClusterStart::Await {
+            crate::bus::Resume::Unknown if cl.connected => Start::Await {
                 gseq: cl.gseq_base + id.offset,
                 offset: id.offset,
             },
-            crate::bus::Resume::Unknown => ClusterStart::Local(Resume::Unknown),
-            crate::bus::Resume::TooOld => ClusterStart::Local(Resume::TooOld),
-            crate::bus::Resume::Restart if covers(cl.gseq_base) => {
-                ClusterStart::Local(Resume::EarlierRun)
-            }
-            crate::bus::Resume::Restart => ClusterStart::Fetch {
+            crate::bus::Resume::Unknown => Start::Here(Resume::Unknown),
+            crate::bus::Resume::TooOld => Start::Here(Resume::TooOld),
+            crate::bus::Resume::Restart if covers(cl.gseq_base) => Start::Here(Resume::EarlierRun),
+            crate::bus::Resume::Restart => Start::Fetch {
                 after: 0,
                 restart: true,
             },
-            crate::bus::Resume::After(n) if n > cl.last_offset => ClusterStart::Await {
+            crate::bus::Resume::After(n) if n > cl.last_offset => Start::Await {
                 gseq: cl.gseq_base + n,
                 offset: n,
             },
             crate::bus::Resume::After(n) if covers(cl.gseq_base + n) => {
-                ClusterStart::Local(Resume::After(cl.gseq_base + n))
+                Start::Here(Resume::After(cl.gseq_base + n))
             }
-            crate::bus::Resume::After(n) => ClusterStart::Fetch {
+            crate::bus::Resume::After(n) => Start::Fetch {
                 after: n,
                 restart: false,
             },
@@ -361,24 +356,8 @@ impl Core {
     }
 }
 
-/// Reset ids and metrics.
+/// Metrics.
 impl Core {
-    /// The id a `reset` `restart` carries (`<epoch>-0`, or this run's `<boot>-0`).
-    pub(in crate::core) fn restart_reset_id(&self) -> String {
-        match self.cluster.as_ref().and_then(|c| c.epoch.as_ref()) {
-            Some(epoch) => format!("{epoch}-0"),
-            None => self.log.event_id(0),
-        }
-    }
-
-    /// The id of the newest event applied (what a `reset` `too-old`/`unknown-id` carries).
-    pub(in crate::core) fn newest_reset_id(&self) -> String {
-        match self.cluster.as_ref() {
-            Some(cl) => format!("{}-{}", cl.epoch.as_deref().unwrap_or("0"), cl.last_offset),
-            None => self.log.last_event_id(),
-        }
-    }
-
     /// Cluster metrics in Prometheus text format (nothing in the embedded mode).
     pub(in crate::core) fn render_cluster_metrics(&self, out: &mut String) {
         let Some(cl) = self.cluster.as_ref() else {
