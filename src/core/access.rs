@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::Core;
-use super::client::{Bytes, ClientId, Pending, Phase};
+use super::client::{Bytes, ClientId};
 use super::event_log::TICK_TOPIC_ID;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
@@ -246,28 +246,12 @@ impl Core {
             Some("reset"),
             "{\"reason\":\"token-expired\"}",
         );
-        let cursors = c.cursors.clone();
-        for cur in cursors {
-            self.unsubscribe(cur.topic, cur.sub_index as usize);
-        }
         if in_flight_frame {
             // It will be written out with the reset: count it as delivered now.
             self.metrics.frames_written += 1;
         }
-        self.streaming -= 1;
-        log::debug!("token expired, {} clients", self.streaming);
-        let Some(c) = self.client_mut(id) else { return };
-        c.cursors.clear();
-        c.grant = None;
-        c.pending = Some(Pending {
-            bytes: Bytes::Owned(bytes.into()),
-            offset: 0,
-        });
-        c.phase = Phase::Closing(CloseReason::TokenExpired);
-        c.answer_since = now;
-        self.timers
-            .arm(id, TimerKind::Linger, now + self.cfg.linger);
-        self.schedule(id);
+        log::debug!("token expired");
+        self.finish_stream(id, bytes, CloseReason::TokenExpired, now);
     }
 
     /// Debug check: every frame a client is offered is of a topic its grant allows.

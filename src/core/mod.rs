@@ -492,20 +492,14 @@ impl Core {
         base + Duration::from_nanos(self.next_random() % spread_ns)
     }
 
-    /// Forgets a client: unsubscribes it, frees its slot, queues its `Close`.
+    /// Forgets a client: ends its stream if it has one ([`Core::leave_stream`]), frees its
+    /// slot, counts the close and queues its `Close`.
     fn remove(&mut self, id: ClientId, reason: CloseReason) {
-        let Some(c) = self.client(id) else { return };
-        let was_streaming = c.is_streaming();
-        let cursors = c.cursors.clone();
-        for cur in cursors {
-            self.unsubscribe(cur.topic, cur.sub_index as usize);
+        if self.client(id).is_none() {
+            return;
         }
+        self.leave_stream(id);
         self.clients.remove(id.key as usize);
-        self.forget_parked_page(id);
-        if was_streaming {
-            self.streaming -= 1;
-            log::debug!("client removed, {} clients", self.streaming);
-        }
         self.metrics.count_close(reason);
         self.closes.push_back((id, reason));
     }

@@ -474,6 +474,52 @@ impl Core {
         }
     }
 
+    /// The one way a stream ends, whatever ends it (the client gone, slow, its token
+    /// expired, an epoch change or an abandoned range read, shutdown): its cursors leave
+    /// their topics, a parked page of its range read is forgotten, its grant is dropped and
+    /// the streaming count goes down. The connection itself stays (the caller removes it or
+    /// sends last bytes with [`Core::finish_stream`]). False when `id` was not streaming.
+    pub(super) fn leave_stream(&mut self, id: ClientId) -> bool {
+        let Some(c) = self.client_mut(id).filter(|c| c.is_streaming()) else {
+            return false;
+        };
+        let cursors = std::mem::take(&mut c.cursors);
+        c.held = false;
+        c.grant = None;
+        // Each cursor is on its own topic: a swap-removal in one cannot move another.
+        for cur in &cursors {
+            self.unsubscribe(cur.topic, cur.sub_index as usize);
+        }
+        self.forget_parked_page(id);
+        self.streaming -= 1;
+        log::debug!("stream ended, {} clients", self.streaming);
+        true
+    }
+
+    /// Ends a stream with `last` (what it had queued, then a final frame) written before the
+    /// connection closes for `reason`; lingers for a slow reader.
+    pub(super) fn finish_stream(
+        &mut self,
+        id: ClientId,
+        last: Vec<u8>,
+        reason: CloseReason,
+        now: Instant,
+    ) {
+        if !self.leave_stream(id) {
+            return;
+        }
+        let Some(c) = self.client_mut(id) else { return };
+        c.phase = Phase::Closing(reason);
+        c.pending = Some(Pending {
+            bytes: Bytes::Owned(last.into()),
+            offset: 0,
+        });
+        c.answer_since = now;
+        self.timers
+            .arm(id, TimerKind::Linger, now + self.cfg.linger);
+        self.schedule(id);
+    }
+
     pub(super) fn unsubscribe(&mut self, topic: TopicId, index: usize) {
         let subs = &mut self.log.topic_mut(topic).subscribers;
         if index >= subs.len() {

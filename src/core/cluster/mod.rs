@@ -585,31 +585,12 @@ impl Core {
         if !self.is_streaming(id) {
             return;
         }
-        // Its resume is abandoned: no next page of it is read.
-        self.forget_parked_page(id);
         let delay = self.jitter(Duration::from_secs(2), Duration::from_secs(5));
         let Some(c) = self.client(id) else { return };
-        let cursors = c.cursors.clone();
         let mut bytes = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
         frame::encode_retry(&mut bytes, delay.as_millis() as u64);
-        // Unsubscribe in reverse so swap-removal cannot move a cursor not yet handled.
-        for cur in cursors.iter().rev() {
-            self.unsubscribe(cur.topic, cur.sub_index as usize);
-        }
-        if let Some(c) = self.client_mut(id) {
-            c.cursors.clear();
-            c.held = false;
-            c.phase = Phase::Closing(CloseReason::Normal);
-            c.pending = Some(Pending {
-                bytes: Bytes::Owned(bytes.into()),
-                offset: 0,
-            });
-            c.answer_since = now;
-        }
-        self.streaming -= 1;
-        self.timers
-            .arm(id, TimerKind::Linger, now + self.cfg.linger);
-        self.schedule(id);
+        // Its resume is abandoned: no next page of it is read (`leave_stream`).
+        self.finish_stream(id, bytes, CloseReason::Normal, now);
     }
 }
 
