@@ -9,8 +9,8 @@ use smallvec::SmallVec;
 
 use super::metrics::CloseReason;
 use super::topic::TopicId;
-use crate::http::body::BodyReader;
-use crate::http::request::{HeadReader, RequestHead};
+use crate::http::pipeline::RequestStream;
+use crate::http::request::RequestHead;
 use crate::http::response::Connection;
 
 /// Names a connection: its slab key and the generation it was accepted with. A slab key is
@@ -71,10 +71,9 @@ pub struct Cursor {
 /// Where a connection is in its life.
 #[derive(Debug)]
 pub enum Phase {
-    /// Reading a request head.
-    Head(HeadReader),
-    /// Reading a request body (a publish's, or one to discard before routing).
-    Body(Box<BodyState>),
+    /// Reading a request: its head, or the body of the head routed last (boxed: the slab
+    /// entry of a streaming client stays small).
+    Reading(Box<Reading>),
     /// Receiving the event stream.
     Streaming,
     /// Publishes wait for a log that answers later ([`Client::publishes`]) and no more input
@@ -181,12 +180,28 @@ impl AfterAnswer {
     }
 }
 
-/// A request whose body is still arriving: read (kept or discarded) by `reader`, then acted
-/// on as `purpose` says.
+/// A connection reading requests: the one framing ([`RequestStream`]), and while a body
+/// arrives what it is read for.
 #[derive(Debug)]
-pub struct BodyState {
-    pub reader: BodyReader,
-    pub purpose: BodyPurpose,
+pub struct Reading {
+    pub requests: RequestStream,
+    /// `Some` while a body is read (kept or discarded by the stream's body reader).
+    pub body: Option<BodyPurpose>,
+}
+
+impl Reading {
+    /// Reading the next request head, within these limits.
+    pub fn new(max_head: usize, max_body: usize) -> Box<Reading> {
+        Box::new(Reading {
+            requests: RequestStream::new(max_head, max_body),
+            body: None,
+        })
+    }
+
+    /// True while a body is read (not a head).
+    pub fn reads_body(&self) -> bool {
+        self.body.is_some()
+    }
 }
 
 /// What a request body is read for.
@@ -254,10 +269,16 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(generation: u32, peer: SocketAddr, now: Instant) -> Client {
+    /// A connection accepted at `now`, reading its first request within these limits.
+    pub fn new(
+        generation: u32,
+        peer: SocketAddr,
+        now: Instant,
+        (max_head, max_body): (usize, usize),
+    ) -> Client {
         Client {
             generation,
-            phase: Phase::Head(HeadReader::default()),
+            phase: Phase::Reading(Reading::new(max_head, max_body)),
             pending: None,
             cursors: SmallVec::new(),
             writable: true,

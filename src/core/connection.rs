@@ -4,43 +4,74 @@
 use std::time::Instant;
 
 use super::Core;
-use super::client::{AfterAnswer, BodyPurpose, BodyState, Bytes, ClientId, Pending, Phase};
+use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Pending, Phase, Reading};
 use super::endpoints::{route, route_bodiless};
 use super::error::RequestError;
 use super::metrics::CloseReason;
 use super::publish::finish_publish;
 use super::timers::TimerKind;
 use crate::http::body::BodyReader;
-use crate::http::request::{BodyFraming, HeadProgress, HeadReader, RequestHead};
+use crate::http::pipeline::{Frame, StreamError};
+use crate::http::request::{BodyFraming, RequestHead};
 use crate::http::response;
 use crate::sse::frame;
 
-/// Feeds bytes read from a connection into whatever phase it is in.
+/// Feeds bytes read from a connection into whatever phase it is in: the read step for a
+/// connection reading requests; what other phases keep of input otherwise.
 pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant) {
-    let (max_head, max_body, max_send) = (
-        core.cfg.max_head,
-        core.cfg.max_body,
+    let Some(c) = core.client(id) else { return };
+    if matches!(c.phase, Phase::Reading(_)) {
+        read_requests(core, id, bytes, now);
+    } else {
+        keep_input(core, id, bytes, true);
+    }
+}
+
+/// The read step: parses requests out of `input` with the connection's framing
+/// ([`crate::http::pipeline::RequestStream`]) and acts on each, while the connection reads
+/// requests. What is left once it stops (a stream started, an answer is pending, publishes
+/// wait for the log) is kept as that phase keeps input. The one place that parses input.
+fn read_requests(core: &mut Core, id: ClientId, input: &[u8], now: Instant) {
+    let mut at = 0;
+    loop {
+        let Some(c) = core.client_mut(id) else { return };
+        let Phase::Reading(r) = &mut c.phase else {
+            break;
+        };
+        let (frame, used) = match r.requests.step(&input[at..]) {
+            Ok(step) => step,
+            Err(StreamError::Head(e)) => return fail(core, id, RequestError::Head(e), now),
+            Err(StreamError::Body(e)) => return fail(core, id, e.into(), now),
+        };
+        at += used;
+        let more = at < input.len();
+        match frame {
+            None => break,
+            Some(Frame::Head(head)) => route(core, id, head, more, now),
+            Some(Frame::Body(body)) => body_done(core, id, body, more, now),
+        }
+    }
+    if at < input.len() {
+        // Bytes that followed the request in the same read: kept whole, as they arrived
+        // with it (later reads are bounded by `Core::input_room`).
+        keep_input(core, id, &input[at..], false);
+    }
+}
+
+/// Keeps input that arrives while the connection does not read requests: pipelined bytes
+/// while an answer is pending or publishes wait (past `--max-head` + `--max-body`, when
+/// `bounded`, the connection closes: reason `limit`), the bytes a stream's client sends
+/// after its request (counted, dropped; past `--max-client-send` it closes), nothing while
+/// closing.
+fn keep_input(core: &mut Core, id: ClientId, bytes: &[u8], bounded: bool) {
+    let (max_early, max_send) = (
+        core.cfg.max_head + core.cfg.max_body,
         core.cfg.max_client_send,
     );
     let Some(c) = core.client_mut(id) else { return };
-    match &mut c.phase {
-        Phase::Head(reader) => match reader.feed(bytes, max_head) {
-            Ok(HeadProgress::Partial) => {}
-            Ok(HeadProgress::Complete { head, rest }) => route(core, id, head, rest, now),
-            Err(e) => fail(core, id, RequestError::Head(e), now),
-        },
-        Phase::Body(st) => match st.reader.feed(bytes) {
-            Err(e) => fail(core, id, e.into(), now),
-            Ok(progress) if progress.done => {
-                let Phase::Body(st) =
-                    std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
-                else {
-                    return;
-                };
-                body_done(core, id, *st, bytes[progress.used..].to_vec(), now);
-            }
-            Ok(_) => {}
-        },
+    let early = match &mut c.phase {
+        Phase::Answering { early, .. } => early,
+        Phase::Pipelined(held) => &mut held.early,
         Phase::Streaming => {
             let received = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
             c.received_after_request = c.received_after_request.saturating_add(received);
@@ -52,64 +83,40 @@ pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant
                 );
                 core.remove(id, CloseReason::Limit);
             }
+            return;
         }
-        Phase::Answering { early, .. } => {
-            if !keep_early(early, bytes, max_head + max_body) {
-                core.remove(id, CloseReason::Limit);
-            }
-        }
-        Phase::Pipelined(held) => {
-            if !keep_early(&mut held.early, bytes, max_head + max_body) {
-                core.remove(id, CloseReason::Limit);
-            }
-        }
-        Phase::Closing(_) => {}
-    }
-}
-
-/// Keeps bytes that arrive while earlier requests are answered. False past `bound` (the
-/// caller closes).
-fn keep_early(early: &mut Vec<u8>, bytes: &[u8], bound: usize) -> bool {
-    if early.len() + bytes.len() > bound {
-        return false;
-    }
-    early.extend_from_slice(bytes);
-    true
-}
-
-/// Enters the body phase for a request whose body `reader` reads, with the bytes that
-/// followed the head; acts on the request at once when the body is already complete.
-pub(super) fn read_body(
-    core: &mut Core,
-    id: ClientId,
-    reader: BodyReader,
-    purpose: BodyPurpose,
-    rest: Vec<u8>,
-    now: Instant,
-) {
-    let Some(c) = core.client_mut(id) else { return };
-    let st = BodyState { reader, purpose };
-    if st.reader.is_done() {
-        c.phase = Phase::Closing(CloseReason::Normal);
-        body_done(core, id, st, rest, now);
+        Phase::Reading(_) | Phase::Closing(_) => return,
+    };
+    if bounded && early.len() + bytes.len() > max_early {
+        core.remove(id, CloseReason::Limit);
         return;
     }
-    c.phase = Phase::Body(Box::new(st));
-    if !rest.is_empty() {
-        on_bytes(core, id, &rest, now);
+    early.extend_from_slice(bytes);
+}
+
+/// Reads the body of the head just routed with `reader`, for `purpose`; the next read step
+/// acts on it once complete.
+pub(super) fn read_body(core: &mut Core, id: ClientId, reader: BodyReader, purpose: BodyPurpose) {
+    let Some(c) = core.client_mut(id) else { return };
+    if let Phase::Reading(r) = &mut c.phase {
+        r.requests.read_body(reader);
+        r.body = Some(purpose);
     }
 }
 
-/// A body is complete: publish it, or route the head it followed.
-fn body_done(core: &mut Core, id: ClientId, st: BodyState, rest: Vec<u8>, now: Instant) {
-    match st.purpose {
-        BodyPurpose::Publish(fields) => {
-            finish_publish(core, id, fields, st.reader.into_body(), rest, now);
-        }
-        BodyPurpose::ThenRoute(mut head) => {
+/// A body is complete: publish it, or route the head it followed. `more`: input follows it.
+fn body_done(core: &mut Core, id: ClientId, body: Vec<u8>, more: bool, now: Instant) {
+    let Some(c) = core.client_mut(id) else { return };
+    let Phase::Reading(r) = &mut c.phase else {
+        return;
+    };
+    match r.body.take() {
+        Some(BodyPurpose::Publish(fields)) => finish_publish(core, id, fields, body, now),
+        Some(BodyPurpose::ThenRoute(mut head)) => {
             head.framing = BodyFraming::None;
-            route_bodiless(core, id, *head, rest, now);
+            route_bodiless(core, id, *head, more, now);
         }
+        None => {}
     }
 }
 
@@ -185,7 +192,6 @@ pub(super) fn answer(
     status: u16,
     bytes: Vec<u8>,
     then: AfterAnswer,
-    early: Vec<u8>,
     now: Instant,
 ) {
     let then = if core.shutdown_deadline.is_some() {
@@ -204,7 +210,10 @@ pub(super) fn answer(
         bytes: Bytes::Owned(bytes.into()),
         offset: 0,
     });
-    c.phase = Phase::Answering { then, early };
+    c.phase = Phase::Answering {
+        then,
+        early: Vec::new(),
+    };
     c.answer_since = now;
     core.metrics.count_response(status);
     core.timers
@@ -212,41 +221,64 @@ pub(super) fn answer(
     core.schedule(id);
 }
 
-/// A complete response was sent: close, or read the next request.
-pub(super) fn answer_sent(core: &mut Core, id: ClientId, now: Instant) {
-    let Some(c) = core.client_mut(id) else { return };
-    match std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal)) {
+/// What a connection reads once its answer is sent: a request parsed already that waited
+/// for the answers before it, and the bytes that arrived meanwhile.
+pub(super) type NextInput = (Option<RequestHead>, Vec<u8>);
+
+/// A complete response was sent: close, or go back to reading requests. Only changes
+/// state: the caller runs the read step ([`read_next`]) over what it returns.
+pub(super) fn answer_sent(core: &mut Core, id: ClientId) -> Option<NextInput> {
+    let c = core.client_mut(id)?;
+    let next = match &mut c.phase {
         Phase::Answering {
             then: AfterAnswer::KeepAlive,
             early,
-        } => read_next(core, id, None, early, now),
-        Phase::Pipelined(held) => read_next(core, id, held.head, held.early, now),
-        Phase::Closing(reason) => core.remove(id, reason),
-        _ => core.remove(id, CloseReason::Normal),
-    }
+        } => (None, std::mem::take(early)),
+        Phase::Pipelined(held) => (held.head.take(), std::mem::take(&mut held.early)),
+        Phase::Closing(reason) => {
+            let reason = *reason;
+            core.remove(id, reason);
+            return None;
+        }
+        _ => {
+            core.remove(id, CloseReason::Normal);
+            return None;
+        }
+    };
+    Some(next)
 }
 
-/// Goes back to reading requests (keep-alive): routes `head` when a parsed request was
-/// waiting, then parses the bytes that arrived meanwhile (`early`).
-pub(super) fn read_next(
-    core: &mut Core,
-    id: ClientId,
-    head: Option<RequestHead>,
-    early: Vec<u8>,
-    now: Instant,
-) {
+/// The connection reads its next request (keep-alive, or between publishes waiting for
+/// the log): a fresh head phase, an eviction candidate again, with its head timer.
+pub(super) fn begin_reading(core: &mut Core, id: ClientId, now: Instant) {
+    let limits = (core.cfg.max_head, core.cfg.max_body);
     let Some(c) = core.client_mut(id) else { return };
-    c.phase = Phase::Head(HeadReader::default());
+    c.phase = Phase::Reading(Reading::new(limits.0, limits.1));
     c.answered = true;
     c.head_since = now;
-    let input_closed = c.input_closed;
     core.note_head_reader(id, now);
     core.timers
         .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
+}
+
+/// Goes back to reading requests ([`begin_reading`]), then runs the read step: routes
+/// `head` when a parsed request was waiting, and parses the bytes that arrived meanwhile.
+pub(super) fn read_next(core: &mut Core, id: ClientId, (head, early): NextInput, now: Instant) {
+    begin_reading(core, id, now);
+    let Some(input_closed) = core.client(id).map(|c| c.input_closed) else {
+        return;
+    };
     if let Some(head) = head {
-        route(core, id, head, early, now);
-    } else if !early.is_empty() {
-        on_bytes(core, id, &early, now);
+        route(core, id, head, !early.is_empty(), now);
+    }
+    // Received earlier, within the bound then: kept whole whatever the phase is now.
+    if core
+        .client(id)
+        .is_some_and(|c| matches!(c.phase, Phase::Reading(_)))
+    {
+        read_requests(core, id, &early, now);
+    } else {
+        keep_input(core, id, &early, false);
     }
     // The client ended its side: once the requests it sent are answered, close.
     if input_closed
@@ -269,22 +301,21 @@ impl Core {
         match (kind, &c.phase) {
             // A head timer of an earlier head phase of this connection (armed at accept or
             // after a previous answer): the current phase has a timer of its own.
-            (TimerKind::Head, Phase::Head(_) | Phase::Body(_))
-                if now < c.head_since + self.cfg.head_timeout => {}
+            (TimerKind::Head, Phase::Reading(_)) if now < c.head_since + self.cfg.head_timeout => {}
             // Pipelined publishes wait for the log: not an idle connection.
-            (TimerKind::Head, Phase::Head(_)) if !c.publishes.is_empty() => {
+            (TimerKind::Head, Phase::Reading(r)) if !r.reads_body() && !c.publishes.is_empty() => {
                 self.timers
                     .arm(id, TimerKind::Head, now + self.cfg.head_timeout);
             }
-            (TimerKind::Head, Phase::Head(r)) => {
-                if r.buffered() == 0 && c.answered {
+            (TimerKind::Head, Phase::Reading(r)) if !r.reads_body() => {
+                if r.requests.buffered_head() == 0 && c.answered {
                     // An idle kept-alive connection between requests: just close it.
                     self.remove(id, CloseReason::Timeout);
                 } else {
                     fail(self, id, RequestError::HeadTimeout, now);
                 }
             }
-            (TimerKind::Head, Phase::Body(_)) => fail(self, id, RequestError::BodyTimeout, now),
+            (TimerKind::Head, Phase::Reading(_)) => fail(self, id, RequestError::BodyTimeout, now),
             // A linger timer of an earlier response on this kept-alive connection.
             (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_))
                 if now < c.answer_since + self.cfg.linger => {}
@@ -360,5 +391,5 @@ impl Core {
 /// True while the client is reading a request head or body (it holds a slot and may make no
 /// progress: an eviction candidate).
 pub(super) fn reads_request(c: &super::client::Client) -> bool {
-    matches!(c.phase, Phase::Head(_) | Phase::Body(_)) && c.publishes.is_empty()
+    matches!(c.phase, Phase::Reading(_)) && c.publishes.is_empty()
 }

@@ -22,8 +22,9 @@ pub const MAX_LISTED_CLIENTS: usize = 100;
 
 /// Routes a complete request head: `Host` first (400), then a body on anything but a
 /// publish is read past and dropped before the head is routed (413 past `--max-body`), so
-/// the next pipelined request is found where the head says.
-pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<u8>, now: Instant) {
+/// the next pipelined request is found where the head says. `more`: input follows the head
+/// in what was read.
+pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, more: bool, now: Instant) {
     // First, so that every answer to this request (errors too) carries its CORS policy.
     core.remember_origin(id, &head);
     let publishes = head.method == Method::Post && head.path == "/publish";
@@ -33,7 +34,7 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
         if let Some(c) = core.client_mut(id) {
             c.phase = Phase::Pipelined(Box::new(Held {
                 head: Some(head),
-                early: rest,
+                early: Vec::new(),
             }));
         }
         return;
@@ -44,19 +45,12 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, rest: Vec<
     }
     if head.has_body() && !publishes {
         match BodyReader::for_discard(&head, core.cfg.max_body) {
-            Ok(reader) => read_body(
-                core,
-                id,
-                reader,
-                BodyPurpose::ThenRoute(Box::new(head)),
-                rest,
-                now,
-            ),
+            Ok(reader) => read_body(core, id, reader, BodyPurpose::ThenRoute(Box::new(head))),
             Err(e) => fail(core, id, e.into(), now),
         }
         return;
     }
-    route_bodiless(core, id, head, rest, now);
+    route_bodiless(core, id, head, more, now);
 }
 
 /// Routes a request whose body (if any) is read past already, or is a publish's.
@@ -64,7 +58,7 @@ pub(super) fn route_bodiless(
     core: &mut Core,
     id: ClientId,
     head: RequestHead,
-    rest: Vec<u8>,
+    more: bool,
     now: Instant,
 ) {
     let conn = connection_for(core, &head);
@@ -72,7 +66,6 @@ pub(super) fn route_bodiless(
     let reply = Reply {
         conn,
         head_only: head.method == Method::Head,
-        rest,
         now,
     };
     if head.method == Method::Options {
@@ -83,17 +76,15 @@ pub(super) fn route_bodiless(
             let html = "text/html; charset=utf-8";
             answer_ok(core, id, html, DEMO_PAGE.as_bytes(), reply);
         }
-        "/" | "/events" if read => start_stream(core, id, &head, reply.rest, now),
-        "/publish" if head.method == Method::Post => {
-            begin_publish(core, id, &head, reply.rest, now)
-        }
+        "/" | "/events" if read => start_stream(core, id, &head, now),
+        "/publish" if head.method == Method::Post => begin_publish(core, id, &head, more, now),
         "/publish" => fail(core, id, RequestError::MethodNotAllowed(Allow::Post), now),
         "/health" if read && core.bus_down() => {
             // The log cannot take appends: a load balancer may send new clients elsewhere.
             let plain = "text/plain; charset=utf-8";
             let r = response::answer(503, plain, &[], b"bus down\n", reply.conn, reply.head_only);
             let then = AfterAnswer::after(reply.conn);
-            answer(core, id, 503, r, then, reply.rest, reply.now);
+            answer(core, id, 503, r, then, reply.now);
         }
         "/health" if read => {
             answer_ok(core, id, "text/plain; charset=utf-8", b"ok\n", reply);
@@ -145,8 +136,6 @@ struct Reply {
     conn: Connection,
     /// A HEAD request: the head only.
     head_only: bool,
-    /// Bytes that followed the request (the next pipelined one).
-    rest: Vec<u8>,
     now: Instant,
 }
 
@@ -171,14 +160,14 @@ fn options(core: &mut Core, id: ClientId, head: &RequestHead, reply: Reply) {
         response::answer(204, "", &[allow], b"", reply.conn, false)
     };
     let then = AfterAnswer::after(reply.conn);
-    answer(core, id, 204, r, then, reply.rest, reply.now);
+    answer(core, id, 204, r, then, reply.now);
 }
 
 /// Answers 200 with a complete `body` (for HEAD, the same head without the body).
 fn answer_ok(core: &mut Core, id: ClientId, content_type: &str, body: &[u8], reply: Reply) {
     let r = response::answer(200, content_type, &[], body, reply.conn, reply.head_only);
     let then = AfterAnswer::after(reply.conn);
-    answer(core, id, 200, r, then, reply.rest, reply.now);
+    answer(core, id, 200, r, then, reply.now);
 }
 
 /// The demo page, served at `/` to browser navigations.

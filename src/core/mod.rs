@@ -293,7 +293,10 @@ impl Core {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let key = self.clients.insert(Client::new(generation, peer, now));
+        let limits = (self.cfg.max_head, self.cfg.max_body);
+        let key = self
+            .clients
+            .insert(Client::new(generation, peer, now, limits));
         let key = u32::try_from(key).unwrap_or(u32::MAX);
         self.metrics.accepted += 1;
         let id = ClientId { key, generation };
@@ -436,7 +439,7 @@ impl Core {
             let keep = match c.phase {
                 Phase::Streaming => self.has_pending(c),
                 Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => true,
-                Phase::Head(_) | Phase::Body(_) => !c.publishes.is_empty(),
+                Phase::Reading(_) => !c.publishes.is_empty(),
             };
             if !keep {
                 self.remove(id, CloseReason::Shutdown);
@@ -574,7 +577,7 @@ impl Core {
             if c.writable
                 && !c.queued
                 && self.has_pending(c)
-                && !matches!(c.phase, Phase::Head(_) | Phase::Body(_))
+                && !matches!(c.phase, Phase::Reading(_))
             {
                 return Err(format!(
                     "client {key} is writable with bytes pending but not queued"

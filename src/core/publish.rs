@@ -29,7 +29,7 @@ pub(super) fn begin_publish(
     core: &mut Core,
     id: ClientId,
     head: &RequestHead,
-    rest: Vec<u8>,
+    more: bool,
     now: Instant,
 ) {
     let topic = head.param("topic").unwrap_or(DEFAULT_TOPIC).to_owned();
@@ -59,7 +59,7 @@ pub(super) fn begin_publish(
         connection: connection_for(core, head),
     };
     if head.expect_continue
-        && rest.is_empty()
+        && !more
         && !reader.is_done()
         && let Some(c) = core.client_mut(id)
     {
@@ -69,7 +69,7 @@ pub(super) fn begin_publish(
         });
         core.schedule(id);
     }
-    read_body(core, id, reader, BodyPurpose::Publish(fields), rest, now);
+    read_body(core, id, reader, BodyPurpose::Publish(fields));
 }
 
 pub(super) fn check_fields(event: Option<&str>, id: Option<&str>) -> Result<(), RequestError> {
@@ -92,7 +92,6 @@ pub(super) fn finish_publish(
     id: ClientId,
     fields: PublishFields,
     body: Vec<u8>,
-    early: Vec<u8>,
     now: Instant,
 ) {
     let Ok(data) = String::from_utf8(body) else {
@@ -116,10 +115,10 @@ pub(super) fn finish_publish(
             let body = format!("{event_id}\n");
             let text = "text/plain; charset=utf-8";
             let r = response::answer(200, text, &[], body.as_bytes(), connection, false);
-            answer(core, id, 200, r, AfterAnswer::after(connection), early, now);
+            answer(core, id, 200, r, AfterAnswer::after(connection), now);
         }
         // The answer waits for the log; pipelined requests are read meanwhile.
-        Ok(Appended::Later(token)) => core.await_publish(id, token, connection, early, now),
+        Ok(Appended::Later(token)) => core.await_publish(id, token, connection, now),
         Err(e) => fail(core, id, e, now),
     }
 }

@@ -24,13 +24,7 @@ use crate::http::request::{Method, RequestHead};
 use crate::http::response;
 use crate::sse::frame;
 
-pub(super) fn start_stream(
-    core: &mut Core,
-    id: ClientId,
-    head: &RequestHead,
-    rest: Vec<u8>,
-    now: Instant,
-) {
+pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, now: Instant) {
     // The topics: none means the default stream; `topic=` (empty) names it explicitly.
     // Counted before anything else is done with them (a repeated name counts each time),
     // then deduplicated in linear time.
@@ -58,7 +52,7 @@ pub(super) fn start_stream(
     // HEAD: the stream's head only (after the same checks as GET), then close.
     if head.method == Method::Head {
         let r = response::STREAM_HEAD.as_bytes().to_vec();
-        answer(core, id, 200, r, AfterAnswer::Close, Vec::new(), now);
+        answer(core, id, 200, r, AfterAnswer::Close, now);
         return;
     }
     // Over the limit only once the request itself is known to be valid.
@@ -146,7 +140,7 @@ pub(super) fn start_stream(
             offset: 0,
         });
         c.phase = Phase::Streaming;
-        c.received_after_request = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+        c.received_after_request = 0;
     }
     core.streaming += 1;
     log::debug!("client added, {} clients ({:?})", core.streaming, peer);
@@ -154,9 +148,6 @@ pub(super) fn start_stream(
     core.arm_keepalive(id, now);
     core.keep_grant(id, grant, now);
     core.schedule(id);
-    if rest.len() > core.cfg.max_client_send {
-        core.remove(id, CloseReason::Limit);
-    }
 }
 
 /// A streaming request over `--max-clients`: an EventSource gets a 200 with a jittered
@@ -166,7 +157,7 @@ pub(super) fn over_limit(core: &mut Core, id: ClientId, head: &RequestHead, now:
     if head.accepts_event_stream() {
         let mut r = response::STREAM_HEAD.as_bytes().to_vec();
         frame::encode_retry(&mut r, delay.as_millis() as u64);
-        answer(core, id, 200, r, AfterAnswer::Close, Vec::new(), now);
+        answer(core, id, 200, r, AfterAnswer::Close, now);
         // Closed after sending, and counted as a limit close.
         if let Some(c) = core.client_mut(id) {
             c.phase = Phase::Closing(CloseReason::Limit);
@@ -278,9 +269,17 @@ impl Core {
         let input_done = c.pending.is_none()
             && c.input_closed
             && c.publishes.is_empty()
-            && matches!(c.phase, Phase::Head(_) | Phase::Pipelined(_));
+            && match &c.phase {
+                Phase::Reading(r) => !r.reads_body(),
+                Phase::Pipelined(_) => true,
+                _ => false,
+            };
         if finished_answer {
-            super::connection::answer_sent(self, id, now);
+            // The answer is written: the state says what comes next, then the read step
+            // picks up what the client sent meanwhile, as for a read.
+            if let Some(next) = super::connection::answer_sent(self, id) {
+                super::connection::read_next(self, id, next, now);
+            }
         } else if input_done {
             self.remove(id, CloseReason::Normal);
         } else if self.shutdown_deadline.is_some()

@@ -1,12 +1,14 @@
 //! A connection's byte stream split into requests: a head, then exactly the body its head
-//! frames (kept for `POST`, read past and dropped for any other method), then the next head.
-//! A `POST` without framing (411) or with a coding we cannot decode (501) ends the stream, as
-//! it ends a publish.
+//! frames, then the next head. This is the one framing of the server: the core reads every
+//! connection with it, one step at a time ([`RequestStream::step`]), deciding after each
+//! head how its body is read ([`RequestStream::read_body`]: kept for a publish, read past
+//! and dropped for anything else, or refused before a byte of it is read: 401, 411, 413).
 //!
-//! This is the reference composition of [`HeadReader`] and [`BodyReader`] that routing
-//! follows (routing interleaves its own decisions: 401, 411, 100-continue), and what the
-//! framing proptest and fuzz target check: the same bytes in any split give the same
-//! requests, the same bodies and the same error, and each request gives one outcome.
+//! [`RequestStream::feed`] is the same steps under a fixed policy (keep the body of a
+//! `POST`, read past any other; a `POST` without framing, 411, or with a coding we cannot
+//! decode, 501, ends the stream): what the framing proptest and fuzz target check. The same
+//! bytes in any split give the same requests, the same bodies and the same error, and each
+//! request gives one outcome.
 
 use super::body::{BodyError, BodyReader};
 use super::request::{HeadError, HeadProgress, HeadReader, Method, RequestHead};
@@ -36,19 +38,39 @@ impl StreamError {
     }
 }
 
+/// What one read step found.
+// Made once per request and moved straight out (as `HeadProgress`).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete head. The caller says how its body is read ([`RequestStream::read_body`])
+    /// before the next step, or stops reading the connection.
+    Head(RequestHead),
+    /// The body of the last head is complete: its bytes when kept, empty when read past.
+    Body(Vec<u8>),
+}
+
 #[derive(Debug)]
 enum State {
     Head(HeadReader),
-    Body(Box<RequestHead>, BodyReader),
+    /// A head was returned; its body's reader is not given yet.
+    AwaitingBody,
+    Body(BodyReader),
     Failed(StreamError),
 }
 
 /// Reads pipelined requests within a head limit and a body limit.
+///
+/// Guarantees: memory held is at most the head limit (a head being assembled) plus what a
+/// kept body holds (at most its reader's limit); after an error every later step returns it
+/// again and completes nothing.
 #[derive(Debug)]
 pub struct RequestStream {
     state: State,
     max_head: usize,
     max_body: usize,
+    /// [`RequestStream::feed`] only: the head whose body is being read.
+    feed_head: Option<Box<RequestHead>>,
 }
 
 impl RequestStream {
@@ -57,78 +79,108 @@ impl RequestStream {
             state: State::Head(HeadReader::default()),
             max_head,
             max_body,
+            feed_head: None,
         }
     }
 
-    /// Feeds bytes read from the connection; appends every request they complete to `out`,
-    /// in order. After an error, every later call returns it again and completes nothing.
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Request>) -> Result<(), StreamError> {
-        let result = self.feed_inner(bytes, out);
+    /// The body limit this stream was made with.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Bytes of a head buffered so far (0 between requests and while a body is read).
+    pub fn buffered_head(&self) -> usize {
+        match &self.state {
+            State::Head(reader) => reader.buffered(),
+            _ => 0,
+        }
+    }
+
+    /// One read step over `input` (bytes read and not yet consumed): what it completed, if
+    /// anything, and how many bytes of `input` it consumed. `None` means more bytes are
+    /// needed (all of `input` was consumed), or a head waits for [`RequestStream::read_body`].
+    pub fn step(&mut self, input: &[u8]) -> Result<(Option<Frame>, usize), StreamError> {
+        let result = self.step_inner(input);
         if let Err(e) = result {
             self.state = State::Failed(e);
         }
         result
     }
 
-    fn feed_inner(&mut self, bytes: &[u8], out: &mut Vec<Request>) -> Result<(), StreamError> {
-        let mut owned: Vec<u8>;
-        let mut input: &[u8] = bytes;
+    fn step_inner(&mut self, input: &[u8]) -> Result<(Option<Frame>, usize), StreamError> {
+        match &mut self.state {
+            State::Failed(e) => Err(*e),
+            State::AwaitingBody => Ok((None, 0)),
+            State::Head(reader) => match reader.feed(input, self.max_head) {
+                Ok(HeadProgress::Partial) => Ok((None, input.len())),
+                Ok(HeadProgress::Complete { head, rest }) => {
+                    // What follows the head is always the tail of this input.
+                    self.state = State::AwaitingBody;
+                    Ok((Some(Frame::Head(head)), input.len() - rest.len()))
+                }
+                Err(e) => Err(StreamError::Head(e)),
+            },
+            State::Body(reader) => {
+                let used = if reader.is_done() || input.is_empty() {
+                    0
+                } else {
+                    reader.feed(input).map_err(StreamError::Body)?.used
+                };
+                if !reader.is_done() {
+                    return Ok((None, used));
+                }
+                let done = std::mem::replace(&mut self.state, State::Head(HeadReader::default()));
+                let body = match done {
+                    State::Body(reader) => reader.into_body(),
+                    _ => Vec::new(),
+                };
+                Ok((Some(Frame::Body(body)), used))
+            }
+        }
+    }
+
+    /// After a [`Frame::Head`]: its body is read by `reader` (kept or read past, within the
+    /// reader's limit); a body already complete (none framed) is returned by the next step.
+    pub fn read_body(&mut self, reader: BodyReader) {
+        if matches!(self.state, State::AwaitingBody) {
+            self.state = State::Body(reader);
+        }
+    }
+
+    /// The reference policy over [`RequestStream::step`]: feeds bytes read from the
+    /// connection and appends every request they complete to `out`, in order, keeping the
+    /// body of a `POST` and reading past any other. After an error, every later call returns
+    /// it again and completes nothing.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Request>) -> Result<(), StreamError> {
+        let mut at = 0;
         loop {
-            match &mut self.state {
-                State::Failed(e) => return Err(*e),
-                State::Head(reader) => match reader.feed(input, self.max_head) {
-                    Ok(HeadProgress::Partial) => return Ok(()),
-                    Ok(HeadProgress::Complete { head, rest }) => {
-                        let body = if head.method == Method::Post {
-                            BodyReader::for_use(&head, self.max_body)
-                        } else {
-                            BodyReader::for_discard(&head, self.max_body)
-                        }
-                        .map_err(StreamError::Body)?;
-                        self.state = State::Body(Box::new(head), body);
-                        owned = rest;
-                        input = &owned;
-                        if body_done(&self.state) {
-                            self.complete(out);
-                            if input.is_empty() {
-                                return Ok(());
-                            }
+            let (frame, used) = self.step(&bytes[at..])?;
+            at += used;
+            match frame {
+                None => return Ok(()),
+                Some(Frame::Head(head)) => {
+                    let reader = if head.method == Method::Post {
+                        BodyReader::for_use(&head, self.max_body)
+                    } else {
+                        BodyReader::for_discard(&head, self.max_body)
+                    };
+                    match reader {
+                        Ok(reader) => self.read_body(reader),
+                        Err(e) => {
+                            self.state = State::Failed(StreamError::Body(e));
+                            return Err(StreamError::Body(e));
                         }
                     }
-                    Err(e) => return Err(StreamError::Head(e)),
-                },
-                State::Body(_, reader) => {
-                    if input.is_empty() {
-                        return Ok(());
-                    }
-                    let progress = reader.feed(input).map_err(StreamError::Body)?;
-                    input = &input[progress.used..];
-                    if !progress.done {
-                        return Ok(());
-                    }
-                    self.complete(out);
-                    if input.is_empty() {
-                        return Ok(());
+                    self.feed_head = Some(Box::new(head));
+                }
+                Some(Frame::Body(body)) => {
+                    if let Some(head) = self.feed_head.take() {
+                        out.push(Request { head: *head, body });
                     }
                 }
             }
         }
     }
-
-    /// The body is complete: emit the request and read the next head.
-    fn complete(&mut self, out: &mut Vec<Request>) {
-        let state = std::mem::replace(&mut self.state, State::Head(HeadReader::default()));
-        if let State::Body(head, reader) = state {
-            out.push(Request {
-                head: *head,
-                body: reader.into_body(),
-            });
-        }
-    }
-}
-
-fn body_done(state: &State) -> bool {
-    matches!(state, State::Body(_, reader) if reader.is_done())
 }
 
 #[cfg(test)]

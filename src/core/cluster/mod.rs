@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use super::Core;
 use super::access;
-use super::client::{Bytes, Client, ClientId, Held, Pending, Phase, PublishSlot};
-use super::connection::read_next;
+use super::client::{Bytes, Client, ClientId, Pending, Phase, PublishSlot};
+use super::connection::{begin_reading, read_next};
 use super::error::RequestError;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
@@ -268,7 +268,6 @@ impl Core {
         id: ClientId,
         token: u64,
         connection: Connection,
-        early: Vec<u8>,
         now: Instant,
     ) {
         let Some(c) = self.client_mut(id) else { return };
@@ -280,9 +279,10 @@ impl Core {
             cors,
         });
         if reads_on(c) {
-            read_next(self, id, None, early, now);
+            // The read step goes on with what followed the publish.
+            begin_reading(self, id, now);
         } else {
-            c.phase = Phase::Pipelined(Box::new(Held { head: None, early }));
+            c.phase = Phase::Pipelined(Box::default());
         }
     }
 
@@ -423,12 +423,12 @@ impl Core {
             c.phase = Phase::Closing(CloseReason::Normal);
             self.timers
                 .arm(id, TimerKind::Linger, now + self.cfg.linger);
-        } else if matches!(&c.phase, Phase::Pipelined(h) if h.head.is_none())
-            && reads_on(c)
-            && let Phase::Pipelined(held) =
-                std::mem::replace(&mut c.phase, Phase::Closing(CloseReason::Normal))
+        } else if reads_on(c)
+            && let Phase::Pipelined(held) = &mut c.phase
+            && held.head.is_none()
         {
-            read_next(self, id, None, held.early, now);
+            let early = std::mem::take(&mut held.early);
+            read_next(self, id, (None, early), now);
         }
         for status in statuses {
             self.metrics.count_response(status);
