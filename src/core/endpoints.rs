@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use super::Core;
 use super::client::{AfterAnswer, BodyPurpose, ClientId, Held, Phase};
-use super::connection::{answer, fail, read_body};
 use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
+use super::exchange::{answer, connection_for, fail, read_body};
 use super::metrics::{Gauges, MAX_TOPIC_SERIES};
 use super::publish::begin_publish;
 use super::stream::start_stream;
@@ -119,16 +119,6 @@ fn is_known_path(path: &str) -> bool {
         path,
         "/" | "/events" | "/publish" | "/health" | "/metrics" | "/clients"
     )
-}
-
-/// What a complete answer says about the connection: close while shutting down, else what
-/// the request asked for (HTTP/1.0 keep-alive is announced).
-pub(super) fn connection_for(core: &Core, head: &RequestHead) -> Connection {
-    if core.is_shutting_down() {
-        Connection::Close
-    } else {
-        head.connection()
-    }
 }
 
 /// How to send a complete answer to one request.

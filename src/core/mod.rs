@@ -61,12 +61,15 @@ pub mod drain;
 mod endpoints;
 pub mod error;
 pub mod event_log;
+mod exchange;
+mod fanout;
 mod log_engine;
 pub mod metrics;
 mod publish;
 mod stream;
 mod timers;
 pub mod topic;
+mod write;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -8,10 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::Core;
 use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Pending, PublishFields};
-use super::connection::{answer, fail, read_body, refuse};
-use super::endpoints::connection_for;
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, TICK_TOPIC_ID};
+use super::exchange::{answer, connection_for, fail, read_body, refuse};
 use super::log_engine::Appended;
 use crate::http::body::BodyReader;
 use crate::http::request::RequestHead;

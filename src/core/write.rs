@@ -1,0 +1,163 @@
+//! The write path: what is offered to each `writev` ([`Core::write_slices`]: pending bytes,
+//! then frames straight from the shared log) and what the kernel took
+//! ([`Core::handle_written`]: cursors advance, answers finish, the next page of a range read
+//! is asked for), and the queues that say who has bytes to write.
+use std::io::IoSlice;
+use std::time::Instant;
+
+use super::Core;
+use super::client::{Bytes, Client, ClientId, Pending, Phase};
+use super::connection::{answer_sent, read_next};
+use super::event_log::TICK_TOPIC_ID;
+use super::metrics::CloseReason;
+
+impl Core {
+    /// Fills `iov` with the bytes to offer the client next, in order; returns how many slices
+    /// were filled (0 when nothing is pending or `id` is stale).
+    pub fn write_slices<'a>(&'a self, id: ClientId, iov: &mut [IoSlice<'a>]) -> usize {
+        let Some(c) = self.client(id) else { return 0 };
+        let mut n = 0;
+        if let Some(p) = &c.pending
+            && n < iov.len()
+        {
+            iov[n] = IoSlice::new(p.rest());
+            n += 1;
+        }
+        if c.is_streaming() && !c.held {
+            let mut frames = self.log.pending_frames(&c.cursors);
+            while n < iov.len() {
+                let Some((i, e)) = frames.next() else { break };
+                debug_assert!(
+                    c.cursors[i].topic == TICK_TOPIC_ID
+                        || self.may_see_topic(id, &self.log.topic(c.cursors[i].topic).name),
+                    "a client is offered an event of a topic its token does not allow"
+                );
+                iov[n] = IoSlice::new(&e.frame);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The kernel took `written` bytes of what [`Core::write_slices`] offered.
+    pub fn handle_written(&mut self, id: ClientId, written: usize, now: Instant) {
+        let Some(c) = self
+            .clients
+            .get_mut(id.key as usize)
+            .filter(|c| c.generation == id.generation)
+        else {
+            return;
+        };
+        self.metrics.write_calls += 1;
+        self.metrics.bytes_written += written as u64;
+        if written > 0 {
+            c.last_write = now;
+        }
+        let mut left = written;
+        if let Some(p) = &mut c.pending {
+            let rest = p.bytes.as_slice().len() - p.offset;
+            if left >= rest {
+                left -= rest;
+                if matches!(p.bytes, Bytes::Frame(_)) {
+                    self.metrics.frames_written += 1;
+                }
+                c.pending = None;
+            } else {
+                p.offset += left;
+                left = 0;
+            }
+        }
+        if left > 0 && c.is_streaming() && !c.held {
+            let mut frames = self.log.pending_frames(&c.cursors);
+            let mut delivered = 0u64;
+            let mut partial = None;
+            while left > 0 {
+                let Some((_, e)) = frames.next() else { break };
+                if left >= e.frame.len() {
+                    left -= e.frame.len();
+                    delivered += 1;
+                } else {
+                    partial = Some(Pending {
+                        bytes: Bytes::Frame(e.frame.clone()),
+                        offset: left,
+                    });
+                    left = 0;
+                }
+            }
+            debug_assert_eq!(left, 0, "the kernel took more bytes than were offered");
+            for (cursor, pos) in c.cursors.iter_mut().zip(frames.positions()) {
+                cursor.next = pos;
+            }
+            if partial.is_some() {
+                // The partly written frame is counted when it completes.
+                c.pending = partial;
+            }
+            self.metrics.frames_written += delivered;
+        }
+        // A held stream wrote the page of its range fetch: the next one may come.
+        let page_written = c.pending.is_none() && c.held && c.is_streaming();
+        let finished_answer = c.pending.is_none()
+            && match c.phase {
+                Phase::Answering { .. } | Phase::Closing(_) => true,
+                // A request waited for the answers of the publishes before it.
+                Phase::Pipelined(ref held) => held.head.is_some() && c.publishes.is_empty(),
+                _ => false,
+            };
+        // The client ended its side and every pipelined publish is answered and written.
+        let input_done = c.pending.is_none()
+            && c.input_closed
+            && c.publishes.is_empty()
+            && match &c.phase {
+                Phase::Reading(r) => !r.reads_body(),
+                Phase::Pipelined(_) => true,
+                _ => false,
+            };
+        if finished_answer {
+            // The answer is written: the state says what comes next, then the read step
+            // picks up what the client sent meanwhile, as for a read.
+            if let Some(next) = answer_sent(self, id) {
+                read_next(self, id, next, now);
+            }
+        } else if input_done {
+            self.remove(id, CloseReason::Normal);
+        } else if self.shutdown_deadline.is_some()
+            && self
+                .client(id)
+                .is_some_and(|c| c.is_streaming() && !self.has_pending(c))
+        {
+            self.remove(id, CloseReason::Shutdown);
+        } else {
+            self.schedule(id);
+        }
+        if page_written {
+            self.request_parked_page(id);
+        }
+        self.check_fanout_done(now);
+        self.debug_check();
+    }
+
+    /// Queues the client for a write if it has bytes, is writable and is not queued yet.
+    pub(super) fn schedule(&mut self, id: ClientId) {
+        let Some(c) = self.client(id) else { return };
+        if c.writable && !c.queued && self.has_pending(c) {
+            let streaming = c.is_streaming();
+            if let Some(c) = self.client_mut(id) {
+                c.queued = true;
+            }
+            if streaming {
+                self.ready.push_back(id);
+            } else {
+                self.answers.push_back(id);
+            }
+        }
+    }
+
+    pub(super) fn has_pending(&self, c: &Client) -> bool {
+        c.pending.is_some()
+            || (c.is_streaming()
+                && !c.held
+                && c.cursors
+                    .iter()
+                    .any(|cur| cur.next < self.log.topic(cur.topic).end_seq()))
+    }
+}
