@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::Core;
 use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Pending, Phase, Reading};
-use super::endpoints::{route, route_bodiless};
+use super::endpoints::route;
 use super::error::RequestError;
 use super::exchange::fail;
 use super::metrics::CloseReason;
@@ -103,7 +103,7 @@ fn body_done(core: &mut Core, id: ClientId, body: Vec<u8>, more: bool, now: Inst
         Some(BodyPurpose::Publish(fields)) => finish_publish(core, id, fields, body, now),
         Some(BodyPurpose::ThenRoute(mut head)) => {
             head.framing = BodyFraming::None;
-            route_bodiless(core, id, *head, more, now);
+            route(core, id, *head, more, now);
         }
         None => {}
     }

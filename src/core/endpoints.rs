@@ -20,96 +20,117 @@ use crate::http::response::{self, ALLOW_PUBLISH, ALLOW_READ, Connection};
 /// Most clients listed by `GET /clients`.
 pub const MAX_LISTED_CLIENTS: usize = 100;
 
-/// Routes a complete request head: `Host` first (400), then a body on anything but a
-/// publish is read past and dropped before the head is routed (413 past `--max-body`), so
-/// the next pipelined request is found where the head says. `more`: input follows the head
-/// in what was read.
-pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, more: bool, now: Instant) {
-    // First, so that every answer to this request (errors too) carries its CORS policy.
-    core.remember_origin(id, &head);
-    let publishes = head.method == Method::Post && head.path == "/publish";
-    if !publishes && core.client(id).is_some_and(|c| !c.publishes.is_empty()) {
-        // Publishes before it wait for the log's answer; this request waits for their
-        // answers (it may start a stream, which no answer may follow).
-        if let Some(c) = core.client_mut(id) {
-            c.phase = Phase::Pipelined(Box::new(Held {
-                head: Some(head),
-                early: Vec::new(),
-            }));
-        }
-        return;
-    }
-    if let Err(reason) = head.host_problem() {
-        fail(core, id, RequestError::BadHost(reason), now);
-        return;
-    }
-    if head.has_body() && !publishes {
-        match BodyReader::for_discard(&head, core.cfg.max_body) {
-            Ok(reader) => read_body(core, id, reader, BodyPurpose::ThenRoute(Box::new(head))),
-            Err(e) => fail(core, id, e.into(), now),
-        }
-        return;
-    }
-    route_bodiless(core, id, head, more, now);
+/// What routing decided a request asks for; applied in one place ([`route`]).
+#[derive(Debug)]
+pub(super) enum Action {
+    /// Publishes before it wait for the log's answer: it waits for their answers (it may
+    /// start a stream, which no answer may follow).
+    WaitForPublishes,
+    /// A body on anything but a publish: read past and dropped, then the head is routed.
+    DiscardBody(BodyReader),
+    /// A complete answer; then keep the connection alive or close, as `then` says.
+    Answer {
+        status: u16,
+        response: Vec<u8>,
+        then: AfterAnswer,
+    },
+    /// An error answer, then close.
+    Fail(RequestError),
+    /// The stream endpoint (its own checks: topics, token, limits, resume).
+    Stream,
+    /// The publish endpoint (its own checks, then its body).
+    Publish,
 }
 
-/// Routes a request whose body (if any) is read past already, or is a publish's.
-pub(super) fn route_bodiless(
-    core: &mut Core,
-    id: ClientId,
-    head: RequestHead,
-    more: bool,
-    now: Instant,
-) {
-    let conn = connection_for(core, &head);
+/// Decides what a complete request head asks for, from the request and what it may read of
+/// the server's state: `Host` first (400), then a body on anything but a publish is read
+/// past and dropped before the head is routed (413 past `--max-body`), so the next
+/// pipelined request is found where the head says; then the endpoint.
+pub(super) fn decide(core: &Core, id: ClientId, head: &RequestHead, now: Instant) -> Action {
+    let publishes = head.method == Method::Post && head.path == "/publish";
+    if !publishes && core.client(id).is_some_and(|c| !c.publishes.is_empty()) {
+        return Action::WaitForPublishes;
+    }
+    if let Err(reason) = head.host_problem() {
+        return Action::Fail(RequestError::BadHost(reason));
+    }
+    if head.has_body() && !publishes {
+        return match BodyReader::for_discard(head, core.cfg.max_body) {
+            Ok(reader) => Action::DiscardBody(reader),
+            Err(e) => Action::Fail(e.into()),
+        };
+    }
+    let conn = connection_for(core, head);
     let read = matches!(head.method, Method::Get | Method::Head);
-    let reply = Reply {
-        conn,
-        head_only: head.method == Method::Head,
-        now,
+    let ok = |content_type: &str, body: &[u8]| {
+        let head_only = head.method == Method::Head;
+        Action::Answer {
+            status: 200,
+            response: response::answer(200, content_type, &[], body, conn, head_only),
+            then: AfterAnswer::after(conn),
+        }
     };
     if head.method == Method::Options {
-        return options(core, id, &head, reply);
+        return options(core, head, conn);
     }
     match head.path.as_str() {
-        "/" if read && wants_page(&head) => {
-            let html = "text/html; charset=utf-8";
-            answer_ok(core, id, html, DEMO_PAGE.as_bytes(), reply);
-        }
-        "/" | "/events" if read => start_stream(core, id, &head, now),
-        "/publish" if head.method == Method::Post => begin_publish(core, id, &head, more, now),
-        "/publish" => fail(core, id, RequestError::MethodNotAllowed(Allow::Post), now),
+        "/" if read && wants_page(head) => ok("text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
+        "/" | "/events" if read => Action::Stream,
+        "/publish" if head.method == Method::Post => Action::Publish,
+        "/publish" => Action::Fail(RequestError::MethodNotAllowed(Allow::Post)),
         "/health" if read && core.bus_down() => {
             // The log cannot take appends: a load balancer may send new clients elsewhere.
             let plain = "text/plain; charset=utf-8";
-            let r = response::answer(503, plain, &[], b"bus down\n", reply.conn, reply.head_only);
-            let then = AfterAnswer::after(reply.conn);
-            answer(core, id, 503, r, then, reply.now);
+            let head_only = head.method == Method::Head;
+            Action::Answer {
+                status: 503,
+                response: response::answer(503, plain, &[], b"bus down\n", conn, head_only),
+                then: AfterAnswer::after(conn),
+            }
         }
-        "/health" if read => {
-            answer_ok(core, id, "text/plain; charset=utf-8", b"ok\n", reply);
-        }
+        "/health" if read => ok("text/plain; charset=utf-8", b"ok\n"),
         "/metrics" if read => {
             let body = render_metrics(core);
-            let prometheus = "text/plain; version=0.0.4; charset=utf-8";
-            answer_ok(core, id, prometheus, body.as_bytes(), reply);
+            ok("text/plain; version=0.0.4; charset=utf-8", body.as_bytes())
         }
         "/clients" if read => {
             let peer_local = core.client(id).is_some_and(|c| c.peer.ip().is_loopback());
-            if !peer_local && !core.may_list_clients(&head) {
-                fail(core, id, RequestError::ClientsForbidden, now);
-                return;
+            if !peer_local && !core.may_list_clients(head) {
+                return Action::Fail(RequestError::ClientsForbidden);
             }
             let body = render_clients(core, now);
-            answer_ok(core, id, "application/json", body.as_bytes(), reply);
+            ok("application/json", body.as_bytes())
         }
-        p if is_known_path(p) => fail(
-            core,
-            id,
-            RequestError::MethodNotAllowed(Allow::GetHead),
-            now,
-        ),
-        _ => fail(core, id, RequestError::NotFound, now),
+        p if is_known_path(p) => Action::Fail(RequestError::MethodNotAllowed(Allow::GetHead)),
+        _ => Action::Fail(RequestError::NotFound),
+    }
+}
+
+/// Routes a complete request head: remembers its origin (every answer to it, errors too,
+/// carries its CORS policy), [`decide`]s, and applies the action. `more`: input follows the
+/// head in what was read.
+pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, more: bool, now: Instant) {
+    core.remember_origin(id, &head);
+    match decide(core, id, &head, now) {
+        Action::WaitForPublishes => {
+            if let Some(c) = core.client_mut(id) {
+                c.phase = Phase::Pipelined(Box::new(Held {
+                    head: Some(head),
+                    early: Vec::new(),
+                }));
+            }
+        }
+        Action::DiscardBody(reader) => {
+            read_body(core, id, reader, BodyPurpose::ThenRoute(Box::new(head)))
+        }
+        Action::Answer {
+            status,
+            response,
+            then,
+        } => answer(core, id, status, response, then, now),
+        Action::Fail(e) => fail(core, id, e, now),
+        Action::Stream => start_stream(core, id, &head, now),
+        Action::Publish => begin_publish(core, id, &head, more, now),
     }
 }
 
@@ -121,24 +142,16 @@ fn is_known_path(path: &str) -> bool {
     )
 }
 
-/// How to send a complete answer to one request.
-struct Reply {
-    conn: Connection,
-    /// A HEAD request: the head only.
-    head_only: bool,
-    now: Instant,
-}
-
 /// `OPTIONS`: a CORS preflight on a known path gets the preflight answer; a plain `OPTIONS`
 /// (or `OPTIONS *`) a 204 with the path's `Allow`. An unknown path is 404.
-fn options(core: &mut Core, id: ClientId, head: &RequestHead, reply: Reply) {
+fn options(core: &Core, head: &RequestHead, conn: Connection) -> Action {
     let allow = match head.path.as_str() {
         "/publish" => ALLOW_PUBLISH,
         "*" if !head.is_preflight() => "Allow: GET, HEAD, POST, OPTIONS",
         p if is_known_path(p) => ALLOW_READ,
-        _ => return fail(core, id, RequestError::NotFound, reply.now),
+        _ => return Action::Fail(RequestError::NotFound),
     };
-    let r = if head.is_preflight() {
+    let response = if head.is_preflight() {
         // The origin policy (`--allow-origin`) decides what a cross-origin page may do.
         let endpoint = if head.path == "/publish" {
             Endpoint::Publish
@@ -147,17 +160,13 @@ fn options(core: &mut Core, id: ClientId, head: &RequestHead, reply: Reply) {
         };
         core.preflight(head, endpoint)
     } else {
-        response::answer(204, "", &[allow], b"", reply.conn, false)
+        response::answer(204, "", &[allow], b"", conn, false)
     };
-    let then = AfterAnswer::after(reply.conn);
-    answer(core, id, 204, r, then, reply.now);
-}
-
-/// Answers 200 with a complete `body` (for HEAD, the same head without the body).
-fn answer_ok(core: &mut Core, id: ClientId, content_type: &str, body: &[u8], reply: Reply) {
-    let r = response::answer(200, content_type, &[], body, reply.conn, reply.head_only);
-    let then = AfterAnswer::after(reply.conn);
-    answer(core, id, 200, r, then, reply.now);
+    Action::Answer {
+        status: 204,
+        response,
+        then: AfterAnswer::after(conn),
+    }
 }
 
 /// The demo page, served at `/` to browser navigations.
