@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::Core;
-use super::client::{Bytes, ClientId};
+use super::client::{Bytes, ClientId, Pending};
 use super::event_log::TICK_TOPIC_ID;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
@@ -237,8 +237,8 @@ impl Core {
             Some(g) => g.saturating_sub(1),
             None => self.log.last_gseq(),
         };
-        let mut bytes = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
-        let in_flight_frame = matches!(c.pending.as_ref().map(|p| &p.bytes), Some(Bytes::Frame(_)));
+        let mut bytes = c.unsent();
+        let in_flight_frame = c.pending().is_some_and(Pending::is_frame);
         let resume_id = self.log.event_id(last_sent);
         frame::encode_event(
             &mut bytes,

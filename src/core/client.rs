@@ -44,16 +44,22 @@ impl Bytes {
 }
 
 /// Bytes to send before anything from the log, and how many of them are already sent.
-/// Always lies in `offset < bytes.len()`: a fully sent `Pending` is dropped.
+/// Always `offset < bytes.len()`: [`Client`] never keeps an empty or fully sent one.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    pub bytes: Bytes,
-    pub offset: usize,
+    bytes: Bytes,
+    offset: usize,
 }
 
 impl Pending {
+    /// The bytes not sent yet (never empty).
     pub fn rest(&self) -> &[u8] {
         &self.bytes.as_slice()[self.offset..]
+    }
+
+    /// True when this is a log frame partly written (counted as delivered once complete).
+    pub fn is_frame(&self) -> bool {
+        matches!(self.bytes, Bytes::Frame(_))
     }
 }
 
@@ -229,7 +235,8 @@ pub struct PublishFields {
 pub struct Client {
     pub generation: u32,
     pub phase: Phase,
-    pub pending: Option<Pending>,
+    /// Bytes queued ahead of the log cursors; kept by the methods below (never empty).
+    pending: Option<Pending>,
     /// Streaming clients only; one cursor per subscribed topic.
     pub cursors: SmallVec<[Cursor; 2]>,
     /// The socket is believed writable (no `WouldBlock` since the last writable event).
@@ -300,5 +307,56 @@ impl Client {
 
     pub fn is_streaming(&self) -> bool {
         matches!(self.phase, Phase::Streaming)
+    }
+
+    /// The bytes queued ahead of the log cursors, if any (never empty).
+    pub fn pending(&self) -> Option<&Pending> {
+        self.pending.as_ref()
+    }
+
+    /// The queued bytes not sent yet, copied (to be sent again with more after them).
+    pub fn unsent(&self) -> Vec<u8> {
+        self.pending
+            .as_ref()
+            .map_or(Vec::new(), |p| p.rest().to_vec())
+    }
+
+    /// Replaces what is queued ahead of the log with `bytes` (nothing when empty).
+    pub fn set_pending(&mut self, bytes: Bytes) {
+        self.pending = (!bytes.as_slice().is_empty()).then_some(Pending { bytes, offset: 0 });
+    }
+
+    /// Queues `bytes` after what is queued and not sent yet (an interim `100 Continue`, or
+    /// answers written in request order).
+    pub fn queue_after_pending(&mut self, bytes: Vec<u8>) {
+        let bytes = match self.pending.take() {
+            Some(p) => [p.rest(), &bytes].concat(),
+            None => bytes,
+        };
+        self.set_pending(Bytes::Owned(bytes.into()));
+    }
+
+    /// The kernel took `written` bytes, the queued ones first: returns how many of them went
+    /// to the log frames after it, and whether a partly written frame was completed.
+    pub fn take_written(&mut self, written: usize) -> (usize, bool) {
+        let Some(p) = &mut self.pending else {
+            return (written, false);
+        };
+        let rest = p.bytes.as_slice().len() - p.offset;
+        if written < rest {
+            p.offset += written;
+            return (0, false);
+        }
+        let frame = p.is_frame();
+        self.pending = None;
+        (written - rest, frame)
+    }
+
+    /// A log frame of which the kernel took the first `offset` bytes: the rest goes first.
+    pub fn set_partial_frame(&mut self, frame: Rc<[u8]>, offset: usize) {
+        self.pending = (offset < frame.len()).then_some(Pending {
+            bytes: Bytes::Frame(frame),
+            offset,
+        });
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::Core;
-use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Pending, Phase, Reading};
+use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Phase, Reading};
 use super::endpoints::route;
 use super::error::RequestError;
 use super::exchange::fail;
@@ -172,7 +172,7 @@ pub(super) fn read_next(core: &mut Core, id: ClientId, (head, early): NextInput,
     if input_closed
         && core.client(id).is_some_and(|c| {
             c.publishes.is_empty()
-                && c.pending.is_none()
+                && c.pending().is_none()
                 && !matches!(
                     c.phase,
                     Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_)
@@ -219,10 +219,7 @@ impl Core {
                     self.arm_keepalive(id, now);
                 } else if now.saturating_duration_since(idle_since) >= ka {
                     if let Some(c) = self.client_mut(id) {
-                        c.pending = Some(Pending {
-                            bytes: Bytes::Static(frame::KEEPALIVE),
-                            offset: 0,
-                        });
+                        c.set_pending(Bytes::Static(frame::KEEPALIVE));
                     }
                     self.metrics.keepalives += 1;
                     self.schedule(id);

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::Core;
 use super::access::Refusal;
-use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Pending, Phase};
+use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Phase};
 use super::error::RequestError;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
@@ -86,10 +86,7 @@ fn answer_error_then_close(
         return;
     }
     let Some(c) = core.client_mut(id) else { return };
-    c.pending = Some(Pending {
-        bytes: Bytes::Owned(bytes.into()),
-        offset: 0,
-    });
+    c.set_pending(Bytes::Owned(bytes.into()));
     c.phase = Phase::Closing(CloseReason::Normal);
     c.answer_since = now;
     core.metrics.count_response(status);
@@ -116,14 +113,7 @@ pub(super) fn answer(
     let bytes = core.with_client_cors(id, bytes);
     let Some(c) = core.client_mut(id) else { return };
     // An unsent interim answer (`100 Continue`) goes first.
-    let bytes = match c.pending.take() {
-        Some(p) => [p.rest(), &bytes].concat(),
-        None => bytes,
-    };
-    c.pending = Some(Pending {
-        bytes: Bytes::Owned(bytes.into()),
-        offset: 0,
-    });
+    c.queue_after_pending(bytes);
     c.phase = Phase::Answering {
         then,
         early: Vec::new(),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use super::Core;
-use super::client::{Bytes, Client, ClientId, Pending, Phase};
+use super::client::{Bytes, Client, ClientId, Phase};
 use super::event_log::TICK_TOPIC_ID;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
@@ -39,7 +39,7 @@ impl Core {
 
     /// (bytes, events) the client is behind; `u64::MAX` bytes when a cursor fell out of history.
     pub(super) fn backlog_of(&self, c: &Client) -> (u64, u64) {
-        let mut bytes = c.pending.as_ref().map_or(0, |p| p.rest().len() as u64);
+        let mut bytes = c.pending().map_or(0, |p| p.rest().len() as u64);
         let mut events = 0;
         for cur in &c.cursors {
             let t = self.log.topic(cur.topic);
@@ -207,10 +207,7 @@ impl Core {
         }
         let Some(c) = self.client_mut(id) else { return };
         c.phase = Phase::Closing(reason);
-        c.pending = Some(Pending {
-            bytes: Bytes::Owned(last.into()),
-            offset: 0,
-        });
+        c.set_pending(Bytes::Owned(last.into()));
         c.answer_since = now;
         self.timers
             .arm(id, TimerKind::Linger, now + self.cfg.linger);

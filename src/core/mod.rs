@@ -572,9 +572,7 @@ impl Core {
                     ));
                 }
             }
-            if let Some(p) = &c.pending
-                && p.offset >= p.bytes.as_slice().len()
-            {
+            if c.pending().is_some_and(|p| p.rest().is_empty()) {
                 return Err(format!("client {key} holds a fully written pending buffer"));
             }
             if c.writable

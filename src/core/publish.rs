@@ -7,7 +7,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::Core;
-use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Pending, PublishFields};
+use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, PublishFields};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, TICK_TOPIC_ID};
 use super::exchange::{answer, connection_for, fail, read_body, refuse};
@@ -62,10 +62,7 @@ pub(super) fn begin_publish(
         && !reader.is_done()
         && let Some(c) = core.client_mut(id)
     {
-        c.pending = Some(Pending {
-            bytes: Bytes::Static(response::CONTINUE),
-            offset: 0,
-        });
+        c.set_pending(Bytes::Static(response::CONTINUE));
         core.schedule(id);
     }
     read_body(core, id, reader, BodyPurpose::Publish(fields));

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::Core;
-use super::client::{AfterAnswer, Bytes, ClientId, Cursor, Pending, Phase};
+use super::client::{AfterAnswer, Bytes, ClientId, Cursor, Phase};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
 use super::exchange::{answer, fail, fail_with, refuse};
@@ -128,10 +128,7 @@ pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, no
     let peer = core.client(id).map(|c| c.peer);
     if let Some(c) = core.client_mut(id) {
         c.cursors = cursors;
-        c.pending = Some(Pending {
-            bytes: pending,
-            offset: 0,
-        });
+        c.set_pending(pending);
         c.phase = Phase::Streaming;
         c.received_after_request = 0;
     }

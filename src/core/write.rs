@@ -6,7 +6,7 @@ use std::io::IoSlice;
 use std::time::Instant;
 
 use super::Core;
-use super::client::{Bytes, Client, ClientId, Pending, Phase};
+use super::client::{Client, ClientId, Phase};
 use super::connection::{answer_sent, read_next};
 use super::event_log::TICK_TOPIC_ID;
 use super::metrics::CloseReason;
@@ -17,7 +17,7 @@ impl Core {
     pub fn write_slices<'a>(&'a self, id: ClientId, iov: &mut [IoSlice<'a>]) -> usize {
         let Some(c) = self.client(id) else { return 0 };
         let mut n = 0;
-        if let Some(p) = &c.pending
+        if let Some(p) = c.pending()
             && n < iov.len()
         {
             iov[n] = IoSlice::new(p.rest());
@@ -53,19 +53,9 @@ impl Core {
         if written > 0 {
             c.last_write = now;
         }
-        let mut left = written;
-        if let Some(p) = &mut c.pending {
-            let rest = p.bytes.as_slice().len() - p.offset;
-            if left >= rest {
-                left -= rest;
-                if matches!(p.bytes, Bytes::Frame(_)) {
-                    self.metrics.frames_written += 1;
-                }
-                c.pending = None;
-            } else {
-                p.offset += left;
-                left = 0;
-            }
+        let (mut left, frame_completed) = c.take_written(written);
+        if frame_completed {
+            self.metrics.frames_written += 1;
         }
         if left > 0 && c.is_streaming() && !c.held {
             let mut frames = self.log.pending_frames(&c.cursors);
@@ -77,10 +67,7 @@ impl Core {
                     left -= e.frame.len();
                     delivered += 1;
                 } else {
-                    partial = Some(Pending {
-                        bytes: Bytes::Frame(e.frame.clone()),
-                        offset: left,
-                    });
+                    partial = Some((e.frame.clone(), left));
                     left = 0;
                 }
             }
@@ -88,15 +75,15 @@ impl Core {
             for (cursor, pos) in c.cursors.iter_mut().zip(frames.positions()) {
                 cursor.next = pos;
             }
-            if partial.is_some() {
+            if let Some((frame, offset)) = partial {
                 // The partly written frame is counted when it completes.
-                c.pending = partial;
+                c.set_partial_frame(frame, offset);
             }
             self.metrics.frames_written += delivered;
         }
         // A held stream wrote the page of its range fetch: the next one may come.
-        let page_written = c.pending.is_none() && c.held && c.is_streaming();
-        let finished_answer = c.pending.is_none()
+        let page_written = c.pending().is_none() && c.held && c.is_streaming();
+        let finished_answer = c.pending().is_none()
             && match c.phase {
                 Phase::Answering { .. } | Phase::Closing(_) => true,
                 // A request waited for the answers of the publishes before it.
@@ -104,7 +91,7 @@ impl Core {
                 _ => false,
             };
         // The client ended its side and every pipelined publish is answered and written.
-        let input_done = c.pending.is_none()
+        let input_done = c.pending().is_none()
             && c.input_closed
             && c.publishes.is_empty()
             && match &c.phase {
@@ -153,7 +140,7 @@ impl Core {
     }
 
     pub(super) fn has_pending(&self, c: &Client) -> bool {
-        c.pending.is_some()
+        c.pending().is_some()
             || (c.is_streaming()
                 && !c.held
                 && c.cursors

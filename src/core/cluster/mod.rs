@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::Core;
 use super::access;
-use super::client::{Bytes, Client, ClientId, Pending, Phase, PublishSlot};
+use super::client::{Bytes, Client, ClientId, Phase, PublishSlot};
 use super::connection::{begin_reading, read_next};
 use super::error::RequestError;
 use super::metrics::CloseReason;
@@ -409,14 +409,7 @@ impl Core {
         if statuses.is_empty() {
             return;
         }
-        let bytes = match c.pending.take() {
-            Some(p) => [p.rest(), &out].concat(),
-            None => out,
-        };
-        c.pending = Some(Pending {
-            bytes: Bytes::Owned(bytes.into()),
-            offset: 0,
-        });
+        c.queue_after_pending(out);
         c.answer_since = now;
         if close {
             c.publishes.clear();
@@ -556,7 +549,7 @@ impl Core {
                 continue;
             }
             let Some(c) = self.client(id) else { continue };
-            let mut bytes = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
+            let mut bytes = c.unsent();
             for (_, e) in self.log.pending_frames(&c.cursors) {
                 bytes.extend_from_slice(&e.frame);
             }
@@ -570,10 +563,7 @@ impl Core {
                 for (cur, end) in c.cursors.iter_mut().zip(ends) {
                     cur.next = end;
                 }
-                c.pending = Some(Pending {
-                    bytes: Bytes::Owned(bytes.into()),
-                    offset: 0,
-                });
+                c.set_pending(Bytes::Owned(bytes.into()));
             }
             self.schedule(id);
         }
@@ -587,7 +577,7 @@ impl Core {
         }
         let delay = self.jitter(Duration::from_secs(2), Duration::from_secs(5));
         let Some(c) = self.client(id) else { return };
-        let mut bytes = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
+        let mut bytes = c.unsent();
         frame::encode_retry(&mut bytes, delay.as_millis() as u64);
         // Its resume is abandoned: no next page of it is read (`leave_stream`).
         self.finish_stream(id, bytes, CloseReason::Normal, now);

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::super::Core;
-use super::super::client::{Bytes, ClientId, Cursor, Pending};
+use super::super::client::{ClientId, Cursor};
 use super::super::event_log::{Resume, TICK_TOPIC_ID};
 use super::super::log_engine::Start;
 use super::super::topic::TopicId;
@@ -145,15 +145,10 @@ impl Core {
                     .collect()
             });
             if let Some(c) = self.client_mut(id) {
-                let mut bytes = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
-                bytes.extend_from_slice(&reset);
+                c.queue_after_pending(reset);
                 for (cur, end) in c.cursors.iter_mut().zip(ends) {
                     cur.next = end;
                 }
-                c.pending = Some(Pending {
-                    bytes: Bytes::Owned(bytes.into()),
-                    offset: 0,
-                });
                 c.held = false;
             }
             self.schedule(id);
@@ -259,18 +254,13 @@ impl Core {
             }
         }
         if let Some(c) = self.client_mut(id) {
-            let mut all = c.pending.as_ref().map_or(Vec::new(), |p| p.rest().to_vec());
-            all.extend_from_slice(&bytes);
-            c.pending = (!all.is_empty()).then(|| Pending {
-                bytes: Bytes::Owned(all.into()),
-                offset: 0,
-            });
+            c.queue_after_pending(bytes);
         }
         let more = !lost && !range.complete && range.scanned_through < f.through;
         if more && range.scanned_through > f.after {
             f.after = range.scanned_through;
             f.restart = false;
-            let written = self.client(id).is_some_and(|c| c.pending.is_none());
+            let written = self.client(id).is_some_and(|c| c.pending().is_none());
             if written {
                 self.request_page(f);
             } else if let Some(cl) = self.cluster.as_mut() {
