@@ -1,5 +1,5 @@
-//! Delivery and topics against the real binary (issue 11, findings 1–5): each test states
-//! the finding it guards.
+//! Delivery and topics against the real binary: each test states the failure it guards
+//! against.
 
 mod util;
 
@@ -21,9 +21,9 @@ fn topic_clients_sum(server: &Server) -> f64 {
         .sum()
 }
 
-/// Finding 1: with one idle topic left, `topic=x&topic=y` recycled it for both names, so the
-/// client got every event twice and left a subscriber counted forever (debug builds
-/// panicked). Now the second name finds no idle topic: 503, nothing doubled, nothing leaked.
+/// With one idle topic left, `topic=x&topic=y` must not recycle it for both names (the client
+/// would get every event twice and leave a subscriber counted forever): the second name finds
+/// no idle topic, 503, nothing doubled, nothing leaked.
 #[test]
 fn one_request_never_recycles_the_same_topic_twice() {
     let server = Server::start(&["--interval", "off", "--max-topics", "2"]);
@@ -58,8 +58,8 @@ fn one_request_never_recycles_the_same_topic_twice() {
     assert!(eventually(3 * SEC, || topic_clients_sum(&server) == 0.0));
 }
 
-/// Finding 2: after many clients with many new topics leave, every topic's subscriber count
-/// is back to zero.
+/// After many clients with many new topics leave, every topic's subscriber count is back to
+/// zero.
 #[test]
 fn topic_subscriber_counts_return_to_zero() {
     let server = Server::start(&["--interval", "off", "--max-topics", "8"]);
@@ -79,8 +79,8 @@ fn topic_subscriber_counts_return_to_zero() {
     assert_eq!(topic_clients_sum(&server), 0.0);
 }
 
-/// Finding 3: `topic=%FF` and `topic=%FE` were both decoded to U+FFFD, one topic: events
-/// crossed between them. A name that is not UTF-8 is refused.
+/// `topic=%FF` and `topic=%FE` must not both decode to U+FFFD, one topic, with events
+/// crossing between them: a name that is not UTF-8 is refused.
 #[test]
 fn topic_names_that_are_not_utf8_are_refused() {
     let server = Server::start(&["--interval", "off"]);
@@ -111,10 +111,10 @@ fn topic_names_that_are_not_utf8_are_refused() {
     assert_eq!(s.events[0].data, "é");
 }
 
-/// Finding 4: `--max-backlog` was raised to one topic's `--history-bytes`, but a client's
-/// backlog is the sum over its topics: a resume of the whole history of three topics (12 MB,
-/// more than the kernel buffers of a client that has not read yet) was dropped as slow on
-/// the next publish. Now the bound covers a whole history on every topic of the client.
+/// A client's backlog is the sum over its topics, so its bound covers a whole history on
+/// every one of them: a resume of the whole history of three topics (12 MB, more than the
+/// kernel buffers of a client that has not read yet) is not dropped as slow on the next
+/// publish, as it would be with `--max-backlog` raised to one topic's `--history-bytes` only.
 #[test]
 fn a_multi_topic_resume_of_whole_histories_is_not_dropped_as_slow() {
     const HISTORY: usize = 4 << 20;
@@ -157,7 +157,7 @@ fn a_multi_topic_resume_of_whole_histories_is_not_dropped_as_slow() {
     );
 }
 
-/// Finding 15, decided: subscribers may fill the topic table (`--max-topics`, whose memory
+/// Subscribers may fill the topic table (`--max-topics`, whose memory
 /// is bounded: each topic keeps at most `--history-bytes`). Then a request for a *new* name
 /// gets 503 with `Retry-After`, while every topic already in the table stays usable
 /// (subscribe and publish), and the table frees as subscribers leave.

@@ -1,6 +1,6 @@
-//! HTTP/1.1 framing and conformance against the real binary with raw sockets (issue 11,
-//! findings 6–9 and 12): bodies on any method, strict chunked framing, `Host`, absolute-form
-//! targets, `Expect` and keep-alive on HTTP/1.0, HEAD on every GET endpoint, CORS preflight,
+//! HTTP/1.1 framing and conformance against the real binary with raw sockets, so that no
+//! proxy in front can disagree about where a request ends: bodies on any method, strict
+//! chunked framing, `Host`, absolute-form targets, `Expect` and keep-alive on HTTP/1.0, HEAD on every GET endpoint, CORS preflight,
 //! empty publish bodies.
 
 mod util;

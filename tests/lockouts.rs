@@ -1,5 +1,5 @@
-//! Resources and lock-outs against the real binary (issue 11, findings 13–17): nothing a
-//! client holds without progress locks others out.
+//! Resources and lock-outs against the real binary: nothing a client holds without progress
+//! locks others out.
 
 mod util;
 
@@ -47,8 +47,8 @@ fn health_answers(server: &Server) -> bool {
     status_of(&head) == 200 && body == "ok\n"
 }
 
-/// Finding 14: connections idle between kept-alive requests were not evictable at the
-/// connection limit, so they locked out every new client until the head timeout.
+/// Connections idle between kept-alive requests are evictable at the connection limit, so
+/// they cannot lock out every new client until the head timeout.
 #[test]
 fn idle_kept_alive_connections_are_evicted_at_the_limit() {
     let server = Server::start(&["--interval", "off", "--max-clients", "1"]);
@@ -68,7 +68,7 @@ fn idle_kept_alive_connections_are_evicted_at_the_limit() {
     drop(idle);
 }
 
-/// Finding 14: connections trickling a publish body (R.U.D.Y.) were not evictable either.
+/// Connections trickling a publish body (R.U.D.Y.) are evictable too.
 #[test]
 fn trickling_bodies_are_evicted_at_the_limit() {
     let server = Server::start(&["--interval", "off", "--max-clients", "1"]);
@@ -89,7 +89,7 @@ fn trickling_bodies_are_evicted_at_the_limit() {
     drop(slow);
 }
 
-/// Finding 17: SIGHUP killed the server without a log line. It is ignored, with a line.
+/// SIGHUP does not kill the server: it is ignored, with a log line.
 #[test]
 fn sighup_is_ignored_with_a_log_line() {
     use std::io::BufRead;
@@ -131,8 +131,8 @@ fn sighup_is_ignored_with_a_log_line() {
     assert!(stderr.contains("SIGHUP ignored"), "{stderr}");
 }
 
-/// Finding 16: the kernel autotuned a non-reading client's send buffer up to `tcp_wmem`'s
-/// maximum (4 MiB), so 3,000 such subscribers held about 1.5 GB of kernel memory. The
+/// Left to itself, the kernel autotunes a non-reading client's send buffer up to `tcp_wmem`'s
+/// maximum (4 MiB), so 3,000 such subscribers would hold about 1.5 GB of kernel memory. The
 /// default `--max-send-buffer` (64 KiB, doubled by Linux) bounds it; this reports the
 /// kernel memory the non-reading clients hold.
 #[test]
@@ -186,10 +186,10 @@ fn a_non_reading_subscriber_pins_a_bounded_kernel_send_buffer() {
     );
 }
 
-/// Finding 13: with many topics `/metrics` rendered to about 400 KB, and 1,000 connections
-/// that sent the 38-byte request and never read pinned about 100 MB of server memory. The
-/// per-topic series are bounded (the 32 most subscribed topics), so the answer is small
-/// whatever the topic table holds.
+/// Unbounded, `/metrics` with many topics would render to about 400 KB, and 1,000
+/// connections that send the 38-byte request and never read would pin about 100 MB of server
+/// memory. The per-topic series are bounded (the 32 most subscribed topics), so the answer
+/// is small whatever the topic table holds.
 #[test]
 fn metrics_requesters_that_never_read_pin_little_memory() {
     let server = Server::start(&["--interval", "off"]);

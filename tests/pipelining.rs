@@ -1,5 +1,5 @@
-//! Pipelining, half-close and backpressure against the real binary (issue 11, findings 10
-//! and 11): every request the server acts on is answered, in order.
+//! Pipelining, half-close and backpressure against the real binary: every request the server
+//! acts on is answered, in order.
 
 mod util;
 
@@ -33,9 +33,9 @@ fn count_ok(out: &[u8]) -> usize {
     out.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count()
 }
 
-/// Finding 10: 1,000 small publishes in one write (about 90 KB) got no answer at all and a
-/// closed connection, while some events were published. Now the server stops reading while
-/// answers are pending and answers all of them.
+/// 1,000 small publishes in one write (about 90 KB) are all answered: the server stops
+/// reading while answers are pending instead of closing the connection with some events
+/// published and no answer sent.
 #[test]
 fn a_thousand_pipelined_publishes_are_all_answered() {
     let server = Server::start(&["--interval", "off"]);
@@ -55,7 +55,7 @@ fn a_thousand_pipelined_publishes_are_all_answered() {
     assert_eq!(server.metric("sse_events_published_total"), 1000.0);
 }
 
-/// Finding 10, large bodies: three 64 KiB publishes pipelined.
+/// The same with large bodies: three 64 KiB publishes pipelined.
 #[test]
 fn three_pipelined_max_size_publishes_are_all_answered() {
     let server = Server::start(&["--interval", "off"]);
@@ -72,8 +72,8 @@ fn three_pipelined_max_size_publishes_are_all_answered() {
     assert_eq!(server.metric("sse_events_published_total"), 3.0);
 }
 
-/// Finding 11: a publisher that half-closes right after its request (`nc -N`) got no
-/// answer although its event was published. A read of 0 ends the requests, not the answers.
+/// A publisher that half-closes right after its request (`nc -N`) still gets its answers:
+/// a read of 0 ends the requests, not the answers.
 #[test]
 fn a_half_closed_publisher_gets_its_answers() {
     let server = Server::start(&["--interval", "off"]);
@@ -90,8 +90,8 @@ fn a_half_closed_publisher_gets_its_answers() {
     assert!(eventually(3 * SEC, || server.metric("sse_connections") <= 1.0));
 }
 
-/// Finding 11, decided: a stream subscriber that half-closes is treated as gone (a read of
-/// 0 cannot tell a half-close from a hang-up): its connection is closed.
+/// A stream subscriber that half-closes is treated as gone (a read of 0 cannot tell a
+/// half-close from a hang-up): its connection is closed.
 #[test]
 fn a_half_closed_stream_is_closed() {
     let server = Server::start(&["--interval", "off"]);

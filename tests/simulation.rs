@@ -738,8 +738,8 @@ fn a_client_more_than_max_iovecs_frames_behind_gets_everything() {
     assert!(sim.coverage.count(sse_server::sim::Reach::ManyFramesBehind) > 0);
 }
 
-/// Issue 11, finding 11, kept as a simulator case: a publisher half-closes while its answer
-/// is still unsent (no room in its window); the answer must still arrive, then the close.
+/// A publisher half-closes while its answer is still unsent (no room in its window): the
+/// answer must still arrive, then the close (a read of 0 ends the requests, not the answers).
 #[test]
 fn a_half_close_after_a_request_still_gets_the_answer() {
     let config = SimConfig {
@@ -780,10 +780,10 @@ fn a_half_close_after_a_request_still_gets_the_answer() {
     );
 }
 
-/// Found by the proptest once the new inputs (issue 12) were in (shrunk): a stream request
-/// sent during shutdown, on a connection kept open by an answer it has not read, is refused
-/// with 503 because every topic is taken. The model took any 503 during shutdown for a
-/// publish's and kept expecting the stream.
+/// A shrunk proptest case that guards the simulator's model: a stream request sent during
+/// shutdown, on a connection kept open by an answer it has not read, is refused with 503
+/// because every topic is taken. The model must not take every 503 during shutdown for a
+/// publish's and keep expecting the stream.
 #[test]
 fn a_stream_refused_for_topics_during_shutdown() {
     let config = SimConfig {
@@ -847,9 +847,10 @@ fn a_stream_refused_for_topics_during_shutdown() {
     }
 }
 
-/// Shrunk case of a core bug the mutation run found (issue 12): a hundred requests
-/// pipelined in one write are read with one `now`, and the list of eviction candidates
-/// kept one entry for each, past its bound (`note_head_reader`'s compaction asserts it).
+/// Guards the eviction list's bound (a shrunk proptest case): a hundred requests pipelined
+/// in one write are read with one `now`, and the list of eviction candidates must keep one
+/// entry per connection and instant, not one per request (`note_head_reader`'s compaction
+/// asserts its bound).
 #[test]
 fn a_flood_of_pipelined_requests_keeps_the_eviction_list_bounded() {
     let config = SimConfig {
