@@ -18,8 +18,8 @@ use crate::config::SlowClientPolicy;
 impl Core {
     /// The backlog a client may have before the slow-client policy applies: `--max-backlog`
     /// and `--max-backlog-events`, raised to a whole history on every topic of the client, so
-    /// that a resume of every retained event on all its topics is never taken for slowness
-    /// (issue 11, finding 4). Memory is not at stake: a backlog is cursors into the shared log.
+    /// that a resume of every retained event on all its topics is never taken for slowness.
+    /// Memory is not at stake: a backlog is cursors into the shared log.
     pub(super) fn backlog_limit_of(&self, c: &Client) -> (u64, u64) {
         // Ticks are never replayed: the tick topic adds nothing to a resume.
         let topics = c

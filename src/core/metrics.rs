@@ -124,7 +124,7 @@ pub struct Gauges<'a> {
 
 /// Most topics with per-topic series in `/metrics` (those with the most subscribers, then
 /// the most retained bytes). Bounds the answer's size whatever the topic table holds, so
-/// that many requesters that never read cannot pin much memory (issue 11, finding 13).
+/// that many requesters that never read cannot pin much memory.
 pub const MAX_TOPIC_SERIES: usize = 32;
 
 fn help(out: &mut String, name: &str, kind: &str, text: &str) {

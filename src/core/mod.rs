@@ -327,7 +327,7 @@ impl Core {
     /// The client closed its sending side (a read returned 0; a half-close and a hang-up
     /// look the same). It ends the request stream, not the answers: a connection with an
     /// answer in flight gets it, and those of the pipelined requests already received, then
-    /// closes (issue 11, finding 11). Anything else closes now (reason `normal`): an idle or
+    /// closes. Anything else closes now (reason `normal`): an idle or
     /// half-sent request can never complete, and a stream is treated as gone (its client
     /// has nothing more to send, and keeping it would hold the slot of every departed
     /// subscriber until its next write).
@@ -346,7 +346,7 @@ impl Core {
 
     /// How many more bytes the driver may read from the client now. 0 while an answer is
     /// pending and the pipelined bytes received meanwhile fill `--max-head` + `--max-body`:
-    /// the driver stops reading (backpressure, issue 11 finding 10) and reads again once
+    /// the driver stops reading (backpressure) and reads again once
     /// this is above 0 (after the answer is written). Bytes fed past it close the connection
     /// (reason `limit`), so memory stays bounded whatever the driver does.
     pub fn input_room(&self, id: ClientId) -> usize {
@@ -539,7 +539,7 @@ impl Core {
                 }
             }
         }
-        // Subscriber counts equal live cursors (issue 11, finding 2): with the two checks
+        // Subscriber counts equal live cursors: with the two checks
         // around this one, every subscriber entry and every cursor pair up one to one.
         let subscribers: usize = self.log.topics().map(|(_, t)| t.subscribers.len()).sum();
         let cursors: usize = self.clients.iter().map(|(_, c)| c.cursors.len()).sum();

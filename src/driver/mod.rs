@@ -73,8 +73,8 @@ pub struct Driver {
     /// Outputs performed per turn ([`OUTPUTS_PER_TURN`]; smaller in tests).
     outputs_per_turn: usize,
     /// The last turn stopped at its output budget with outputs still queued in the core:
-    /// the next poll must not wait (issue 11, finding 5: a broadcast to more clients than
-    /// the budget stalled until the next deadline, or forever without ticks).
+    /// the next poll must not wait (else a broadcast to more clients than the budget would
+    /// stall until the next deadline, or forever without ticks).
     outputs_left: bool,
 }
 
@@ -156,7 +156,7 @@ impl Driver {
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        // SIGHUP is caught so it cannot kill the server silently (issue 11, finding 17).
+        // SIGHUP is caught so it cannot kill the server silently.
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -521,7 +521,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    /// Issue 11, finding 5: a broadcast to more clients than one turn's output budget must
+    /// A broadcast to more clients than one turn's output budget must
     /// reach all of them at once, not at the next deadline (never, with ticks and
     /// keep-alives off). The budget is cut to 1 so eight clients exceed it.
     #[test]

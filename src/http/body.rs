@@ -285,7 +285,7 @@ mod tests {
         );
     }
 
-    /// Finding 18: a head announcing a large body reserves nothing until bytes arrive, and
+    /// A head announcing a large body reserves nothing until bytes arrive, and
     /// what is reserved follows what arrived.
     #[test]
     fn memory_follows_the_bytes_that_arrived() {

@@ -200,7 +200,7 @@ mod tests {
         (out, None)
     }
 
-    /// Finding 6: a body on a GET is read past, never parsed as the next request.
+    /// A body on a GET is read past, never parsed as the next request (no smuggling).
     #[test]
     fn a_get_body_is_not_a_request() {
         let smuggled = "POST /publish HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx";

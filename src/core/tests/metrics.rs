@@ -1,5 +1,5 @@
 //! Core tests of what the server reports about itself: `/metrics`, `/clients` and the
-//! fan-out timing (written to kill mutants the other tests let survive, issue 12).
+//! fan-out timing (written to kill mutants the other tests let survive).
 
 use super::*;
 

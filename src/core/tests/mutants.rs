@@ -1,4 +1,4 @@
-//! Core tests written to kill mutants that the other tests let survive (issue 12).
+//! Core tests written to kill mutants that the other tests let survive.
 
 use super::*;
 

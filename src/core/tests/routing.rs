@@ -119,8 +119,8 @@ fn expect_continue_then_answer_in_order() {
     );
 }
 
-/// Issue 11, finding 1: with one idle topic left, `topic=x&topic=y` recycled it for both
-/// names: two cursors on one topic, every event twice, a subscriber counted forever.
+/// With one idle topic left, `topic=x&topic=y` must not recycle it for both
+/// names (two cursors on one topic, every event twice, a subscriber counted forever).
 #[test]
 fn one_request_never_recycles_the_same_topic_twice() {
     let mut t = T::new(Config {
@@ -164,7 +164,7 @@ fn one_request_never_recycles_the_same_topic_twice() {
     t.core.check_invariants().unwrap();
 }
 
-/// Issue 11, finding 3: `%FF` and `%FE` must not both become U+FFFD (one topic).
+/// `%FF` and `%FE` must not both become U+FFFD (one topic).
 #[test]
 fn topic_names_that_are_not_utf8_are_refused() {
     let mut t = T::new(cfg());
@@ -178,8 +178,8 @@ fn topic_names_that_are_not_utf8_are_refused() {
     assert!(t.text(a).starts_with("HTTP/1.1 400 "), "{}", t.text(a));
 }
 
-/// Issue 11, finding 4: a resume of every retained event on two topics is twice one topic's
-/// `--history-bytes`; it was dropped as slow on the next publish.
+/// A resume of every retained event on two topics is twice one topic's `--history-bytes`;
+/// it must not be dropped as slow on the next publish.
 #[test]
 fn a_multi_topic_resume_of_whole_histories_is_not_slow() {
     let mut t = T::new(Config {
