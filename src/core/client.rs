@@ -309,6 +309,12 @@ impl Client {
         matches!(self.phase, Phase::Streaming)
     }
 
+    /// True while the client reads a request head or body and no publish of it waits for
+    /// the log (it holds a slot and may make no progress: an eviction candidate).
+    pub fn reads_request(&self) -> bool {
+        matches!(self.phase, Phase::Reading(_)) && self.publishes.is_empty()
+    }
+
     /// The bytes queued ahead of the log cursors, if any (never empty).
     pub fn pending(&self) -> Option<&Pending> {
         self.pending.as_ref()

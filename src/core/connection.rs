@@ -144,7 +144,7 @@ pub(super) fn begin_reading(core: &mut Core, id: ClientId, now: Instant) {
     c.phase = Phase::Reading(Reading::new(limits.0, limits.1));
     c.answered = true;
     c.head_since = now;
-    core.note_head_reader(id, now);
+    core.connections.note_head_reader(id, now);
     core.timers
         .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
 }
@@ -232,49 +232,13 @@ impl Core {
         }
     }
 
-    /// Records that the client began reading a request head at `since` (accept, or back
-    /// from a kept-alive answer): it is an eviction candidate until it is answered.
-    /// Requests pipelined in one read share their instant: one entry stands for them all.
-    pub(super) fn note_head_reader(&mut self, id: ClientId, since: Instant) {
-        if self.head_readers.back() == Some(&(id, since)) {
-            return;
-        }
-        self.head_readers.push_back((id, since));
-        if self.head_readers.len() > 2 * self.clients.len() + 64 {
-            // Drop entries of connections that left the phase: keeps this O(clients).
-            let clients = &self.clients;
-            self.head_readers.retain(|&(id, since)| {
-                clients.get(id.key as usize).is_some_and(|c| {
-                    c.generation == id.generation && c.head_since == since && reads_request(c)
-                })
-            });
-            debug_assert!(
-                self.head_readers.len() <= 2 * self.clients.len() + 64,
-                "{} head-reader entries for {} connections after a compaction",
-                self.head_readers.len(),
-                self.clients.len()
-            );
-        }
-    }
-
     /// Closes the connection that has been reading a request head or body the longest.
     /// Returns false when there is none.
     pub(super) fn evict_oldest_head_reader(&mut self) -> bool {
-        while let Some((id, since)) = self.head_readers.pop_front() {
-            if self
-                .client(id)
-                .is_some_and(|c| c.head_since == since && reads_request(c))
-            {
-                self.remove(id, CloseReason::Limit);
-                return true;
-            }
-        }
-        false
+        let Some(id) = self.connections.oldest_head_reader() else {
+            return false;
+        };
+        self.remove(id, CloseReason::Limit);
+        true
     }
-}
-
-/// True while the client is reading a request head or body (it holds a slot and may make no
-/// progress: an eviction candidate).
-pub(super) fn reads_request(c: &super::client::Client) -> bool {
-    matches!(c.phase, Phase::Reading(_)) && c.publishes.is_empty()
 }

@@ -194,8 +194,8 @@ pub(super) fn render_metrics(core: &Core) -> String {
         topics.truncate(MAX_TOPIC_SERIES);
     }
     let g = Gauges {
-        clients: core.streaming,
-        connections: core.clients.len(),
+        clients: core.connections.streaming(),
+        connections: core.connections.len(),
         max_clients: core.cfg.max_clients,
         topics,
         topics_total,
@@ -205,16 +205,16 @@ pub(super) fn render_metrics(core: &Core) -> String {
 
 /// The most lagging streaming clients as JSON, worst first, at most [`MAX_LISTED_CLIENTS`].
 pub(super) fn render_clients(core: &Core, now: Instant) -> String {
-    let mut rows: Vec<(u64, usize)> = core
-        .clients
+    let mut rows: Vec<(u64, u32)> = core
+        .connections
         .iter()
         .filter(|(_, c)| c.is_streaming())
-        .map(|(k, c)| (core.backlog_of(c).0, k))
+        .map(|(id, c)| (core.backlog_of(c).0, id.key))
         .collect();
     rows.sort_unstable_by(|a, b| b.cmp(a));
     let mut out = String::from("{\"clients\":[");
     for (i, (queued, key)) in rows.iter().take(MAX_LISTED_CLIENTS).enumerate() {
-        let Some(c) = core.clients.get(*key) else {
+        let Some(c) = core.connections.by_key(*key) else {
             continue;
         };
         if i > 0 {

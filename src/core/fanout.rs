@@ -68,7 +68,7 @@ impl Core {
         let subs = std::mem::take(&mut self.log.topic_mut(topic).subscribers);
         let mut lagging: Vec<u32> = Vec::new();
         for &key in &subs {
-            let Some(c) = self.clients.get(key as usize) else {
+            let Some(c) = self.connections.by_key(key) else {
                 continue;
             };
             let (bytes, events) = self.backlog_of(c);
@@ -83,7 +83,7 @@ impl Core {
                     key,
                     generation: c.generation,
                 };
-                if let Some(c) = self.clients.get_mut(key as usize) {
+                if let Some(c) = self.connections.by_key_mut(key) {
                     c.queued = true;
                 }
                 self.ready.push_back(id);
@@ -101,7 +101,7 @@ impl Core {
 
     /// Applies the slow-client policy to a client past the backlog bound.
     pub(super) fn apply_slow_policy(&mut self, key: u32) {
-        let Some(c) = self.clients.get(key as usize) else {
+        let Some(c) = self.connections.by_key(key) else {
             return;
         };
         let id = ClientId {
@@ -140,7 +140,7 @@ impl Core {
                     .iter()
                     .map(|cur| self.log.topic(cur.topic).end_seq())
                     .collect();
-                if let Some(c) = self.clients.get_mut(key as usize) {
+                if let Some(c) = self.connections.by_key_mut(key) {
                     for (i, (cur, end)) in c.cursors.iter_mut().zip(ends).enumerate() {
                         cur.next = if newest.is_some_and(|(_, n)| n == i) {
                             end - 1
@@ -188,8 +188,8 @@ impl Core {
             self.unsubscribe(cur.topic, cur.sub_index as usize);
         }
         self.forget_parked_page(id);
-        self.streaming -= 1;
-        log::debug!("stream ended, {} clients", self.streaming);
+        self.connections.stream_ended();
+        log::debug!("stream ended, {} clients", self.connections.streaming());
         true
     }
 
@@ -222,7 +222,7 @@ impl Core {
         }
         subs.swap_remove(index);
         if let Some(&moved) = subs.get(index)
-            && let Some(m) = self.clients.get_mut(moved as usize)
+            && let Some(m) = self.connections.by_key_mut(moved)
             && let Some(cur) = m.cursors.iter_mut().find(|cur| cur.topic == topic)
         {
             cur.sub_index = index as u32;

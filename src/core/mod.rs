@@ -66,6 +66,7 @@ mod fanout;
 mod log_engine;
 pub mod metrics;
 mod publish;
+mod registry;
 mod stream;
 mod timers;
 pub mod topic;
@@ -77,13 +78,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use slab::Slab;
 
 pub use client::ClientId;
 use client::{Client, Phase};
 pub use error::{Allow, RequestError};
 use event_log::EventLog;
 pub use metrics::{CloseReason, Metrics};
+use registry::Registry;
 use timers::{TimerKind, Timers};
 
 use crate::config::Config;
@@ -119,9 +120,8 @@ pub enum IoFailure {
 /// The protocol state machine. See the module documentation for the contract.
 pub struct Core {
     cfg: Config,
-    clients: Slab<Client>,
-    next_generation: u32,
-    streaming: usize,
+    /// Every connection, its id's generation, the streaming count, the eviction order.
+    connections: Registry,
     /// The topics, their bounded histories, and event numbering.
     log: EventLog,
     /// Head and `retry:` every stream starts with, shared by all clients.
@@ -129,11 +129,6 @@ pub struct Core {
     ready: VecDeque<ClientId>,
     /// Non-streaming connections with a response to send: served before `ready`.
     answers: VecDeque<ClientId>,
-    /// Connections that may be holding a slot without progress: reading a head (their first,
-    /// or between kept-alive requests) or a body, in the order that phase began (each entry
-    /// is valid while the client's `head_since` matches; lazily pruned). The eviction order
-    /// at the connection limit.
-    head_readers: VecDeque<(ClientId, Instant)>,
     closes: VecDeque<(ClientId, CloseReason)>,
     timers: Timers,
     next_tick: Option<Instant>,
@@ -162,15 +157,12 @@ impl Core {
         let cfg_cluster = cfg.cluster.is_some();
         Core {
             next_tick: cfg.interval.map(|i| now + i),
-            clients: Slab::with_capacity(cfg.max_connections.min(1 << 20)),
+            connections: Registry::with_capacity(cfg.max_connections.min(1 << 20)),
             cfg,
-            next_generation: 1,
-            streaming: 0,
             log,
             prelude: Rc::from(prelude),
             ready: VecDeque::new(),
             answers: VecDeque::new(),
-            head_readers: VecDeque::new(),
             closes: VecDeque::new(),
             timers: Timers::default(),
             rng: seed | 1,
@@ -195,12 +187,12 @@ impl Core {
 
     /// Streaming clients.
     pub fn streaming_clients(&self) -> usize {
-        self.streaming
+        self.connections.streaming()
     }
 
     /// Connections of any kind the core holds.
     pub fn connections(&self) -> usize {
-        self.clients.len()
+        self.connections.len()
     }
 
     /// This run's event-id prefix.
@@ -210,10 +202,7 @@ impl Core {
 
     /// The id the client with slab key `key` currently has, if any.
     pub fn id_for_key(&self, key: u32) -> Option<ClientId> {
-        self.clients.get(key as usize).map(|c| ClientId {
-            key,
-            generation: c.generation,
-        })
+        self.connections.id_for_key(key)
     }
 
     /// True while `id` names a connection the core holds.
@@ -233,7 +222,7 @@ impl Core {
 
     /// True once shutdown was asked for and every connection is gone.
     pub fn is_finished(&self) -> bool {
-        self.shutdown_deadline.is_some() && self.clients.is_empty()
+        self.shutdown_deadline.is_some() && self.connections.is_empty()
     }
 
     /// True once shutdown was asked for (accepting has stopped).
@@ -246,7 +235,9 @@ impl Core {
         let timer = self.timers.next_at();
         // Once every connection is gone the shutdown deadline has nothing left to do (and
         // after it passed it would stay in the past, a busy loop for the caller).
-        let shutdown = self.shutdown_deadline.filter(|_| !self.clients.is_empty());
+        let shutdown = self
+            .shutdown_deadline
+            .filter(|_| !self.connections.is_empty());
         [self.next_tick, timer, shutdown]
             .into_iter()
             .flatten()
@@ -255,23 +246,15 @@ impl Core {
 
     /// The ids of every connection (a snapshot, for closing many at once).
     fn all_ids(&self) -> Vec<ClientId> {
-        let id = |(k, c): (usize, &Client)| ClientId {
-            key: k as u32,
-            generation: c.generation,
-        };
-        self.clients.iter().map(id).collect()
+        self.connections.ids()
     }
 
     fn client(&self, id: ClientId) -> Option<&Client> {
-        self.clients
-            .get(id.key as usize)
-            .filter(|c| c.generation == id.generation)
+        self.connections.get(id)
     }
 
     fn client_mut(&mut self, id: ClientId) -> Option<&mut Client> {
-        self.clients
-            .get_mut(id.key as usize)
-            .filter(|c| c.generation == id.generation)
+        self.connections.get_mut(id)
     }
 }
 
@@ -290,22 +273,18 @@ impl Core {
             self.metrics.refused += 1;
             return None;
         }
-        if self.clients.len() >= self.cfg.max_connections && !self.evict_oldest_head_reader() {
+        if self.connections.len() >= self.cfg.max_connections && !self.evict_oldest_head_reader() {
             self.metrics.refused += 1;
             return None;
         }
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let limits = (self.cfg.max_head, self.cfg.max_body);
-        let key = self
-            .clients
-            .insert(Client::new(generation, peer, now, limits));
-        let key = u32::try_from(key).unwrap_or(u32::MAX);
+        let id = self
+            .connections
+            .insert(|generation| Client::new(generation, peer, now, limits));
         self.metrics.accepted += 1;
-        let id = ClientId { key, generation };
         self.timers
             .arm(id, TimerKind::Head, now + self.cfg.head_timeout);
-        self.note_head_reader(id, now);
+        self.connections.note_head_reader(id, now);
         Some(id)
     }
 
@@ -505,27 +484,17 @@ impl Core {
             return;
         }
         self.leave_stream(id);
-        self.clients.remove(id.key as usize);
+        self.connections.remove(id);
         self.metrics.count_close(reason);
         self.closes.push_back((id, reason));
     }
 
     /// Checks the core's invariants (debug builds and the simulator).
     pub fn check_invariants(&self) -> Result<(), String> {
-        let streaming = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.is_streaming())
-            .count();
-        if streaming != self.streaming {
-            return Err(format!(
-                "streaming count {} but {} streaming clients",
-                self.streaming, streaming
-            ));
-        }
+        self.connections.check()?;
         for (tid, t) in self.log.topics() {
             for (i, &key) in t.subscribers.iter().enumerate() {
-                let Some(c) = self.clients.get(key as usize) else {
+                let Some(c) = self.connections.by_key(key) else {
                     return Err(format!("topic {tid} lists freed slot {key}"));
                 };
                 if !c
@@ -542,13 +511,14 @@ impl Core {
         // Subscriber counts equal live cursors: with the two checks
         // around this one, every subscriber entry and every cursor pair up one to one.
         let subscribers: usize = self.log.topics().map(|(_, t)| t.subscribers.len()).sum();
-        let cursors: usize = self.clients.iter().map(|(_, c)| c.cursors.len()).sum();
+        let cursors: usize = self.connections.iter().map(|(_, c)| c.cursors.len()).sum();
         if subscribers != cursors {
             return Err(format!(
                 "{subscribers} topic subscribers but {cursors} cursors"
             ));
         }
-        for (key, c) in &self.clients {
+        for (id, c) in self.connections.iter() {
+            let key = id.key;
             for (i, cur) in c.cursors.iter().enumerate() {
                 if c.cursors[..i].iter().any(|other| other.topic == cur.topic) {
                     return Err(format!(
@@ -557,7 +527,7 @@ impl Core {
                     ));
                 }
                 let t = self.log.topic(cur.topic);
-                if t.subscribers.get(cur.sub_index as usize) != Some(&(key as u32)) {
+                if t.subscribers.get(cur.sub_index as usize) != Some(&key) {
                     return Err(format!(
                         "client {key} cursor not in topic {} subscribers",
                         cur.topic
@@ -585,7 +555,6 @@ impl Core {
                 ));
             }
         }
-        self.check_head_readers()?;
         self.check_parked_pages()?;
         self.log.check_invariants()?;
         if self.next_tick.is_none()
@@ -593,23 +562,6 @@ impl Core {
             && self.shutdown_deadline.is_none()
         {
             return Err("ticks are configured but no tick is scheduled".into());
-        }
-        Ok(())
-    }
-
-    /// The eviction candidates: every connection reading a request is listed with the
-    /// instant it began (`note_head_reader` checks the list's size as it compacts).
-    fn check_head_readers(&self) -> Result<(), String> {
-        let listed: std::collections::HashSet<(ClientId, Instant)> =
-            self.head_readers.iter().copied().collect();
-        for (key, c) in &self.clients {
-            let id = ClientId {
-                key: key as u32,
-                generation: c.generation,
-            };
-            if connection::reads_request(c) && !listed.contains(&(id, c.head_since)) {
-                return Err(format!("client {key} reads a request but is not listed"));
-            }
         }
         Ok(())
     }

@@ -49,7 +49,7 @@ pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, no
         return;
     }
     // Over the limit only once the request itself is known to be valid.
-    if core.streaming >= core.cfg.max_clients {
+    if core.connections.streaming() >= core.cfg.max_clients {
         over_limit(core, id, head, now);
         return;
     }
@@ -132,8 +132,12 @@ pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, no
         c.phase = Phase::Streaming;
         c.received_after_request = 0;
     }
-    core.streaming += 1;
-    log::debug!("client added, {} clients ({:?})", core.streaming, peer);
+    core.connections.stream_started();
+    log::debug!(
+        "client added, {} clients ({:?})",
+        core.connections.streaming(),
+        peer
+    );
     core.begin_deferred_start(id, start, &names);
     core.arm_keepalive(id, now);
     core.keep_grant(id, grant, now);

@@ -41,11 +41,7 @@ impl Core {
 
     /// The kernel took `written` bytes of what [`Core::write_slices`] offered.
     pub fn handle_written(&mut self, id: ClientId, written: usize, now: Instant) {
-        let Some(c) = self
-            .clients
-            .get_mut(id.key as usize)
-            .filter(|c| c.generation == id.generation)
-        else {
+        let Some(c) = self.connections.get_mut(id) else {
             return;
         };
         self.metrics.write_calls += 1;

@@ -165,13 +165,20 @@ fn a_public_only_subscriber_keeps_no_grant() {
     );
     t.drain(None);
     assert!(t.core.is_streaming(c));
-    assert!(t.core.clients[c.key as usize].grant.is_none());
+    assert!(t.core.connections.by_key(c.key).unwrap().grant.is_none());
     let private = t.connect();
     let tok = token(wall0().timestamp() + 60, &["a"]);
     t.core
         .handle_read(private, &request("topic=a", &tok, None), t.now);
     t.drain(None);
-    assert!(t.core.clients[private.key as usize].grant.is_some());
+    assert!(
+        t.core
+            .connections
+            .by_key(private.key)
+            .unwrap()
+            .grant
+            .is_some()
+    );
 }
 
 /// With JWT keys and no publish token, `/clients` is for loopback only (kills `delete !` in

@@ -264,10 +264,10 @@ fn the_invariant_check_reports_a_wrong_streaming_count() {
     t.core.handle_read(a, GET, t.now);
     t.drain(None);
     assert_eq!(t.core.check_invariants(), Ok(()));
-    t.core.streaming += 1;
+    t.core.connections.skew_streaming(true);
     let err = t.core.check_invariants().unwrap_err();
     assert!(err.contains("streaming count 2 but 1"), "{err}");
-    t.core.streaming -= 1;
+    t.core.connections.skew_streaming(false);
 }
 
 /// A connection reading a request that the eviction list does not name is reported (kills
@@ -278,10 +278,10 @@ fn the_invariant_check_reports_an_unlisted_request_reader() {
     let a = t.connect();
     t.core.handle_read(a, b"GET /eve", t.now);
     assert_eq!(t.core.check_invariants(), Ok(()));
-    let listed = std::mem::take(&mut t.core.head_readers);
+    let listed = std::mem::take(t.core.connections.head_readers_mut());
     let err = t.core.check_invariants().unwrap_err();
     assert!(err.contains("reads a request but is not listed"), "{err}");
-    t.core.head_readers = listed;
+    *t.core.connections.head_readers_mut() = listed;
 }
 
 /// A cursor outside its topic's retained range is reported (kills `||` → `&&` in the range
@@ -292,11 +292,11 @@ fn the_invariant_check_reports_a_cursor_past_the_end() {
     let a = t.connect();
     t.core.handle_read(a, GET, t.now);
     t.drain(None);
-    let cursor = &mut t.core.clients[a.key as usize].cursors[0];
+    let cursor = &mut t.core.connections.by_key_mut(a.key).unwrap().cursors[0];
     cursor.next += 5;
     let err = t.core.check_invariants().unwrap_err();
     assert!(err.contains("outside"), "{err}");
-    t.core.clients[a.key as usize].cursors[0].next -= 5;
+    t.core.connections.by_key_mut(a.key).unwrap().cursors[0].next -= 5;
     assert_eq!(t.core.check_invariants(), Ok(()));
 }
 
@@ -308,7 +308,7 @@ fn the_invariant_check_reports_a_cursor_past_the_end() {
 fn a_broken_invariant_panics_at_the_next_input_in_debug_builds() {
     let mut t = T::new(cfg());
     let a = t.connect();
-    t.core.streaming += 1;
+    t.core.connections.skew_streaming(true);
     t.core.handle_read(a, b"GET /health HTTP/1.1\r\n", t.now);
 }
 
@@ -400,7 +400,8 @@ fn the_head_reader_list_stays_proportional_to_the_connections() {
     let a = t.connect();
     let listed = |t: &T| {
         t.core
-            .head_readers
+            .connections
+            .head_readers()
             .iter()
             .any(|&(id, since)| id == a && since == t.now)
     };
@@ -417,9 +418,9 @@ fn the_head_reader_list_stays_proportional_to_the_connections() {
             "request {i}: the connection reading a head is not listed"
         );
         assert!(
-            t.core.head_readers.len() <= 2 * t.core.connections() + 65,
+            t.core.connections.head_readers().len() <= 2 * t.core.connections() + 65,
             "request {i}: {} entries for {} connection",
-            t.core.head_readers.len(),
+            t.core.connections.head_readers().len(),
             t.core.connections()
         );
     }
@@ -448,9 +449,9 @@ fn the_head_reader_list_shrinks_when_connections_leave() {
     }
     assert!(t.core.is_live(a));
     assert!(
-        t.core.head_readers.len() <= 2 * t.core.connections() + 65,
+        t.core.connections.head_readers().len() <= 2 * t.core.connections() + 65,
         "{} entries for {} connection",
-        t.core.head_readers.len(),
+        t.core.connections.head_readers().len(),
         t.core.connections()
     );
 }
