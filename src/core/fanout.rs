@@ -86,7 +86,7 @@ impl Core {
                 if let Some(c) = self.connections.by_key_mut(key) {
                     c.queued = true;
                 }
-                self.ready.push_back(id);
+                self.outputs.push_write(id, true);
                 woken += 1;
             }
         }
@@ -160,7 +160,7 @@ impl Core {
 
     pub(super) fn check_fanout_done(&mut self, now: Instant) {
         if let Some((start, clients)) = self.fanout
-            && self.ready.is_empty()
+            && self.outputs.streams_done()
         {
             self.metrics.last_fanout = Some(now.saturating_duration_since(start));
             self.metrics.last_fanout_clients = clients;

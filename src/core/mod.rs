@@ -66,13 +66,13 @@ mod fanout;
 mod log_engine;
 pub mod metrics;
 mod publish;
+mod queues;
 mod registry;
 mod stream;
 mod timers;
 pub mod topic;
 mod write;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -84,6 +84,7 @@ use client::{Client, Phase};
 pub use error::{Allow, RequestError};
 use event_log::EventLog;
 pub use metrics::{CloseReason, Metrics};
+use queues::OutputQueues;
 use registry::Registry;
 use timers::{TimerKind, Timers};
 
@@ -126,10 +127,8 @@ pub struct Core {
     log: EventLog,
     /// Head and `retry:` every stream starts with, shared by all clients.
     prelude: Rc<[u8]>,
-    ready: VecDeque<ClientId>,
-    /// Non-streaming connections with a response to send: served before `ready`.
-    answers: VecDeque<ClientId>,
-    closes: VecDeque<(ClientId, CloseReason)>,
+    /// Closes, then answers, then streams waiting for a write.
+    outputs: OutputQueues,
     timers: Timers,
     next_tick: Option<Instant>,
     rng: u64,
@@ -161,9 +160,7 @@ impl Core {
             cfg,
             log,
             prelude: Rc::from(prelude),
-            ready: VecDeque::new(),
-            answers: VecDeque::new(),
-            closes: VecDeque::new(),
+            outputs: OutputQueues::default(),
             timers: Timers::default(),
             rng: seed | 1,
             shutdown_deadline: None,
@@ -441,13 +438,13 @@ impl Core {
     /// parsed before the fan-out is written, and subscribers get several frames per write);
     /// then streams.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some((id, reason)) = self.closes.pop_front() {
+        if let Some((id, reason)) = self.outputs.pop_close() {
             return Some(Output::Close(id, reason));
         }
         if let Some(request) = self.next_log_request() {
             return Some(Output::Log(Box::new(request)));
         }
-        while let Some(id) = self.answers.pop_front().or_else(|| self.ready.pop_front()) {
+        while let Some(id) = self.outputs.pop_write() {
             if let Some(c) = self.client_mut(id)
                 && c.queued
             {
@@ -486,7 +483,7 @@ impl Core {
         self.leave_stream(id);
         self.connections.remove(id);
         self.metrics.count_close(reason);
-        self.closes.push_back((id, reason));
+        self.outputs.push_close(id, reason);
     }
 
     /// Checks the core's invariants (debug builds and the simulator).

@@ -127,11 +127,7 @@ impl Core {
             if let Some(c) = self.client_mut(id) {
                 c.queued = true;
             }
-            if streaming {
-                self.ready.push_back(id);
-            } else {
-                self.answers.push_back(id);
-            }
+            self.outputs.push_write(id, streaming);
         }
     }
 
