@@ -2,43 +2,40 @@
 //!
 //! # Life of a request, from accept to close
 //!
-//! 1. accept: [`Core::handle_accept`] takes a slot (evicting, at the limit, the connection
-//!    reading a head or body the longest, `connection.rs`) and arms the head timer
-//!    (`timers.rs`).
-//! 2. bytes: [`Core::handle_read`] → `connection::on_bytes`, by phase: the head
-//!    (`HeadReader::feed`), a body (`http::body::BodyReader`: a publish's kept, any other
-//!    request's read past and dropped), extra bytes of a stream (bounded), or early
-//!    pipelined bytes while answering (bounded by [`Core::input_room`]: the driver stops
-//!    reading there).
-//! 3. routing: `endpoints::route` checks `Host`, reads past the body of a non-publish
-//!    request, then picks the endpoint from the whole parsed head (HEAD and OPTIONS
-//!    included); a refusal is a [`RequestError`] answered by `connection::fail`.
-//! 4. a stream: `stream::start_stream` resolves topics and `Last-Event-ID`
-//!    ([`event_log::EventLog::resolve`]), places one cursor per topic and queues the prelude
-//!    (or a `reset`).
-//! 5. a publish: `publish::begin_publish` (token, fields, framing) → body →
-//!    `publish::finish_publish` → `Core::publish_event` (also [`Core::publish`] for the
-//!    driver's stdin) → `EventLog::assign_gseq` + `Core::append` (`stream.rs`):
-//!    `EventLog::append`, then the topic's subscribers are woken or, past the backlog bound,
-//!    get the slow-client policy (`stream::apply_slow_policy`).
-//! 6. answers: `connection::answer` queues a complete response; once it is written,
-//!    `connection::answer_sent` closes or goes back to step 2 (keep-alive).
-//! 7. writing: the driver drains [`Core::poll_output`] (answers before streams) with the
-//!    harness in [`drain`]: [`Core::write_slices`] (from the shared log, nothing copied),
-//!    one `writev`, then [`Core::handle_written`] / [`Core::handle_would_block`] /
-//!    [`Core::handle_writable`] (all in `stream.rs`).
-//! 8. time: [`Core::handle_timeout`] runs ticks (`publish::tick`), then due timers
-//!    (`Timers::next` → `connection.rs` `on_timer`: head and linger timeouts, keep-alives).
+//! 1. accept: [`Core::handle_accept`] takes a slot in the registry (evicting, at the
+//!    limit, the connection reading a head or body the longest) and arms the head timer.
+//! 2. bytes: [`Core::handle_read`] → `connection::on_bytes`: the read step parses one
+//!    [`crate::http::pipeline::RequestStream`] step at a time (a head, or the body of the
+//!    head routed last) while the connection reads requests; other phases keep input as
+//!    they do (bounded by [`Core::input_room`]: the driver stops reading there).
+//! 3. routing: `endpoints::decide` maps a parsed head to an action from the request and what
+//!    it may read of the core; `endpoints::route` applies it (`exchange.rs`: answer, fail,
+//!    refuse, read a body).
+//! 4. a stream: `stream::start_stream` asks the log where it starts (`log_engine.rs`),
+//!    places one cursor per topic and queues the prelude (or a `reset`).
+//! 5. a publish: `publish::begin_publish` → its body → `publish::finish_publish` →
+//!    `Core::append_event` (`log_engine.rs`; also [`Core::publish`] for stdin): the memory log
+//!    appends now (`fanout.rs`: wake the subscribers, or the slow-client policy), a shared
+//!    log answers later through [`Core::handle_bus`].
+//! 6. answers: `exchange::answer` queues a complete response; once it is written,
+//!    `connection::answer_sent` closes or goes back to reading, and the read step picks up
+//!    what the client sent meanwhile.
+//! 7. writing: the driver drains [`Core::poll_output`] (closes, requests for the log,
+//!    answers, then streams) with the harness in [`drain`]: [`Core::write_slices`], one
+//!    `writev`, then [`Core::handle_written`] / [`Core::handle_would_block`] /
+//!    [`Core::handle_writable`] (`write.rs`).
+//! 8. time: [`Core::handle_timeout`] runs ticks, then due timers (`connection.rs`
+//!    `on_timer`: head and linger timeouts, keep-alives, token expiry).
 //! 9. close: [`Core::handle_read_closed`] (after the answers in flight), [`Core::handle_io_error`],
-//!    a timeout, a limit or [`Core::shutdown`] → `Core::remove` (unsubscribes, frees the
-//!    slot) → [`Output::Close`].
+//!    a timeout, a limit or [`Core::shutdown`] → `Core::remove` (`Core::leave_stream`, the one
+//!    way a stream ends; the slot is freed) → [`Output::Close`].
 //!
 //! # Contract
 //!
 //! The driver (or the simulator) tells the core what happened through `handle_*` methods,
 //! each taking the current time last where time matters, and gives commands
-//! ([`Core::publish`], [`Core::shutdown`], [`Core::refuse`]); then it drains
-//! [`Core::poll_output`] until it returns `None` ([`drain::OutputSink::drain`]);
+//! ([`Core::publish`], [`Core::shutdown`], [`Core::refuse`]); then it drains the one output
+//! channel, [`Core::poll_output`], until it returns `None` ([`drain::OutputSink::drain`]);
 //! [`Core::next_deadline`] says when to call [`Core::handle_timeout`] next.
 //!
 //! Guarantees: a [`ClientId`] of a departed client is ignored by every method; a client
