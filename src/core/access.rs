@@ -146,19 +146,19 @@ impl Core {
     /// `--allow-origin` (nothing to remember under the default `*`).
     pub(super) fn remember_origin(&mut self, id: ClientId, head: &RequestHead) {
         let lines = if self.cfg.auth.cors().allows_credentials() {
-            Some(self.cors_lines(head).into_boxed_slice())
+            Some(self.cors_lines(head))
         } else {
             None
         };
         if let Some(c) = self.client_mut(id) {
-            c.cors = lines;
+            c.http.set_cors(lines);
         }
     }
 
     /// A complete answer with the CORS lines of the client's request in place of
     /// `Access-Control-Allow-Origin: *` (unchanged under the default policy).
     pub(super) fn with_client_cors(&self, id: ClientId, answer: Vec<u8>) -> Vec<u8> {
-        match self.client(id).and_then(|c| c.cors.as_deref()) {
+        match self.client(id).and_then(|c| c.http.cors()) {
             Some(lines) => with_cors(&answer, lines).unwrap_or(answer),
             None => answer,
         }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 
+use super::exchange::Exchange;
 use super::metrics::CloseReason;
 use super::topic::TopicId;
 use crate::http::pipeline::RequestStream;
@@ -234,7 +235,8 @@ pub struct PublishFields {
 #[derive(Debug)]
 pub struct Client {
     pub generation: u32,
-    pub phase: Phase,
+    /// The HTTP exchange: phase, publishes waiting for the log, CORS, half-close.
+    pub http: Exchange,
     /// Bytes queued ahead of the log cursors; kept by the methods below (never empty).
     pending: Option<Pending>,
     /// Streaming clients only; one cursor per subscribed topic.
@@ -255,37 +257,17 @@ pub struct Client {
     /// frames are held back (the cursors keep collecting live events) until the range is
     /// written through `pending`; keep-alives continue.
     pub held: bool,
-    /// A request on this connection was answered (it is kept alive between requests).
-    pub answered: bool,
-    /// The client ended its side (a read returned 0) while an answer was pending: finish
-    /// answering what was received, then close.
-    pub input_closed: bool,
-    /// When the current request-head phase began (accept, or the last keep-alive answer
-    /// sent). Head timers armed for an earlier phase are stale before `head_since + timeout`.
-    pub head_since: Instant,
-    /// When the response being sent was queued. Linger timers armed for an earlier response
-    /// on this kept-alive connection are stale before `answer_since + linger`.
-    pub answer_since: Instant,
     /// A streaming client's token grant (what it may see, when it expires); `None` when every
     /// topic it follows is public.
     pub grant: Option<Box<crate::auth::Grant>>,
-    /// This connection's publishes waiting for the log's answer, in request order (bounded).
-    pub publishes: PublishQueue,
-    /// Under `--allow-origin`: the CORS lines answering the current request's `Origin`.
-    pub cors: Option<Box<[String]>>,
 }
 
 impl Client {
     /// A connection accepted at `now`, reading its first request within these limits.
-    pub fn new(
-        generation: u32,
-        peer: SocketAddr,
-        now: Instant,
-        (max_head, max_body): (usize, usize),
-    ) -> Client {
+    pub fn new(generation: u32, peer: SocketAddr, now: Instant, limits: (usize, usize)) -> Client {
         Client {
             generation,
-            phase: Phase::Reading(Reading::new(max_head, max_body)),
+            http: Exchange::new(now, limits),
             pending: None,
             cursors: SmallVec::new(),
             writable: true,
@@ -295,24 +277,17 @@ impl Client {
             last_write: now,
             received_after_request: 0,
             held: false,
-            answered: false,
-            input_closed: false,
-            head_since: now,
-            answer_since: now,
             grant: None,
-            cors: None,
-            publishes: PublishQueue::default(),
         }
     }
 
     pub fn is_streaming(&self) -> bool {
-        matches!(self.phase, Phase::Streaming)
+        self.http.is_streaming()
     }
 
-    /// True while the client reads a request head or body and no publish of it waits for
-    /// the log (it holds a slot and may make no progress: an eviction candidate).
+    /// See [`Exchange::reads_request`].
     pub fn reads_request(&self) -> bool {
-        matches!(self.phase, Phase::Reading(_)) && self.publishes.is_empty()
+        self.http.reads_request()
     }
 
     /// The bytes queued ahead of the log cursors, if any (never empty).

@@ -4,22 +4,23 @@
 use std::time::Instant;
 
 use super::Core;
-use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, Phase, Reading};
+use super::answers::fail;
+use super::client::{BodyPurpose, Bytes, ClientId, Phase};
 use super::endpoints::route;
 use super::error::RequestError;
-use super::exchange::fail;
+use super::exchange::{AfterSent, NextInput};
 use super::metrics::CloseReason;
 use super::publish::finish_publish;
 use super::timers::TimerKind;
 use crate::http::pipeline::{Frame, StreamError};
-use crate::http::request::{BodyFraming, RequestHead};
+use crate::http::request::BodyFraming;
 use crate::sse::frame;
 
 /// Feeds bytes read from a connection into whatever phase it is in: the read step for a
 /// connection reading requests; what other phases keep of input otherwise.
 pub(super) fn on_bytes(core: &mut Core, id: ClientId, bytes: &[u8], now: Instant) {
     let Some(c) = core.client(id) else { return };
-    if matches!(c.phase, Phase::Reading(_)) {
+    if c.http.is_reading() {
         read_requests(core, id, bytes, now);
     } else {
         keep_input(core, id, bytes, true);
@@ -34,7 +35,7 @@ fn read_requests(core: &mut Core, id: ClientId, input: &[u8], now: Instant) {
     let mut at = 0;
     loop {
         let Some(c) = core.client_mut(id) else { return };
-        let Phase::Reading(r) = &mut c.phase else {
+        let Some(r) = c.http.reading_mut() else {
             break;
         };
         let (frame, used) = match r.requests.step(&input[at..]) {
@@ -68,23 +69,22 @@ fn keep_input(core: &mut Core, id: ClientId, bytes: &[u8], bounded: bool) {
         core.cfg.max_client_send,
     );
     let Some(c) = core.client_mut(id) else { return };
-    let early = match &mut c.phase {
-        Phase::Answering { early, .. } => early,
-        Phase::Pipelined(held) => &mut held.early,
-        Phase::Streaming => {
-            let received = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-            c.received_after_request = c.received_after_request.saturating_add(received);
-            if c.received_after_request as usize > max_send {
-                log::debug!(
-                    "closing {}: sent {} bytes after its request",
-                    c.peer,
-                    c.received_after_request
-                );
-                core.remove(id, CloseReason::Limit);
-            }
-            return;
+    if c.is_streaming() {
+        let received = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        c.received_after_request = c.received_after_request.saturating_add(received);
+        if c.received_after_request as usize > max_send {
+            log::debug!(
+                "closing {}: sent {} bytes after its request",
+                c.peer,
+                c.received_after_request
+            );
+            core.remove(id, CloseReason::Limit);
         }
-        Phase::Reading(_) | Phase::Closing(_) => return,
+        return;
+    }
+    // Nothing is kept while reading (the read step takes it) or closing.
+    let Some(early) = c.http.early_input_mut() else {
+        return;
     };
     if bounded && early.len() + bytes.len() > max_early {
         core.remove(id, CloseReason::Limit);
@@ -96,7 +96,7 @@ fn keep_input(core: &mut Core, id: ClientId, bytes: &[u8], bounded: bool) {
 /// A body is complete: publish it, or route the head it followed. `more`: input follows it.
 fn body_done(core: &mut Core, id: ClientId, body: Vec<u8>, more: bool, now: Instant) {
     let Some(c) = core.client_mut(id) else { return };
-    let Phase::Reading(r) = &mut c.phase else {
+    let Some(r) = c.http.reading_mut() else {
         return;
     };
     match r.body.take() {
@@ -109,31 +109,16 @@ fn body_done(core: &mut Core, id: ClientId, body: Vec<u8>, more: bool, now: Inst
     }
 }
 
-/// What a connection reads once its answer is sent: a request parsed already that waited
-/// for the answers before it, and the bytes that arrived meanwhile.
-pub(super) type NextInput = (Option<RequestHead>, Vec<u8>);
-
 /// A complete response was sent: close, or go back to reading requests. Only changes
 /// state: the caller runs the read step ([`read_next`]) over what it returns.
 pub(super) fn answer_sent(core: &mut Core, id: ClientId) -> Option<NextInput> {
-    let c = core.client_mut(id)?;
-    let next = match &mut c.phase {
-        Phase::Answering {
-            then: AfterAnswer::KeepAlive,
-            early,
-        } => (None, std::mem::take(early)),
-        Phase::Pipelined(held) => (held.head.take(), std::mem::take(&mut held.early)),
-        Phase::Closing(reason) => {
-            let reason = *reason;
+    match core.client_mut(id)?.http.answer_sent() {
+        AfterSent::Read(next) => Some(next),
+        AfterSent::Close(reason) => {
             core.remove(id, reason);
-            return None;
+            None
         }
-        _ => {
-            core.remove(id, CloseReason::Normal);
-            return None;
-        }
-    };
-    Some(next)
+    }
 }
 
 /// The connection reads its next request (keep-alive, or between publishes waiting for
@@ -141,9 +126,7 @@ pub(super) fn answer_sent(core: &mut Core, id: ClientId) -> Option<NextInput> {
 pub(super) fn begin_reading(core: &mut Core, id: ClientId, now: Instant) {
     let limits = (core.cfg.max_head, core.cfg.max_body);
     let Some(c) = core.client_mut(id) else { return };
-    c.phase = Phase::Reading(Reading::new(limits.0, limits.1));
-    c.answered = true;
-    c.head_since = now;
+    c.http.begin_reading(limits, now);
     core.connections.note_head_reader(id, now);
     core.timers
         .arm(id, TimerKind::Head, now + core.cfg.head_timeout);
@@ -153,17 +136,14 @@ pub(super) fn begin_reading(core: &mut Core, id: ClientId, now: Instant) {
 /// `head` when a parsed request was waiting, and parses the bytes that arrived meanwhile.
 pub(super) fn read_next(core: &mut Core, id: ClientId, (head, early): NextInput, now: Instant) {
     begin_reading(core, id, now);
-    let Some(input_closed) = core.client(id).map(|c| c.input_closed) else {
+    let Some(input_closed) = core.client(id).map(|c| c.http.input_closed()) else {
         return;
     };
     if let Some(head) = head {
         route(core, id, head, !early.is_empty(), now);
     }
     // Received earlier, within the bound then: kept whole whatever the phase is now.
-    if core
-        .client(id)
-        .is_some_and(|c| matches!(c.phase, Phase::Reading(_)))
-    {
+    if core.client(id).is_some_and(|c| c.http.is_reading()) {
         read_requests(core, id, &early, now);
     } else {
         keep_input(core, id, &early, false);
@@ -171,10 +151,10 @@ pub(super) fn read_next(core: &mut Core, id: ClientId, (head, early): NextInput,
     // The client ended its side: once the requests it sent are answered, close.
     if input_closed
         && core.client(id).is_some_and(|c| {
-            c.publishes.is_empty()
+            c.http.publishes().is_empty()
                 && c.pending().is_none()
                 && !matches!(
-                    c.phase,
+                    c.http.phase(),
                     Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_)
                 )
         })
@@ -186,17 +166,20 @@ pub(super) fn read_next(core: &mut Core, id: ClientId, (head, early): NextInput,
 impl Core {
     pub(super) fn on_timer(&mut self, id: ClientId, kind: TimerKind, now: Instant) {
         let Some(c) = self.client(id) else { return };
-        match (kind, &c.phase) {
+        match (kind, c.http.phase()) {
             // A head timer of an earlier head phase of this connection (armed at accept or
             // after a previous answer): the current phase has a timer of its own.
-            (TimerKind::Head, Phase::Reading(_)) if now < c.head_since + self.cfg.head_timeout => {}
+            (TimerKind::Head, Phase::Reading(_))
+                if now < c.http.head_since() + self.cfg.head_timeout => {}
             // Pipelined publishes wait for the log: not an idle connection.
-            (TimerKind::Head, Phase::Reading(r)) if !r.reads_body() && !c.publishes.is_empty() => {
+            (TimerKind::Head, Phase::Reading(r))
+                if !r.reads_body() && !c.http.publishes().is_empty() =>
+            {
                 self.timers
                     .arm(id, TimerKind::Head, now + self.cfg.head_timeout);
             }
             (TimerKind::Head, Phase::Reading(r)) if !r.reads_body() => {
-                if r.requests.buffered_head() == 0 && c.answered {
+                if r.requests.buffered_head() == 0 && c.http.answered() {
                     // An idle kept-alive connection between requests: just close it.
                     self.remove(id, CloseReason::Timeout);
                 } else {
@@ -206,7 +189,7 @@ impl Core {
             (TimerKind::Head, Phase::Reading(_)) => fail(self, id, RequestError::BodyTimeout, now),
             // A linger timer of an earlier response on this kept-alive connection.
             (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_))
-                if now < c.answer_since + self.cfg.linger => {}
+                if now < c.http.answer_since() + self.cfg.linger => {}
             (TimerKind::Linger, Phase::Answering { .. } | Phase::Closing(_)) => {
                 self.remove(id, CloseReason::Timeout)
             }

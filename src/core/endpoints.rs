@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::Core;
-use super::client::{AfterAnswer, BodyPurpose, ClientId, Held, Phase};
+use super::answers::{answer, connection_for, fail, read_body};
+use super::client::{AfterAnswer, BodyPurpose, ClientId};
 use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
-use super::exchange::{answer, connection_for, fail, read_body};
 use super::metrics::{Gauges, MAX_TOPIC_SERIES};
 use super::publish::begin_publish;
 use super::stream::start_stream;
@@ -48,7 +48,11 @@ pub(super) enum Action {
 /// pipelined request is found where the head says; then the endpoint.
 pub(super) fn decide(core: &Core, id: ClientId, head: &RequestHead, now: Instant) -> Action {
     let publishes = head.method == Method::Post && head.path == "/publish";
-    if !publishes && core.client(id).is_some_and(|c| !c.publishes.is_empty()) {
+    if !publishes
+        && core
+            .client(id)
+            .is_some_and(|c| !c.http.publishes().is_empty())
+    {
         return Action::WaitForPublishes;
     }
     if let Err(reason) = head.host_problem() {
@@ -114,10 +118,7 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, more: bool
     match decide(core, id, &head, now) {
         Action::WaitForPublishes => {
             if let Some(c) = core.client_mut(id) {
-                c.phase = Phase::Pipelined(Box::new(Held {
-                    head: Some(head),
-                    early: Vec::new(),
-                }));
+                c.http.wait_for_publishes(Some(head));
             }
         }
         Action::DiscardBody(reader) => {

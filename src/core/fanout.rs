@@ -7,7 +7,7 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use super::Core;
-use super::client::{Bytes, Client, ClientId, Phase};
+use super::client::{Bytes, Client, ClientId};
 use super::event_log::TICK_TOPIC_ID;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
@@ -206,9 +206,8 @@ impl Core {
             return;
         }
         let Some(c) = self.client_mut(id) else { return };
-        c.phase = Phase::Closing(reason);
+        c.http.close_after_sent(reason, now);
         c.set_pending(Bytes::Owned(last.into()));
-        c.answer_since = now;
         self.timers
             .arm(id, TimerKind::Linger, now + self.cfg.linger);
         self.schedule(id);

@@ -9,7 +9,7 @@
 //!    head routed last) while the connection reads requests; other phases keep input as
 //!    they do (bounded by [`Core::input_room`]: the driver stops reading there).
 //! 3. routing: `endpoints::decide` maps a parsed head to an action from the request and what
-//!    it may read of the core; `endpoints::route` applies it (`exchange.rs`: answer, fail,
+//!    it may read of the core; `endpoints::route` applies it (`answers.rs`: answer, fail,
 //!    refuse, read a body).
 //! 4. a stream: `stream::start_stream` asks the log where it starts (`log_engine.rs`),
 //!    places one cursor per topic and queues the prelude (or a `reset`).
@@ -17,7 +17,7 @@
 //!    `Core::append_event` (`log_engine.rs`; also [`Core::publish`] for stdin): the memory log
 //!    appends now (`fanout.rs`: wake the subscribers, or the slow-client policy), a shared
 //!    log answers later through [`Core::handle_bus`].
-//! 6. answers: `exchange::answer` queues a complete response; once it is written,
+//! 6. answers: `answers::answer` queues a complete response; once it is written,
 //!    `connection::answer_sent` closes or goes back to reading, and the read step picks up
 //!    what the client sent meanwhile.
 //! 7. writing: the driver drains [`Core::poll_output`] (closes, requests for the log,
@@ -51,6 +51,7 @@
 //! configured; and the event log's own ([`event_log`]).
 
 mod access;
+mod answers;
 mod client;
 mod cluster;
 mod connection;
@@ -306,12 +307,10 @@ impl Core {
     /// subscriber until its next write).
     pub fn handle_read_closed(&mut self, id: ClientId) {
         let Some(c) = self.client_mut(id) else { return };
-        match c.phase {
-            Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => {
-                c.input_closed = true
-            }
+        match c.http.phase() {
+            Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => c.http.end_input(),
             // Pipelined publishes still wait for the log: answer them, then close.
-            _ if !c.publishes.is_empty() => c.input_closed = true,
+            _ if !c.http.publishes().is_empty() => c.http.end_input(),
             _ => self.remove(id, CloseReason::Normal),
         }
         self.debug_check();
@@ -324,7 +323,7 @@ impl Core {
     /// (reason `limit`), so memory stays bounded whatever the driver does.
     pub fn input_room(&self, id: ClientId) -> usize {
         let Some(c) = self.client(id) else { return 0 };
-        match &c.phase {
+        match c.http.phase() {
             Phase::Answering { early, .. } => {
                 (self.cfg.max_head + self.cfg.max_body).saturating_sub(early.len())
             }
@@ -412,10 +411,10 @@ impl Core {
         self.next_tick = None;
         for id in self.all_ids() {
             let Some(c) = self.client(id) else { continue };
-            let keep = match c.phase {
+            let keep = match c.http.phase() {
                 Phase::Streaming => self.has_pending(c),
                 Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => true,
-                Phase::Reading(_) => !c.publishes.is_empty(),
+                Phase::Reading(_) => !c.http.publishes().is_empty(),
             };
             if !keep {
                 self.remove(id, CloseReason::Shutdown);
@@ -539,11 +538,7 @@ impl Core {
             if c.pending().is_some_and(|p| p.rest().is_empty()) {
                 return Err(format!("client {key} holds a fully written pending buffer"));
             }
-            if c.writable
-                && !c.queued
-                && self.has_pending(c)
-                && !matches!(c.phase, Phase::Reading(_))
-            {
+            if c.writable && !c.queued && self.has_pending(c) && !c.http.is_reading() {
                 return Err(format!(
                     "client {key} is writable with bytes pending but not queued"
                 ));

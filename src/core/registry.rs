@@ -132,7 +132,9 @@ impl Registry {
             let clients = &self.clients;
             self.head_readers.retain(|&(id, since)| {
                 clients.get(id.key as usize).is_some_and(|c| {
-                    c.generation == id.generation && c.head_since == since && c.reads_request()
+                    c.generation == id.generation
+                        && c.http.head_since() == since
+                        && c.reads_request()
                 })
             });
             debug_assert!(
@@ -150,7 +152,7 @@ impl Registry {
         while let Some((id, since)) = self.head_readers.pop_front() {
             if self
                 .get(id)
-                .is_some_and(|c| c.head_since == since && c.reads_request())
+                .is_some_and(|c| c.http.head_since() == since && c.reads_request())
             {
                 return Some(id);
             }
@@ -174,7 +176,7 @@ impl Registry {
         }
         let listed: HashSet<(ClientId, Instant)> = self.head_readers.iter().copied().collect();
         for (id, c) in self.iter() {
-            if c.reads_request() && !listed.contains(&(id, c.head_since)) {
+            if c.reads_request() && !listed.contains(&(id, c.http.head_since())) {
                 return Err(format!(
                     "client {} reads a request but is not listed",
                     id.key

@@ -4,10 +4,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::Core;
-use super::client::{AfterAnswer, Bytes, ClientId, Cursor, Phase};
+use super::answers::{answer, fail, fail_with, refuse};
+use super::client::{AfterAnswer, Bytes, ClientId, Cursor};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
-use super::exchange::{answer, fail, fail_with, refuse};
 use super::log_engine::Start;
 use super::metrics::CloseReason;
 use super::publish::valid_topic_name;
@@ -129,7 +129,7 @@ pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, no
     if let Some(c) = core.client_mut(id) {
         c.cursors = cursors;
         c.set_pending(pending);
-        c.phase = Phase::Streaming;
+        c.http.stream();
         c.received_after_request = 0;
     }
     core.connections.stream_started();
@@ -154,7 +154,7 @@ pub(super) fn over_limit(core: &mut Core, id: ClientId, head: &RequestHead, now:
         answer(core, id, 200, r, AfterAnswer::Close, now);
         // Closed after sending, and counted as a limit close.
         if let Some(c) = core.client_mut(id) {
-            c.phase = Phase::Closing(CloseReason::Limit);
+            c.http.close_when_sent(CloseReason::Limit);
         }
     } else {
         let retry_after_secs = delay.as_secs().max(1);

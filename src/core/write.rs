@@ -80,21 +80,17 @@ impl Core {
         // A held stream wrote the page of its range fetch: the next one may come.
         let page_written = c.pending().is_none() && c.held && c.is_streaming();
         let finished_answer = c.pending().is_none()
-            && match c.phase {
+            && match c.http.phase() {
                 Phase::Answering { .. } | Phase::Closing(_) => true,
                 // A request waited for the answers of the publishes before it.
-                Phase::Pipelined(ref held) => held.head.is_some() && c.publishes.is_empty(),
+                Phase::Pipelined(held) => held.head.is_some() && c.http.publishes().is_empty(),
                 _ => false,
             };
         // The client ended its side and every pipelined publish is answered and written.
         let input_done = c.pending().is_none()
-            && c.input_closed
-            && c.publishes.is_empty()
-            && match &c.phase {
-                Phase::Reading(r) => !r.reads_body(),
-                Phase::Pipelined(_) => true,
-                _ => false,
-            };
+            && c.http.input_closed()
+            && c.http.publishes().is_empty()
+            && (c.http.is_reading_head() || matches!(c.http.phase(), Phase::Pipelined(_)));
         if finished_answer {
             // The answer is written: the state says what comes next, then the read step
             // picks up what the client sent meanwhile, as for a read.

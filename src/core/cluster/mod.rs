@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::Core;
 use super::access;
-use super::client::{Bytes, Client, ClientId, Phase, PublishSlot};
+use super::client::{Bytes, Client, ClientId, PublishSlot};
 use super::connection::{begin_reading, read_next};
 use super::error::RequestError;
 use super::metrics::CloseReason;
@@ -271,8 +271,8 @@ impl Core {
         now: Instant,
     ) {
         let Some(c) = self.client_mut(id) else { return };
-        let cors = c.cors.clone();
-        c.publishes.push_back(PublishSlot {
+        let cors = c.http.cors().map(Box::from);
+        c.http.publishes_mut().push_back(PublishSlot {
             token,
             connection,
             answer: None,
@@ -282,7 +282,7 @@ impl Core {
             // The read step goes on with what followed the publish.
             begin_reading(self, id, now);
         } else {
-            c.phase = Phase::Pipelined(Box::default());
+            c.http.wait_for_publishes(None);
         }
     }
 
@@ -298,16 +298,16 @@ impl Core {
         let Some(c) = self.client_mut(id) else {
             return false;
         };
-        if c.publishes.is_empty() || c.is_streaming() {
+        if c.http.publishes().is_empty() || c.is_streaming() {
             return false;
         }
-        c.publishes.push_back(PublishSlot {
+        c.http.publishes_mut().push_back(PublishSlot {
             token: 0,
             connection: Connection::Close,
             answer: Some((status, bytes)),
             cors: None,
         });
-        c.phase = Phase::Pipelined(Box::default());
+        c.http.wait_for_publishes(None);
         self.flush_publishes(id, now);
         true
     }
@@ -341,7 +341,8 @@ impl Core {
         };
         let Some(c) = self.client_mut(id) else { return };
         let Some((connection, cors)) = c
-            .publishes
+            .http
+            .publishes_mut()
             .iter_mut()
             .find(|s| s.token == token)
             .map(|s| (s.connection, s.cors.take()))
@@ -378,7 +379,7 @@ impl Core {
             None => bytes,
         };
         let Some(c) = self.client_mut(id) else { return };
-        if let Some(slot) = c.publishes.iter_mut().find(|s| s.token == token) {
+        if let Some(slot) = c.http.publishes_mut().iter_mut().find(|s| s.token == token) {
             slot.answer = Some((status, bytes));
         }
         self.flush_publishes(id, now);
@@ -392,8 +393,13 @@ impl Core {
         let mut out: Vec<u8> = Vec::new();
         let mut statuses: Vec<u16> = Vec::new();
         let mut close = false;
-        while c.publishes.front().is_some_and(|s| s.answer.is_some()) {
-            let Some(slot) = c.publishes.pop_front() else {
+        while c
+            .http
+            .publishes()
+            .front()
+            .is_some_and(|s| s.answer.is_some())
+        {
+            let Some(slot) = c.http.publishes_mut().pop_front() else {
                 break;
             };
             let Some((status, bytes)) = slot.answer else {
@@ -401,7 +407,7 @@ impl Core {
             };
             out.extend_from_slice(&bytes);
             statuses.push(status);
-            if !slot.connection.keeps_alive() || (shutting_down && c.publishes.is_empty()) {
+            if !slot.connection.keeps_alive() || (shutting_down && c.http.publishes().is_empty()) {
                 close = true;
                 break;
             }
@@ -410,17 +416,15 @@ impl Core {
             return;
         }
         c.queue_after_pending(out);
-        c.answer_since = now;
+        c.http.answers_queued(now);
         if close {
-            c.publishes.clear();
-            c.phase = Phase::Closing(CloseReason::Normal);
+            c.http.publishes_mut().clear();
+            c.http.close_after_sent(CloseReason::Normal, now);
             self.timers
                 .arm(id, TimerKind::Linger, now + self.cfg.linger);
         } else if reads_on(c)
-            && let Phase::Pipelined(held) = &mut c.phase
-            && held.head.is_none()
+            && let Some(early) = c.http.take_held_input()
         {
-            let early = std::mem::take(&mut held.early);
             read_next(self, id, (None, early), now);
         }
         for status in statuses {
@@ -433,8 +437,9 @@ impl Core {
 /// True when a connection with publishes in flight may parse more requests: below the cap,
 /// and none of them said close.
 fn reads_on(c: &Client) -> bool {
-    c.publishes.len() < MAX_PUBLISHES_IN_FLIGHT
-        && c.publishes.iter().all(|s| s.connection.keeps_alive())
+    let publishes = c.http.publishes();
+    publishes.len() < MAX_PUBLISHES_IN_FLIGHT
+        && publishes.iter().all(|s| s.connection.keeps_alive())
 }
 
 /// The tail: greetings, events, epochs.
