@@ -4,9 +4,11 @@
 
 use super::backoff::{Backoff, Random};
 use super::config::BusConfig;
-use super::handle::{Outbox, Seen};
+use super::outbox::{Outbox, Seen};
 use super::redis::{self as wire, Entry};
-use super::types::{BusReply, FetchRange, Publish, PublishFailure, RangeReply, page_len};
+use super::types::{
+    BusReply, BusRequest, FetchRange, Publish, PublishFailure, RangeReply, page_len,
+};
 use redis::{Connection, RedisResult, Value};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
@@ -57,15 +59,15 @@ impl Commands {
     }
 
     /// Serves requests until the handle is dropped (the channel closes).
-    pub(super) fn run(mut self, requests: Receiver<super::BusRequest>) {
+    pub(super) fn run(mut self, requests: Receiver<BusRequest>) {
         while let Ok(first) = requests.recv() {
             let mut publishes = Vec::new();
             let mut ranges = Vec::new();
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
-                    super::BusRequest::Publish(p) => publishes.push(p),
-                    super::BusRequest::FetchRange(r) => ranges.push(r),
+                    BusRequest::Publish(p) => publishes.push(p),
+                    BusRequest::FetchRange(r) => ranges.push(r),
                 }
                 if publishes.len() + ranges.len() < self.config.batch {
                     next = requests.try_recv().ok();

@@ -3,6 +3,7 @@
 
 use super::command::Commands;
 use super::config::{BusConfig, BusConfigError};
+use super::outbox::{Notify, Outbox, Seen};
 use super::tail::Tail;
 use super::types::{BusReply, BusRequest, ClusterId, PublishFailure};
 use std::sync::Arc;
@@ -10,38 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// Called by the helper threads after each reply they queue; the driver passes a closure
-/// around `mio::Waker::wake`, so the reactor wakes and drains [`BusHandle::try_recv`].
-pub type Notify = Arc<dyn Fn() + Send + Sync>;
-
-/// The newest position the tail has seen (epoch, offset), shared with the command thread so
-/// its reconnects can spot a log that came back older (see `HELLO_SCRIPT`).
-pub(super) type Seen = Arc<std::sync::Mutex<Option<(String, u64)>>>;
-
-/// The sending side of the reply channel, shared by both threads: queues a reply (waiting
-/// while the reactor is behind: the channel is bounded) and wakes the reactor.
-#[derive(Clone)]
-pub(super) struct Outbox {
-    replies: SyncSender<BusReply>,
-    notify: Notify,
-    closed: Arc<AtomicBool>,
-}
-
-impl Outbox {
-    /// Queues `reply`; when the handle is gone, marks the bus closed so the threads stop.
-    pub(super) fn send(&self, reply: BusReply) {
-        if self.replies.send(reply).is_err() {
-            self.closed.store(true, Ordering::Relaxed);
-        } else {
-            (self.notify)();
-        }
-    }
-
-    pub(super) fn closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
-    }
-}
 
 /// The running bus: a tail thread following the log and a command thread for publishes
 /// and range fetches, both with the `redis` crate's blocking client. Dropping it stops
@@ -69,11 +38,7 @@ impl BusHandle {
         let (requests, requests_rx) = sync_channel(config.queue);
         let (replies_tx, replies) = sync_channel(config.queue);
         let stop = Arc::new(AtomicBool::new(false));
-        let outbox = Outbox {
-            replies: replies_tx,
-            notify,
-            closed: stop.clone(),
-        };
+        let outbox = Outbox::new(replies_tx, notify, stop.clone());
         let seen = Seen::default();
         let tail = Tail::new(
             config.clone(),

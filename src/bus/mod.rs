@@ -22,6 +22,9 @@
 //!     only the affected ones), and serves range fetches (`XRANGE`, bounded by a count).
 //!     While Redis is down it answers every request at once with a failure and tries to
 //!     reconnect no more often than the backoff allows: a publish fails fast, never hangs.
+//!   - `handle.rs` starts the two threads (`tail.rs`, `command.rs`); they share only
+//!     `outbox.rs` (the reply channel and the tail's position), so neither knows the other
+//!     or the handle.
 //!
 //! Why helper threads rather than RESP on the reactor's own sockets: the `redis` crate is
 //! the well-kept client (connection setup, auth, db selection, unix sockets, scripts,
@@ -147,12 +150,14 @@ mod command;
 pub mod config;
 mod handle;
 pub mod memory;
+mod outbox;
 mod redis;
 mod tail;
 pub mod types;
 
 pub use config::{BusConfig, BusConfigError};
-pub use handle::{BusHandle, Notify};
+pub use handle::BusHandle;
+pub use outbox::Notify;
 pub use types::{
     BusEvent, BusReply, BusRequest, ClusterId, Delivery, FetchRange, Publish, PublishFailure,
     RangeReply, Resume, classify, resume,

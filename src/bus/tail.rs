@@ -4,7 +4,7 @@
 
 use super::backoff::{Backoff, Random};
 use super::config::BusConfig;
-use super::handle::{Outbox, Seen};
+use super::outbox::{Outbox, Seen};
 use super::redis::{self as wire, Entry};
 use super::types::{BusEvent, BusReply, ClusterId};
 use redis::{Connection, RedisResult, Value};

@@ -1,21 +1,26 @@
-//! One worker's client connections: opening them at the asked rate, sending the request,
-//! reading the head, then decoding the stream (de-chunking when needed) into events for the
-//! tally; reconnecting with `Last-Event-ID` under `--reconnect-every`; slow clients that
-//! never read.
+//! One worker's client connections ([`Clients`]): opening them at the asked rate, sending the
+//! request, reading the head, then decoding the stream (de-chunking when needed) into events
+//! for the tally; reconnecting with `Last-Event-ID` under `--reconnect-every`; slow clients
+//! that never read.
+//!
+//! It knows nothing of the worker's run (its stages, the window, the coordinator): the worker
+//! says when to open, reconnect or give up on a client, and reads the counts kept here.
 
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Interest, Token};
+use mio::{Interest, Registry, Token};
 use sse_server::http::chunked::ChunkedDecoder;
 
+use crate::args::{Plan, WorkerSpec};
 use crate::frames::FrameReader;
 use crate::http;
 use crate::net;
 use crate::stats::Key;
 use crate::tally::{Seen, Tally};
-use crate::worker::Worker;
 
 /// Where one client connection is.
 pub enum Phase {
@@ -78,92 +83,172 @@ pub fn next_random(state: &mut u64) -> u64 {
     x
 }
 
-impl Worker {
-    /// Starts the connections that are due under this worker's share of `--rate`.
-    pub fn open_more(&mut self, now: Instant) {
-        let n = self.clients.len();
-        let due = if self.checking > 0 {
-            // The first stream to each server opens alone (see `Worker::check_first`).
-            self.checking
-        } else if self.spec.rate == 0.0 {
+/// What the connections need of their worker: the run's plan, the worker's slice of the
+/// clients, and the reactor they register with.
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    pub plan: &'a Plan,
+    pub spec: &'a WorkerSpec,
+    pub registry: &'a Registry,
+}
+
+/// A worker's client connections (client `i` is the reactor's `Token(i)`) and what
+/// happened to them. `streaming` is the number of clients in [`Phase::Streaming`]; each
+/// outcome counter only grows.
+pub struct Clients {
+    pub list: Vec<Client>,
+    /// The read buffer, shared by all clients.
+    buf: Box<[u8]>,
+    decode: Decode,
+    /// Clients opened so far (in order: client `opened` is the next one).
+    pub opened: usize,
+    pub streaming: usize,
+    pub connect_failed: u64,
+    pub refused: BTreeMap<String, u64>,
+    pub disconnected: u64,
+    pub slow: u64,
+    pub slow_closed: u64,
+    pub reconnects: u64,
+    pub reconnect_failed: u64,
+    pub first_error: Option<String>,
+    reconnect_at: BinaryHeap<Reverse<(Instant, usize)>>,
+    rng: u64,
+    /// The receive timestamp shared by a few reads, and how many used it (0: take a new one).
+    stamp: u64,
+    stamp_uses: u32,
+}
+
+/// Opening, closing and reconnecting.
+impl Clients {
+    /// The worker's clients (`spec.count` of them, each in its group), none opened yet.
+    pub fn new(plan: &Plan, spec: &WorkerSpec) -> Clients {
+        Clients {
+            list: (0..spec.count)
+                .map(|i| Client::new(plan.group_of(spec.first + i)))
+                .collect(),
+            buf: vec![0u8; 64 * 1024].into_boxed_slice(),
+            decode: Decode::default(),
+            opened: 0,
+            streaming: 0,
+            connect_failed: 0,
+            refused: BTreeMap::new(),
+            disconnected: 0,
+            slow: 0,
+            slow_closed: 0,
+            reconnects: 0,
+            reconnect_failed: 0,
+            first_error: None,
+            reconnect_at: BinaryHeap::new(),
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (spec.index as u64 + 1) ^ crate::now_ns(),
+            stamp: 0,
+            stamp_uses: 0,
+        }
+    }
+
+    /// Starts the connections that are due `elapsed` after the worker started, under its
+    /// share of `--rate`; while `alone` is not 0, only the first `alone` clients (the first
+    /// stream to each server opens alone: see `Worker::check_first`).
+    pub fn open_more(&mut self, env: Env, elapsed: Duration, alone: usize) {
+        let n = self.list.len();
+        let due = if alone > 0 {
+            alone
+        } else if env.spec.rate == 0.0 {
             n
         } else {
-            let t = now.duration_since(self.started).as_secs_f64();
-            ((t * self.spec.rate).floor() as usize + 1).min(n)
+            let t = elapsed.as_secs_f64();
+            ((t * env.spec.rate).floor() as usize + 1).min(n)
         };
         let mut started = 0;
         while self.opened < due && started < CONNECTS_PER_TURN {
             let i = self.opened;
             self.opened += 1;
             started += 1;
-            self.connect(i);
+            self.connect(env, i);
         }
     }
 
     /// Opens (or reopens) client `i`'s connection.
-    pub fn connect(&mut self, i: usize) {
-        let global = self.spec.first + i;
-        let k = self.spec.source_ips;
+    fn connect(&mut self, env: Env, i: usize) {
+        let global = env.spec.first + i;
+        let k = env.spec.source_ips;
         let src = (k > 1).then(|| net::source_ip(global, k));
-        let (url, _) = self.plan.group_target(self.clients[i].group);
+        let (url, _) = env.plan.group_target(self.list[i].group);
         let res = net::start_connect(src, url.addr).and_then(|mut s| {
-            self.poll.registry().register(
-                &mut s,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+            env.registry
+                .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
             Ok(s)
         });
         match res {
             Ok(s) => {
-                let c = &mut self.clients[i];
+                let c = &mut self.list[i];
                 c.stream = Some(s);
                 c.phase = Phase::Connecting;
             }
-            Err(e) => self.fail(i, format!("connect from {src:?}: {e}")),
+            Err(e) => self.fail(env, i, format!("connect from {src:?}: {e}")),
         }
     }
 
     /// A connection that never got to stream failed.
-    pub fn fail(&mut self, i: usize, msg: String) {
-        if self.clients[i].seen.counted {
+    pub fn fail(&mut self, env: Env, i: usize, msg: String) {
+        if self.list[i].seen.counted {
             self.reconnect_failed += 1;
             self.disconnected += 1;
         } else {
             self.connect_failed += 1;
         }
-        self.close(i);
+        self.close(env, i);
         self.note_error(msg);
     }
 
-    pub fn note_error(&mut self, msg: String) {
+    fn note_error(&mut self, msg: String) {
         if self.first_error.is_none() {
             self.first_error = Some(msg);
         }
     }
 
     /// Drops client `i`'s socket.
-    pub fn close(&mut self, i: usize) {
-        let c = &mut self.clients[i];
+    fn close(&mut self, env: Env, i: usize) {
+        let c = &mut self.list[i];
         if let Some(mut s) = c.stream.take() {
-            let _ = self.poll.registry().deregister(&mut s);
+            let _ = env.registry.deregister(&mut s);
         }
         c.phase = Phase::Closed;
     }
 
     /// Arms client `i`'s next reconnect, at a random time around `--reconnect-every`.
-    pub fn arm_reconnect(&mut self, i: usize, now: Instant) {
-        let Some(every) = self.plan.args.reconnect_every else {
+    pub fn arm_reconnect(&mut self, env: Env, i: usize, now: Instant) {
+        let Some(every) = env.plan.args.reconnect_every else {
             return;
         };
         let r = next_random(&mut self.rng) % 1000;
         let after = every.mul_f64(0.5 + r as f64 / 1000.0);
-        self.reconnect_at.push(std::cmp::Reverse((now + after, i)));
+        self.reconnect_at.push(Reverse((now + after, i)));
+    }
+
+    /// When the next armed reconnect is due.
+    pub fn next_reconnect(&self) -> Option<Instant> {
+        self.reconnect_at.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Reconnects the clients whose time has come.
+    pub fn reconnect_due(&mut self, env: Env, now: Instant) {
+        while let Some(&Reverse((at, i))) = self.reconnect_at.peek() {
+            if at > now {
+                break;
+            }
+            self.reconnect_at.pop();
+            self.reconnect(env, i);
+        }
+    }
+
+    /// Forgets every armed reconnect.
+    pub fn cancel_reconnects(&mut self) {
+        self.reconnect_at.clear();
     }
 
     /// Drops client `i`'s stream and opens a new one resuming after its last event id.
-    pub fn reconnect(&mut self, i: usize) {
-        let c = &mut self.clients[i];
+    fn reconnect(&mut self, env: Env, i: usize) {
+        let c = &mut self.list[i];
         if !matches!(c.phase, Phase::Streaming { .. }) {
             return;
         }
@@ -173,24 +258,56 @@ impl Worker {
         }
         c.frames = FrameReader::default();
         if let Some(mut s) = c.stream.take() {
-            let _ = self.poll.registry().deregister(&mut s);
+            let _ = env.registry.deregister(&mut s);
         }
         c.phase = Phase::Idle;
         self.streaming -= 1;
         self.reconnects += 1;
-        self.connect(i);
+        self.connect(env, i);
     }
 
-    /// Handles readiness of client `i`.
-    pub fn on_client_event(&mut self, i: usize, ev: &mio::event::Event) {
-        let Some(c) = self.clients.get_mut(i) else {
+    /// The connection ended (closed by the server, or broken).
+    fn ended(&mut self, env: Env, i: usize, msg: String) {
+        match self.list[i].phase {
+            Phase::Streaming { .. } if env.plan.args.reconnect_every.is_some() => {
+                // A browser reconnects; so do we (and the events must still all arrive).
+                self.reconnect(env, i);
+            }
+            Phase::Streaming { .. } => {
+                self.streaming -= 1;
+                self.disconnected += 1;
+                self.note_error(format!("stream {}: {msg}", env.spec.first + i));
+                self.close(env, i);
+            }
+            Phase::Closed => {}
+            _ => self.fail(env, i, msg),
+        }
+    }
+}
+
+/// Readiness: sending the request, reading the head and the stream.
+impl Clients {
+    /// A new reactor turn: the next read takes a fresh receive timestamp.
+    pub fn new_turn(&mut self) {
+        self.stamp_uses = 0;
+    }
+
+    /// Handles readiness of client `i`; its events go to `tally`.
+    pub fn on_client_event(
+        &mut self,
+        env: Env,
+        tally: &mut Tally,
+        i: usize,
+        ev: &mio::event::Event,
+    ) {
+        let Some(c) = self.list.get_mut(i) else {
             return;
         };
         let Some(s) = &mut c.stream else { return };
         if let Phase::Slow = c.phase {
             if ev.is_read_closed() || ev.is_error() {
                 self.slow_closed += 1;
-                self.close(i);
+                self.close(env, i);
             }
             return;
         }
@@ -205,13 +322,13 @@ impl Worker {
                 }
                 Ok(None) => return,
                 Ok(Some(e)) | Err(e) => {
-                    self.fail(i, format!("connect: {e}"));
+                    self.fail(env, i, format!("connect: {e}"));
                     return;
                 }
             }
         }
         if let Phase::Sending { sent } = &mut c.phase {
-            let request = self.plan.stream_request(c.group, c.resume_id.as_deref());
+            let request = env.plan.stream_request(c.group, c.resume_id.as_deref());
             loop {
                 match s.write(&request[*sent..]) {
                     Ok(n) => {
@@ -223,12 +340,12 @@ impl Worker {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        self.fail(i, format!("send request: {e}"));
+                        self.fail(env, i, format!("send request: {e}"));
                         return;
                     }
                 }
             }
-            if self.plan.is_slow(self.spec.first + i) {
+            if env.plan.is_slow(env.spec.first + i) {
                 c.phase = Phase::Slow;
                 self.slow += 1;
                 return;
@@ -236,27 +353,27 @@ impl Worker {
             c.phase = Phase::Head(Vec::new());
         }
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            self.read(i);
+            self.read(env, tally, i);
         }
     }
 
     /// Reads client `i` until the socket is empty. Edge-triggered: a read shorter than the
     /// buffer emptied the socket, and new bytes (or the FIN) raise a new event, so the extra
     /// `read` that would only say `WouldBlock` is skipped.
-    fn read(&mut self, i: usize) {
+    fn read(&mut self, env: Env, tally: &mut Tally, i: usize) {
         loop {
-            let Some(s) = &mut self.clients[i].stream else {
+            let Some(s) = &mut self.list[i].stream else {
                 return;
             };
             match s.read(&mut self.buf) {
                 Ok(0) => {
-                    self.ended(i, "the server closed the connection".into());
+                    self.ended(env, i, "the server closed the connection".into());
                     return;
                 }
                 Ok(n) => {
                     let recv_ns = self.recv_stamp();
-                    if let Err(msg) = self.bytes(i, n, recv_ns) {
-                        self.ended(i, msg);
+                    if let Err(msg) = self.bytes(env, tally, i, n, recv_ns) {
+                        self.ended(env, i, msg);
                         return;
                     }
                     if n < self.buf.len() {
@@ -266,7 +383,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.ended(i, format!("read: {e}"));
+                    self.ended(env, i, format!("read: {e}"));
                     return;
                 }
             }
@@ -283,35 +400,18 @@ impl Worker {
         self.stamp
     }
 
-    /// The connection ended (closed by the server, or broken).
-    fn ended(&mut self, i: usize, msg: String) {
-        match self.clients[i].phase {
-            Phase::Streaming { .. } if self.plan.args.reconnect_every.is_some() => {
-                // A browser reconnects; so do we (and the events must still all arrive).
-                self.reconnect(i);
-            }
-            Phase::Streaming { .. } => {
-                self.streaming -= 1;
-                self.disconnected += 1;
-                self.note_error(format!("stream {}: {msg}", self.spec.first + i));
-                self.close(i);
-            }
-            Phase::Closed => {}
-            _ => self.fail(i, msg),
-        }
-    }
-
     /// Handles `n` bytes in `self.buf` read from client `i`.
-    fn bytes(&mut self, i: usize, n: usize, recv_ns: u64) -> Result<(), String> {
-        let c = &mut self.clients[i];
+    fn bytes(
+        &mut self,
+        env: Env,
+        tally: &mut Tally,
+        i: usize,
+        n: usize,
+        recv_ns: u64,
+    ) -> Result<(), String> {
+        let c = &mut self.list[i];
         let Phase::Head(acc) = &mut c.phase else {
-            return feed(
-                c,
-                &self.buf[..n],
-                &mut self.decode,
-                &mut self.tally,
-                recv_ns,
-            );
+            return feed(c, &self.buf[..n], &mut self.decode, tally, recv_ns);
         };
         acc.extend_from_slice(&self.buf[..n]);
         let Some(head) = http::parse_head(acc)? else {
@@ -321,11 +421,11 @@ impl Worker {
             *self.refused.entry(why).or_insert(0) += 1;
             let line = head.status_line.clone();
             let ct = head.content_type.unwrap_or_else(|| "none".into());
-            if self.clients[i].seen.counted {
+            if self.list[i].seen.counted {
                 self.reconnect_failed += 1;
                 self.disconnected += 1;
             }
-            self.close(i);
+            self.close(env, i);
             self.note_error(format!(
                 "the server answered `{line}` (Content-Type: {ct}), not an event stream"
             ));
@@ -337,10 +437,10 @@ impl Worker {
         };
         self.streaming += 1;
         if c.seen.counted {
-            self.arm_reconnect(i, Instant::now());
+            self.arm_reconnect(env, i, Instant::now());
         }
-        let c = &mut self.clients[i];
-        feed(c, &rest, &mut self.decode, &mut self.tally, recv_ns)
+        let c = &mut self.list[i];
+        feed(c, &rest, &mut self.decode, tally, recv_ns)
     }
 }
 

@@ -11,8 +11,6 @@
 //! `STOP`, SIGINT, SIGTERM or the coordinator going away end the run at once with what was
 //! measured so far.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -23,7 +21,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::args::{Plan, WorkerSpec};
-use crate::clients::{Client, Decode, Phase};
+use crate::clients::{Client, Clients, Env, Phase};
 use crate::cpu;
 use crate::publisher::{PUBLISHER, Publisher};
 use crate::stats::Histogram;
@@ -55,33 +53,16 @@ enum Stage {
 
 /// One worker's state.
 pub struct Worker {
-    pub plan: Plan,
-    pub spec: WorkerSpec,
-    pub poll: Poll,
-    pub clients: Vec<Client>,
-    pub tally: Tally,
+    plan: Plan,
+    spec: WorkerSpec,
+    poll: Poll,
+    clients: Clients,
+    tally: Tally,
     publisher: Option<Publisher>,
-    pub buf: Box<[u8]>,
-    pub decode: Decode,
-    pub opened: usize,
-    pub streaming: usize,
-    pub connect_failed: u64,
-    pub refused: BTreeMap<String, u64>,
-    pub disconnected: u64,
-    pub slow: u64,
-    pub slow_closed: u64,
-    pub reconnects: u64,
-    pub reconnect_failed: u64,
-    pub first_error: Option<String>,
-    pub started: Instant,
-    pub reconnect_at: BinaryHeap<Reverse<(Instant, usize)>>,
-    pub rng: u64,
-    /// The receive timestamp shared by a few reads, and how many used it (0: take a new one).
-    pub stamp: u64,
-    pub stamp_uses: u32,
+    started: Instant,
     stage: Stage,
     /// The first worker's first streams, one per server, still being checked (0: done).
-    pub checking: usize,
+    checking: usize,
     resolved_at: Option<Instant>,
     counted_per_group: Vec<u64>,
     /// Events per group the window must have, as announced with `END`.
@@ -121,9 +102,7 @@ pub fn run(plan: Plan, spec: WorkerSpec) -> Result<(), String> {
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(|e| format!("register signals: {e}"))?;
     let rss_before = cpu::rss_bytes();
-    let clients = (0..spec.count)
-        .map(|i| Client::new(plan.group_of(spec.first + i)))
-        .collect();
+    let clients = Clients::new(&plan, &spec);
     let groups = plan.groups();
     let publisher = if spec.index == 0 {
         Publisher::new(&plan)
@@ -137,23 +116,7 @@ pub fn run(plan: Plan, spec: WorkerSpec) -> Result<(), String> {
         clients,
         tally,
         publisher,
-        buf: vec![0u8; 64 * 1024].into_boxed_slice(),
-        decode: Decode::default(),
-        opened: 0,
-        streaming: 0,
-        connect_failed: 0,
-        refused: BTreeMap::new(),
-        disconnected: 0,
-        slow: 0,
-        slow_closed: 0,
-        reconnects: 0,
-        reconnect_failed: 0,
-        first_error: None,
         started: Instant::now(),
-        reconnect_at: BinaryHeap::new(),
-        rng: 0x9E37_79B9_7F4A_7C15 ^ (spec.index as u64 + 1) ^ crate::now_ns(),
-        stamp: 0,
-        stamp_uses: 0,
         stage: Stage::Connecting,
         checking: if spec.index == 0 {
             plan.urls.len().min(spec.count)
@@ -196,6 +159,7 @@ fn send(text: &str) {
     let _ = out.flush();
 }
 
+/// The reactor loop and the run's stages.
 impl Worker {
     fn run(&mut self, signals: &mut Signals) -> Result<(), String> {
         let mut events = Events::with_capacity(4096);
@@ -208,7 +172,7 @@ impl Worker {
                 self.progress();
             }
             timeout = timeout.min(next_progress - now);
-            if let Some(Reverse((at, _))) = self.reconnect_at.peek() {
+            if let Some(at) = self.clients.next_reconnect() {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -217,7 +181,7 @@ impl Worker {
                 }
                 return Err(format!("epoll: {e}"));
             }
-            self.stamp_uses = 0;
+            self.clients.new_turn();
             for ev in events.iter() {
                 match ev.token() {
                     PUBLISHER => {
@@ -231,7 +195,10 @@ impl Worker {
                             self.interrupted = true;
                         }
                     }
-                    t => self.on_client_event(t.0, ev),
+                    t => {
+                        let (clients, env, tally) = self.parts();
+                        clients.on_client_event(env, tally, t.0, ev);
+                    }
                 }
             }
             self.reconnect_due(Instant::now());
@@ -252,14 +219,16 @@ impl Worker {
                 if self.checking > 0 {
                     self.check_first(timed_out)?;
                 }
-                self.open_more(now);
+                let (alone, elapsed) = (self.checking, now.duration_since(self.started));
+                let (clients, env, _) = self.parts();
+                clients.open_more(env, elapsed, alone);
                 let resolved = self.resolved();
-                if resolved == self.clients.len() || timed_out {
+                if resolved == self.clients.list.len() || timed_out {
                     self.resolved_at = Some(now);
                     self.rss_clients = cpu::rss_bytes().saturating_sub(self.rss_before);
                     self.stage = Stage::Ready;
                     send("READY\n");
-                } else if self.opened < self.clients.len() && self.spec.rate > 0.0 {
+                } else if self.clients.opened < self.clients.list.len() && self.spec.rate > 0.0 {
                     timeout = Duration::from_secs_f64(1.0 / self.spec.rate).min(timeout);
                 }
             }
@@ -272,7 +241,8 @@ impl Worker {
                 }
                 let published_all = self.publisher.as_ref().is_some_and(Publisher::finished);
                 // A worker with no counted clients (all slow, or all refused) waits for `END`.
-                let everyone_lost = self.counted() > 0 && self.disconnected >= self.counted();
+                let everyone_lost =
+                    self.counted() > 0 && self.clients.disconnected >= self.counted();
                 if published_all || everyone_lost {
                     self.tally.close(crate::now_ns());
                     self.tally.closed_here = true;
@@ -292,7 +262,7 @@ impl Worker {
                 let complete = now >= grace_until
                     && self.tally.delivered >= self.tally.expected(&self.counted_per_group)
                     && self.has_announced_events();
-                let nobody = self.disconnected >= self.counted();
+                let nobody = self.clients.disconnected >= self.counted();
                 if now >= until || complete || nobody {
                     self.stage = Stage::Done;
                 }
@@ -307,7 +277,7 @@ impl Worker {
     /// (exit 1) before thousands of connections fail the same way. Once they all stream it
     /// says `FIRST`, and the coordinator starts the other workers.
     fn check_first(&mut self, timed_out: bool) -> Result<(), String> {
-        let first = &self.clients[..self.checking];
+        let first = &self.clients.list[..self.checking];
         if first
             .iter()
             .all(|c| matches!(c.phase, Phase::Streaming { .. }))
@@ -323,13 +293,15 @@ impl Worker {
         else {
             return Ok(());
         };
-        let (url, _) = self.plan.group_target(self.clients[i].group);
+        let (url, _) = self.plan.group_target(self.clients.list[i].group);
         let shown = format!("http://{}{}", url.host, url.target);
         let why = self
+            .clients
             .first_error
             .clone()
             .unwrap_or_else(|| "no answer by --connect-timeout".into());
-        Err(if self.refused.is_empty() && self.connect_failed > 0 {
+        let unreachable = self.clients.refused.is_empty() && self.clients.connect_failed > 0;
+        Err(if unreachable {
             format!(
                 "cannot connect to {} ({shown}): {why}; is the server running?",
                 url.addr
@@ -347,6 +319,7 @@ impl Worker {
     /// Clients that stream, failed, were refused, or (slow) sent their request.
     fn resolved(&self) -> usize {
         self.clients
+            .list
             .iter()
             .filter(|c| {
                 !matches!(
@@ -365,6 +338,29 @@ impl Worker {
         })
     }
 
+    /// Reconnects are for the measured window only.
+    fn reconnect_due(&mut self, now: Instant) {
+        if !matches!(self.stage, Stage::Measuring) {
+            self.clients.cancel_reconnects();
+            return;
+        }
+        let (clients, env, _) = self.parts();
+        clients.reconnect_due(env, now);
+    }
+
+    /// The clients, what they need of the worker, and the tally their events go to.
+    fn parts(&mut self) -> (&mut Clients, Env<'_>, &mut Tally) {
+        let env = Env {
+            plan: &self.plan,
+            spec: &self.spec,
+            registry: self.poll.registry(),
+        };
+        (&mut self.clients, env, &mut self.tally)
+    }
+}
+
+/// What the coordinator tells the worker (over stdin), and the end of the run.
+impl Worker {
     fn read_control(&mut self) {
         let mut buf = [0u8; 4096];
         loop {
@@ -396,15 +392,23 @@ impl Worker {
             return;
         }
         let now = Instant::now();
-        for i in 0..self.clients.len() {
-            match self.clients[i].phase {
+        // Borrowed field by field (not with `parts`): the loop writes `counted_per_group` too.
+        let env = Env {
+            plan: &self.plan,
+            spec: &self.spec,
+            registry: self.poll.registry(),
+        };
+        let clients = &mut self.clients;
+        for i in 0..clients.list.len() {
+            let c = &mut clients.list[i];
+            match c.phase {
                 Phase::Streaming { .. } => {
-                    self.clients[i].seen.counted = true;
-                    self.counted_per_group[usize::from(self.clients[i].group)] += 1;
-                    self.arm_reconnect(i, now);
+                    c.seen.counted = true;
+                    self.counted_per_group[usize::from(c.group)] += 1;
+                    clients.arm_reconnect(env, i, now);
                 }
                 Phase::Closed | Phase::Slow => {}
-                _ => self.fail(i, "not streaming by --connect-timeout".into()),
+                _ => clients.fail(env, i, "not streaming by --connect-timeout".into()),
             }
         }
         self.resolved_at.get_or_insert(now);
@@ -446,29 +450,17 @@ impl Worker {
         self.tally.close(crate::now_ns());
         self.stage = Stage::Done;
     }
-
-    fn reconnect_due(&mut self, now: Instant) {
-        if !matches!(self.stage, Stage::Measuring) {
-            self.reconnect_at.clear();
-            return;
-        }
-        while let Some(&Reverse((at, i))) = self.reconnect_at.peek() {
-            if at > now {
-                break;
-            }
-            self.reconnect_at.pop();
-            self.reconnect(i);
-        }
-    }
 }
 
 /// What the worker tells the coordinator.
 impl Worker {
     fn progress(&mut self) {
         let p = Progress {
-            streaming: self.streaming as u64,
+            streaming: self.clients.streaming as u64,
             received: self.tally.received,
-            errors: self.connect_failed + self.refused.values().sum::<u64>() + self.disconnected,
+            errors: self.clients.connect_failed
+                + self.clients.refused.values().sum::<u64>()
+                + self.clients.disconnected,
             recent: self.tally.latency.since(&self.latency_reported),
         };
         self.latency_reported.clone_from(&self.tally.latency);
@@ -476,7 +468,8 @@ impl Worker {
     }
 
     fn result(&self) -> Partial {
-        let counted = self.clients.iter().filter(|c| c.seen.counted);
+        let clients = &self.clients;
+        let counted = clients.list.iter().filter(|c| c.seen.counted);
         let p = self.publisher.as_ref();
         let cpu_ticks = if self.window_started.is_some() {
             cpu::self_ticks().saturating_sub(self.cpu_at_start)
@@ -484,16 +477,16 @@ impl Worker {
             0
         };
         Partial {
-            clients: self.clients.len() as u64,
+            clients: clients.list.len() as u64,
             connected: self.counted_per_group.iter().sum(),
             counted_per_group: self.counted_per_group.clone(),
-            connect_failed: self.connect_failed,
-            refused: self.refused.clone(),
-            disconnected: self.disconnected,
-            slow: self.slow,
-            slow_closed: self.slow_closed,
-            reconnects: self.reconnects,
-            reconnect_failed: self.reconnect_failed,
+            connect_failed: clients.connect_failed,
+            refused: clients.refused.clone(),
+            disconnected: clients.disconnected,
+            slow: clients.slow,
+            slow_closed: clients.slow_closed,
+            reconnects: clients.reconnects,
+            reconnect_failed: clients.reconnect_failed,
             connect_seconds: self
                 .resolved_at
                 .map_or(0.0, |t| t.duration_since(self.started).as_secs_f64()),
@@ -512,7 +505,7 @@ impl Worker {
             published_sent: p.map_or(0, |p| p.sent),
             published_acked: p.map_or(0, |p| p.acked),
             published_failed: p.map_or(0, |p| p.failed),
-            first_error: self
+            first_error: clients
                 .first_error
                 .clone()
                 .or_else(|| p.and_then(|p| p.first_error.clone())),
