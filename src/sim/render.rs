@@ -38,7 +38,7 @@ impl Sim {
                     LastId::None => None,
                     LastId::Unknown => Some("nope".to_owned()),
                     LastId::EarlierRun => Some("abc-5".to_owned()),
-                    LastId::Seq(n) => Some(format!("{}-{n}", self.core.boot_id())),
+                    LastId::Seq(n) => Some(format!("{}-{n}", self.boot)),
                     LastId::Custom(i) => Some(IDS[usize::from(*i) % 3].to_owned()),
                 };
                 let mut head = String::new();
