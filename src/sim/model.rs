@@ -78,6 +78,13 @@ impl Sim {
         self.events.len().checked_sub(1).map_or(0, number_of)
     }
 
+    /// The newest number the model gave an event of one of the topics `names` (indices into
+    /// [`TOPICS`]; 0 if none).
+    pub(super) fn newest_on(&self, names: &[usize]) -> u64 {
+        let on = |e: &MEvent| names.contains(&self.topics[e.topic].name);
+        self.events.iter().rposition(on).map_or(0, number_of)
+    }
+
     /// The id of the next event the server appends: the publisher-given `custom`, else
     /// `<boot>-<n>` with the next number.
     pub(super) fn next_event_id(&self, custom: Option<&str>) -> String {
@@ -132,6 +139,7 @@ impl Sim {
             replaying |= start < mt.end_seq();
             starts.push((t, start));
         }
+        self.reach_resume_edges(want.last_id.as_deref(), resume, &starts);
         let mut expected = Vec::new();
         if let Some(retry) = self.cfg.retry {
             let mut b = Vec::new();
@@ -195,6 +203,38 @@ impl Sim {
         });
         self.trace("stream", ci as u64, 0);
         Ok(())
+    }
+
+    /// Counts the resumes where an off-by-one in resolving an id would show: one past the
+    /// newest number, from a retained event of the client's topics (replaying it would be a
+    /// duplicate), right before one (skipping it would lose it).
+    fn reach_resume_edges(&mut self, last: Option<&str>, resume: Resume, starts: &[(usize, u64)]) {
+        let replays = |e: &MEvent| {
+            starts
+                .iter()
+                .any(|&(t, s)| t != TICK && t == e.topic && e.local_seq >= s)
+        };
+        let subscribed = |e: &MEvent| starts.iter().any(|&(t, _)| t != TICK && t == e.topic);
+        let past_newest = format!("{}-{}", self.boot, self.newest_number() + 1);
+        match resume {
+            Resume::Unknown if last == Some(past_newest.as_str()) => {
+                self.coverage.reach(Reach::ResumedPastNewest);
+            }
+            Resume::After(n) => {
+                if let Some(e) = self.numbered(n)
+                    && self.retained(e)
+                    && subscribed(&self.events[e])
+                {
+                    self.coverage.reach(Reach::ResumedFromRetained);
+                }
+                if let Some(e) = n.checked_add(1).and_then(|next| self.numbered(next))
+                    && replays(&self.events[e])
+                {
+                    self.coverage.reach(Reach::ResumedBeforeNext);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Records an appended event: retention, publisher ids, subscribers' expectations.
