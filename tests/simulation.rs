@@ -46,6 +46,7 @@ fn last_id() -> impl Strategy<Value = LastId> {
         1 => Just(LastId::EarlierRun),
         2 => any::<u8>().prop_map(|n| LastId::Seq(n % 24)),
         1 => any::<u8>().prop_map(LastId::Custom),
+        5 => any::<u8>().prop_map(LastId::Head),
     ]
 }
 

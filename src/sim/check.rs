@@ -108,6 +108,13 @@ impl Sim {
                             "HEAD /events answered with {head:?}"
                         );
                     }
+                    // A publish answer is its event's id (what the model numbered it).
+                    if let Some(id) = c.publish_ids.get(&index).filter(|_| status == 200) {
+                        ensure!(
+                            body == format!("{id}\n"),
+                            "connection {ci}: publish answered {body:?}, expected the id {id:?}"
+                        );
+                    }
                     if status == 200 && !exp.closes && index >= c.responses_seen {
                         c.head_since = elapsed;
                     }

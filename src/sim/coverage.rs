@@ -18,6 +18,12 @@ pub enum Reach {
     ResetRestart,
     /// A resume replayed retained events.
     Replayed,
+    /// A resume from an id of this run one past its newest number (not issued: unknown-id).
+    ResumedPastNewest,
+    /// A resume from a retained event of the client's topics (which is not replayed).
+    ResumedFromRetained,
+    /// A resume whose replay begins with the event numbered right after the id's.
+    ResumedBeforeNext,
     /// `--slow-client drop` closed a client.
     SlowDropped,
     /// `--slow-client latest` skipped a client forward.
@@ -68,6 +74,9 @@ impl Reach {
         Reach::ResetUnknownId,
         Reach::ResetRestart,
         Reach::Replayed,
+        Reach::ResumedPastNewest,
+        Reach::ResumedFromRetained,
+        Reach::ResumedBeforeNext,
         Reach::SlowDropped,
         Reach::SlowSkipped,
         Reach::OverClientLimit,

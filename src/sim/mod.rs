@@ -94,7 +94,8 @@ struct ExpFrame {
     model: Option<usize>,
 }
 
-/// An event the model knows was appended to a topic's log.
+/// An event the model knows was appended to a topic's log. `Sim::events[i]` is the event the
+/// model numbers `i + 1` (see `model.rs`).
 #[derive(Debug, Clone)]
 struct MEvent {
     topic: usize,
@@ -119,11 +120,13 @@ struct MTopic {
     /// The table's append count at its last append (or when it took its slot; 0 when the
     /// slot was new): least recently used first when recycling.
     last_used: u64,
-    /// (gseq, frame length, publisher id) of the retained entries, oldest first.
-    log: VecDeque<(u64, usize, Option<String>)>,
+    /// (event number, frame length) of the retained entries, oldest first.
+    log: VecDeque<(u64, usize)>,
     first_seq: u64,
     bytes: usize,
-    evicted_gseq: Option<u64>,
+    /// The number of the newest event this slot lost (evicted, or cleared with an earlier
+    /// incarnation when the slot was recycled).
+    lost: Option<u64>,
 }
 
 impl MTopic {
@@ -131,19 +134,28 @@ impl MTopic {
         self.first_seq + self.log.len() as u64
     }
 
-    fn resume_after(&self, gseq: u64) -> Option<u64> {
-        if self.evicted_gseq.is_some_and(|e| e > gseq) {
+    /// Where a resume after event number `n` starts in this topic: at its first retained
+    /// event numbered above `n` (its end if none); `None` when the slot lost an event
+    /// numbered above `n`, which can no longer be replayed (`too-old`).
+    fn resume_after(&self, n: u64) -> Option<u64> {
+        if self.lost.is_some_and(|l| l > n) {
             return None;
         }
-        Some(self.first_seq + self.log.iter().filter(|e| e.0 <= gseq).count() as u64)
+        let replayed = self.log.iter().rev().take_while(|e| e.0 > n).count();
+        Some(self.end_seq() - replayed as u64)
     }
 }
 
+/// Where a `Last-Event-ID` points, as the model decides it (`Sim::resolve`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resume {
+    /// No id: the live edge.
     Fresh,
+    /// After the event the model numbers `n` (0: before every event of this run).
     After(u64),
+    /// An id of another run: everything retained.
     EarlierRun,
+    /// An id the server never issued (or a forgotten publisher-given one): the live edge.
     Unknown,
 }
 
@@ -239,6 +251,8 @@ struct Conn {
     over_limit_complete: bool,
     /// The next write to its socket fails this way ([`Op::WriteError`]).
     write_error: Option<IoFailure>,
+    /// The id each appended publish's answer must carry, by its index in `sent`.
+    publish_ids: HashMap<usize, String>,
 }
 
 /// A publish sent over HTTP, as the model must record it.
@@ -266,7 +280,8 @@ pub struct Sim {
     /// Ids whose socket the simulator closed at accept (slot reused after an eviction).
     evicted: Vec<(ClientId, usize)>,
     // The model.
-    next_gseq: u64,
+    /// This run's id prefix, from the start time the core was given (see `model.rs`).
+    boot: String,
     /// Topic incarnations (index: `MEvent::topic`, `StreamState::topics`).
     topics: Vec<MTopic>,
     /// The live incarnation of each name in [`TOPICS`] (and [`TICK`]).
@@ -279,7 +294,10 @@ pub struct Sim {
     pub coverage: Coverage,
     /// [`Sim::resume_reads`] is running (a drain inside it does not start another).
     resuming: bool,
-    custom_ids: HashMap<String, u64>,
+    /// Each publisher-given id the model published with, to the newest event that carries it
+    /// (index into `events`; retained or not).
+    by_custom_id: HashMap<String, usize>,
+    /// Every event the server appended, in order: `events[i]` is numbered `i + 1`.
     events: Vec<MEvent>,
     seen_published: u64,
     seen_ticks: u64,
@@ -346,7 +364,7 @@ impl Sim {
             conns: Vec::new(),
             slots: Vec::new(),
             evicted: Vec::new(),
-            next_gseq: 1,
+            boot: model::boot_prefix(wall0),
             topics: (0..=TOPICS.len())
                 .map(|name| MTopic {
                     name,
@@ -362,7 +380,7 @@ impl Sim {
             appends: 0,
             coverage: Coverage::default(),
             resuming: false,
-            custom_ids: HashMap::new(),
+            by_custom_id: HashMap::new(),
             events: Vec::new(),
             seen_published: 0,
             seen_ticks: 0,

@@ -78,6 +78,7 @@ impl Sim {
             extra_408: false,
             over_limit_complete: false,
             write_error: None,
+            publish_ids: HashMap::new(),
         });
         self.slots[key] = Some((id.generation, ci));
         // Like the driver, the socket is registered for reads only: writable events are
@@ -384,10 +385,7 @@ impl Sim {
             "events_published moved by other than one publish"
         );
         if let Ok(got) = r {
-            let gseq = self.next_gseq;
-            let want = id
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("{}-{gseq}", self.core.boot_id()));
+            let want = self.next_event_id(id);
             ensure!(
                 got == want,
                 "publish returned id {got:?}, expected {want:?}"

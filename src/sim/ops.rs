@@ -29,6 +29,10 @@ pub enum LastId {
     Seq(u8),
     /// A publisher-given id from [`IDS`].
     Custom(u8),
+    /// `<boot>-<n>` at the head, where an off-by-one in resuming shows (by `k % 4`): one
+    /// past the run's newest number (ticks included: not issued yet), the newest number `m`
+    /// of an event of the requested topics, or (two in four) `m - 1`.
+    Head(u8),
 }
 
 /// What a request asks for; each kind has one documented outcome.

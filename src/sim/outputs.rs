@@ -156,9 +156,11 @@ impl Sim {
                 ));
             };
             self.seen_published += 1;
-            let id =
-                p.id.clone()
-                    .unwrap_or_else(|| format!("{}-{}", self.core.boot_id(), self.next_gseq));
+            let id = self.next_event_id(p.id.as_deref());
+            // The answer must carry it (checked when it arrives).
+            self.conns[ci]
+                .publish_ids
+                .insert(p.expect_index, id.clone());
             let Some(t) = self.model_topic_for(p.topic, &[]) else {
                 return Err(format!(
                     "connection {ci} published to topic {:?} although every topic has \

@@ -38,8 +38,16 @@ impl Sim {
                     LastId::None => None,
                     LastId::Unknown => Some("nope".to_owned()),
                     LastId::EarlierRun => Some("abc-5".to_owned()),
-                    LastId::Seq(n) => Some(format!("{}-{n}", self.core.boot_id())),
+                    LastId::Seq(n) => Some(format!("{}-{n}", self.boot)),
                     LastId::Custom(i) => Some(IDS[usize::from(*i) % 3].to_owned()),
+                    LastId::Head(k) => {
+                        let n = match k % 4 {
+                            0 => self.newest_number() + 1,
+                            1 => self.newest_on(&names),
+                            _ => self.newest_on(&names).saturating_sub(1),
+                        };
+                        Some(format!("{}-{n}", self.boot))
+                    }
                 };
                 let mut head = String::new();
                 if let Some(l) = &last {

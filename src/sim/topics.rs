@@ -59,21 +59,15 @@ impl Sim {
             if taken.iter().any(|&t| self.topics[t].slot >= 2) {
                 self.coverage.reach(Reach::TopicRecycledBesideNew);
             }
-            let custom_ids = &mut self.custom_ids;
+            // Its events are no longer retained (nor their publisher-given ids resolvable).
             let mt = &mut self.topics[old];
-            let evicted_gseq = mt.log.back().map(|e| e.0).or(mt.evicted_gseq);
+            let lost = mt.log.back().map(|e| e.0).or(mt.lost);
             let end = mt.end_seq();
-            for (g, _, c) in mt.log.drain(..) {
-                if let Some(c) = c
-                    && custom_ids.get(&c) == Some(&g)
-                {
-                    custom_ids.remove(&c);
-                }
-            }
+            mt.log.clear();
             mt.first_seq = end;
             mt.bytes = 0;
             mt.live = false;
-            mt.evicted_gseq = evicted_gseq;
+            mt.lost = lost;
             let slot = mt.slot;
             let old_name = mt.name;
             self.name_topic[old_name] = None;
@@ -83,7 +77,7 @@ impl Sim {
                 live: true,
                 last_used: self.appends,
                 first_seq: end,
-                evicted_gseq,
+                lost,
                 ..MTopic::default()
             }
         };
