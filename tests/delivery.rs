@@ -189,3 +189,32 @@ fn a_full_topic_table_refuses_only_new_names() {
     assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
     assert_eq!(publish(server.addr, "?topic=new", "x").0, 200);
 }
+
+/// The topic table forgets the names it recycles, so a name that comes back cannot tell
+/// whether its own events were dropped: a resume on it from before them gets `reset`
+/// `too-old`, never a silent hole. (Here "b" lost its second event to recycling and came back
+/// in a slot that had lost nothing; it once resumed live without the reset.)
+#[test]
+fn a_name_back_after_recycling_resumes_with_too_old_not_a_hole() {
+    let server = Server::start(&["--interval", "off", "--max-topics", "2"]);
+    assert_eq!(publish(server.addr, "?topic=a", "a1").0, 200);
+    let (status, b1) = publish(server.addr, "?topic=b", "b1");
+    assert_eq!(status, 200);
+    // "news" recycles a's slot, and its subscriber keeps it.
+    let keeper = Stream::open(server.addr, "/events?topic=news", &[]);
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 1.0));
+    assert_eq!(publish(server.addr, "?topic=b", "b2").0, 200);
+    // "x" recycles b's slot: "b2" is dropped.
+    assert_eq!(publish(server.addr, "?topic=x", "x1").0, 200);
+    drop(keeper.sock.shutdown(std::net::Shutdown::Both));
+    assert!(eventually(3 * SEC, || server.metric("sse_clients") == 0.0));
+    // "b" comes back in news's slot.
+    let header = format!("Last-Event-ID: {}", b1.trim());
+    let mut s = Stream::open(server.addr, "/events?topic=b", &[&header]);
+    s.wait_events(1, 3 * SEC);
+    let Some(first) = s.events.first() else {
+        panic!("no reset: the resume went live and missed b2 silently");
+    };
+    assert_eq!(first.event_type, "reset", "{:?}", s.events);
+    assert_eq!(first.data, "{\"reason\":\"too-old\"}");
+}

@@ -60,6 +60,10 @@ pub struct EventLog {
     boot: String,
     /// Increments on every append; topics remember it for least-recently-used recycling.
     appends: u64,
+    /// The newest event a recycled topic dropped. A topic given to a name afterwards cannot
+    /// know whether that name had events among those dropped (the table forgets names), so
+    /// a resume from before it is `too-old`, never a silent hole.
+    recycled_through: Option<u64>,
     max_events: usize,
     max_bytes: usize,
     max_topics: usize,
@@ -76,6 +80,7 @@ impl EventLog {
             next_gseq: 1,
             boot: base36(boot_millis),
             appends: 0,
+            recycled_through: None,
             max_events,
             max_bytes,
             max_topics,
@@ -128,7 +133,11 @@ impl EventLog {
         }
         if self.topics.len() < self.max_topics + 2 {
             let t = self.topics.len() as TopicId;
-            self.topics.push(Topic::new(name));
+            let mut topic = Topic::new(name);
+            if let Some(g) = self.recycled_through {
+                topic.mark_lost_through(g);
+            }
+            self.topics.push(topic);
             self.index.insert(name.into(), t);
             return Some(t);
         }
@@ -144,6 +153,12 @@ impl EventLog {
         let t = &mut self.topics[victim];
         self.index.remove(&t.name);
         t.clear_history(|old| forget_custom_id(custom_ids, &old));
+        // What this slot dropped, now or before, may have been the new name's events too.
+        let lost = t.lost_through().max(self.recycled_through);
+        self.recycled_through = lost;
+        if let Some(g) = lost {
+            t.mark_lost_through(g);
+        }
         t.name = name.into();
         t.last_used = self.appends;
         self.index.insert(name.into(), victim as TopicId);
@@ -493,6 +508,26 @@ mod tests {
         // but the id no longer resolves (as before the event log was its own type).
         add(&mut l, "b", "3", None);
         assert_eq!(l.resolve(Some("x")), Resume::Unknown);
+    }
+
+    /// A name that comes back after the table recycled a topic cannot tell whether its own
+    /// events were among those dropped: resuming it from before them is a gap. (A topic's
+    /// loss was once kept per slot only: a name recycled away and back into another slot
+    /// resumed live, silently missing what the recycling dropped.)
+    #[test]
+    fn a_name_back_in_another_slot_does_not_hide_what_recycling_dropped() {
+        let mut l = log(10, 2);
+        add(&mut l, "p", "1", None);
+        let b2 = add(&mut l, "b", "2", None);
+        let tv = l.topic_for("v").unwrap(); // recycles p's slot; a subscriber keeps it
+        l.topic_mut(tv).subscribers.push(0);
+        add(&mut l, "b", "3", None);
+        l.topic_for("c").unwrap(); // recycles b's slot: b's "3" is dropped
+        l.topic_mut(tv).subscribers.clear();
+        let tb = l.topic_for("b").unwrap(); // b comes back in v's slot, which lost nothing
+        assert_eq!(tb, tv);
+        assert_eq!(l.topic(tb).resume_after(b2), None, "event 3 of b was lost");
+        l.check_invariants().unwrap();
     }
 
     #[test]

@@ -156,6 +156,17 @@ impl Topic {
         Some(self.first_seq + i as u64)
     }
 
+    /// The greatest gseq this topic dropped (evicted or cleared), if any.
+    pub fn lost_through(&self) -> Option<u64> {
+        self.evicted_gseq
+    }
+
+    /// Events up to `gseq` may have been this topic's and are gone: a resume from before
+    /// it has lost events.
+    pub fn mark_lost_through(&mut self, gseq: u64) {
+        self.evicted_gseq = self.evicted_gseq.max(Some(gseq));
+    }
+
     /// Drops every retained entry, handing each to `on_evict` (a topic being recycled).
     pub fn clear_history(&mut self, on_evict: impl FnMut(Entry)) {
         if let Some(last) = self.log.back() {

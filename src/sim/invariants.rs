@@ -102,7 +102,7 @@ impl Sim {
     /// The backlog bound of stream client `ci` (bytes, events), as documented: the
     /// configured bound raised to a whole history on every topic of the client (ticks are
     /// never replayed, so the tick topic adds nothing), so that a resume of every retained
-    /// event on all its topics is never taken for slowness (issue 11, finding 4).
+    /// event on all its topics is never taken for slowness.
     pub(super) fn model_backlog_limit(&self, ci: usize) -> (u64, u64) {
         let topics = self.conns[ci]
             .stream

@@ -288,6 +288,8 @@ pub struct Sim {
     name_topic: Vec<Option<usize>>,
     /// Slots of the topic table in use (named ones from 2).
     slots_used: usize,
+    /// The newest event any recycled topic dropped (see `model_topic_for`).
+    recycled_lost: Option<u64>,
     /// Appends to the table so far (the recycling clock).
     appends: u64,
     /// What a run reached (the coverage oracle).
@@ -377,6 +379,7 @@ impl Sim {
                 .map(|n| (n == 0 || n == TICK).then_some(n))
                 .collect(),
             slots_used: 2,
+            recycled_lost: None,
             appends: 0,
             coverage: Coverage::default(),
             resuming: false,
@@ -616,7 +619,7 @@ impl Sim {
 }
 
 /// True when `publish` must accept this event (outside shutdown). Empty data is an event
-/// too (issue 11, finding 12).
+/// too.
 fn publish_valid(event: Option<&str>, id: Option<&str>, _data: &str) -> bool {
     event.is_none_or(model::valid_field) && id.is_none_or(model::valid_field)
 }

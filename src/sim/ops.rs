@@ -140,7 +140,7 @@ pub enum Op {
     Reconnect { conn: u8 },
     /// SIGTERM.
     Shutdown,
-    // Inputs added for issue 12 (new variants go at the end).
+    // Later inputs (new variants go at the end: existing fuzz inputs keep their meaning).
     /// A read on the client's socket fails (`EIO`-like; `reset`: `ECONNRESET`).
     ReadError { conn: u8, reset: bool },
     /// The next write to the client's socket fails (a broken pipe or another error).
@@ -184,7 +184,7 @@ pub struct SimConfig {
     pub max_clients: u8,
     /// A new socket's send window in bytes.
     pub initial_window: u16,
-    // The swarm over the limits (issue 12): each case draws them from ranges that include
+    // The swarm over the limits: each case draws them from ranges that include
     // tiny values, so every bound is hit in some runs. Values below 1 count as 1.
     /// Bytes retained per topic (`--history-bytes`).
     pub history_bytes: u16,

@@ -3,7 +3,7 @@
 //! topics; a new name takes a free slot, else recycles the least recently appended-to named
 //! topic without subscribers (its history and custom ids are gone), else is refused (503).
 //! One request never recycles a topic it has just taken for an earlier name of its own
-//! (issue 11, finding 1). Ties in recency go to the oldest slot.
+//! (two names of one request never share a topic). Ties in recency go to the oldest slot.
 
 use super::*;
 
@@ -48,6 +48,7 @@ impl Sim {
                 name,
                 slot: self.slots_used - 1,
                 live: true,
+                lost: self.recycled_lost,
                 ..MTopic::default()
             }
         } else {
@@ -61,7 +62,15 @@ impl Sim {
             }
             // Its events are no longer retained (nor their publisher-given ids resolvable).
             let mt = &mut self.topics[old];
-            let lost = mt.log.back().map(|e| e.0).or(mt.lost);
+            // The table forgets names: whatever any recycling dropped may have been the new
+            // name's own events, so a resume from before the newest of them is too old.
+            let lost = mt
+                .log
+                .back()
+                .map(|e| e.0)
+                .or(mt.lost)
+                .max(self.recycled_lost);
+            self.recycled_lost = lost;
             let end = mt.end_seq();
             mt.log.clear();
             mt.first_seq = end;
