@@ -30,6 +30,10 @@ use crate::sse::parse::{Event, Parser};
 
 use super::cache::CacheModel;
 
+#[path = "bus_sink.rs"]
+mod sink;
+use sink::Sink;
+
 /// Topics a cluster scenario uses ("" is the default stream).
 pub const CLUSTER_TOPICS: [&str; 3] = ["", "a", "b"];
 
@@ -133,6 +137,7 @@ pub struct ClusterSim {
 
 const WARM: u64 = 8;
 
+/// The scenario: nodes, the faulty bus, clients, and how each operation is applied.
 impl ClusterSim {
     /// `nodes` nodes whose caches keep `history` events per topic; Redis keeps `max_len`.
     pub fn new(nodes: usize, history: usize, max_len: usize, seed: u64) -> ClusterSim {
@@ -416,7 +421,11 @@ impl ClusterSim {
         let mut sink = Sink { sim: self, node: n };
         let Ok(_) = sink.drain(1 << 20);
     }
+}
 
+/// The oracle: what every client received, checked against the shared log and each node's
+/// cache; the liveness check at the end of a run.
+impl ClusterSim {
     /// Every node's core invariants, and every client so far: its events in log order, once,
     /// without a hole unless a reset comes between.
     pub fn check(&self) -> Result<(), String> {
@@ -599,64 +608,6 @@ impl ClusterSim {
                 ));
             }
         }
-        Ok(())
-    }
-}
-
-struct Sink<'a> {
-    sim: &'a mut ClusterSim,
-    node: usize,
-}
-
-impl OutputSink for Sink<'_> {
-    type Error = std::convert::Infallible;
-
-    fn core(&mut self) -> &mut Core {
-        &mut self.sim.nodes[self.node].core
-    }
-
-    fn now(&self) -> Instant {
-        self.sim.now
-    }
-
-    fn write(&mut self, id: ClientId) -> Result<WriteOutcome, Self::Error> {
-        let node = self.node;
-        let client = self
-            .sim
-            .clients
-            .iter()
-            .position(|c| c.node == node && c.id == id && !c.closed);
-        if client.is_some_and(|c| self.sim.clients[c].blocked) {
-            return Ok(WriteOutcome::WouldBlock);
-        }
-        let bytes: Vec<u8> = offer(&self.sim.nodes[node].core, id, |iov| {
-            iov.iter().flat_map(|s| s.iter().copied()).collect()
-        });
-        if bytes.is_empty() {
-            return Ok(WriteOutcome::Skipped);
-        }
-        if let Some(c) = client {
-            self.sim.clients[c].bytes.extend_from_slice(&bytes);
-        }
-        Ok(WriteOutcome::Wrote(bytes.len()))
-    }
-
-    fn after_write(&mut self, _: ClientId, _: WriteOutcome) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn close(&mut self, id: ClientId, _: CloseReason) -> Result<(), Self::Error> {
-        let node = self.node;
-        for c in &mut self.sim.clients {
-            if c.node == node && c.id == id {
-                c.closed = true;
-            }
-        }
-        Ok(())
-    }
-
-    fn log_request(&mut self, request: BusRequest) -> Result<(), Self::Error> {
-        self.sim.nodes[self.node].requests.push_back(request);
         Ok(())
     }
 }
