@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use super::Core;
 use super::access::Refusal;
-use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId};
+use super::client::{Bytes, ClientId};
 use super::error::RequestError;
+use super::exchange::{AfterAnswer, BodyPurpose};
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
 use crate::http::body::BodyReader;

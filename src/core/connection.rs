@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use super::Core;
 use super::answers::fail;
-use super::client::{BodyPurpose, Bytes, ClientId, Phase};
+use super::client::{Bytes, ClientId};
 use super::endpoints::route;
 use super::error::RequestError;
 use super::exchange::{AfterSent, NextInput};
+use super::exchange::{BodyPurpose, Phase};
 use super::metrics::CloseReason;
 use super::publish::finish_publish;
 use super::timers::TimerKind;

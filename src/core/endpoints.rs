@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use super::Core;
 use super::answers::{answer, connection_for, fail, read_body};
-use super::client::{AfterAnswer, BodyPurpose, ClientId};
+use super::client::ClientId;
 use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
+use super::exchange::{AfterAnswer, BodyPurpose};
 use super::metrics::{Gauges, MAX_TOPIC_SERIES};
 use super::publish::begin_publish;
 use super::stream::start_stream;

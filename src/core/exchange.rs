@@ -3,11 +3,13 @@
 //! arrives while it answers, whether the client ended its side, and when the current head
 //! and answer phases began (what makes a timer of an earlier phase stale).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::client::{AfterAnswer, Held, Phase, PublishQueue, Reading};
 use super::metrics::CloseReason;
+use crate::http::pipeline::RequestStream;
 use crate::http::request::RequestHead;
+use crate::http::response::Connection;
 
 /// What a connection reads once its answer is sent: a request parsed already that waited
 /// for the answers before it, and the bytes that arrived meanwhile.
@@ -213,4 +215,160 @@ impl Exchange {
             _ => AfterSent::Close(CloseReason::Normal),
         }
     }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub enum Phase {
+    /// Reading a request: its head, or the body of the head routed last (boxed: the slab
+    /// entry of a streaming client stays small).
+    Reading(Box<Reading>),
+    /// Receiving the event stream.
+    Streaming,
+    /// Publishes wait for a log that answers later ([`Client::publishes`]) and no more input
+    /// is parsed until they are answered: a request that is not a publish (`head`, parsed
+    /// already) waits for every answer before it to be written; with no `head`, the cap of
+    /// publishes in flight is reached (or one said close). Bytes that arrive meanwhile are
+    /// kept (`early`), as for `Answering`.
+    Pipelined(Box<Held>),
+    /// A complete response is queued in `pending`; when it is sent, either close or go
+    /// back to reading a head, with the bytes that arrived meanwhile (`early`).
+    Answering { then: AfterAnswer, early: Vec<u8> },
+    /// The last bytes (an error response) are queued; close for this reason when they are
+    /// sent, ignore input.
+    Closing(CloseReason),
+}
+
+/// Input held while pipelined publishes wait (boxed: the slab entry stays small).
+#[derive(Debug, Default)]
+pub struct Held {
+    /// A parsed request that waits for the answers before it.
+    pub head: Option<RequestHead>,
+    /// Bytes received after it.
+    pub early: Vec<u8>,
+}
+
+/// A pipelined publish handed to a log that answers later, in request order: its answer is
+/// written once it and every publish before it are answered.
+#[derive(Debug)]
+pub struct PublishSlot {
+    /// The log's token of the publish (0 for an answer that needed no log).
+    pub token: u64,
+    /// What the request said about the connection.
+    pub connection: Connection,
+    /// The status and complete response, once known.
+    pub answer: Option<(u16, Vec<u8>)>,
+    /// Under `--allow-origin`: the CORS lines answering this publish's own `Origin` (a
+    /// request pipelined after it replaces the connection's before this answer is known).
+    pub cors: Option<Box<[String]>>,
+}
+
+/// A connection's publishes in flight, in request order; allocated only while there are
+/// some (the slab entry stays small).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // 8 bytes in every slab entry instead of a VecDeque's 32.
+pub struct PublishQueue(Option<Box<VecDeque<PublishSlot>>>);
+
+impl PublishQueue {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    pub fn push_back(&mut self, slot: PublishSlot) {
+        self.0.get_or_insert_with(Default::default).push_back(slot);
+    }
+
+    /// The oldest slot; the allocation goes with the last one.
+    pub fn pop_front(&mut self) -> Option<PublishSlot> {
+        let q = self.0.as_mut()?;
+        let slot = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        slot
+    }
+
+    pub fn front(&self) -> Option<&PublishSlot> {
+        self.0.as_ref()?.front()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &PublishSlot> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut PublishSlot> {
+        self.0.iter_mut().flat_map(|q| q.iter_mut())
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// What a connection does once a complete answer is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAnswer {
+    /// Read the next request (HTTP/1.1 keep-alive).
+    KeepAlive,
+    /// Close.
+    Close,
+}
+
+impl AfterAnswer {
+    /// What the connection does after an answer that says `connection`.
+    pub fn after(connection: Connection) -> AfterAnswer {
+        if connection.keeps_alive() {
+            AfterAnswer::KeepAlive
+        } else {
+            AfterAnswer::Close
+        }
+    }
+}
+
+/// A connection reading requests: the one framing ([`RequestStream`]), and while a body
+/// arrives what it is read for.
+#[derive(Debug)]
+pub struct Reading {
+    pub requests: RequestStream,
+    /// `Some` while a body is read (kept or discarded by the stream's body reader).
+    pub body: Option<BodyPurpose>,
+}
+
+impl Reading {
+    /// Reading the next request head, within these limits.
+    pub fn new(max_head: usize, max_body: usize) -> Box<Reading> {
+        Box::new(Reading {
+            requests: RequestStream::new(max_head, max_body),
+            body: None,
+        })
+    }
+
+    /// True while a body is read (not a head).
+    pub fn reads_body(&self) -> bool {
+        self.body.is_some()
+    }
+}
+
+/// What a request body is read for.
+#[derive(Debug)]
+pub enum BodyPurpose {
+    /// A publish: the body is the event's data.
+    Publish(PublishFields),
+    /// Any other request with a body (`GET /health` with a `Content-Length`): the body is
+    /// read past and dropped, then this head is routed as a request without a body.
+    ThenRoute(Box<RequestHead>),
+}
+
+/// A publish request's fields from its head, kept while its body arrives.
+#[derive(Debug)]
+pub struct PublishFields {
+    pub topic: String,
+    pub event: Option<String>,
+    pub id: Option<String>,
+    /// What the answer says about the connection.
+    pub connection: Connection,
 }

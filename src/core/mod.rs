@@ -77,10 +77,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use client::Client;
 pub use client::ClientId;
-use client::{Client, Phase};
 pub use error::{Allow, RequestError};
 use event_log::EventLog;
+use exchange::Phase;
 pub use metrics::{CloseReason, Metrics};
 use queues::OutputQueues;
 use registry::Registry;

@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 
 use super::Core;
 use super::answers::{answer, connection_for, fail, read_body, refuse};
-use super::client::{AfterAnswer, BodyPurpose, Bytes, ClientId, PublishFields};
+use super::client::{Bytes, ClientId};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, TICK_TOPIC_ID};
+use super::exchange::{AfterAnswer, BodyPurpose, PublishFields};
 use super::log_engine::Appended;
 use crate::http::body::BodyReader;
 use crate::http::request::RequestHead;

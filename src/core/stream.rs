@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use super::Core;
 use super::answers::{answer, fail, fail_with, refuse};
-use super::client::{AfterAnswer, Bytes, ClientId, Cursor};
+use super::client::{Bytes, ClientId, Cursor};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
+use super::exchange::AfterAnswer;
 use super::log_engine::Start;
 use super::metrics::CloseReason;
 use super::publish::valid_topic_name;

@@ -6,9 +6,10 @@ use std::io::IoSlice;
 use std::time::Instant;
 
 use super::Core;
-use super::client::{Client, ClientId, Phase};
+use super::client::{Client, ClientId};
 use super::connection::{answer_sent, read_next};
 use super::event_log::TICK_TOPIC_ID;
+use super::exchange::Phase;
 use super::metrics::CloseReason;
 
 impl Core {

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use super::Core;
 use super::access;
-use super::client::{Bytes, Client, ClientId, PublishSlot};
+use super::client::{Bytes, Client, ClientId};
 use super::connection::{begin_reading, read_next};
 use super::error::RequestError;
+use super::exchange::PublishSlot;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
 use crate::bus::types::{
