@@ -181,6 +181,25 @@ fn head_timeout_is_408() {
     assert!(t.closed(a));
 }
 
+/// A body that stops arriving is answered as a late body, not as a late head, and the
+/// connection closes; a kept-alive connection idle between requests just closes.
+#[test]
+fn a_trickled_body_times_out_with_its_own_answer() {
+    let mut t = T::new(cfg());
+    let a = t.connect();
+    let head = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
+    t.core.handle_read(a, head, t.now);
+    t.advance(Duration::from_secs(10));
+    t.drain(None);
+    let text = t.text(a);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(
+        text.ends_with("the request body did not arrive in time\n"),
+        "{text}"
+    );
+    assert!(t.closed(a));
+}
+
 #[test]
 fn publish_response_and_keep_alive() {
     let mut t = T::new(cfg());
