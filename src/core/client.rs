@@ -73,7 +73,8 @@ pub struct Cursor {
 /// One connection.
 #[derive(Debug)]
 pub struct Client {
-    pub generation: u32,
+    /// The generation its id carries (fixed at accept).
+    generation: u32,
     /// The HTTP exchange: phase, publishes waiting for the log, CORS, half-close.
     pub http: Exchange,
     /// Bytes queued ahead of the log cursors; kept by the methods below (never empty).
@@ -81,13 +82,13 @@ pub struct Client {
     /// Streaming clients only; one cursor per subscribed topic.
     pub cursors: SmallVec<[Cursor; 2]>,
     /// The socket is believed writable (no `WouldBlock` since the last writable event).
-    pub writable: bool,
-    /// In the core's ready queue.
-    pub queued: bool,
-    pub peer: SocketAddr,
-    pub connected_at: Instant,
+    writable: bool,
+    /// In one of the core's write queues (at most once).
+    queued: bool,
+    peer: SocketAddr,
+    connected_at: Instant,
     /// Last time the kernel accepted bytes for this client (or connect time).
-    pub last_write: Instant,
+    last_write: Instant,
     /// Bytes received after a streaming request (bounded; past the bound: close). Saturates
     /// (u32 keeps the slab entry small).
     pub received_after_request: u32,
@@ -127,6 +128,48 @@ impl Client {
     /// See [`Exchange::reads_request`].
     pub fn reads_request(&self) -> bool {
         self.http.reads_request()
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn connected_at(&self) -> Instant {
+        self.connected_at
+    }
+
+    /// When the kernel last accepted bytes for this client (or when it connected).
+    pub fn last_write(&self) -> Instant {
+        self.last_write
+    }
+
+    /// The kernel accepted bytes at `now`.
+    pub fn wrote_at(&mut self, now: Instant) {
+        self.last_write = now;
+    }
+
+    /// A writable event came (`true`) or a write would block (`false`).
+    pub fn set_writable(&mut self, writable: bool) {
+        self.writable = writable;
+    }
+
+    /// True when a write may be queued for it: writable, and not queued already.
+    pub fn may_queue(&self) -> bool {
+        self.writable && !self.queued
+    }
+
+    /// It was put in a write queue.
+    pub fn mark_queued(&mut self) {
+        self.queued = true;
+    }
+
+    /// Taken off its write queue: true when it was queued (the write is due).
+    pub fn take_queued(&mut self) -> bool {
+        std::mem::replace(&mut self.queued, false)
     }
 
     /// The bytes queued ahead of the log cursors, if any (never empty).

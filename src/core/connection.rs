@@ -76,7 +76,7 @@ fn keep_input(core: &mut Core, id: ClientId, bytes: &[u8], bounded: bool) {
         if c.received_after_request as usize > max_send {
             log::debug!(
                 "closing {}: sent {} bytes after its request",
-                c.peer,
+                c.peer(),
                 c.received_after_request
             );
             core.remove(id, CloseReason::Limit);
@@ -197,7 +197,7 @@ impl Core {
             (TimerKind::TokenExpiry, Phase::Streaming) => self.expire_token(id, now),
             (TimerKind::KeepAlive, Phase::Streaming) => {
                 let Some(ka) = self.cfg.keepalive else { return };
-                let idle_since = c.last_write;
+                let idle_since = c.last_write();
                 if self.has_pending(c) {
                     // Behind, not idle: look again later (the slow policy handles lag).
                     self.arm_keepalive(id, now);

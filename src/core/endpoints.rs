@@ -99,7 +99,7 @@ pub(super) fn decide(core: &Core, id: ClientId, head: &RequestHead, now: Instant
             ok("text/plain; version=0.0.4; charset=utf-8", body.as_bytes())
         }
         "/clients" if read => {
-            let peer_local = core.client(id).is_some_and(|c| c.peer.ip().is_loopback());
+            let peer_local = core.client(id).is_some_and(|c| c.peer().ip().is_loopback());
             if !peer_local && !core.may_list_clients(head) {
                 return Action::Fail(RequestError::ClientsForbidden);
             }
@@ -223,7 +223,7 @@ pub(super) fn render_clients(core: &Core, now: Instant) -> String {
             out.push(',');
         }
         out.push_str("{\"address\":");
-        crate::json::push_json_string(&mut out, &c.peer.to_string());
+        crate::json::push_json_string(&mut out, &c.peer().to_string());
         out.push_str(",\"topics\":[");
         let mut first = true;
         for cur in c.cursors.iter().filter(|cur| cur.topic != TICK_TOPIC_ID) {
@@ -236,8 +236,8 @@ pub(super) fn render_clients(core: &Core, now: Instant) -> String {
         let _ = write!(
             out,
             "],\"queued_bytes\":{queued},\"since_last_write_ms\":{},\"connected_ms\":{}}}",
-            now.saturating_duration_since(c.last_write).as_millis(),
-            now.saturating_duration_since(c.connected_at).as_millis()
+            now.saturating_duration_since(c.last_write()).as_millis(),
+            now.saturating_duration_since(c.connected_at()).as_millis()
         );
     }
     let _ = writeln!(out, "],\"total\":{}}}", rows.len());

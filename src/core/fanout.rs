@@ -78,13 +78,13 @@ impl Core {
                 continue;
             }
             // A held client (its resume being read from the log) collects, unwoken.
-            if c.writable && !c.queued && !c.held {
+            if c.may_queue() && !c.held {
                 let id = ClientId {
                     key,
-                    generation: c.generation,
+                    generation: c.generation(),
                 };
                 if let Some(c) = self.connections.by_key_mut(key) {
-                    c.queued = true;
+                    c.mark_queued();
                 }
                 self.outputs.push_write(id, true);
                 woken += 1;
@@ -106,7 +106,7 @@ impl Core {
         };
         let id = ClientId {
             key,
-            generation: c.generation,
+            generation: c.generation(),
         };
         let (bytes, events) = self.backlog_of(c);
         match self.cfg.slow_client {
@@ -114,12 +114,12 @@ impl Core {
                 if bytes == u64::MAX {
                     log::info!(
                         "dropping slow client {}: fell out of the retained history",
-                        c.peer
+                        c.peer()
                     );
                 } else {
                     log::info!(
                         "dropping slow client {}: {bytes} bytes / {events} events behind",
-                        c.peer
+                        c.peer()
                     );
                 }
                 self.remove(id, CloseReason::Slow);

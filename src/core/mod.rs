@@ -349,14 +349,14 @@ impl Core {
     /// The socket became writable (a writable readiness event).
     pub fn handle_writable(&mut self, id: ClientId) {
         let Some(c) = self.client_mut(id) else { return };
-        c.writable = true;
+        c.set_writable(true);
         self.schedule(id);
     }
 
     /// A write found the socket full. The client waits for its next writable event.
     pub fn handle_would_block(&mut self, id: ClientId, now: Instant) {
         let Some(c) = self.client_mut(id) else { return };
-        c.writable = false;
+        c.set_writable(false);
         self.metrics.would_blocks += 1;
         self.check_fanout_done(now);
     }
@@ -443,9 +443,8 @@ impl Core {
         }
         while let Some(id) = self.outputs.pop_write() {
             if let Some(c) = self.client_mut(id)
-                && c.queued
+                && c.take_queued()
             {
-                c.queued = false;
                 return Some(Output::Write(id));
             }
         }
@@ -539,7 +538,7 @@ impl Core {
             if c.pending().is_some_and(|p| p.rest().is_empty()) {
                 return Err(format!("client {key} holds a fully written pending buffer"));
             }
-            if c.writable && !c.queued && self.has_pending(c) && !c.http.is_reading() {
+            if c.may_queue() && self.has_pending(c) && !c.http.is_reading() {
                 return Err(format!(
                     "client {key} is writable with bytes pending but not queued"
                 ));

@@ -54,13 +54,13 @@ impl Registry {
     pub(super) fn get(&self, id: ClientId) -> Option<&Client> {
         self.clients
             .get(id.key as usize)
-            .filter(|c| c.generation == id.generation)
+            .filter(|c| c.generation() == id.generation)
     }
 
     pub(super) fn get_mut(&mut self, id: ClientId) -> Option<&mut Client> {
         self.clients
             .get_mut(id.key as usize)
-            .filter(|c| c.generation == id.generation)
+            .filter(|c| c.generation() == id.generation)
     }
 
     /// The client in slot `key`, whoever it is (topic subscriber lists hold keys).
@@ -76,7 +76,7 @@ impl Registry {
     pub(super) fn id_for_key(&self, key: u32) -> Option<ClientId> {
         self.by_key(key).map(|c| ClientId {
             key,
-            generation: c.generation,
+            generation: c.generation(),
         })
     }
 
@@ -93,7 +93,7 @@ impl Registry {
         self.clients.iter().map(|(key, c)| {
             let id = ClientId {
                 key: key as u32,
-                generation: c.generation,
+                generation: c.generation(),
             };
             (id, c)
         })
@@ -132,7 +132,7 @@ impl Registry {
             let clients = &self.clients;
             self.head_readers.retain(|&(id, since)| {
                 clients.get(id.key as usize).is_some_and(|c| {
-                    c.generation == id.generation
+                    c.generation() == id.generation
                         && c.http.head_since() == since
                         && c.reads_request()
                 })

@@ -126,7 +126,7 @@ pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, no
     } else {
         core.stream_prelude(head)
     };
-    let peer = core.client(id).map(|c| c.peer);
+    let peer = core.client(id).map(|c| c.peer());
     if let Some(c) = core.client_mut(id) {
         c.cursors = cursors;
         c.set_pending(pending);

@@ -48,7 +48,7 @@ impl Core {
         self.metrics.write_calls += 1;
         self.metrics.bytes_written += written as u64;
         if written > 0 {
-            c.last_write = now;
+            c.wrote_at(now);
         }
         let (mut left, frame_completed) = c.take_written(written);
         if frame_completed {
@@ -119,10 +119,10 @@ impl Core {
     /// Queues the client for a write if it has bytes, is writable and is not queued yet.
     pub(super) fn schedule(&mut self, id: ClientId) {
         let Some(c) = self.client(id) else { return };
-        if c.writable && !c.queued && self.has_pending(c) {
+        if c.may_queue() && self.has_pending(c) {
             let streaming = c.is_streaming();
             if let Some(c) = self.client_mut(id) {
-                c.queued = true;
+                c.mark_queued();
             }
             self.outputs.push_write(id, streaming);
         }
