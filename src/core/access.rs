@@ -214,7 +214,7 @@ impl Core {
             );
         }
         if let Some(c) = self.client_mut(id) {
-            c.grant = Some(grant);
+            c.set_grant(grant);
         }
     }
 
@@ -230,8 +230,8 @@ impl Core {
         // first unsent entry was sent (or is the frame in flight, finished below).
         let first_unsent = self
             .log
-            .pending_frames(&c.cursors)
-            .find(|(i, _)| c.cursors[*i].topic != TICK_TOPIC_ID)
+            .pending_frames(c.cursors())
+            .find(|(i, _)| c.cursors()[*i].topic != TICK_TOPIC_ID)
             .map(|(_, e)| e.gseq);
         let last_sent = match first_unsent {
             Some(g) => g.saturating_sub(1),
@@ -257,7 +257,7 @@ impl Core {
     /// Debug check: every frame a client is offered is of a topic its grant allows.
     pub(super) fn may_see_topic(&self, id: ClientId, topic: &str) -> bool {
         self.client(id)
-            .and_then(|c| c.grant.as_deref())
+            .and_then(|c| c.grant())
             .is_none_or(|g| g.may_see(topic))
     }
 }

@@ -79,8 +79,9 @@ pub struct Client {
     pub http: Exchange,
     /// Bytes queued ahead of the log cursors; kept by the methods below (never empty).
     pending: Option<Pending>,
-    /// Streaming clients only; one cursor per subscribed topic.
-    pub cursors: SmallVec<[Cursor; 2]>,
+    /// Streaming clients only; one cursor per subscribed topic (set whole at a stream's
+    /// start, taken whole at its end: never two on one topic).
+    cursors: SmallVec<[Cursor; 2]>,
     /// The socket is believed writable (no `WouldBlock` since the last writable event).
     writable: bool,
     /// In one of the core's write queues (at most once).
@@ -91,15 +92,15 @@ pub struct Client {
     last_write: Instant,
     /// Bytes received after a streaming request (bounded; past the bound: close). Saturates
     /// (u32 keeps the slab entry small).
-    pub received_after_request: u32,
+    received_after_request: u32,
     /// A resume this node cannot serve is being read from the shared log (or waits for its
     /// tail to apply the resume point). Log
     /// frames are held back (the cursors keep collecting live events) until the range is
     /// written through `pending`; keep-alives continue.
-    pub held: bool,
+    held: bool,
     /// A streaming client's token grant (what it may see, when it expires); `None` when every
     /// topic it follows is public.
-    pub grant: Option<Box<crate::auth::Grant>>,
+    grant: Option<Box<crate::auth::Grant>>,
 }
 
 impl Client {
@@ -170,6 +171,67 @@ impl Client {
     /// Taken off its write queue: true when it was queued (the write is due).
     pub fn take_queued(&mut self) -> bool {
         std::mem::replace(&mut self.queued, false)
+    }
+
+    /// The stream's cursors, one per topic.
+    pub fn cursors(&self) -> &[Cursor] {
+        &self.cursors
+    }
+
+    /// The cursors, to move them (the set of topics stays).
+    pub fn cursors_mut(&mut self) -> &mut [Cursor] {
+        &mut self.cursors
+    }
+
+    /// The cursors of a stream that starts (one per topic).
+    pub fn set_cursors(&mut self, cursors: SmallVec<[Cursor; 2]>) {
+        debug_assert!(
+            cursors
+                .iter()
+                .enumerate()
+                .all(|(i, c)| cursors[..i].iter().all(|o| o.topic != c.topic)),
+            "two cursors on one topic"
+        );
+        self.cursors = cursors;
+    }
+
+    /// The cursors of a stream that ends, taken.
+    pub fn take_cursors(&mut self) -> SmallVec<[Cursor; 2]> {
+        std::mem::take(&mut self.cursors)
+    }
+
+    /// True while its log frames are held back (a resume being read from the shared log, or
+    /// waiting for this node's tail).
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    pub fn release(&mut self) {
+        self.held = false;
+    }
+
+    /// The token grant of a private stream (`None`: every topic it follows is public).
+    pub fn grant(&self) -> Option<&crate::auth::Grant> {
+        self.grant.as_deref()
+    }
+
+    pub fn set_grant(&mut self, grant: Box<crate::auth::Grant>) {
+        self.grant = Some(grant);
+    }
+
+    pub fn drop_grant(&mut self) {
+        self.grant = None;
+    }
+
+    /// Counts bytes a stream's client sent after its request; returns the total (saturating).
+    pub fn count_received(&mut self, bytes: usize) -> u32 {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.received_after_request = self.received_after_request.saturating_add(bytes);
+        self.received_after_request
     }
 
     /// The bytes queued ahead of the log cursors, if any (never empty).

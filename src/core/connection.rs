@@ -71,13 +71,11 @@ fn keep_input(core: &mut Core, id: ClientId, bytes: &[u8], bounded: bool) {
     );
     let Some(c) = core.client_mut(id) else { return };
     if c.is_streaming() {
-        let received = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        c.received_after_request = c.received_after_request.saturating_add(received);
-        if c.received_after_request as usize > max_send {
+        let received = c.count_received(bytes.len());
+        if received as usize > max_send {
             log::debug!(
-                "closing {}: sent {} bytes after its request",
-                c.peer(),
-                c.received_after_request
+                "closing {}: sent {received} bytes after its request",
+                c.peer()
             );
             core.remove(id, CloseReason::Limit);
         }

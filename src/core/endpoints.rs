@@ -226,7 +226,7 @@ pub(super) fn render_clients(core: &Core, now: Instant) -> String {
         crate::json::push_json_string(&mut out, &c.peer().to_string());
         out.push_str(",\"topics\":[");
         let mut first = true;
-        for cur in c.cursors.iter().filter(|cur| cur.topic != TICK_TOPIC_ID) {
+        for cur in c.cursors().iter().filter(|cur| cur.topic != TICK_TOPIC_ID) {
             if !first {
                 out.push(',');
             }

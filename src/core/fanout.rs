@@ -23,7 +23,7 @@ impl Core {
     pub(super) fn backlog_limit_of(&self, c: &Client) -> (u64, u64) {
         // Ticks are never replayed: the tick topic adds nothing to a resume.
         let topics = c
-            .cursors
+            .cursors()
             .iter()
             .filter(|cur| cur.topic != TICK_TOPIC_ID)
             .count() as u64;
@@ -41,7 +41,7 @@ impl Core {
     pub(super) fn backlog_of(&self, c: &Client) -> (u64, u64) {
         let mut bytes = c.pending().map_or(0, |p| p.rest().len() as u64);
         let mut events = 0;
-        for cur in &c.cursors {
+        for cur in c.cursors() {
             let t = self.log.topic(cur.topic);
             match t.bytes_from(cur.next) {
                 Some(b) => bytes += b,
@@ -78,7 +78,7 @@ impl Core {
                 continue;
             }
             // A held client (its resume being read from the log) collects, unwoken.
-            if c.may_queue() && !c.held {
+            if c.may_queue() && !c.is_held() {
                 let id = ClientId {
                     key,
                     generation: c.generation(),
@@ -127,7 +127,7 @@ impl Core {
             SlowClientPolicy::Latest => {
                 // Everything to the live edge, except the single newest entry among its topics.
                 let newest = c
-                    .cursors
+                    .cursors()
                     .iter()
                     .enumerate()
                     .filter_map(|(i, cur)| {
@@ -136,12 +136,12 @@ impl Core {
                     })
                     .max();
                 let ends: SmallVec<[u64; 2]> = c
-                    .cursors
+                    .cursors()
                     .iter()
                     .map(|cur| self.log.topic(cur.topic).end_seq())
                     .collect();
                 if let Some(c) = self.connections.by_key_mut(key) {
-                    for (i, (cur, end)) in c.cursors.iter_mut().zip(ends).enumerate() {
+                    for (i, (cur, end)) in c.cursors_mut().iter_mut().zip(ends).enumerate() {
                         cur.next = if newest.is_some_and(|(_, n)| n == i) {
                             end - 1
                         } else {
@@ -180,9 +180,9 @@ impl Core {
         let Some(c) = self.client_mut(id).filter(|c| c.is_streaming()) else {
             return false;
         };
-        let cursors = std::mem::take(&mut c.cursors);
-        c.held = false;
-        c.grant = None;
+        let cursors = c.take_cursors();
+        c.release();
+        c.drop_grant();
         // Each cursor is on its own topic: a swap-removal in one cannot move another.
         for cur in &cursors {
             self.unsubscribe(cur.topic, cur.sub_index as usize);
@@ -222,7 +222,7 @@ impl Core {
         subs.swap_remove(index);
         if let Some(&moved) = subs.get(index)
             && let Some(m) = self.connections.by_key_mut(moved)
-            && let Some(cur) = m.cursors.iter_mut().find(|cur| cur.topic == topic)
+            && let Some(cur) = m.cursors_mut().iter_mut().find(|cur| cur.topic == topic)
         {
             cur.sub_index = index as u32;
         }

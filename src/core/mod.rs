@@ -491,7 +491,7 @@ impl Core {
                     return Err(format!("topic {tid} lists freed slot {key}"));
                 };
                 if !c
-                    .cursors
+                    .cursors()
                     .iter()
                     .any(|cur| cur.topic == tid && cur.sub_index as usize == i)
                 {
@@ -504,7 +504,11 @@ impl Core {
         // Subscriber counts equal live cursors: with the two checks
         // around this one, every subscriber entry and every cursor pair up one to one.
         let subscribers: usize = self.log.topics().map(|(_, t)| t.subscribers.len()).sum();
-        let cursors: usize = self.connections.iter().map(|(_, c)| c.cursors.len()).sum();
+        let cursors: usize = self
+            .connections
+            .iter()
+            .map(|(_, c)| c.cursors().len())
+            .sum();
         if subscribers != cursors {
             return Err(format!(
                 "{subscribers} topic subscribers but {cursors} cursors"
@@ -512,8 +516,11 @@ impl Core {
         }
         for (id, c) in self.connections.iter() {
             let key = id.key;
-            for (i, cur) in c.cursors.iter().enumerate() {
-                if c.cursors[..i].iter().any(|other| other.topic == cur.topic) {
+            for (i, cur) in c.cursors().iter().enumerate() {
+                if c.cursors()[..i]
+                    .iter()
+                    .any(|other| other.topic == cur.topic)
+                {
                     return Err(format!(
                         "client {key} has two cursors on topic {}",
                         cur.topic

@@ -128,10 +128,9 @@ pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, no
     };
     let peer = core.client(id).map(|c| c.peer());
     if let Some(c) = core.client_mut(id) {
-        c.cursors = cursors;
+        c.set_cursors(cursors);
         c.set_pending(pending);
         c.http.stream();
-        c.received_after_request = 0;
     }
     core.connections.stream_started();
     log::debug!(

@@ -24,13 +24,13 @@ impl Core {
             iov[n] = IoSlice::new(p.rest());
             n += 1;
         }
-        if c.is_streaming() && !c.held {
-            let mut frames = self.log.pending_frames(&c.cursors);
+        if c.is_streaming() && !c.is_held() {
+            let mut frames = self.log.pending_frames(c.cursors());
             while n < iov.len() {
                 let Some((i, e)) = frames.next() else { break };
                 debug_assert!(
-                    c.cursors[i].topic == TICK_TOPIC_ID
-                        || self.may_see_topic(id, &self.log.topic(c.cursors[i].topic).name),
+                    c.cursors()[i].topic == TICK_TOPIC_ID
+                        || self.may_see_topic(id, &self.log.topic(c.cursors()[i].topic).name),
                     "a client is offered an event of a topic its token does not allow"
                 );
                 iov[n] = IoSlice::new(&e.frame);
@@ -54,8 +54,8 @@ impl Core {
         if frame_completed {
             self.metrics.frames_written += 1;
         }
-        if left > 0 && c.is_streaming() && !c.held {
-            let mut frames = self.log.pending_frames(&c.cursors);
+        if left > 0 && c.is_streaming() && !c.is_held() {
+            let mut frames = self.log.pending_frames(c.cursors());
             let mut delivered = 0u64;
             let mut partial = None;
             while left > 0 {
@@ -69,7 +69,7 @@ impl Core {
                 }
             }
             debug_assert_eq!(left, 0, "the kernel took more bytes than were offered");
-            for (cursor, pos) in c.cursors.iter_mut().zip(frames.positions()) {
+            for (cursor, pos) in c.cursors_mut().iter_mut().zip(frames.positions()) {
                 cursor.next = pos;
             }
             if let Some((frame, offset)) = partial {
@@ -79,7 +79,7 @@ impl Core {
             self.metrics.frames_written += delivered;
         }
         // A held stream wrote the page of its range fetch: the next one may come.
-        let page_written = c.pending().is_none() && c.held && c.is_streaming();
+        let page_written = c.pending().is_none() && c.is_held() && c.is_streaming();
         let finished_answer = c.pending().is_none()
             && match c.http.phase() {
                 Phase::Answering { .. } | Phase::Closing(_) => true,
@@ -131,8 +131,8 @@ impl Core {
     pub(super) fn has_pending(&self, c: &Client) -> bool {
         c.pending().is_some()
             || (c.is_streaming()
-                && !c.held
-                && c.cursors
+                && !c.is_held()
+                && c.cursors()
                     .iter()
                     .any(|cur| cur.next < self.log.topic(cur.topic).end_seq()))
     }

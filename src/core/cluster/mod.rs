@@ -550,23 +550,23 @@ impl Core {
             .filter(|&id| self.is_streaming(id))
             .collect();
         for id in ids {
-            if self.client(id).is_some_and(|c| c.held) {
+            if self.client(id).is_some_and(|c| c.is_held()) {
                 self.end_stream_with_retry(id, now);
                 continue;
             }
             let Some(c) = self.client(id) else { continue };
             let mut bytes = c.unsent();
-            for (_, e) in self.log.pending_frames(&c.cursors) {
+            for (_, e) in self.log.pending_frames(c.cursors()) {
                 bytes.extend_from_slice(&e.frame);
             }
             bytes.extend_from_slice(frame);
             let ends: Vec<u64> = c
-                .cursors
+                .cursors()
                 .iter()
                 .map(|cur| self.log.topic(cur.topic).end_seq())
                 .collect();
             if let Some(c) = self.client_mut(id) {
-                for (cur, end) in c.cursors.iter_mut().zip(ends) {
+                for (cur, end) in c.cursors_mut().iter_mut().zip(ends) {
                     cur.next = end;
                 }
                 c.set_pending(Bytes::Owned(bytes.into()));

@@ -102,7 +102,7 @@ impl Core {
             rounds: 0,
         });
         if let Some(c) = self.client_mut(id) {
-            c.held = true;
+            c.hold();
         }
         self.release_awaiting(None);
     }
@@ -132,33 +132,36 @@ impl Core {
             }
         }
         for id in unknown {
-            if !self.client(id).is_some_and(|c| c.held && c.is_streaming()) {
+            if !self
+                .client(id)
+                .is_some_and(|c| c.is_held() && c.is_streaming())
+            {
                 continue;
             }
             let mut reset = Vec::new();
             let newest = self.newest_reset_id();
             frame::encode_event(&mut reset, Some(&newest), Some("reset"), UNKNOWN_ID);
             let ends: Vec<u64> = self.client(id).map_or(Vec::new(), |c| {
-                c.cursors
+                c.cursors()
                     .iter()
                     .map(|cur| self.log.topic(cur.topic).end_seq())
                     .collect()
             });
             if let Some(c) = self.client_mut(id) {
                 c.queue_after_pending(reset);
-                for (cur, end) in c.cursors.iter_mut().zip(ends) {
+                for (cur, end) in c.cursors_mut().iter_mut().zip(ends) {
                     cur.next = end;
                 }
-                c.held = false;
+                c.release();
             }
             self.schedule(id);
         }
         for (id, g) in ready {
-            let Some(c) = self.client(id).filter(|c| c.held && c.is_streaming()) else {
+            let Some(c) = self.client(id).filter(|c| c.is_held() && c.is_streaming()) else {
                 continue;
             };
             let nexts: Vec<u64> = c
-                .cursors
+                .cursors()
                 .iter()
                 .map(|cur| {
                     let t = self.log.topic(cur.topic);
@@ -166,10 +169,10 @@ impl Core {
                 })
                 .collect();
             if let Some(c) = self.client_mut(id) {
-                for (cur, next) in c.cursors.iter_mut().zip(nexts) {
+                for (cur, next) in c.cursors_mut().iter_mut().zip(nexts) {
                     cur.next = next;
                 }
-                c.held = false;
+                c.release();
             }
             self.schedule(id);
         }
@@ -210,7 +213,7 @@ impl Core {
             .push_back(fetch.request(token, page_bytes(&self.cfg)));
         cl.fetches.insert(token, fetch);
         if let Some(c) = self.client_mut(id) {
-            c.held = true;
+            c.hold();
         }
     }
 
@@ -222,7 +225,10 @@ impl Core {
             return;
         };
         let id = f.client;
-        if !self.client(id).is_some_and(|c| c.held && c.is_streaming()) {
+        if !self
+            .client(id)
+            .is_some_and(|c| c.is_held() && c.is_streaming())
+        {
             return;
         }
         if range.epoch != f.epoch {
@@ -267,7 +273,7 @@ impl Core {
                 cl.parked.insert(id, f);
             }
         } else if let Some(c) = self.client_mut(id) {
-            c.held = false;
+            c.release();
         }
         self.schedule(id);
     }
@@ -308,7 +314,7 @@ impl Core {
             return Ok(());
         };
         for id in cl.parked.keys() {
-            if !self.client(*id).is_some_and(|c| c.held) {
+            if !self.client(*id).is_some_and(|c| c.is_held()) {
                 return Err(format!("a parked range page of client {} not held", id.key));
             }
         }
@@ -327,7 +333,7 @@ impl Core {
         };
         let end = cl.gseq_base.saturating_add(offset);
         let from_start: Vec<Cursor> = c
-            .cursors
+            .cursors()
             .iter()
             .filter(|cur| cur.topic != TICK_TOPIC_ID)
             .map(|cur| Cursor {

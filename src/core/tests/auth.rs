@@ -165,7 +165,7 @@ fn a_public_only_subscriber_keeps_no_grant() {
     );
     t.drain(None);
     assert!(t.core.is_streaming(c));
-    assert!(t.core.connections.by_key(c.key).unwrap().grant.is_none());
+    assert!(t.core.connections.by_key(c.key).unwrap().grant().is_none());
     let private = t.connect();
     let tok = token(wall0().timestamp() + 60, &["a"]);
     t.core
@@ -176,7 +176,7 @@ fn a_public_only_subscriber_keeps_no_grant() {
             .connections
             .by_key(private.key)
             .unwrap()
-            .grant
+            .grant()
             .is_some()
     );
 }

@@ -292,11 +292,11 @@ fn the_invariant_check_reports_a_cursor_past_the_end() {
     let a = t.connect();
     t.core.handle_read(a, GET, t.now);
     t.drain(None);
-    let cursor = &mut t.core.connections.by_key_mut(a.key).unwrap().cursors[0];
+    let cursor = &mut t.core.connections.by_key_mut(a.key).unwrap().cursors_mut()[0];
     cursor.next += 5;
     let err = t.core.check_invariants().unwrap_err();
     assert!(err.contains("outside"), "{err}");
-    t.core.connections.by_key_mut(a.key).unwrap().cursors[0].next -= 5;
+    t.core.connections.by_key_mut(a.key).unwrap().cursors_mut()[0].next -= 5;
     assert_eq!(t.core.check_invariants(), Ok(()));
 }
 

@@ -382,10 +382,10 @@ fn the_next_page_of_a_range_waits_for_the_client_to_write_the_last() {
             continue;
         }
         // The invariant check reports a parked page whose client is not held.
-        t.core.client_mut(s).unwrap().held = false;
+        t.core.client_mut(s).unwrap().release();
         let err = t.core.check_invariants().unwrap_err();
         assert!(err.contains("parked range page"), "{err}");
-        t.core.client_mut(s).unwrap().held = true;
+        t.core.client_mut(s).unwrap().hold();
         // Part of the page written: still parked.
         t.core.handle_writable(s);
         assert_eq!(t.core.poll_output(), Some(Output::Write(s)));
