@@ -172,11 +172,6 @@ impl Exchange {
         self.phase = Phase::Closing(reason);
     }
 
-    /// Answers of publishes were queued at `now` (the phase stays).
-    pub fn answers_queued(&mut self, now: Instant) {
-        self.answer_since = now;
-    }
-
     /// The connection became an event stream.
     pub fn stream(&mut self) {
         self.phase = Phase::Streaming;

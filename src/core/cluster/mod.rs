@@ -417,7 +417,6 @@ impl Core {
             return;
         }
         c.queue_after_pending(out);
-        c.http.answers_queued(now);
         if close {
             c.http.publishes_mut().clear();
             c.http.close_after_sent(CloseReason::Normal, now);

@@ -228,6 +228,31 @@ fn a_client_that_ends_its_side_still_gets_its_pipelined_answers() {
     assert!(t.closed(p));
 }
 
+/// A client that ends its side in the middle of a pipelined body still gets the answer of
+/// the publish before it; the half-sent body can never complete, so the body timeout closes
+/// the connection (not the answer's end: the body phase is not a finished exchange).
+#[test]
+fn a_half_sent_body_after_an_answered_publish_waits_for_the_body_timeout() {
+    let mut t = up();
+    let p = t.connect();
+    let wire = format!(
+        "{}POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nabc",
+        publish_request("a")
+    );
+    t.core.handle_read(p, wire.as_bytes(), t.now);
+    t.core.handle_read_closed(p);
+    t.drain(None);
+    let tokens = publish_tokens(&mut t);
+    assert_eq!(tokens.len(), 1);
+    published(&mut t, tokens[0], 1);
+    assert_eq!(answers(&t, p), ["200 ep-1"]);
+    assert!(!t.closed(p), "the body may not be over yet");
+    t.advance(t.core.config().head_timeout + Duration::from_secs(1));
+    t.drain(None);
+    assert!(t.closed(p));
+    assert!(t.text(p).contains("408 "), "{}", t.text(p));
+}
+
 /// Under `--allow-origin`, each pipelined publish is answered with the CORS lines of its own
 /// request, even when a later request on the connection came from another origin.
 #[test]
