@@ -120,3 +120,30 @@ fn the_fanout_metrics_follow_the_clients_woken() {
     assert_eq!(t.core.metrics().last_fanout_clients, 2);
     assert_eq!(t.core.metrics().last_fanout, Some(Duration::from_millis(5)));
 }
+
+/// A fan-out is done only once the last woken stream is written, not at the first write
+/// (kills `OutputQueues::streams_done` → `true`).
+#[test]
+fn a_fanout_ends_with_its_last_write() {
+    let mut t = T::new(cfg());
+    let (a, b) = (t.connect(), t.connect());
+    for c in [a, b] {
+        t.core.handle_read(c, GET, t.now);
+    }
+    t.drain(None);
+    let start = t.now;
+    t.core.publish("", None, None, "to both", t.now).unwrap();
+    let Some(Output::Write(first)) = t.core.poll_output() else {
+        panic!("a write is due");
+    };
+    let n = offer(&t.core, first, |iov| {
+        iov.iter().map(|s| s.len()).sum::<usize>()
+    });
+    t.now += Duration::from_millis(1);
+    t.core.handle_written(first, n, t.now);
+    assert_eq!(t.core.metrics().last_fanout, None, "one of two written");
+    t.now += Duration::from_millis(3);
+    t.drain(None);
+    assert_eq!(t.core.metrics().last_fanout, Some(t.now - start));
+    assert_eq!(t.core.metrics().last_fanout_clients, 2);
+}
