@@ -83,11 +83,6 @@ impl RequestStream {
         }
     }
 
-    /// The body limit this stream was made with.
-    pub fn max_body(&self) -> usize {
-        self.max_body
-    }
-
     /// Bytes of a head buffered so far (0 between requests and while a body is read).
     pub fn buffered_head(&self) -> usize {
         match &self.state {

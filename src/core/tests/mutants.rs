@@ -374,6 +374,28 @@ fn the_head_timeout_answers_408_only_to_a_begun_or_first_request() {
     }
 }
 
+/// A kept-alive connection that began its next request head and stalled is answered 408,
+/// like a first request; only one idle between requests closes without a word (kills
+/// `RequestStream::buffered_head` → `0`).
+#[test]
+fn a_stalled_second_head_on_a_kept_alive_connection_is_answered_408() {
+    let mut t = T::new(cfg());
+    let head_timeout = t.core.config().head_timeout;
+    let kept = t.connect();
+    t.core.handle_read(
+        kept,
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /hea",
+        t.now,
+    );
+    t.drain(None);
+    let answered = t.text(kept).len();
+    t.advance(head_timeout + Duration::from_secs(1));
+    t.drain(None);
+    let text = t.text(kept);
+    assert!(text[answered..].starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(t.closed(kept));
+}
+
 /// A keep-alive comment is counted once per comment sent (kills `+=` → `*=` on the counter).
 #[test]
 fn keepalives_are_counted() {
