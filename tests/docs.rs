@@ -3,8 +3,8 @@
 //! - the layout in `docs/design.md` lists exactly the `.rs` files under `src/`;
 //! - `README.md` stays a user's document of bounded length;
 //! - no file under `src`, `tests`, `benches` or `docs`, nor `README.md`, reads like a work
-//!   diary (references to numbered issues or findings, or to work sessions): comments and
-//!   documents say what the code does and guards against, not when or why it was written.
+//!   diary (references to numbered tracker items or to earlier stretches of work): comments
+//!   and documents say what the code does and guards against, not when or why it was written.
 //!
 //! Plain std: no extra dependencies.
 
@@ -107,7 +107,7 @@ fn the_readme_stays_short() {
 /// The diary phrases found in `text` (already lowercase), each with its line number.
 fn diary_phrases(text: &str) -> Vec<(usize, String)> {
     // Built from pieces, so that this file does not match itself.
-    let s = "session";
+    let s = ["ses", "sion"].concat();
     let phrases = [
         format!("this {s}"),
         format!("last {s}"),
@@ -115,7 +115,7 @@ fn diary_phrases(text: &str) -> Vec<(usize, String)> {
         format!("{s}s before"),
         format!("{s}s back"),
     ];
-    let numbered = ["issue", "finding"].map(|w| format!("{w} "));
+    let numbered = [["iss", "ue "], ["find", "ing "]].map(|w| w.concat());
     let mut hits = Vec::new();
     for (n, line) in text.lines().enumerate() {
         for phrase in &phrases {
@@ -170,9 +170,11 @@ fn no_file_reads_like_a_diary() {
 #[test]
 fn the_diary_check_finds_what_it_looks_for() {
     let sample = format!(
-        "fine\nas {} 12 showed\n{} 3: a bug\nthe {} 7x\n{} session\nissue tracker\n\
-         t{} 5\ntwo {}s back\n",
-        "Issue", "Finding", "issue", "Last", "issue", "session"
+        "fine\nas {i} 12 showed\n{f} 3: a bug\nthe {i} 7x\nlast {s}\n{i} tracker\n\
+         t{i} 5\ntwo {s}s back\n",
+        i = ["Iss", "ue"].concat(),
+        f = ["Find", "ing"].concat(),
+        s = ["ses", "sion"].concat(),
     )
     .to_lowercase();
     let hits = diary_phrases(&sample);
