@@ -18,8 +18,9 @@
 //! event's number too, though no frame carried it: the numbering is one sequence), and
 //! `<boot>-0`, the id a `restart` reset carries, the start of the run; a number it has not
 //! given yet is unknown; an id of another run is an earlier run; anything else is unknown.
-//! Then each topic replays its retained events after that place, unless its slot lost one
-//! of them (`too-old`).
+//! Then each topic replays its retained events after that place, unless it may have lost
+//! one of them (`too-old`): evicted by its retention, or dropped by any recycling of the
+//! topic table before the topic was given its name (the table forgets names).
 //!
 //! What the model shares with the core, exactly (everything else is written here from the
 //! README, never taken from the core: no `core::event_log`, no id parsing or numbering, no
