@@ -119,6 +119,23 @@ fn expect_continue_then_answer_in_order() {
     );
 }
 
+/// A client that sent its body along with `Expect: 100-continue` is not told to continue:
+/// the answer comes alone (kills `more` → always false in the read step).
+#[test]
+fn a_body_sent_with_its_head_gets_no_interim_answer() {
+    let mut t = T::new(cfg());
+    let p = t.connect();
+    t.core.handle_read(
+        p,
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nh",
+        t.now,
+    );
+    t.core.handle_read(p, b"i", t.now);
+    t.drain(None);
+    let text = t.text(p);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+}
+
 /// With one idle topic left, `topic=x&topic=y` must not recycle it for both
 /// names (two cursors on one topic, every event twice, a subscriber counted forever).
 #[test]
