@@ -1,12 +1,14 @@
 //! `sse-server`: the command line around [`sse_server::driver::Driver`].
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for bad flags (a message on stderr), 1 when the
-//! server cannot start (the address is taken, …).
+//! server cannot start (the address is taken, …). A `--data-dir` log that is not ours,
+//! corrupt or unreadable is exit 2, like a bad flag.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use sse_server::bus::config::LogStore;
 use sse_server::config::{Cli, Config};
 use sse_server::driver::Driver;
 use sse_server::os::raise_nofile_limit;
@@ -22,6 +24,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A local log that cannot be used is the operator's to fix, like a bad flag: say which
+    // file and why before anything is served.
+    if let Some(LogStore::Local(local)) = cfg.cluster.as_ref().map(|bus| &bus.store)
+        && let Err(e) = sse_server::bus::local::check(local)
+    {
+        eprintln!("sse-server: {e}");
+        return ExitCode::from(2);
+    }
     let (max_clients, interval) = (cfg.max_clients, cfg.interval);
     let driver = match Driver::new(cfg) {
         Ok(d) => d,
