@@ -26,11 +26,12 @@ fn main() -> ExitCode {
     };
     // A local log that cannot be used is the operator's to fix, like a bad flag: say which
     // file and why before anything is served.
-    if let Some(LogStore::Local(local)) = cfg.cluster.as_ref().map(|bus| &bus.store)
-        && let Err(e) = sse_server::bus::local::check(local)
-    {
-        eprintln!("sse-server: {e}");
-        return ExitCode::from(2);
+    if let Some(LogStore::Local(local)) = cfg.cluster.as_ref().map(|bus| &bus.store) {
+        sse_server::os::ignore_file_size_signal();
+        if let Err(e) = sse_server::bus::local::check(local) {
+            eprintln!("sse-server: {e}");
+            return ExitCode::from(2);
+        }
     }
     let (max_clients, interval) = (cfg.max_clients, cfg.interval);
     let driver = match Driver::new(cfg) {

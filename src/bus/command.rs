@@ -5,8 +5,8 @@
 use super::backoff::{Backoff, Random};
 use super::config::{BusConfig, RedisStore};
 use super::outbox::{Outbox, Seen};
-use super::redis::{self as wire, Entry};
 use super::range::{Scanned, page};
+use super::redis::{self as wire, Entry};
 use super::types::{BusReply, BusRequest, FetchRange, Publish, PublishFailure, RangeReply};
 use redis::{Connection, RedisResult, Value};
 use std::sync::mpsc::Receiver;

@@ -2,8 +2,8 @@
 //! decoding of stream entries and script answers.
 
 use super::config::{BusConfig, RedisStore};
-use super::types::{BusEvent, ClusterId};
 pub(super) use super::types::new_epoch;
+use super::types::{BusEvent, ClusterId};
 use redis::{Connection, RedisResult, Value};
 use std::time::Duration;
 

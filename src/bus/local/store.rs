@@ -578,7 +578,9 @@ mod tests {
         store.append(&[publish("first")], 1000).unwrap();
         store.limit_pages(8);
         let big = "x".repeat(64 * 1024);
-        let err = store.append(&[publish("ok"), publish(&big)], 1000).unwrap_err();
+        let err = store
+            .append(&[publish("ok"), publish(&big)], 1000)
+            .unwrap_err();
         assert_eq!(err.kind, StoreErrorKind::Full, "{err}");
         store.limit_pages(1_000_000);
         let ids = store.append(&[publish("after")], 1000).unwrap();

@@ -161,7 +161,10 @@ impl LocalTail {
         }
         if let Some(last) = events.last() {
             let head_offset = head.max(last.offset);
-            self.outbox.send(BusReply::Events { events, head_offset });
+            self.outbox.send(BusReply::Events {
+                events,
+                head_offset,
+            });
         }
         Ok(full)
     }
