@@ -138,7 +138,7 @@ fn redis_threads(
 }
 
 /// A helper thread's body.
-type ThreadBody = Box<dyn FnOnce() + Send>;
+pub(super) type ThreadBody = Box<dyn FnOnce() + Send>;
 
 /// The immediate answer to a request the threads will never see.
 fn refusal(request: BusRequest, why: PublishFailure) -> BusReply {

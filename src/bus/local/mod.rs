@@ -33,6 +33,7 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use super::config::{BusConfig, LocalStore};
+use super::handle::ThreadBody;
 use super::outbox::Outbox;
 use super::types::{BusRequest, ClusterId, new_epoch};
 pub use store::{StoreError, StoreErrorKind};
@@ -54,7 +55,7 @@ pub(super) fn threads(
     requests: Receiver<BusRequest>,
     outbox: Outbox,
     stop: Arc<AtomicBool>,
-) -> Vec<(&'static str, Box<dyn FnOnce() + Send>)> {
+) -> Vec<(&'static str, ThreadBody)> {
     let tail = tail::LocalTail::new(config.clone(), local.clone(), start, outbox.clone(), stop);
     let commands = command::LocalCommands::new(config, local, outbox);
     vec![
