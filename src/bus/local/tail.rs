@@ -14,6 +14,58 @@ use super::super::types::{BusEvent, BusReply, ClusterId, new_epoch};
 use super::store::{Store, StoreError};
 use super::watch::Watch;
 
+/// What one read found after the cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Nothing,
+    Some,
+    /// A whole batch: more may be waiting, read again at once.
+    Full,
+}
+
+/// How long to wait before the next read. A commit writes the `-wal` file (the wake-up)
+/// before it becomes visible to readers (after its fsync, with `sync`): a read right after
+/// the wake-up can find nothing yet. So after a wake-up that found nothing, the tail reads
+/// again after 1, 2, 4 … 64 ms, then every 64 ms, for up to [`SETTLE_FOR`], before it waits
+/// for the next wake-up alone.
+#[derive(Debug, Default)]
+struct Settle {
+    /// When the last wake-up came, while its commit has not been read yet.
+    woken_at: Option<Instant>,
+    delay: Duration,
+}
+
+/// How long after a wake-up the tail keeps looking for the commit behind it.
+const SETTLE_FOR: Duration = Duration::from_secs(1);
+const SETTLE_MAX_DELAY: Duration = Duration::from_millis(64);
+
+impl Settle {
+    fn woken(&mut self) {
+        if self.woken_at.is_none() {
+            self.woken_at = Some(Instant::now());
+            self.delay = Duration::from_millis(1);
+        }
+    }
+
+    /// The wait after a read that found `read`, at most `block`.
+    fn after(&mut self, read: Read, block: Duration) -> Duration {
+        if read != Read::Nothing {
+            self.woken_at = None;
+        }
+        match self.woken_at {
+            Some(at) if at.elapsed() < SETTLE_FOR => {
+                let delay = self.delay;
+                self.delay = (self.delay * 2).min(SETTLE_MAX_DELAY);
+                delay.min(block)
+            }
+            _ => {
+                self.woken_at = None;
+                block
+            }
+        }
+    }
+}
+
 pub(super) struct LocalTail {
     config: BusConfig,
     local: LocalStore,
@@ -80,14 +132,18 @@ impl LocalTail {
     /// is another one (then `Ok`, and the caller opens it and greets again).
     fn follow(&mut self, store: &mut Store, watch: &mut Watch) -> Result<(), StoreError> {
         self.greet(store)?;
+        let mut settle = Settle::default();
         loop {
             if self.stopping() || self.outbox.closed() {
                 return Ok(());
             }
             watch.clear();
-            let more = self.read_batch(store)?;
-            if !more {
-                watch.wait(self.config.block);
+            let read = self.read_batch(store)?;
+            if read != Read::Full {
+                let timeout = settle.after(read, self.config.block);
+                if watch.wait(timeout) {
+                    settle.woken();
+                }
             }
             if !store.is_current_file() {
                 log::warn!(
@@ -143,12 +199,15 @@ impl LocalTail {
         Ok(())
     }
 
-    /// Reads the next batch after the cursor and hands its events over. Returns whether a
-    /// whole batch was read (more may be waiting).
-    fn read_batch(&mut self, store: &mut Store) -> Result<bool, StoreError> {
+    /// Reads the next batch after the cursor and hands its events over.
+    fn read_batch(&mut self, store: &mut Store) -> Result<Read, StoreError> {
         let cursor = self.cursor.unwrap_or(0);
         let (scanned, head) = store.read_after(cursor, None, self.config.batch)?;
-        let full = scanned.len() >= self.config.batch;
+        let read = match scanned.len() {
+            0 => Read::Nothing,
+            n if n >= self.config.batch => Read::Full,
+            _ => Read::Some,
+        };
         let mut events: Vec<BusEvent> = Vec::with_capacity(scanned.len());
         for entry in scanned {
             match entry {
@@ -166,7 +225,7 @@ impl LocalTail {
                 head_offset,
             });
         }
-        Ok(full)
+        Ok(read)
     }
 
     /// Reports the outage once, then sleeps the backoff delay (waking for shutdown).
@@ -184,5 +243,38 @@ impl LocalTail {
             }
             std::thread::sleep(left.min(Duration::from_millis(50)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_wake_up_that_found_nothing_reads_again_soon_then_gives_up() {
+        let block = Duration::from_secs(1);
+        let mut settle = Settle::default();
+        assert_eq!(
+            settle.after(Read::Nothing, block),
+            block,
+            "no wake-up: wait"
+        );
+        settle.woken();
+        let delays: Vec<u128> = (0..9)
+            .map(|_| settle.after(Read::Nothing, block).as_millis())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        settle.woken();
+        assert_eq!(
+            settle.after(Read::Nothing, block).as_millis(),
+            64,
+            "a second wake-up does not restart the schedule"
+        );
+        assert_eq!(settle.after(Read::Some, block), block, "found it: wait");
+        settle.woken();
+        assert_eq!(settle.after(Read::Nothing, block).as_millis(), 1);
+        settle.woken_at = Some(Instant::now() - SETTLE_FOR);
+        assert_eq!(settle.after(Read::Nothing, block), block, "gave up");
+        assert_eq!(settle.after(Read::Nothing, block), block);
     }
 }
