@@ -708,3 +708,74 @@ fn pipelined_publishes_are_answered_with_their_own_origin() {
         "{text}"
     );
 }
+
+/// An entry written into the stream by anyone but a node's publish (another deployment on
+/// the prefix, `redis-cli`, a buggy writer) with fields that would forge SSE lines (an event
+/// name or id with LF, a lone CR) reaches no subscriber: each is refused, counted and
+/// logged, and the events around it arrive as usual.
+#[test]
+fn entries_with_forged_fields_written_into_redis_reach_no_subscriber() {
+    let Some(redis) = RedisServer::start("forged_entries", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events", &[]);
+    let mut sb = Stream::open(b.addr, "/events", &[]);
+    let first = publish_ok(a.addr, "", "first");
+    let epoch = first
+        .rsplit_once('-')
+        .map(|(e, _)| e.to_owned())
+        .expect("id");
+    let forged = [
+        ("v", "evil\ndata: INJECTED-VIA-EVENT\nid: forged-1"),
+        ("i", "c1\nevent: pwn\ndata: INJECTED-VIA-ID"),
+        ("v", "lone\rcr"),
+    ];
+    for (i, (field, value)) in forged.iter().enumerate() {
+        let offset = (i + 2).to_string();
+        // Entry and counter together, as a writer running its own copy of the publish
+        // script would (apart, a node could see the counter behind the stream).
+        redis.cmd(&[
+            "EVAL",
+            "redis.call('XADD', KEYS[1], ARGV[1] .. '-0', 'e', ARGV[2], 't', '', ARGV[3], \
+             ARGV[4], 'd', 'payload') redis.call('HSET', KEYS[2], 'o', ARGV[1])",
+            "2",
+            "{sse}:log",
+            "{sse}:meta",
+            &offset,
+            &epoch,
+            field,
+            value,
+        ]);
+    }
+    let last = publish_ok(b.addr, "", "last");
+    assert_eq!(offset(&last), 5, "the forged entries took offsets 2..=4");
+    for (s, server) in [(&mut sa, &a), (&mut sb, &b)] {
+        s.wait_events(2, LIMIT);
+        std::thread::sleep(Duration::from_millis(200));
+        s.fill_nonblocking();
+        assert_eq!(
+            received(s),
+            [
+                (first.clone(), "first".into()),
+                (last.clone(), "last".into())
+            ]
+        );
+        assert!(
+            s.events.iter().all(|e| e.event_type == "message"),
+            "no forged event type"
+        );
+        assert_eq!(server.metric("sse_bus_entries_refused_total"), 3.0);
+    }
+    // A resume read from Redis skips them too.
+    let mut r = Stream::open(a.addr, "/events", &[&format!("Last-Event-ID: {epoch}-0")]);
+    r.wait_events(2, LIMIT);
+    std::thread::sleep(Duration::from_millis(200));
+    r.fill_nonblocking();
+    assert_eq!(
+        received(&r),
+        [(first.clone(), "first".into()), (last, "last".into())]
+    );
+}

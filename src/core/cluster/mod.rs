@@ -32,6 +32,7 @@ use super::connection::{begin_reading, read_next};
 use super::error::RequestError;
 use super::exchange::PublishSlot;
 use super::metrics::CloseReason;
+use super::publish::{check_fields, valid_topic_name};
 use super::timers::TimerKind;
 use crate::bus::types::{
     BusEvent, BusReply, BusRequest, ClusterId, Delivery, Publish, PublishFailure, classify,
@@ -139,6 +140,9 @@ pub struct ClusterStats {
     pub events_received: u64,
     pub duplicates_dropped: u64,
     pub gaps: u64,
+    /// Entries of the shared log refused because no publish request could have made them
+    /// (an invalid topic, event name or id): each one a hole, logged.
+    pub entries_refused: u64,
     pub publishes_accepted: u64,
     pub publishes_failed: u64,
     /// Sum of the time from handing a publish to the bus to its answer.
@@ -505,6 +509,14 @@ impl Core {
         };
         cl.last_offset = event.offset;
         cl.head_offset = cl.head_offset.max(event.offset);
+        if let Err(why) = admissible(&event) {
+            cl.stats.entries_refused += 1;
+            log::warn!(
+                "shared log entry {} refused ({why:?}): not written by a publish; skipped",
+                event.offset
+            );
+            return;
+        }
         let gseq = cl.gseq_base + event.offset;
         self.log.claim_gseq(gseq);
         let Some(t) = self.log.topic_for(&event.topic) else {
@@ -592,6 +604,16 @@ impl Core {
 const TOO_OLD: &str = "{\"reason\":\"too-old\"}";
 const RESTART: &str = "{\"reason\":\"restart\"}";
 const UNKNOWN_ID: &str = "{\"reason\":\"unknown-id\"}";
+
+/// Whether an entry of the shared log may be sent: whoever wrote it (another deployment
+/// sharing the prefix, an operator, a buggy writer), it must be what a publish request could
+/// have made, or its fields would forge others (`event: x\ndata: …`, an id with a CR).
+pub(super) fn admissible(e: &BusEvent) -> Result<(), RequestError> {
+    if !valid_topic_name(&e.topic) {
+        return Err(RequestError::InvalidTopic);
+    }
+    check_fields(e.event.as_deref(), e.custom_id.as_deref())
+}
 
 /// The SSE frame of an event of the shared log (its id is the cluster id, or the
 /// publisher's own).

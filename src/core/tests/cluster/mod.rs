@@ -175,6 +175,69 @@ fn redelivered_offsets_are_dropped_and_a_gap_resets_every_stream() {
     assert_eq!((stats.duplicates_dropped, stats.gaps), (1, 1));
 }
 
+/// Entries written into the shared log by anyone but a publish (another deployment sharing
+/// the prefix, `redis-cli`, a buggy writer) cannot forge SSE fields: an event name, id or
+/// topic no publish request could carry is refused, counted and skipped, live and in ranges.
+#[test]
+fn log_entries_with_forged_fields_are_refused_counted_and_skipped() {
+    let mut t = up();
+    let s = t.stream("t", None);
+    let forged = |offset, name: Option<&str>, custom_id: Option<&str>| BusEvent {
+        event: name.map(Into::into),
+        custom_id: custom_id.map(Into::into),
+        ..event(offset, "t", "payload")
+    };
+    t.events_in(&[(1, "t", "a")]);
+    t.bus(BusReply::Events {
+        events: vec![
+            forged(
+                2,
+                Some("evil\ndata: INJECTED-VIA-EVENT\nid: forged-1"),
+                None,
+            ),
+            forged(3, None, Some("c1\nevent: pwn\ndata: INJECTED-VIA-ID")),
+            forged(4, Some("lone\rcr"), None),
+            forged(5, None, Some("nul\0id")),
+            BusEvent {
+                topic: "bad\0topic".into(),
+                ..event(6, "t", "x")
+            },
+            event(7, "t", "b"),
+        ],
+        head_offset: 7,
+    });
+    assert_eq!(t.datas(s), ["a", "b"], "no forged frame, no reset");
+    let text = t.text(s);
+    assert!(
+        !text.contains("INJECTED") && !text.contains("pwn"),
+        "{text}"
+    );
+    assert_eq!(t.core.cluster_stats().unwrap().entries_refused, 5);
+    assert_eq!(
+        t.core.cluster_stats().unwrap().gaps,
+        0,
+        "a refused entry is no gap"
+    );
+    // The same entries read in a range for a resume are refused there too: a node whose
+    // cache starts after offset 5 reads 1..=5 from the log.
+    let mut t = T::new(cluster_cfg());
+    t.connected(EPOCH, 5, 5);
+    let r = t.stream("t", Some("ep-0"));
+    let token = match t.bus_requests().pop() {
+        Some(BusRequest::FetchRange(f)) => f.token,
+        other => panic!("a range read: {other:?}"),
+    };
+    let range: Vec<BusEvent> = vec![
+        event(1, "t", "a"),
+        forged(2, Some("evil\ndata: INJECTED"), None),
+        event(3, "t", "b"),
+    ];
+    t.range(token, Some(1), range, 5, true);
+    assert_eq!(t.datas(r), ["a", "b"]);
+    assert!(!t.text(r).contains("INJECTED"));
+    assert_eq!(t.core.cluster_stats().unwrap().entries_refused, 1);
+}
+
 #[test]
 fn a_gap_keeps_the_frames_a_slow_client_was_owed_before_its_reset() {
     let mut t = up();
