@@ -59,7 +59,8 @@ pub(in crate::core) struct Cluster {
     positioned: bool,
     /// The newest offset applied to the local logs (0: none of this epoch).
     last_offset: u64,
-    /// The newest offset known to exist in the shared log.
+    /// The newest offset known to exist in the shared log: shown by the tail, or answered to
+    /// a publish on this node.
     head_offset: u64,
     /// The oldest offset Redis still held when the tail last greeted.
     first_retained: Option<u64>,
@@ -330,7 +331,12 @@ impl Core {
             return;
         };
         match &outcome {
-            Ok(_) => {
+            Ok(id) => {
+                // This node answered the id: it exists in the shared log, whatever the tail
+                // has shown so far (a resume from it waits for it, never `unknown-id`).
+                if cl.epoch.as_deref() == Some(id.epoch.as_str()) {
+                    cl.head_offset = cl.head_offset.max(id.offset);
+                }
                 cl.stats.publishes_accepted += 1;
                 cl.stats.publish_seconds_sum +=
                     now.saturating_duration_since(w.since).as_secs_f64();

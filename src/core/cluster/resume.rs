@@ -64,12 +64,12 @@ impl Core {
         let head = cl.head_offset.max(cl.last_offset);
         match resume(&id, epoch, cl.first_retained.unwrap_or(0), head) {
             // Ahead of the head this node knows of: maybe published a moment ago on another
-            // node; wait for the tail to say (bounded by its next replies).
-            crate::bus::Resume::Unknown if cl.connected => Start::Await {
+            // node, or while the tail is away; wait for the tail to say (two of its replies
+            // showing a head below it make it unknown).
+            crate::bus::Resume::Unknown => Start::Await {
                 gseq: cl.gseq_base + id.offset,
                 offset: id.offset,
             },
-            crate::bus::Resume::Unknown => Start::Here(Resume::Unknown),
             crate::bus::Resume::TooOld => Start::Here(Resume::TooOld),
             crate::bus::Resume::Restart if covers(cl.gseq_base) => Start::Here(Resume::EarlierRun),
             crate::bus::Resume::Restart => Start::Fetch {
