@@ -779,3 +779,58 @@ fn entries_with_forged_fields_written_into_redis_reach_no_subscriber() {
         [(first.clone(), "first".into()), (last, "last".into())]
     );
 }
+
+/// A node whose tail is cut off (its replies held back) while its command connection still
+/// reaches Redis: publishes are answered, and a client resuming on that node from an id it
+/// answered itself waits for the tail, then gets exactly what followed: no `unknown-id`,
+/// and no event it already had.
+#[test]
+fn a_resume_from_an_acknowledged_id_during_a_tail_outage_repeats_nothing() {
+    let Some(redis) = RedisServer::start("tail_outage_resume", Persistence::None) else {
+        return;
+    };
+    let proxy = Proxy::start(redis.socket());
+    let a = node(&proxy.url(), &[]);
+    wait_healthy(&a);
+    // A first publish opens the command connection before the tail is cut off.
+    let first = publish_ok(a.addr, "?topic=t", "e0");
+    let epoch = first
+        .rsplit_once('-')
+        .map(|(e, _)| e.to_owned())
+        .expect("id");
+    proxy.isolate_tail();
+    // Answered while the tail's replies are held (before its read times out)…
+    let ids: Vec<String> = (1..=50)
+        .map(|i| publish_ok(a.addr, "?topic=t", &format!("e{i}")))
+        .collect();
+    // …then the tail gives up on Redis, and the client resumes.
+    assert!(
+        eventually(LIMIT, || health(a.addr).0 == 503),
+        "the tail's outage shows on /health"
+    );
+    assert_eq!(offset(&ids[10]), 12);
+    let mut s = Stream::open(
+        a.addr,
+        "/events?topic=t",
+        &[&format!("Last-Event-ID: {}", ids[10])],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    s.fill_nonblocking();
+    assert!(
+        s.events.is_empty(),
+        "held, not unknown-id: {:?}",
+        received(&s)
+    );
+    proxy.heal();
+    s.wait_events(39, LIMIT);
+    std::thread::sleep(Duration::from_millis(300));
+    s.fill_nonblocking();
+    let expected: Vec<(String, String)> = ids[11..]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("e{}", i + 12)))
+        .collect();
+    assert_eq!(received(&s), expected, "exactly what followed, once");
+    assert!(s.events.iter().all(|e| e.event_type == "message"));
+    assert!(ids.iter().all(|id| id.starts_with(&epoch)));
+}
