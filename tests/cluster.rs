@@ -834,3 +834,97 @@ fn a_resume_from_an_acknowledged_id_during_a_tail_outage_repeats_nothing() {
     assert!(s.events.iter().all(|e| e.event_type == "message"));
     assert!(ids.iter().all(|id| id.starts_with(&epoch)));
 }
+
+/// Entries no node wrote, at the top of the stream, neither delete the log nor block it: a
+/// stray `XADD … *` (an id far above every offset) and an `XADD <o+1>-1` (just above the
+/// counter) are moved to `{prefix}:foreign` and counted; the epoch stays, the retained
+/// events stay, publishes go on being answered and no stream gets a reset.
+#[test]
+fn stray_entries_neither_delete_the_log_nor_block_publishing() {
+    let Some(redis) = RedisServer::start("stray_entries", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events", &[]);
+    let mut sb = Stream::open(b.addr, "/events", &[]);
+    let mut ids: Vec<String> = (0..20)
+        .map(|i| publish_ok(a.addr, "", &format!("e{i}")))
+        .collect();
+    let epoch = ids[0]
+        .rsplit_once('-')
+        .map(|(e, _)| e.to_owned())
+        .expect("id");
+    for s in [&mut sa, &mut sb] {
+        s.wait_events(20, LIMIT);
+    }
+    redis.cmd(&["XADD", "{sse}:log", "*", "note", "x"]);
+    // Give the tails time to meet it before anyone publishes.
+    std::thread::sleep(Duration::from_millis(500));
+    ids.push(publish_ok(b.addr, "", "after the stray entry"));
+    redis.cmd(&["XADD", "{sse}:log", "21-1", "note", "foreign"]);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..5 {
+        ids.push(publish_ok(
+            a.addr,
+            "",
+            &format!("after the foreign entry {i}"),
+        ));
+    }
+    assert!(
+        ids.iter().all(|id| id.starts_with(&format!("{epoch}-"))),
+        "{ids:?}"
+    );
+    assert_eq!(
+        ids.iter().map(|id| offset(id)).collect::<Vec<_>>(),
+        (1..=26).collect::<Vec<_>>(),
+        "offsets without holes"
+    );
+    for (s, server) in [(&mut sa, &a), (&mut sb, &b)] {
+        s.wait_events(26, LIMIT);
+        std::thread::sleep(Duration::from_millis(200));
+        s.fill_nonblocking();
+        let got: Vec<String> = s.events.iter().map(|e| e.last_event_id.clone()).collect();
+        assert_eq!(got, ids, "no reset, nothing lost");
+        assert_eq!(health(server.addr).0, 200);
+    }
+    let counted =
+        a.metric("sse_bus_foreign_entries_total") + b.metric("sse_bus_foreign_entries_total");
+    assert_eq!(counted, 2.0, "each counted once, by the node that moved it");
+    let ::redis::Value::Int(len) = redis.cmd(&["XLEN", "{sse}:log"]) else {
+        panic!("XLEN")
+    };
+    assert_eq!(
+        len, 26,
+        "every retained event is still there, the stray ones moved"
+    );
+    let ::redis::Value::Int(moved) = redis.cmd(&["XLEN", "{sse}:foreign"]) else {
+        panic!("XLEN")
+    };
+    assert_eq!(moved, 2, "both stray entries kept for the operator");
+}
+
+/// A log that refuses every publish for a reason that does not pass by itself (here Redis
+/// out of memory) turns `/health` to `503 publish refused` after three refusals in a row,
+/// and back to `200 ok` with the next publish it takes.
+#[test]
+fn health_reports_a_log_that_refuses_every_publish() {
+    let Some(redis) = RedisServer::start("refusing_log", Persistence::None) else {
+        return;
+    };
+    let a = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    publish_ok(a.addr, "", "first");
+    redis.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    for _ in 0..3 {
+        let (status, body) = publish(a.addr, "", "refused");
+        assert_eq!(status, 503, "{body}");
+    }
+    let (status, body) = health(a.addr);
+    assert_eq!((status, body.as_str()), (503, "publish refused\n"));
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    publish_ok(a.addr, "", "taken again");
+    assert_eq!(health(a.addr), (200, "ok\n".to_owned()));
+}

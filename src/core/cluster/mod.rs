@@ -80,12 +80,24 @@ pub(in crate::core) struct Cluster {
     awaiting: Vec<Awaiting>,
     requests: VecDeque<BusRequest>,
     stats: ClusterStats,
+    /// Publishes the log refused in a row (`PublishFailure::Rejected`: an error that does not
+    /// pass by itself, such as out of memory or a read-only replica); reset by a success.
+    refused_in_a_row: u32,
 }
+
+/// Refusals in a row after which `/health` reports that publishing is broken.
+const REFUSALS_UNHEALTHY: u32 = 3;
 
 impl Cluster {
     /// The tail is connected to the shared log.
     pub(in crate::core) fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    /// The log has refused the last few publishes outright: publishing is broken until one
+    /// succeeds (`/health` says so, for a load balancer or an operator's alert).
+    pub(in crate::core) fn publishing_refused(&self) -> bool {
+        self.refused_in_a_row >= REFUSALS_UNHEALTHY
     }
 
     /// The epoch followed (`None` until the bus first connected).
@@ -144,6 +156,9 @@ pub struct ClusterStats {
     /// Entries of the shared log refused because no publish request could have made them
     /// (an invalid topic, event name or id): each one a hole, logged.
     pub entries_refused: u64,
+    /// Entries no node wrote (another id shape, or above the counter), skipped or moved
+    /// out of the log's way by the bus.
+    pub foreign_entries: u64,
     pub publishes_accepted: u64,
     pub publishes_failed: u64,
     /// Sum of the time from handing a publish to the bus to its answer.
@@ -212,6 +227,11 @@ impl Core {
                     cl.head_offset = cl.head_offset.max(head_offset);
                 }
                 self.release_awaiting(Some(head_offset));
+            }
+            BusReply::Foreign { entries } => {
+                if let Some(cl) = self.cluster.as_mut() {
+                    cl.stats.foreign_entries += entries;
+                }
             }
             BusReply::Published { token, id } => self.on_published(token, Ok(id), now),
             BusReply::PublishFailed { token, reason } => self.on_published(token, Err(reason), now),
@@ -337,12 +357,16 @@ impl Core {
                 if cl.epoch.as_deref() == Some(id.epoch.as_str()) {
                     cl.head_offset = cl.head_offset.max(id.offset);
                 }
+                cl.refused_in_a_row = 0;
                 cl.stats.publishes_accepted += 1;
                 cl.stats.publish_seconds_sum +=
                     now.saturating_duration_since(w.since).as_secs_f64();
                 self.metrics.events_published += 1;
             }
             Err(why) => {
+                if matches!(why, PublishFailure::Rejected(_)) {
+                    cl.refused_in_a_row = cl.refused_in_a_row.saturating_add(1);
+                }
                 cl.stats.publishes_failed += 1;
                 log::info!("publish not taken by the bus: {why}");
             }

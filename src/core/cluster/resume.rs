@@ -371,7 +371,7 @@ impl Core {
         };
         let s = &cl.stats;
         let lag = cl.head_offset.saturating_sub(cl.last_offset);
-        let rows: [(&str, &str, &str, String); 13] = [
+        let rows: [(&str, &str, &str, String); 14] = [
             (
                 "sse_bus_connected",
                 "gauge",
@@ -413,6 +413,12 @@ impl Core {
                 "counter",
                 "shared log entries no publish could have written (invalid fields), skipped",
                 s.entries_refused.to_string(),
+            ),
+            (
+                "sse_bus_foreign_entries_total",
+                "counter",
+                "shared log entries no node wrote, skipped or moved to {prefix}:foreign",
+                s.foreign_entries.to_string(),
             ),
             (
                 "sse_bus_lag_events",

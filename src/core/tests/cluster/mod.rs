@@ -135,6 +135,48 @@ fn health_reports_a_node_whose_bus_is_down() {
     assert!(!T::new(cfg()).core.bus_down());
 }
 
+/// Three publishes refused outright in a row (a log out of memory, read-only…) turn
+/// `/health` to `503 publish refused`; an outage or a full queue does not count (those pass
+/// by themselves, and an outage has its own answer); the next publish taken heals it.
+#[test]
+fn health_reports_a_log_that_refuses_every_publish() {
+    let mut t = up();
+    let health = |t: &mut T| t.get_once("/health").1;
+    let outcome = |t: &mut T, reason: Option<PublishFailure>| {
+        let _ = t.core.publish("t", None, None, "x", t.now);
+        let token = match t.next_log_request() {
+            Some(BusRequest::Publish(p)) => p.token,
+            other => panic!("a publish: {other:?}"),
+        };
+        t.bus(match reason {
+            Some(reason) => BusReply::PublishFailed { token, reason },
+            None => BusReply::Published {
+                token,
+                id: ClusterId {
+                    epoch: EPOCH.into(),
+                    offset: 1,
+                },
+            },
+        });
+    };
+    let rejected = || Some(PublishFailure::Rejected("OOM".into()));
+    outcome(&mut t, rejected());
+    outcome(&mut t, rejected());
+    outcome(&mut t, Some(PublishFailure::Overloaded));
+    assert!(
+        health(&mut t).ends_with("ok\n"),
+        "two refusals are not yet broken"
+    );
+    outcome(&mut t, rejected());
+    let answer = health(&mut t);
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.ends_with("publish refused\n"),
+        "{answer}"
+    );
+    outcome(&mut t, None);
+    assert!(health(&mut t).ends_with("ok\n"));
+}
+
 /// Requests for the shared log leave through `poll_output` with everything else, so the
 /// driver cannot sleep while one waits.
 #[test]
