@@ -605,3 +605,109 @@ fn headers_go_with_every_stream() {
     assert_all_delivered(&out, 10, 1);
     server.join().unwrap();
 }
+
+/// Two `sse-server --reuse-port --interval 200ms` processes on one port (embedded mode: each
+/// process ticks on its own), the second one returned apart so that it can be stopped.
+fn two_behind_one_port() -> (Server, Server) {
+    let args = ["--reuse-port", "--interval", "200ms"];
+    let a = Server::start(&args);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+        .args(["--listen", &a.addr.to_string()])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the second sse-server");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let b = Server {
+        child,
+        addr: a.addr,
+    };
+    assert!(
+        line.contains(&a.addr.to_string()),
+        "shares the port: {line:?}"
+    );
+    (a, b)
+}
+
+/// sse-load's output, killing it if it runs past `limit`.
+fn bounded(mut load: std::process::Child, limit: Duration) -> Output {
+    let deadline = std::time::Instant::now() + limit;
+    while load.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = load.kill();
+    load.wait_with_output().unwrap()
+}
+
+#[test]
+fn ticks_behind_one_port_are_each_servers_own() {
+    let (a, _b) = two_behind_one_port();
+    let url = a.url("/events");
+    let args = [
+        "--url",
+        &url,
+        "--clients",
+        "200",
+        "--duration",
+        "3s",
+        "--json",
+    ];
+    let json = json_of(&bounded(spawn_load(&args), Duration::from_secs(60)), 0);
+    // Each client got its own server's ticks; the old rule owed it both servers' (50%).
+    assert_eq!(field(&json, "all_delivered"), "true", "{json}");
+    assert_eq!(field(&json, "tick_sources"), "2", "{json}");
+    assert_eq!(field(&json, "ticks_missed"), "0", "{json}");
+    let delivered: u64 = field(&json, "ticks_delivered").parse().unwrap();
+    assert_eq!(field(&json, "ticks_expected"), delivered.to_string());
+    assert!(delivered >= 200 * 10, "3 s of 200 ms ticks each: {json}");
+    assert_eq!(
+        field(&json, "tick_interval_ms")
+            .parse::<f64>()
+            .unwrap()
+            .round(),
+        200.0
+    );
+}
+
+#[test]
+fn a_stalled_server_s_clients_miss_their_ticks() {
+    let (a, b) = two_behind_one_port();
+    let (base_a, base_b) = (a.fd_count(), b.fd_count());
+    let url = a.url("/events");
+    let args = [
+        "--url",
+        &url,
+        "--clients",
+        "200",
+        "--duration",
+        "6s",
+        "--json",
+    ];
+    let load = spawn_load(&[&args[..], &["--tick-interval", "200ms"]].concat());
+    let streams = || (a.fd_count() + b.fd_count()).saturating_sub(base_a + base_b);
+    assert!(util::eventually(Duration::from_secs(30), || streams() >= 200));
+    let on_b = b.fd_count().saturating_sub(base_b) as u64;
+    // The window opens once every stream is open; stop B inside it for 7.5 intervals.
+    thread::sleep(Duration::from_secs(1));
+    let kill = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &b.pid().to_string()])
+            .status()
+    };
+    kill("-STOP").unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    kill("-CONT").unwrap();
+    let json = json_of(&bounded(load, Duration::from_secs(60)), 3);
+    assert_eq!(field(&json, "all_delivered"), "false", "{json}");
+    assert_eq!(field(&json, "disconnected"), "0", "{json}");
+    let missed: u64 = field(&json, "ticks_missed").parse().unwrap();
+    assert!(missed >= 3 * on_b && on_b > 0, "B's {on_b} clients: {json}");
+    let delivered: u64 = field(&json, "ticks_delivered").parse().unwrap();
+    assert_eq!(
+        field(&json, "ticks_expected"),
+        (delivered + missed).to_string()
+    );
+}

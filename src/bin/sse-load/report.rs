@@ -311,11 +311,11 @@ impl Report {
                 } else {
                     "inferred"
                 };
-                format!(", every {:.1} ms ({how})", ms(every))
+                format!(", one every {:.1} ms ({how})", ms(every))
             });
             let _ = writeln!(
                 o,
-                "  ticks            {} of {} per connection, {} missed ({} tick source{}{every})",
+                "  ticks            {} of {} per connection, {} missed: {} tick source{}{every}",
                 t.delivered,
                 t.delivered + t.missed,
                 t.missed,
