@@ -214,17 +214,19 @@ pub struct TickCheck {
 /// Ticks missing from `gap` ns between two ticks of one stream, at `interval`: none up to
 /// two intervals, else the ticks that fit between (at least one).
 pub fn missed_between(gap: u64, interval: u64) -> u64 {
-    if interval == 0 || gap <= 2 * interval {
+    if interval == 0 || gap <= interval.saturating_mul(2) {
         0
     } else {
-        ((gap + interval / 2) / interval).saturating_sub(1).max(1)
+        (gap.saturating_add(interval / 2) / interval)
+            .saturating_sub(1)
+            .max(1)
     }
 }
 
 /// Ticks missing from a stretch of `gap` ns with a tick at one end at most (from a start, to
 /// an end): none up to two intervals, else the intervals that fit.
 pub fn missed_in_stretch(gap: u64, interval: u64) -> u64 {
-    if interval == 0 || gap <= 2 * interval {
+    if interval == 0 || gap <= interval.saturating_mul(2) {
         0
     } else {
         gap / interval
@@ -355,7 +357,10 @@ fn check_group(
             (Some(a), Some(b)) => {
                 let ((s, pa), (_, pb)) = (place[a], place[b]);
                 skip(s, pa + 1, pb, n);
-                (pb.saturating_sub(pa + 1), gap_rule(t - f, true))
+                (
+                    pb.saturating_sub(pa + 1),
+                    gap_rule(t.saturating_sub(f), true),
+                )
             }
             (None, Some(b)) if f == FROM_WINDOW => {
                 let (s, pb) = place[b];
@@ -386,10 +391,14 @@ fn check_group(
         if let Some(b) = at(t) {
             received[b] += n;
         }
-        out.missed += n * (chain as u64).max(gap);
+        out.missed = out
+            .missed
+            .saturating_add(n.saturating_mul((chain as u64).max(gap)));
     }
     for (low, n) in stretches.buckets() {
-        out.missed += n * gap_rule(low, false);
+        out.missed = out
+            .missed
+            .saturating_add(n.saturating_mul(gap_rule(low, false)));
     }
     out.ticks += ticks.len() as u64;
     out.delivered += received.iter().sum::<u64>();

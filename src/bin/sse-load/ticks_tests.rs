@@ -238,6 +238,8 @@ fn the_gap_rules() {
     assert_eq!(missed_in_stretch(2 * I + 1, I), 2);
     assert_eq!(missed_in_stretch(5 * I + I / 2, I), 5);
     assert_eq!(missed_between(5, 0), 0);
+    assert_eq!(missed_between(u64::MAX, u64::MAX), 0);
+    assert_eq!(missed_in_stretch(u64::MAX, 1), u64::MAX);
 }
 
 #[test]
