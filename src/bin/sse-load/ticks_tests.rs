@@ -92,6 +92,23 @@ fn a_tick_other_clients_of_its_server_got_is_missed() {
 }
 
 #[test]
+fn two_servers_with_one_equal_tick_text_are_checked_by_time_only() {
+    let mut t = Tally::new(1, false, None);
+    t.open(S);
+    // In phase to the microsecond; their third ticks have the same text.
+    let a = ticks(50 * MS, 8);
+    let mut b: Vec<u64> = a.iter().map(|v| v + 3_000).collect();
+    b[2] = a[2];
+    let mut cs = [counted(); 4];
+    for (n, c) in cs.iter_mut().enumerate() {
+        feed(&mut t, c, if n < 2 { &a } else { &b });
+    }
+    let r = checked(&mut t, &cs, S + 1_600 * MS, None);
+    assert_eq!(r.sources, 1, "joined by the shared text");
+    assert_eq!((r.delivered, r.missed), (32, 0), "{r:?}");
+}
+
+#[test]
 fn duplicates_and_out_of_order_ticks_are_counted_once() {
     let mut t = Tally::new(1, false, None);
     t.open(S);
