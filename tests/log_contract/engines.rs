@@ -225,25 +225,56 @@ fn tuned(mut config: BusConfig, settings: Settings) -> BusConfig {
     config
 }
 
-/// The local engine: SQLite in WAL mode in a fresh temp directory, removed at the end.
+/// The local engine: SQLite in WAL mode in a fresh temp directory, removed at the end. A
+/// new log is made under the running nodes by deleting the database's companion files
+/// (`-wal`, `-shm`) and then the database.
 pub fn local(settings: Settings, test: &str) -> Option<Box<dyn Engine>> {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let name: String = test
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let dir = std::env::temp_dir().join(format!(
-        "sse-contract-{name}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    Some(Box::new(Local { dir, settings }))
+    Some(Box::new(Local::new(settings, test, Removal::DatabaseLast)))
+}
+
+/// The local engine whose log is deleted as `rm log.sqlite*` deletes it (the database
+/// first, then `-shm` and `-wal`), with a few milliseconds between the files, as a slower
+/// remover or a loaded machine spaces them.
+pub fn local_removed_apart(settings: Settings, test: &str) -> Option<Box<dyn Engine>> {
+    let removal = Removal::DatabaseFirst(Duration::from_millis(5));
+    Some(Box::new(Local::new(settings, test, removal)))
+}
+
+/// How [`Engine::replace_log`] deletes the local log's three files.
+#[derive(Clone, Copy, Debug)]
+enum Removal {
+    /// `-wal`, `-shm`, then the database: the tail, which watches the database file's
+    /// identity, reopens only once all three are gone.
+    DatabaseLast,
+    /// The database, `-shm`, `-wal`, this long apart.
+    DatabaseFirst(Duration),
 }
 
 struct Local {
     dir: PathBuf,
     settings: Settings,
+    removal: Removal,
+}
+
+impl Local {
+    fn new(settings: Settings, test: &str, removal: Removal) -> Local {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let dir = std::env::temp_dir().join(format!(
+            "sse-contract-{name}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Local {
+            dir,
+            settings,
+            removal,
+        }
+    }
 }
 
 impl Engine for Local {
@@ -254,10 +285,20 @@ impl Engine for Local {
 
     fn restart_store(&mut self) {}
 
-    /// Deletes the database and its two companion files, in the order `rm log.sqlite*`
-    /// does, while the nodes run.
+    /// Deletes the database and its two companion files, in the order [`Removal`] says,
+    /// while the nodes run.
     fn replace_log(&mut self) -> Result<(), String> {
-        for name in ["log.sqlite", "log.sqlite-shm", "log.sqlite-wal"] {
+        let (names, gap) = match self.removal {
+            Removal::DatabaseLast => (["log.sqlite-wal", "log.sqlite-shm", "log.sqlite"], None),
+            Removal::DatabaseFirst(gap) => (
+                ["log.sqlite", "log.sqlite-shm", "log.sqlite-wal"],
+                Some(gap),
+            ),
+        };
+        for (i, name) in names.into_iter().enumerate() {
+            if let (Some(gap), true) = (gap, i > 0) {
+                std::thread::sleep(gap);
+            }
             match std::fs::remove_file(self.dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -162,7 +162,12 @@ impl Peer {
                 Err(_) => std::thread::sleep(Duration::from_millis(30)),
             }
         }
-        panic!("the publish of {data:?} was never accepted");
+        let last = self
+            .published
+            .values()
+            .flatten()
+            .find_map(|r| r.clone().err());
+        panic!("the publish of {data:?} was never accepted (a refusal: {last:?})");
     }
 
     /// The accepted id of `token`'s publish (which must have been answered once, with an id).
