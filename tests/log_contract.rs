@@ -66,21 +66,21 @@ macro_rules! contract {
 }
 
 // The table: one line per contract, its settings, the engines it runs on.
-contract! { fresh_log_greets_at_zero, Settings::default(), memory, local, redis }
-contract! { one_order_without_holes, Settings::default(), memory, local, redis }
-contract! { publishes_answered_once_and_readable, Settings::default(), memory, local, redis }
-contract! { range_reads_walk_the_log, Settings::default(), memory, local, redis }
+contract! { fresh_log_greets_at_zero, Settings::DEFAULT, memory, local, redis }
+contract! { one_order_without_holes, Settings::DEFAULT, memory, local, redis }
+contract! { publishes_answered_once_and_readable, Settings::DEFAULT, memory, local, redis }
+contract! { range_reads_walk_the_log, Settings::DEFAULT, memory, local, redis }
 contract! { retention_keeps_the_newest, RETAINED, memory, local, redis }
 contract! { nodes_start_where_told, WARM, memory, local, redis }
-contract! { a_restart_keeps_the_log, Settings::default(), memory, local, redis }
+contract! { a_restart_keeps_the_log, Settings::DEFAULT, memory, local, redis }
 contract! {
-    a_new_log_is_a_new_epoch, Settings::default(), memory, local, redis,
+    a_new_log_is_a_new_epoch, Settings::DEFAULT, memory, local, redis,
     local_removed_apart [ignore = "local engine: a thread that reopened the log between the \
         database's removal and its -wal/-shm keeps a connection on the deleted companions; \
         every connection of the process then fails with `disk I/O error` until it restarts"],
 }
 contract! {
-    a_log_behind_the_node_is_a_new_epoch, Settings::default(), redis,
+    a_log_behind_the_node_is_a_new_epoch, Settings::DEFAULT, redis,
     local [ignore = "local engine: a position beyond the head is clamped to the head in the \
         same epoch, so the next publishes reuse ids past the head"],
 }
@@ -88,17 +88,16 @@ contract! {
 /// The retention contract's bound: a small `max_len`.
 const RETAINED: Settings = Settings {
     max_len: 10,
-    warm_events: 1024,
-    batch: 32,
+    ..Settings::DEFAULT
 };
 
 /// The start contract's warm-up: a few events.
 const WARM: Settings = Settings {
-    max_len: 100_000,
     warm_events: 5,
-    batch: 32,
+    ..Settings::DEFAULT
 };
 
+/// Runs `contract` on the engine `start` makes for `test`; nothing when it is skipped.
 fn run(start: Start, settings: Settings, test: &str, contract: fn(&mut dyn Engine)) {
     if let Some(mut engine) = start(settings, test) {
         contract(engine.as_mut());

@@ -28,14 +28,14 @@ pub struct Settings {
     pub batch: usize,
 }
 
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            max_len: 100_000,
-            warm_events: 1024,
-            batch: 32,
-        }
-    }
+impl Settings {
+    /// A log far longer than any contract writes, the bus's default warm-up, small batches
+    /// (so a tail and a range read take several).
+    pub const DEFAULT: Settings = Settings {
+        max_len: 100_000,
+        warm_events: 1024,
+        batch: 32,
+    };
 }
 
 /// One node's view of the log: what the core hands the bus and what it gets back.

@@ -71,7 +71,7 @@ fn walk(peer: &mut Peer, template: &FetchRange, epoch: &str, batch: usize) -> Ve
 /// oldest offset kept. At the head a read is complete and empty.
 pub fn range_reads_walk_the_log(engine: &mut dyn Engine) {
     const N: u64 = 60;
-    let batch = Settings::default().batch;
+    let batch = Settings::DEFAULT.batch;
     let mut a = Peer::new(engine.node(None));
     let epoch = a.greeted().epoch;
     let mut all = Vec::new();
