@@ -17,10 +17,10 @@
 //!   its adapter places a start inside the log it follows as the equivalent warm-up, and
 //!   cannot express a start of another epoch or beyond the head, so the contract about a log
 //!   behind the node's position does not run on it (nor does the simulator model that log).
-//! - The local log notices a new log under a running node by the database file's identity
-//!   only. `local` deletes `log.sqlite-wal` and `log.sqlite-shm` first and the database last;
-//!   `local_removed_apart` deletes them in the order `rm log.sqlite*` does, a few
-//!   milliseconds apart, which the engine does not survive (see its ignore reason).
+//! - The local log notices a new log under a running node by the identity of its three files
+//!   (the database, `-wal`, `-shm`). `local` deletes `-wal` and `-shm` first and the database
+//!   last; `local_removed_apart` deletes them in the order `rm log.sqlite*` does, a few
+//!   milliseconds apart (a node reopening in between must notice the rest go too).
 
 mod util;
 
@@ -74,15 +74,10 @@ contract! { retention_keeps_the_newest, RETAINED, memory, local, redis }
 contract! { nodes_start_where_told, WARM, memory, local, redis }
 contract! { a_restart_keeps_the_log, Settings::DEFAULT, memory, local, redis }
 contract! {
-    a_new_log_is_a_new_epoch, Settings::DEFAULT, memory, local, redis,
-    local_removed_apart [ignore = "local engine: a thread that reopened the log between the \
-        database's removal and its -wal/-shm keeps a connection on the deleted companions; \
-        every connection of the process then fails with `disk I/O error` until it restarts"],
+    a_new_log_is_a_new_epoch, Settings::DEFAULT, memory, local, redis, local_removed_apart,
 }
 contract! {
-    a_log_behind_the_node_is_a_new_epoch, Settings::DEFAULT, redis,
-    local [ignore = "local engine: a position beyond the head is clamped to the head in the \
-        same epoch, so the next publishes reuse ids past the head"],
+    a_log_behind_the_node_is_a_new_epoch, Settings::DEFAULT, redis, local,
 }
 
 /// The retention contract's bound: a small `max_len`.

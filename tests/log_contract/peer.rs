@@ -64,7 +64,7 @@ impl Peer {
                 first_retained_offset: *first_retained_offset,
                 after_offset: *after_offset,
             }),
-            BusReply::Disconnected { .. } => {}
+            BusReply::Disconnected { .. } | BusReply::Foreign { .. } => {}
             BusReply::EpochChanged { previous, epoch } => {
                 self.epoch_changes.push((previous.clone(), epoch.clone()));
             }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::super::backoff::{Backoff, Random};
 use super::super::config::{BusConfig, LocalStore};
-use super::super::outbox::Outbox;
+use super::super::outbox::{Outbox, Seen};
 use super::super::range::Scanned;
 use super::super::types::{BusEvent, BusReply, ClusterId, new_epoch};
 use super::store::{Store, StoreError};
@@ -17,6 +17,8 @@ use super::watch::Watch;
 /// What one read found after the cursor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Read {
+    /// The log has another epoch than the one followed (another process renewed it): greet.
+    OtherEpoch,
     Nothing,
     Some,
     /// A whole batch: more may be waiting, read again at once.
@@ -78,6 +80,9 @@ pub(super) struct LocalTail {
     down_reported: bool,
     backoff: Backoff,
     random: Random,
+    /// The newest position followed, shared with the command thread (which checks a file
+    /// it opens against it before appending).
+    seen: Seen,
 }
 
 impl LocalTail {
@@ -87,6 +92,7 @@ impl LocalTail {
         start: Option<ClusterId>,
         outbox: Outbox,
         shutdown: Arc<AtomicBool>,
+        seen: Seen,
     ) -> LocalTail {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         LocalTail {
@@ -99,6 +105,15 @@ impl LocalTail {
             down_reported: false,
             backoff,
             random: Random::new(),
+            seen,
+        }
+    }
+
+    fn share_position(&self) {
+        if let (Some(epoch), Some(cursor), Ok(mut seen)) =
+            (&self.epoch, self.cursor, self.seen.lock())
+        {
+            *seen = Some((epoch.clone(), cursor));
         }
     }
 
@@ -139,6 +154,10 @@ impl LocalTail {
             }
             watch.clear();
             let read = self.read_batch(store)?;
+            if read == Read::OtherEpoch {
+                self.greet(store)?;
+                continue;
+            }
             if read != Read::Full {
                 let timeout = settle.after(read, self.config.block);
                 if watch.wait(timeout) {
@@ -158,7 +177,16 @@ impl LocalTail {
     /// Reports `EpochChanged` when the file holds another log than the one followed (the
     /// cursor then restarts at 0), then `Connected`.
     fn greet(&mut self, store: &mut Store) -> Result<(), StoreError> {
-        let hello = store.hello()?;
+        let mut hello = store.hello()?;
+        // Fewer events than this process already saw under the same epoch: an older copy of
+        // the log. Its next offsets would repeat ids with other events: a new epoch.
+        if let (Some(epoch), Some(cursor)) = (self.epoch.as_deref(), self.cursor)
+            && hello.epoch == epoch
+            && hello.head < cursor
+            && store.renew_if_behind((epoch, cursor), &new_epoch(self.random.next_u64()))?
+        {
+            hello = store.hello()?;
+        }
         self.backoff.reset();
         self.down_reported = false;
         match self.epoch.replace(hello.epoch.clone()) {
@@ -172,7 +200,8 @@ impl LocalTail {
                     previous,
                     epoch: hello.epoch.clone(),
                 });
-                self.cursor = Some(0);
+                // A new file starts at 0; a renewed one keeps its offsets: warm from its end.
+                self.cursor = Some(hello.head.saturating_sub(self.config.warm_events));
             }
             Some(_) => {}
             None => {
@@ -180,8 +209,6 @@ impl LocalTail {
                 self.cursor = Some(self.cursor.unwrap_or(start));
             }
         }
-        // A cursor beyond the head (a resume id from a log that lost its newest events):
-        // read from the head; the core's offsets tell the rest.
         let after = self.cursor.unwrap_or(0).min(hello.head);
         self.cursor = Some(after);
         log::info!(
@@ -203,6 +230,9 @@ impl LocalTail {
     fn read_batch(&mut self, store: &mut Store) -> Result<Read, StoreError> {
         let cursor = self.cursor.unwrap_or(0);
         let (scanned, head) = store.read_after(cursor, None, self.config.batch)?;
+        if self.epoch.as_deref() != Some(store.epoch()) {
+            return Ok(Read::OtherEpoch);
+        }
         let read = match scanned.len() {
             0 => Read::Nothing,
             n if n >= self.config.batch => Read::Full,
@@ -218,6 +248,7 @@ impl LocalTail {
                 Scanned::Hole(offset) => self.cursor = Some(offset),
             }
         }
+        self.share_position();
         if let Some(last) = events.last() {
             let head_offset = head.max(last.offset);
             self.outbox.send(BusReply::Events {
