@@ -1,4 +1,5 @@
-//! `sse-server`: the command line around [`sse_server::driver::Driver`].
+//! `sse-server`: the command line around [`sse_server::driver::Driver`], or with `--workers`
+//! around [`sse_server::supervisor`].
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for bad flags (a message on stderr), 1 when the
 //! server cannot start (the address is taken, …).
@@ -12,8 +13,9 @@ use sse_server::driver::Driver;
 use sse_server::os::raise_nofile_limit;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    init_logging(cli.worker_index);
+    // Before any worker starts, so that workers inherit the raised limit.
     let nofile = raise_nofile_limit();
     let cfg = match Config::from_cli(cli, nofile) {
         Ok(c) => c,
@@ -22,6 +24,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cfg.workers.is_some() {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        return sse_server::supervisor::run(&cfg, &args);
+    }
     let (max_clients, interval) = (cfg.max_clients, cfg.interval);
     let driver = match Driver::new(cfg) {
         Ok(d) => d,
@@ -40,6 +46,9 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         interval.map_or("off".to_string(), |i| format!("every {i:?}")),
     );
+    if let Some(metrics) = driver.metrics_addr() {
+        log::info!("metrics on http://{metrics} (/metrics and /health only)");
+    }
     match driver.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -47,4 +56,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `RUST_LOG` (default `info`) to stderr; a worker's lines name it (`worker K`).
+fn init_logging(worker: Option<u16>) {
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(k) = worker {
+        logger.format(move |buf, record| {
+            writeln!(
+                buf,
+                "[{} {:<5} {} worker {k}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    }
+    logger.init();
 }
