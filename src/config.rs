@@ -527,6 +527,40 @@ mod tests {
     }
 
     #[test]
+    fn workers_and_the_metrics_listener() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["x"], args].concat()).map_err(|e| e.to_string())?;
+            Config::from_cli(cli, 1000)
+        };
+        let redis = ["--redis", "redis://h"];
+        let c = parse(&[&redis[..], &["--workers", "3"]].concat()).unwrap();
+        assert_eq!(c.workers, Some(3));
+        let auto = parse(&[&redis[..], &["--workers", "auto"]].concat()).unwrap();
+        assert!(auto.workers.is_some_and(|n| n >= 1));
+        for bad in ["0", "x", "1025"] {
+            let err = parse(&[&redis[..], &["--workers", bad]].concat()).unwrap_err();
+            assert!(err.contains("--workers"), "{bad}: {err}");
+        }
+        let err = parse(&["--workers", "2"]).unwrap_err();
+        assert!(err.contains("shared event log"), "{err}");
+        // Worker K listens on the base port plus K; the base must leave room for every worker.
+        let m = ["--metrics-listen", "127.0.0.1:65534"];
+        assert!(parse(&[&redis[..], &m, &["--workers", "2"]].concat()).is_ok());
+        let err = parse(&[&redis[..], &m, &["--workers", "3"]].concat()).unwrap_err();
+        assert!(err.contains("past 65535"), "{err}");
+        let w = parse(&[&m[..], &["--worker-index", "1"]].concat()).unwrap();
+        assert_eq!(w.metrics_listen, Some("127.0.0.1:65535".parse().unwrap()));
+        assert_eq!(w.worker_index, Some(1));
+        assert!(parse(&[&m[..], &["--worker-index", "2"]].concat()).is_err());
+        let single = parse(&["--metrics-listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(single.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(
+            parse(&[&redis[..], &["--workers", "2", "--worker-index", "0"]].concat()).is_err(),
+            "a worker is never a supervisor"
+        );
+    }
+
+    #[test]
     fn non_loopback_needs_token() {
         assert!(Config::from_cli(Cli::parse_from(["x", "--listen", "0.0.0.0:1"]), 1000).is_err());
         assert!(

@@ -1,8 +1,11 @@
 //! The ports the workers share, reserved by the supervisor before any worker starts: a
 //! socket bound with `SO_REUSEPORT` and never listening holds the port for the supervisor's
-//! lifetime (nobody without `SO_REUSEPORT` and the same user can take it, and a restarted
-//! worker finds it free for itself), and it takes no connections (the kernel hands
-//! connections only to listening sockets). Port 0 is resolved here, once for all workers.
+//! lifetime. It takes no connections (the kernel hands connections only to listening
+//! sockets); the kernel gives the port to no other autobind or outgoing connection, and a
+//! socket without `SO_REUSEADDR` or `SO_REUSEPORT` cannot bind it, so a restarted worker
+//! finds it free. (A listener with `SO_REUSEADDR` alone can still take it while no worker
+//! listens; workers then fail to bind and are restarted with backoff.) Port 0 is resolved
+//! here, once for all workers.
 
 use std::io;
 use std::net::SocketAddr;
@@ -84,9 +87,10 @@ mod tests {
             std::net::TcpStream::connect(addr).is_err(),
             "a bound socket that does not listen refuses connections"
         );
+        let plain = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         assert!(
-            std::net::TcpListener::bind(addr).is_err(),
-            "a socket without SO_REUSEPORT cannot take the port"
+            plain.bind(&addr.into()).is_err(),
+            "a socket without SO_REUSEADDR or SO_REUSEPORT cannot take the port"
         );
         let listener = reserve(addr).unwrap();
         listener.listen(8).unwrap();
