@@ -11,6 +11,7 @@ use clap::Parser;
 use crate::auth::AuthConfig;
 use crate::auth::args::AuthArgs;
 use crate::bus::BusConfig;
+use crate::bus::config::{Durability, LocalStore, LogStore, RedisStore};
 
 /// What to do with a client that falls behind (its unsent backlog passes the bound, or its
 /// cursor falls out of the retained history).
@@ -101,15 +102,27 @@ pub struct Cli {
     /// Namespace of this deployment's keys in Redis, so several deployments can share one.
     #[arg(long, env = "SSE_REDIS_PREFIX", default_value = "sse")]
     pub redis_prefix: String,
-    /// Approximate number of events Redis keeps (`XADD MAXLEN ~`): resumes older than a
-    /// node's cache are read from there. Keep it above what one node's cache holds.
-    #[arg(long, env = "SSE_REDIS_MAX_LEN", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    /// Events the shared log keeps (Redis: `XADD MAXLEN ~`, approximately; the local log:
+    /// exactly): resumes older than a node's cache are read from there. Keep it above what
+    /// one node's cache holds.
+    #[arg(long = "log-max-len", alias = "redis-max-len", env = "SSE_LOG_MAX_LEN", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub redis_max_len: u64,
+    /// Keep the event log on local disk in this directory (an SQLite database in WAL mode):
+    /// history survives restarts, and every process pointed at the directory shares it.
+    #[arg(long, env = "SSE_DATA_DIR", conflicts_with = "redis")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// With `--data-dir`: when a published event is on disk. `sync`: before its publish is
+    /// answered (nothing acknowledged is lost on a power loss); `batch`: synced within about
+    /// a second; `os`: when the kernel writes it back. All three lose nothing on a crash of
+    /// the process.
+    #[arg(long, env = "SSE_DURABILITY", value_enum, default_value_t = Durability::Sync, requires = "data_dir")]
+    pub durability: Durability,
     /// Set SO_REUSEPORT on the listener, so several processes can share one port.
     #[arg(long, env = "SSE_REUSE_PORT")]
     pub reuse_port: bool,
     /// Run N worker processes (one reactor each) sharing the port, under a supervisor that
-    /// restarts them; `auto`: one per core. They share one event log (`--redis`).
+    /// restarts them; `auto`: one per core. They share one event log: `--redis`,
+    /// `--data-dir`, or without either a temporary directory the supervisor removes.
     #[arg(long, env = "SSE_WORKERS", value_name = "N|auto", value_parser = parse_workers)]
     pub workers: Option<usize>,
     /// Set by the supervisor for the processes it starts: this one is worker K.
@@ -284,11 +297,21 @@ impl Config {
                 "--publish-token must be non-empty, without spaces or control characters".into(),
             );
         }
-        let cluster = match &cli.redis {
+        let store = match (&cli.redis, &cli.data_dir) {
+            (Some(url), _) => Some(LogStore::Redis(RedisStore {
+                url: url.clone(),
+                prefix: cli.redis_prefix.clone(),
+            })),
+            (None, Some(dir)) => Some(LogStore::Local(LocalStore {
+                dir: dir.clone(),
+                durability: cli.durability,
+            })),
+            (None, None) => None,
+        };
+        let cluster = match store {
             None => None,
-            Some(url) => {
-                let mut bus = BusConfig::new(url.clone());
-                bus.prefix = cli.redis_prefix.clone();
+            Some(store) => {
+                let mut bus = BusConfig::new(store);
                 bus.max_len = cli.redis_max_len;
                 // Warm the cache with what one topic's history holds (at most the log).
                 bus.warm_events = u64::from(cli.history).min(cli.redis_max_len);
@@ -297,9 +320,6 @@ impl Config {
             }
         };
         let metrics_listen = metrics_address(&cli)?;
-        if cli.workers.is_some() && cluster.is_none() {
-            return Err("--workers needs a shared event log: give --redis URL".into());
-        }
         Ok(Config {
             cluster,
             reuse_port: cli.reuse_port,
@@ -390,6 +410,8 @@ impl Cli {
             redis: None,
             redis_prefix: "sse".into(),
             redis_max_len: 100_000,
+            data_dir: None,
+            durability: Durability::Sync,
             reuse_port: false,
             workers: None,
             worker_index: None,
@@ -510,7 +532,13 @@ mod tests {
         ]);
         let c = Config::from_cli(cli, 1000).unwrap();
         let bus = c.cluster.unwrap();
-        assert_eq!(bus.prefix, "prod");
+        assert_eq!(
+            bus.store,
+            LogStore::Redis(RedisStore {
+                url: "redis://127.0.0.1:6379/2".into(),
+                prefix: "prod".into()
+            })
+        );
         assert_eq!(bus.max_len, 5000);
         assert_eq!(bus.warm_events, 5000, "never more than the log holds");
         assert!(c.reuse_port);
@@ -541,8 +569,11 @@ mod tests {
             let err = parse(&[&redis[..], &["--workers", bad]].concat()).unwrap_err();
             assert!(err.contains("--workers"), "{bad}: {err}");
         }
-        let err = parse(&["--workers", "2"]).unwrap_err();
-        assert!(err.contains("shared event log"), "{err}");
+        let own_log = parse(&["--workers", "2"]).unwrap();
+        assert!(
+            own_log.cluster.is_none(),
+            "the supervisor makes a directory for the log"
+        );
         // Worker K listens on the base port plus K; the base must leave room for every worker.
         let m = ["--metrics-listen", "127.0.0.1:65534"];
         assert!(parse(&[&redis[..], &m, &["--workers", "2"]].concat()).is_ok());

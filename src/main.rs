@@ -2,12 +2,14 @@
 //! around [`sse_server::supervisor`].
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for bad flags (a message on stderr), 1 when the
-//! server cannot start (the address is taken, …).
+//! server cannot start (the address is taken, …). A `--data-dir` log that is not ours,
+//! corrupt or unreadable is exit 2, like a bad flag.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use sse_server::bus::config::LogStore;
 use sse_server::config::{Cli, Config};
 use sse_server::driver::Driver;
 use sse_server::os::raise_nofile_limit;
@@ -24,6 +26,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A local log that cannot be used is the operator's to fix, like a bad flag: say which
+    // file and why before anything is served (or any worker started).
+    if let Some(LogStore::Local(local)) = cfg.cluster.as_ref().map(|bus| &bus.store) {
+        sse_server::os::ignore_file_size_signal();
+        if let Err(e) = sse_server::bus::local::check(local) {
+            eprintln!("sse-server: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if cfg.workers.is_some() {
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
         return sse_server::supervisor::run(&cfg, &args);

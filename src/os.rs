@@ -23,3 +23,13 @@ pub fn raise_nofile_limit() -> u64 {
     }
     lim.rlim_cur
 }
+
+/// Ignores `SIGXFSZ`, so a file-size limit (`ulimit -f`, `prlimit --fsize`) reached while
+/// writing the local log fails that write (`EFBIG`, a refused publish) instead of killing
+/// the process, as it does by default.
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a standard signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}

@@ -19,7 +19,7 @@ use util::redis::{Persistence, Proxy, RedisServer};
 const LIMIT: Duration = Duration::from_secs(15);
 
 fn config(url: &str) -> BusConfig {
-    let mut config = BusConfig::new(url);
+    let mut config = BusConfig::redis(url);
     config.block = Duration::from_millis(200);
     config.io_timeout = Duration::from_secs(1);
     config.backoff_min = Duration::from_millis(20);

@@ -599,6 +599,7 @@ fn bad_cluster_flags_exit_2_with_a_message() {
         &["--redis", "localhost:6379"][..],
         &["--redis", "redis://h", "--redis-prefix", "a b"],
         &["--redis-max-len", "0"],
+        &["--log-max-len", "0"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-server"))
             .args(args)
@@ -606,7 +607,10 @@ fn bad_cluster_flags_exit_2_with_a_message() {
             .expect("run sse-server");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("redis"), "{args:?}: {err}");
+        assert!(
+            err.contains("redis") || err.contains("max-len"),
+            "{args:?}: {err}"
+        );
     }
 }
 

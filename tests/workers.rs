@@ -10,6 +10,7 @@ mod util;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,28 @@ use util::{Stream, eventually, http, signal, status_of};
 const LIMIT: Duration = Duration::from_secs(30);
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
+
+/// The shared log of a test's workers.
+enum Log {
+    /// `--redis` on a private `redis-server`.
+    Redis(RedisServer),
+    /// Neither `--redis` nor `--data-dir`: the supervisor's own temporary directory.
+    Own,
+}
+
+impl Log {
+    /// A private Redis, or `None` (skipped) without `redis-server`.
+    fn redis(test: &str) -> Option<Log> {
+        RedisServer::start(test, Persistence::None).map(Log::Redis)
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Log::Redis(r) => vec!["--redis".into(), r.url()],
+            Log::Own => Vec::new(),
+        }
+    }
+}
 
 /// `n` consecutive ports on 127.0.0.1, held by bound sockets that never listen
 /// (`SO_REUSEADDR` and `SO_REUSEPORT`: the server's listeners can still bind them, nobody
@@ -62,7 +85,7 @@ struct Supervisor {
 impl Supervisor {
     /// `sse-server --listen 127.0.0.1:0 --workers n --metrics-listen <free> --interval off
     /// <args>`, waiting (bounded) for its one `listening on` line.
-    fn start(n: usize, args: &[&str], stdin: Stdio) -> Supervisor {
+    fn start(n: usize, args: &[String], stdin: Stdio) -> Supervisor {
         let (base, ports) = reserve_ports(n);
         let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
             .args(["--listen", "127.0.0.1:0", "--interval", "off"])
@@ -194,6 +217,19 @@ fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
+/// SIGKILLs worker `pid` and waits until its supervisor reaped it. Only then are all its
+/// sockets closed: its main thread shows as a zombie while its other threads still exit,
+/// and its listener may be closed after its streams, so a connection made earlier can
+/// land in the dying listener's queue and be reset.
+fn kill_worker(pid: u32) {
+    signal(pid, SIGKILL);
+    assert!(
+        eventually(LIMIT, || !std::path::Path::new(&format!("/proc/{pid}"))
+            .exists()),
+        "worker {pid} not reaped"
+    );
+}
+
 /// The `--worker-index` of a worker process, from its command line.
 fn worker_index(pid: u32) -> Option<u16> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -290,12 +326,10 @@ fn offset(id: &str) -> u64 {
         .unwrap_or_else(|| panic!("not a cluster id: {id:?}"))
 }
 
-#[test]
-fn publishes_on_any_worker_reach_every_worker_in_one_order() {
-    let Some(redis) = RedisServer::start("workers_one_order", Persistence::None) else {
-        return;
-    };
-    let sup = Supervisor::start(2, &["--redis", &redis.url()], Stdio::null());
+/// 1,000 publishes, each on a new connection (the kernel spreads them over the workers),
+/// reach the subscribers of both workers with the same ids in the same order.
+fn one_order(log: Log) {
+    let sup = Supervisor::start(2, &log.args(), Stdio::null());
     sup.wait_healthy();
     for (k, &m) in sup.metrics.iter().enumerate() {
         assert_eq!(
@@ -304,7 +338,6 @@ fn publishes_on_any_worker_reach_every_worker_in_one_order() {
         );
     }
     let mut streams = streams_on_every_worker(&sup, "/events?topic=t");
-    // 1,000 publishes, each on a new connection: the kernel spreads them over the workers.
     let answered: Vec<String> = (0..1000)
         .map(|i| publish_ok(sup.addr, "?topic=t", &format!("e{i}")))
         .collect();
@@ -331,11 +364,21 @@ fn publishes_on_any_worker_reach_every_worker_in_one_order() {
 }
 
 #[test]
-fn a_killed_worker_is_restarted_and_its_clients_resume_on_any_worker() {
-    let Some(redis) = RedisServer::start("workers_restart", Persistence::None) else {
-        return;
-    };
-    let sup = Supervisor::start(2, &["--redis", &redis.url()], Stdio::null());
+fn publishes_on_any_worker_reach_every_worker_in_one_order_with_redis() {
+    if let Some(log) = Log::redis("workers_one_order") {
+        one_order(log);
+    }
+}
+
+#[test]
+fn publishes_on_any_worker_reach_every_worker_in_one_order_with_the_local_log() {
+    one_order(Log::Own);
+}
+
+/// A worker killed with SIGKILL is started again (a new pid, its metrics port answers), and
+/// its clients, resuming with their ids wherever the kernel puts them, miss nothing.
+fn restart(log: Log) {
+    let sup = Supervisor::start(2, &log.args(), Stdio::null());
     sup.wait_healthy();
     let mut streams = streams_on_every_worker(&sup, "/events?topic=t");
     for i in 0..5 {
@@ -345,7 +388,7 @@ fn a_killed_worker_is_restarted_and_its_clients_resume_on_any_worker() {
         assert_eq!(s.wait_events(5, LIMIT).len(), 5);
     }
     let old = sup.worker_pid(0);
-    signal(old, SIGKILL);
+    kill_worker(old);
     let (on_killed, others): (Vec<_>, Vec<_>) = streams.into_iter().partition(|(k, _)| *k == 0);
     let mut last_ids = Vec::new();
     for (_, mut s) in on_killed {
@@ -392,11 +435,20 @@ fn a_killed_worker_is_restarted_and_its_clients_resume_on_any_worker() {
 }
 
 #[test]
+fn a_killed_worker_is_restarted_and_its_clients_resume_on_any_worker_with_redis() {
+    if let Some(log) = Log::redis("workers_restart") {
+        restart(log);
+    }
+}
+
+#[test]
+fn a_killed_worker_is_restarted_and_its_clients_resume_on_any_worker_with_the_local_log() {
+    restart(Log::Own);
+}
+
+#[test]
 fn only_worker_0_reads_stdin_and_its_successor_reads_on() {
-    let Some(redis) = RedisServer::start("workers_stdin", Persistence::None) else {
-        return;
-    };
-    let mut sup = Supervisor::start(2, &["--redis", &redis.url(), "--stdin"], Stdio::piped());
+    let mut sup = Supervisor::start(2, &["--stdin".into()], Stdio::piped());
     sup.wait_healthy();
     let mut stdin = sup.child.stdin.take().expect("stdin");
     let mut streams = streams_on_every_worker(&sup, "/events");
@@ -405,12 +457,12 @@ fn only_worker_0_reads_stdin_and_its_successor_reads_on() {
         s.wait_events(1, LIMIT);
         assert_eq!(s.types_and_datas(), [("message", "first line")]);
     }
-    // Counted when Redis answers the publish, which may come after the tail's delivery.
+    // Counted when the log answers the publish, which may come after the tail's delivery.
     let published = |m| metric(m, "sse_events_published_total");
     assert!(eventually(LIMIT, || published(sup.metrics[0]) == 1.0));
     assert_eq!(published(sup.metrics[1]), 0.0, "worker 1 reads no stdin");
     let old = sup.worker_pid(0);
-    signal(old, SIGKILL);
+    kill_worker(old);
     assert!(
         eventually(LIMIT, || sup
             .workers()
@@ -433,15 +485,26 @@ fn only_worker_0_reads_stdin_and_its_successor_reads_on() {
     assert_eq!(published(sup.metrics[1]), 0.0);
 }
 
+/// The `--data-dir` a worker was given (the supervisor's own directory, or the user's).
+fn data_dir_of(pid: u32) -> PathBuf {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let at = args
+        .iter()
+        .position(|a| *a == b"--data-dir")
+        .expect("--data-dir");
+    PathBuf::from(String::from_utf8_lossy(args[at + 1]).into_owned())
+}
+
 #[test]
-fn sigterm_stops_every_worker_and_exits_0() {
-    let Some(redis) = RedisServer::start("workers_sigterm", Persistence::None) else {
-        return;
-    };
-    let mut sup = Supervisor::start(2, &["--redis", &redis.url()], Stdio::null());
+fn sigterm_stops_every_worker_removes_the_log_directory_and_exits_0() {
+    let mut sup = Supervisor::start(2, &[], Stdio::null());
     sup.wait_healthy();
     let workers = sup.workers();
     assert_eq!(workers.len(), 2, "{workers:?}");
+    let dir = data_dir_of(workers[0].1);
+    assert_eq!(dir, data_dir_of(workers[1].1), "one log for both");
+    assert!(dir.is_dir());
     let _stream = Stream::open(sup.addr, "/events", &[]);
     signal(sup.pid(), SIGTERM);
     let status = sup.wait_exit(LIMIT).expect("the supervisor exits");
@@ -449,23 +512,52 @@ fn sigterm_stops_every_worker_and_exits_0() {
     for (k, pid) in workers {
         assert!(!alive(pid), "worker {k} (pid {pid}) still runs");
     }
+    assert!(!dir.exists(), "{} is left behind", dir.display());
 }
 
 #[test]
 fn a_killed_supervisor_takes_its_workers_with_it() {
-    let Some(redis) = RedisServer::start("workers_orphans", Persistence::None) else {
-        return;
-    };
-    let mut sup = Supervisor::start(2, &["--redis", &redis.url()], Stdio::null());
+    let mut sup = Supervisor::start(2, &[], Stdio::null());
     sup.wait_healthy();
     let workers = sup.workers();
     assert_eq!(workers.len(), 2, "{workers:?}");
+    let dir = data_dir_of(workers[0].1);
     signal(sup.pid(), SIGKILL);
     sup.wait_exit(LIMIT).expect("the supervisor is gone");
     assert!(
         eventually(LIMIT, || workers.iter().all(|&(_, pid)| !alive(pid))),
         "workers outlived their supervisor: {workers:?}"
     );
+    // A supervisor killed by SIGKILL cannot remove its directory.
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With the user's `--data-dir`, history outlives the supervisor: a client resumes after a
+/// restart of the whole server with exactly what it missed.
+#[test]
+fn a_given_data_dir_keeps_history_across_supervisor_restarts() {
+    let dir = std::env::temp_dir().join(format!("sse-workers-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = ["--data-dir".to_string(), dir.display().to_string()];
+    let mut sup = Supervisor::start(2, &args, Stdio::null());
+    sup.wait_healthy();
+    let ids: Vec<String> = (0..6)
+        .map(|i| publish_ok(sup.addr, "?topic=t", &format!("e{i}")))
+        .collect();
+    assert_eq!(data_dir_of(sup.worker_pid(1)), dir);
+    signal(sup.pid(), SIGTERM);
+    assert_eq!(sup.wait_exit(LIMIT).and_then(|s| s.code()), Some(0));
+    drop(sup);
+    assert!(dir.is_dir(), "the user's directory stays");
+    let sup = Supervisor::start(2, &args, Stdio::null());
+    sup.wait_healthy();
+    let header = format!("Last-Event-ID: {}", ids[2]);
+    let mut s = Stream::open(sup.addr, "/events?topic=t", &[&header]);
+    s.wait_events(3, LIMIT);
+    let got: Vec<&str> = s.events.iter().map(|e| e.last_event_id.as_str()).collect();
+    assert_eq!(got, &ids[3..]);
+    drop(sup);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What the binary prints and returns for a command line that must not start.
@@ -488,7 +580,7 @@ fn bad_worker_counts_are_refused_with_status_2() {
     for (args, says) in [
         (&["--workers", "0"][..], "--workers"),
         (&["--workers", "x"], "--workers"),
-        (&["--workers", "2"], "shared event log"),
+        (&["--workers", "2", "--durability", "os"], "--data-dir"),
         (
             &[
                 "--workers",

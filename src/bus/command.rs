@@ -3,18 +3,18 @@
 //! (the reactor answers `503`), and reconnects are attempted no more often than the backoff.
 
 use super::backoff::{Backoff, Random};
-use super::config::BusConfig;
+use super::config::{BusConfig, RedisStore};
 use super::outbox::{Outbox, Seen};
+use super::range::{Scanned, page};
 use super::redis::{self as wire, Entry};
-use super::types::{
-    BusReply, BusRequest, FetchRange, Publish, PublishFailure, RangeReply, page_len,
-};
+use super::types::{BusReply, BusRequest, FetchRange, Publish, PublishFailure, RangeReply};
 use redis::{Connection, RedisResult, Value};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 pub(super) struct Commands {
     config: BusConfig,
+    keys: RedisStore,
     client: redis::Client,
     outbox: Outbox,
     publish: redis::Script,
@@ -37,6 +37,7 @@ pub(super) struct Commands {
 impl Commands {
     pub(super) fn new(
         config: BusConfig,
+        keys: RedisStore,
         client: redis::Client,
         outbox: Outbox,
         seen: Seen,
@@ -44,6 +45,7 @@ impl Commands {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         Commands {
             config,
+            keys,
             client,
             outbox,
             publish: redis::Script::new(wire::PUBLISH_SCRIPT),
@@ -122,7 +124,7 @@ impl Commands {
         let position = seen
             .as_ref()
             .map(|(epoch, offset)| (epoch.as_str(), *offset));
-        wire::hello(&mut con, &self.config, &self.hello, &candidate, position)?;
+        wire::hello(&mut con, &self.keys, &self.hello, &candidate, position)?;
         self.publish.load(&mut con)?;
         Ok(con)
     }
@@ -199,7 +201,7 @@ impl Commands {
     }
 
     fn send_publishes(&mut self, publishes: &[Publish]) -> RedisResult<Vec<Value>> {
-        let (stream, meta) = (self.config.stream_key(), self.config.meta_key());
+        let (stream, meta) = (self.keys.stream_key(), self.keys.meta_key());
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for publish in publishes {
@@ -245,7 +247,7 @@ impl Commands {
             }
         } else {
             let answer = match self.con.as_mut() {
-                Some(con) => read_range(con, &self.config, &range)
+                Some(con) => read_range(con, &self.config, &self.keys, &range)
                     .inspect(|_| self.last_answer = Instant::now()),
                 None => Err(wire::protocol_error("no connection")),
             };
@@ -267,6 +269,7 @@ impl Commands {
 fn read_range(
     con: &mut Connection,
     config: &BusConfig,
+    keys: &RedisStore,
     range: &FetchRange,
 ) -> RedisResult<RangeReply> {
     let limit = range.limit.clamp(1, config.batch.max(1));
@@ -275,16 +278,16 @@ fn read_range(
         .map_or_else(|| "+".to_owned(), |t| format!("{t}-0"));
     let mut pipe = redis::pipe();
     pipe.cmd("HGET")
-        .arg(config.meta_key())
+        .arg(keys.meta_key())
         .arg("e")
         .cmd("XRANGE")
-        .arg(config.stream_key())
+        .arg(keys.stream_key())
         .arg("-")
         .arg("+")
         .arg("COUNT")
         .arg(1)
         .cmd("XRANGE")
-        .arg(config.stream_key())
+        .arg(keys.stream_key())
         .arg(format!("{}-0", range.after_offset.saturating_add(1)))
         .arg(through)
         .arg("COUNT")
@@ -299,47 +302,14 @@ fn read_range(
         Some(Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. }) => Some(*offset),
         None => None,
     };
-    let wanted = |topic: &str| {
-        range
-            .topics
-            .as_ref()
-            .is_none_or(|topics| topics.iter().any(|t| t == topic))
-    };
-    let mut scanned = wire::xrange_entries(entries, &epoch);
-    let kept = page_len(
-        scanned.iter().map(|entry| match entry {
-            Entry::Event(e) if wanted(&e.topic) => e.data.len(),
-            _ => 0,
-        }),
-        range.max_bytes,
-    );
-    let cut = kept < scanned.len();
-    scanned.truncate(kept);
-    let last_offset = scanned.last().map(|entry| match entry {
-        Entry::Event(e) => e.offset,
-        Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. } => *offset,
-    });
-    let complete = !cut
-        && (scanned.len() < limit
-            || last_offset.is_some_and(|last| range.through_offset.is_some_and(|t| last >= t)));
-    let scanned_through = match (complete, range.through_offset, last_offset) {
-        (true, Some(through), _) => through.max(range.after_offset),
-        (_, _, Some(last)) => last,
-        (_, _, None) => range.after_offset,
-    };
-    let events = scanned
+    let scanned = wire::xrange_entries(entries, &epoch)
         .into_iter()
-        .filter_map(|entry| match entry {
-            Entry::Event(e) if wanted(&e.topic) => Some(e),
-            _ => None,
+        .map(|entry| match entry {
+            Entry::Event(e) => Scanned::Event(e),
+            Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. } => {
+                Scanned::Hole(offset)
+            }
         })
         .collect();
-    Ok(RangeReply {
-        token: range.token,
-        epoch,
-        first_retained_offset,
-        events,
-        scanned_through,
-        complete,
-    })
+    Ok(page(range, limit, epoch, first_retained_offset, scanned))
 }

@@ -3,17 +3,70 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Everything the bus needs to know; [`BusConfig::new`] gives the defaults.
-#[derive(Clone, Debug)]
-pub struct BusConfig {
+/// Where the shared log lives: the engine behind the bus's helper threads. The core never
+/// sees which one it is: both answer with the same [`super::BusReply`] values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogStore {
+    /// A Redis stream (`--redis`): nodes on any host share it.
+    Redis(RedisStore),
+    /// An SQLite database in a local directory (`--data-dir`): processes on one host share it.
+    Local(LocalStore),
+}
+
+/// The Redis engine's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisStore {
     /// `redis://host:port/db`, or a unix socket: `redis+unix:///path` or `unix:///path`
     /// (`?db=N` selects the database). Checked by [`validate_url`].
     pub url: String,
     /// Namespace of this deployment's keys (`--redis-prefix`, default `sse`), so several
     /// deployments can share one Redis: keys `{<prefix>}:log` and `{<prefix>}:meta`.
     pub prefix: String,
-    /// Approximate bound on the stream's length (`XADD … MAXLEN ~`), from the history
-    /// settings: older events are trimmed in whole macro-nodes, so a little more stays.
+}
+
+impl RedisStore {
+    /// The stream holding the log.
+    pub fn stream_key(&self) -> String {
+        format!("{{{}}}:log", self.prefix)
+    }
+
+    /// The hash holding the epoch (`e`) and the last offset handed out (`o`).
+    pub fn meta_key(&self) -> String {
+        format!("{{{}}}:meta", self.prefix)
+    }
+}
+
+/// The local engine's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalStore {
+    /// The directory holding the database (created when missing).
+    pub dir: std::path::PathBuf,
+    pub durability: Durability,
+}
+
+/// When a committed event reaches the disk (SQLite's `synchronous` setting in WAL mode).
+/// Every mode loses nothing when the process crashes: a commit is in the kernel's page cache
+/// before the publish is answered. They differ on a power loss or kernel crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// `synchronous=FULL`: the log is fsynced before a publish is answered (one fsync per
+    /// batch of publishes). Nothing acknowledged is lost.
+    Sync,
+    /// `synchronous=NORMAL` plus a checkpoint (which fsyncs) at most a second after a
+    /// write: a power loss can lose about the last second of acknowledged events.
+    Batch,
+    /// `synchronous=OFF`: the kernel writes back when it likes. A power loss can lose the
+    /// newest events or leave the database corrupt (the server then refuses to start on it).
+    Os,
+}
+
+/// Everything the bus needs to know; [`BusConfig::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    /// The engine and its own settings.
+    pub store: LogStore,
+    /// Bound on the log's length (Redis: `XADD … MAXLEN ~`, trimmed in whole macro-nodes, so
+    /// a little more stays; the local log: exact), from the history settings.
     pub max_len: u64,
     /// How many of the newest events the tail reads first when it starts (to warm the local
     /// cache); after that it follows from its last offset, never from `$`.
@@ -35,11 +88,10 @@ pub struct BusConfig {
 }
 
 impl BusConfig {
-    /// The defaults for `url`.
-    pub fn new(url: impl Into<String>) -> BusConfig {
+    /// The defaults for a log kept in `store`.
+    pub fn new(store: LogStore) -> BusConfig {
         BusConfig {
-            url: url.into(),
-            prefix: "sse".into(),
+            store,
             max_len: 10_000,
             warm_events: 1024,
             batch: 512,
@@ -53,8 +105,17 @@ impl BusConfig {
 
     /// Checks every field; the first problem comes back as a message for the command line.
     pub fn validate(&self) -> Result<(), BusConfigError> {
-        validate_url(&self.url)?;
-        validate_prefix(&self.prefix)?;
+        match &self.store {
+            LogStore::Redis(redis) => {
+                validate_url(&redis.url)?;
+                validate_prefix(&redis.prefix)?;
+            }
+            LogStore::Local(local) => {
+                if local.dir.as_os_str().is_empty() {
+                    return Err(BusConfigError("--data-dir must not be empty".into()));
+                }
+            }
+        }
         let positive = [
             ("history bound (MAXLEN)", self.max_len > 0),
             ("batch", self.batch > 0),
@@ -76,14 +137,20 @@ impl BusConfig {
         Ok(())
     }
 
-    /// The stream holding the log.
-    pub fn stream_key(&self) -> String {
-        format!("{{{}}}:log", self.prefix)
+    /// A Redis log at `url` with the default prefix (`sse`) and settings.
+    pub fn redis(url: impl Into<String>) -> BusConfig {
+        BusConfig::new(LogStore::Redis(RedisStore {
+            url: url.into(),
+            prefix: "sse".into(),
+        }))
     }
 
-    /// The hash holding the epoch (`e`) and the last offset handed out (`o`).
-    pub fn meta_key(&self) -> String {
-        format!("{{{}}}:meta", self.prefix)
+    /// A local log in `dir` with the given durability and the default settings.
+    pub fn local(dir: impl Into<std::path::PathBuf>, durability: Durability) -> BusConfig {
+        BusConfig::new(LogStore::Local(LocalStore {
+            dir: dir.into(),
+            durability,
+        }))
     }
 }
 
@@ -208,19 +275,21 @@ mod tests {
 
     #[test]
     fn keys_share_one_hash_tag() {
-        let mut config = BusConfig::new("redis://localhost");
-        config.prefix = "prod".into();
-        assert_eq!(config.stream_key(), "{prod}:log");
-        assert_eq!(config.meta_key(), "{prod}:meta");
-        assert_eq!(config.validate(), Ok(()));
+        let store = RedisStore {
+            url: "redis://localhost".into(),
+            prefix: "prod".into(),
+        };
+        assert_eq!(store.stream_key(), "{prod}:log");
+        assert_eq!(store.meta_key(), "{prod}:meta");
+        assert_eq!(BusConfig::new(LogStore::Redis(store)).validate(), Ok(()));
     }
 
     #[test]
     fn zero_settings_are_refused() {
-        let mut config = BusConfig::new("redis://localhost");
+        let mut config = BusConfig::redis("redis://localhost");
         config.batch = 0;
         assert!(config.validate().unwrap_err().0.contains("batch"));
-        let mut config = BusConfig::new("redis://localhost");
+        let mut config = BusConfig::redis("redis://localhost");
         config.backoff_max = config.backoff_min / 2;
         assert!(config.validate().is_err());
     }

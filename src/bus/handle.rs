@@ -2,7 +2,7 @@
 //! requests without ever blocking, and hands back their replies.
 
 use super::command::Commands;
-use super::config::{BusConfig, BusConfigError};
+use super::config::{BusConfig, BusConfigError, LogStore, RedisStore};
 use super::outbox::{Notify, Outbox, Seen};
 use super::tail::Tail;
 use super::types::{BusReply, BusRequest, ClusterId, PublishFailure};
@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The running bus: a tail thread following the log and a command thread for publishes
-/// and range fetches, both with the `redis` crate's blocking client. Dropping it stops
+/// and range fetches, with the `redis` crate's blocking client or SQLite. Dropping it stops
 /// them (the tail within [`BusConfig::block`]); [`BusHandle::shutdown`] also waits.
 pub struct BusHandle {
     requests: Option<SyncSender<BusRequest>>,
@@ -33,32 +33,24 @@ impl BusHandle {
         notify: Notify,
     ) -> Result<BusHandle, BusConfigError> {
         config.validate()?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| BusConfigError(format!("--redis {:?}: {e}", config.url)))?;
         let (requests, requests_rx) = sync_channel(config.queue);
         let (replies_tx, replies) = sync_channel(config.queue);
         let stop = Arc::new(AtomicBool::new(false));
         let outbox = Outbox::new(replies_tx, notify, stop.clone());
-        let seen = Seen::default();
-        let tail = Tail::new(
-            config.clone(),
-            client.clone(),
-            start,
-            outbox.clone(),
-            stop.clone(),
-            seen.clone(),
-        );
-        let commands = Commands::new(config, client, outbox, seen);
-        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
+        let bodies = match config.store.clone() {
+            LogStore::Redis(keys) => redis_threads(config, keys, start, requests_rx, outbox)?,
+            LogStore::Local(local) => {
+                super::local::threads(config, local, start, requests_rx, outbox, stop.clone())
+            }
+        };
+        let mut threads = Vec::with_capacity(bodies.len());
+        for (name, body) in bodies {
+            let thread = std::thread::Builder::new()
                 .name(name.into())
                 .spawn(body)
-                .map_err(|e| BusConfigError(format!("cannot start the bus thread: {e}")))
-        };
-        let threads = vec![
-            spawn("bus-tail", Box::new(move || tail.run()))?,
-            spawn("bus-commands", Box::new(move || commands.run(requests_rx)))?,
-        ];
+                .map_err(|e| BusConfigError(format!("cannot start the bus thread: {e}")))?;
+            threads.push(thread);
+        }
         Ok(BusHandle {
             requests: Some(requests),
             replies,
@@ -115,6 +107,38 @@ impl Drop for BusHandle {
         self.stop_threads();
     }
 }
+
+/// The bodies of the Redis engine's two threads, named; the command thread serves
+/// `requests`.
+fn redis_threads(
+    config: BusConfig,
+    keys: RedisStore,
+    start: Option<ClusterId>,
+    requests: Receiver<BusRequest>,
+    outbox: Outbox,
+) -> Result<Vec<(&'static str, ThreadBody)>, BusConfigError> {
+    let client = redis::Client::open(keys.url.as_str())
+        .map_err(|e| BusConfigError(format!("--redis {:?}: {e}", keys.url)))?;
+    let seen = Seen::default();
+    let stop = outbox.stop_flag();
+    let tail = Tail::new(
+        config.clone(),
+        keys.clone(),
+        client.clone(),
+        start,
+        outbox.clone(),
+        stop,
+        seen.clone(),
+    );
+    let commands = Commands::new(config, keys, client, outbox, seen);
+    Ok(vec![
+        ("bus-tail", Box::new(move || tail.run())),
+        ("bus-commands", Box::new(move || commands.run(requests))),
+    ])
+}
+
+/// A helper thread's body.
+pub(super) type ThreadBody = Box<dyn FnOnce() + Send>;
 
 /// The immediate answer to a request the threads will never see.
 fn refusal(request: BusRequest, why: PublishFailure) -> BusReply {

@@ -51,6 +51,11 @@ impl Outbox {
         }
     }
 
+    /// The flag both threads stop on (set by the handle, or here when it is gone).
+    pub(super) fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.closed.clone()
+    }
+
     pub(super) fn closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }

@@ -1,8 +1,9 @@
 //! What both bus threads say to Redis: the two Lua scripts, the connection setup, and the
 //! decoding of stream entries and script answers.
 
-use super::config::BusConfig;
-use super::types::{BusEvent, ClusterId, base36};
+use super::config::{BusConfig, RedisStore};
+pub(super) use super::types::new_epoch;
+use super::types::{BusEvent, ClusterId};
 use redis::{Connection, RedisResult, Value};
 use std::time::Duration;
 
@@ -48,11 +49,6 @@ if #first > 0 then first_id = first[1][1] end
 return {epoch, head, first_id}
 ";
 
-/// A fresh epoch name: 13 base-36 characters from a random value.
-pub(super) fn new_epoch(random: u64) -> String {
-    format!("{:0>13}", base36(random))
-}
-
 /// Opens a connection whose every read and write is bounded by `read_timeout`/`io_timeout`:
 /// a Redis that stops answering is seen as broken, never waited on.
 pub(super) fn connect(
@@ -78,7 +74,7 @@ pub(super) struct Hello {
 /// followed and the last offset seen in it, if any.
 pub(super) fn hello(
     con: &mut Connection,
-    config: &BusConfig,
+    keys: &RedisStore,
     script: &redis::Script,
     epoch_if_missing: &str,
     seen: Option<(&str, u64)>,
@@ -88,8 +84,8 @@ pub(super) fn hello(
         None => ("", String::new()),
     };
     let value: Value = script
-        .key(config.stream_key())
-        .key(config.meta_key())
+        .key(keys.stream_key())
+        .key(keys.meta_key())
         .arg(epoch_if_missing)
         .arg(followed)
         .arg(offset)

@@ -3,7 +3,7 @@
 //! away is skipped.
 
 use super::backoff::{Backoff, Random};
-use super::config::BusConfig;
+use super::config::{BusConfig, RedisStore};
 use super::outbox::{Outbox, Seen};
 use super::redis::{self as wire, Entry};
 use super::types::{BusEvent, BusReply, ClusterId};
@@ -22,6 +22,7 @@ enum Interrupt {
 
 pub(super) struct Tail {
     config: BusConfig,
+    keys: RedisStore,
     client: redis::Client,
     outbox: Outbox,
     shutdown: Arc<AtomicBool>,
@@ -43,6 +44,7 @@ impl Tail {
     /// `None`, at the newest [`BusConfig::warm_events`] events.
     pub(super) fn new(
         config: BusConfig,
+        keys: RedisStore,
         client: redis::Client,
         start: Option<ClusterId>,
         outbox: Outbox,
@@ -52,6 +54,7 @@ impl Tail {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         Tail {
             config,
+            keys,
             client,
             outbox,
             shutdown,
@@ -110,7 +113,7 @@ impl Tail {
     fn greet(&mut self, con: &mut Connection) -> RedisResult<()> {
         let candidate = wire::new_epoch(self.random.next_u64());
         let seen = self.epoch.as_deref().zip(self.cursor);
-        let hello = wire::hello(con, &self.config, &self.hello, &candidate, seen)?;
+        let hello = wire::hello(con, &self.keys, &self.hello, &candidate, seen)?;
         self.backoff.reset();
         self.down_reported = false;
         match self.epoch.replace(hello.epoch.clone()) {
@@ -155,7 +158,7 @@ impl Tail {
         let block_ms = self.config.block.as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET")
-            .arg(self.config.meta_key())
+            .arg(self.keys.meta_key())
             .arg("e")
             .arg("o")
             .cmd("XREAD")
@@ -164,7 +167,7 @@ impl Tail {
             .arg("BLOCK")
             .arg(block_ms)
             .arg("STREAMS")
-            .arg(self.config.stream_key())
+            .arg(self.keys.stream_key())
             .arg(format!("{cursor}-0"));
         let answers: Vec<Value> = pipe
             .query(con)

@@ -74,6 +74,11 @@ pub fn base36(mut n: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// A fresh epoch name: 13 base-36 characters from a random value.
+pub fn new_epoch(random: u64) -> String {
+    format!("{:0>13}", base36(random))
+}
+
 /// One event of the shared log, as every node receives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BusEvent {
@@ -204,9 +209,9 @@ pub enum PublishFailure {
 impl fmt::Display for PublishFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PublishFailure::Unavailable(why) => write!(f, "redis unavailable: {why}"),
+            PublishFailure::Unavailable(why) => write!(f, "log unavailable: {why}"),
             PublishFailure::Overloaded => write!(f, "bus queue full"),
-            PublishFailure::Rejected(why) => write!(f, "redis refused the publish: {why}"),
+            PublishFailure::Rejected(why) => write!(f, "the log refused the publish: {why}"),
             PublishFailure::Unknown(why) => write!(f, "publish outcome unknown: {why}"),
         }
     }

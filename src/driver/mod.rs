@@ -26,6 +26,7 @@ mod stdin;
 use sockets::Sockets;
 use stdin::{Stdin, StdinSource};
 
+use crate::bus::config::LogStore;
 use crate::bus::types::BusRequest;
 use crate::bus::{BusHandle, Notify};
 use crate::config::Config;
@@ -39,6 +40,8 @@ const STDIN: Token = Token(usize::MAX - 3);
 const BUS: Token = Token(usize::MAX - 4);
 /// `--metrics-listen`: the listener for `/metrics` and `/health` only.
 const METRICS_LISTENER: Token = Token(usize::MAX - 5);
+/// How long start-up waits for the local log's greeting (it opens a local file).
+const LOCAL_GREETING: Duration = Duration::from_secs(2);
 /// Bus replies fed into the core per wake-up (an `Events` reply is one `XREAD` batch).
 const BUS_REPLIES_PER_TURN: usize = 64;
 
@@ -194,7 +197,17 @@ impl Driver {
         let now = Instant::now();
         let wall = chrono::Utc::now();
         let seed = wall.timestamp_nanos_opt().unwrap_or(0) as u64 ^ u64::from(std::process::id());
-        let core = Core::new(cfg, now, wall, seed);
+        let local_log = matches!(
+            cfg.cluster.as_ref().map(|bus| &bus.store),
+            Some(LogStore::Local(_))
+        );
+        let mut core = Core::new(cfg, now, wall, seed);
+        // The local log answers its greeting within milliseconds: take it before listening
+        // is announced, so a publish right after start is not refused as "log unavailable".
+        if local_log && let Some(first) = bus.as_ref().and_then(|b| b.recv_timeout(LOCAL_GREETING))
+        {
+            core.handle_bus(first, Instant::now());
+        }
         Ok(Driver {
             poll,
             acceptors,
@@ -208,8 +221,9 @@ impl Driver {
             read_again: Vec::new(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             summary: Summary::default(),
+            // Replies may already wait (the greeting's events): look at once.
+            bus_more: bus.is_some(),
             bus,
-            bus_more: false,
             paused: Vec::new(),
             outputs_per_turn: OUTPUTS_PER_TURN,
             outputs_left: false,

@@ -150,7 +150,7 @@ impl ClusterSim {
             interval: None,
             keepalive: None,
             history,
-            cluster: Some(crate::bus::BusConfig::new("redis://127.0.0.1:1/0")),
+            cluster: Some(crate::bus::BusConfig::redis("redis://127.0.0.1:1/0")),
             ..Config::default()
         };
         let nodes = (0..nodes.max(1))

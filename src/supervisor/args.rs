@@ -36,7 +36,9 @@ pub(super) struct Plan {
     pub metrics: Option<SocketAddr>,
     /// `--stdin`: worker 0 reads standard input.
     pub stdin: bool,
-    /// A directory the supervisor made for the shared local log (`--data-dir`), if it made one.
+    /// A directory the supervisor made for the shared local log, if it made one: passed as
+    /// `--data-dir` with `--durability os` (the directory does not outlive the supervisor,
+    /// so syncing it to disk would buy nothing; a crashed worker still loses nothing).
     pub data_dir: Option<PathBuf>,
 }
 
@@ -88,6 +90,7 @@ impl Plan {
         }
         if let Some(dir) = &self.data_dir {
             push("--data-dir", Some(dir.as_os_str()));
+            push("--durability", Some(OsStr::new("os")));
         }
         out
     }
@@ -162,7 +165,7 @@ mod tests {
             ..plan
         };
         let mut two = os(&common);
-        two.extend(os(&["2", "--data-dir", "/tmp/d"]));
+        two.extend(os(&["2", "--data-dir", "/tmp/d", "--durability", "os"]));
         assert_eq!(plan.args_for(2), two);
     }
 }

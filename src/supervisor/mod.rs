@@ -23,6 +23,7 @@
 //!   line (and lines read but not yet published); its successor reads on from there.
 
 mod args;
+mod log_dir;
 mod ports;
 mod worker;
 
@@ -143,12 +144,20 @@ pub fn run(cfg: &Config, args: &[OsString]) -> ExitCode {
     if let Err(e) = watch_signals(sender.clone()) {
         return cannot_start(format_args!("signals: {e}"));
     }
+    // Without a shared log given, the workers share a local one in a directory of ours.
+    let log_dir = match &cfg.cluster {
+        Some(_) => None,
+        None => match own_log_dir() {
+            Ok(d) => Some(d),
+            Err(e) => return cannot_start(format_args!("the workers' log directory: {e}")),
+        },
+    };
     let plan = Plan {
         args: args::strip(args),
         listen,
         metrics,
         stdin: cfg.stdin,
-        data_dir: None,
+        data_dir: log_dir.as_ref().map(|d| d.path().to_owned()),
     };
     log::info!(
         "sse-server {} supervisor: {n} workers on http://{listen}, at most {} clients each",
@@ -173,9 +182,26 @@ pub fn run(cfg: &Config, args: &[OsString]) -> ExitCode {
         announced: false,
     };
     let code = sup.supervise(n);
-    // The ports stay reserved until every worker is gone.
-    drop((listen_hold, metrics_hold));
+    // The ports stay reserved, and the log directory kept, until every worker is gone.
+    drop((listen_hold, metrics_hold, log_dir));
     code
+}
+
+/// Makes the private log directory and creates the log in it once, before the workers
+/// open it.
+fn own_log_dir() -> std::io::Result<log_dir::LogDir> {
+    let dir = log_dir::LogDir::create()?;
+    let local = crate::bus::config::LocalStore {
+        dir: dir.path().to_owned(),
+        durability: crate::bus::config::Durability::Os,
+    };
+    crate::os::ignore_file_size_signal();
+    crate::bus::local::check(&local).map_err(|e| std::io::Error::other(e.to_string()))?;
+    log::info!(
+        "the workers share a local log in {} (removed on exit)",
+        dir.path().display()
+    );
+    Ok(dir)
 }
 
 fn cannot_start(what: std::fmt::Arguments<'_>) -> ExitCode {

@@ -15,7 +15,7 @@ fn cluster_cfg() -> Config {
     Config {
         interval: None,
         keepalive: None,
-        cluster: Some(crate::bus::BusConfig::new("redis://127.0.0.1:1/0")),
+        cluster: Some(crate::bus::BusConfig::redis("redis://127.0.0.1:1/0")),
         ..Config::default()
     }
 }

@@ -1,0 +1,608 @@
+//! The local log's database: one SQLite file in WAL mode, opened by every thread and process
+//! that shares it. Owns the schema, the ownership check, the epoch and the offset counter;
+//! callers see events, offsets and typed errors, never SQL.
+//!
+//! # Schema (format 1)
+//! - `PRAGMA application_id` = [`APPLICATION_ID`], `PRAGMA user_version` = [`FORMAT`]: a
+//!   database without them is not ours and is never written to.
+//! - `log`: one row (`id` = 1) with the `epoch` (the log's identity, made when the file is
+//!   created) and `head`, the last offset handed out. The counter is only ever raised inside
+//!   the transaction that inserts the events it numbers, so offsets have no holes.
+//! - `events`: `offset INTEGER PRIMARY KEY` (the rowid: ordered, no separate index), the
+//!   topic, the optional event name and publisher id, the data.
+
+use std::fmt;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _, params};
+
+use super::super::config::Durability;
+use super::super::range::Scanned;
+use super::super::types::{BusEvent, ClusterId, Publish, is_valid_epoch};
+
+/// `PRAGMA application_id` of an sse-server log: "SSE1" in ASCII.
+pub(super) const APPLICATION_ID: i32 = 0x5353_4531;
+/// The schema version this build reads and writes.
+pub(super) const FORMAT: i32 = 1;
+/// The database's file name inside the data directory.
+pub(super) const FILE_NAME: &str = "log.sqlite";
+
+/// Why the log cannot be used. The message names the file and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub message: String,
+}
+
+/// What kind of failure, so the threads can answer a publish with the right refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The file is not an sse-server log, is of another format, or is corrupt: never
+    /// written to, never replaced by a new epoch behind the operator's back.
+    NotOurs,
+    /// The disk (or the database's size limit) is full.
+    Full,
+    /// Another process holds the write lock longer than the busy timeout.
+    Busy,
+    /// Anything else the file system or SQLite reported (permissions, I/O errors).
+    Io,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Which file an open [`Store`] has: a file replaced or deleted under the same name is
+/// another log (another epoch), noticed by comparing these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+/// The identity of the file at `path` now, if there is one.
+pub(super) fn identity_of(path: &Path) -> Option<FileIdentity> {
+    std::fs::metadata(path).ok().map(|m| FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
+/// What a tail needs when it (re)opens the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Hello {
+    pub epoch: String,
+    pub head: u64,
+    pub first_retained: Option<u64>,
+}
+
+/// One open connection to the log.
+pub(super) struct Store {
+    con: Connection,
+    path: PathBuf,
+    identity: Option<FileIdentity>,
+    epoch: String,
+}
+
+impl Store {
+    /// Opens (creating the directory and the database when missing) the log in `dir`, with
+    /// the durability's `synchronous` setting and `busy` as the lock wait. A new database
+    /// gets the epoch `new_epoch`. Refuses a file that is not an sse-server log of this
+    /// format without writing to it.
+    pub(super) fn open(
+        dir: &Path,
+        durability: Durability,
+        busy: Duration,
+        new_epoch: &str,
+    ) -> Result<Store, StoreError> {
+        let path = dir.join(FILE_NAME);
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Err(StoreError {
+                kind: StoreErrorKind::Io,
+                message: format!("--data-dir {}: {e}", dir.display()),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let con = Connection::open_with_flags(&path, flags).map_err(|e| error(&path, &e))?;
+        con.busy_timeout(busy).map_err(|e| error(&path, &e))?;
+        let mut store = Store {
+            con,
+            identity: identity_of(&path),
+            path,
+            epoch: String::new(),
+        };
+        store.check_ownership()?;
+        store.pragmas(durability)?;
+        store.epoch = store.create_or_read(new_epoch)?;
+        Ok(store)
+    }
+
+    /// The epoch of the open file.
+    pub(super) fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file at the log's path is still the one this connection has open.
+    pub(super) fn is_current_file(&self) -> bool {
+        identity_of(&self.path) == self.identity
+    }
+
+    /// Refuses a file that some other program made, before anything is written to it:
+    /// our application id and format, or an empty database (a file just created).
+    fn check_ownership(&self) -> Result<(), StoreError> {
+        let read = |pragma: &str| -> Result<i32, StoreError> {
+            self.con
+                .query_row(&format!("PRAGMA {pragma}"), [], |row| row.get(0))
+                .map_err(|e| error(&self.path, &e))
+        };
+        let (app, format) = (read("application_id")?, read("user_version")?);
+        if app == APPLICATION_ID && format == FORMAT {
+            return Ok(());
+        }
+        let objects: i64 = self
+            .con
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+            .map_err(|e| error(&self.path, &e))?;
+        if app == 0 && format == 0 && objects == 0 {
+            return Ok(());
+        }
+        let why = if app == APPLICATION_ID {
+            format!("it has format {format}, this build reads format {FORMAT}")
+        } else {
+            "it is an SQLite database of another program".to_owned()
+        };
+        Err(not_ours(&self.path, &why))
+    }
+
+    fn pragmas(&self, durability: Durability) -> Result<(), StoreError> {
+        let mode: String = self
+            .con
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(|e| error(&self.path, &e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError {
+                kind: StoreErrorKind::Io,
+                message: format!(
+                    "{}: cannot use write-ahead logging (journal mode {mode})",
+                    self.path.display()
+                ),
+            });
+        }
+        let synchronous = match durability {
+            Durability::Sync => "FULL",
+            Durability::Batch => "NORMAL",
+            Durability::Os => "OFF",
+        };
+        self.con
+            .execute_batch(&format!(
+                "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864;"
+            ))
+            .map_err(|e| error(&self.path, &e))
+    }
+
+    /// Creates the schema in an empty database (in one write transaction, so two processes
+    /// starting together make one epoch), or reads the epoch of an existing log.
+    fn create_or_read(&mut self, new_epoch: &str) -> Result<String, StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .con
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| error(&path, &e))?;
+        let app: i32 = tx
+            .query_row("PRAGMA application_id", [], |row| row.get(0))
+            .map_err(|e| error(&path, &e))?;
+        if app != APPLICATION_ID {
+            tx.execute_batch(&format!(
+                "CREATE TABLE log (id INTEGER PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL,
+                     head INTEGER NOT NULL);
+                 CREATE TABLE events (offset INTEGER PRIMARY KEY, topic TEXT NOT NULL,
+                     event TEXT, custom_id TEXT, data TEXT NOT NULL);
+                 PRAGMA application_id = {APPLICATION_ID};
+                 PRAGMA user_version = {FORMAT};"
+            ))
+            .map_err(|e| error(&path, &e))?;
+            tx.execute(
+                "INSERT INTO log (id, epoch, head) VALUES (1, ?1, 0)",
+                params![new_epoch],
+            )
+            .map_err(|e| error(&path, &e))?;
+        }
+        let epoch: Option<String> = tx
+            .query_row("SELECT epoch FROM log WHERE id = 1", [], |row| row.get(0))
+            .optional()
+            .map_err(|e| error(&path, &e))?;
+        tx.commit().map_err(|e| error(&path, &e))?;
+        match epoch {
+            Some(epoch) if is_valid_epoch(&epoch) => Ok(epoch),
+            _ => Err(not_ours(&path, "its epoch is missing or malformed")),
+        }
+    }
+
+    /// Runs SQLite's `quick_check` over the whole file: what a start-up does once, so a
+    /// corrupt log is refused before any client is served from it.
+    pub(super) fn verify(&self) -> Result<(), StoreError> {
+        let verdict: String = self
+            .con
+            .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+            .map_err(|e| error(&self.path, &e))?;
+        if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(not_ours(&self.path, &format!("it is corrupt ({verdict})")))
+        }
+    }
+
+    /// The epoch, head and first retained offset, read together.
+    pub(super) fn hello(&mut self) -> Result<Hello, StoreError> {
+        let path = self.path.clone();
+        let tx = self.con.transaction().map_err(|e| error(&path, &e))?;
+        let (epoch, head): (String, i64) = tx
+            .query_row("SELECT epoch, head FROM log WHERE id = 1", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .map_err(|e| error(&path, &e))?;
+        let first: Option<i64> = tx
+            .query_row("SELECT min(offset) FROM events", [], |row| row.get(0))
+            .map_err(|e| error(&path, &e))?;
+        tx.commit().map_err(|e| error(&path, &e))?;
+        self.epoch.clone_from(&epoch);
+        Ok(Hello {
+            epoch,
+            head: to_u64(head),
+            first_retained: first.map(to_u64),
+        })
+    }
+
+    /// Appends `publishes` in one transaction, in order, and trims the log to `max_len`
+    /// events; answers their ids once the transaction committed. All or none.
+    pub(super) fn append(
+        &mut self,
+        publishes: &[Publish],
+        max_len: u64,
+    ) -> Result<Vec<ClusterId>, StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .con
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| error(&path, &e))?;
+        let (epoch, head): (String, i64) = tx
+            .query_row("SELECT epoch, head FROM log WHERE id = 1", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .map_err(|e| error(&path, &e))?;
+        let mut offset = to_u64(head);
+        let mut ids = Vec::with_capacity(publishes.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (offset, topic, event, custom_id, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| error(&path, &e))?;
+            for p in publishes {
+                offset += 1;
+                insert
+                    .execute(params![
+                        to_i64(offset),
+                        p.topic,
+                        p.event,
+                        p.custom_id,
+                        p.data
+                    ])
+                    .map_err(|e| error(&path, &e))?;
+                ids.push(ClusterId {
+                    epoch: epoch.clone(),
+                    offset,
+                });
+            }
+        }
+        tx.execute(
+            "UPDATE log SET head = ?1 WHERE id = 1",
+            params![to_i64(offset)],
+        )
+        .map_err(|e| error(&path, &e))?;
+        tx.execute(
+            "DELETE FROM events WHERE offset <= ?1",
+            params![to_i64(offset.saturating_sub(max_len))],
+        )
+        .map_err(|e| error(&path, &e))?;
+        tx.commit().map_err(|e| error(&path, &e))?;
+        Ok(ids)
+    }
+
+    /// Up to `limit` log positions after `after` (through `through` when given), in order,
+    /// with the head offset, read in one transaction. A row that does not hold an event
+    /// this log could have written (not text, a field that could not be sent) is a hole.
+    pub(super) fn read_after(
+        &mut self,
+        after: u64,
+        through: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<Scanned>, u64), StoreError> {
+        let path = self.path.clone();
+        let epoch = self.epoch.clone();
+        let tx = self.con.transaction().map_err(|e| error(&path, &e))?;
+        let head: i64 = tx
+            .query_row("SELECT head FROM log WHERE id = 1", [], |row| row.get(0))
+            .map_err(|e| error(&path, &e))?;
+        let mut scanned = Vec::new();
+        {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT offset, topic, event, custom_id, data FROM events
+                     WHERE offset > ?1 AND offset <= ?2 ORDER BY offset LIMIT ?3",
+                )
+                .map_err(|e| error(&path, &e))?;
+            let through = through.map_or(i64::MAX, to_i64);
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = select
+                .query(params![to_i64(after), through, limit])
+                .map_err(|e| error(&path, &e))?;
+            while let Some(row) = rows.next().map_err(|e| error(&path, &e))? {
+                let offset = to_u64(row.get::<_, i64>(0).map_err(|e| error(&path, &e))?);
+                let event = (|| -> rusqlite::Result<BusEvent> {
+                    Ok(BusEvent {
+                        offset,
+                        id: ClusterId {
+                            epoch: epoch.clone(),
+                            offset,
+                        },
+                        topic: row.get(1)?,
+                        event: row.get(2)?,
+                        custom_id: row.get(3)?,
+                        data: row.get(4)?,
+                    })
+                })();
+                scanned.push(match event {
+                    Ok(event) => Scanned::Event(event),
+                    Err(e) => {
+                        log::warn!("local log: skipping unreadable entry {offset}: {e}");
+                        Scanned::Hole(offset)
+                    }
+                });
+            }
+        }
+        tx.commit().map_err(|e| error(&path, &e))?;
+        Ok((scanned, to_u64(head)))
+    }
+
+    /// The oldest offset still kept, if any.
+    pub(super) fn first_retained(&self) -> Result<Option<u64>, StoreError> {
+        let first: Option<i64> = self
+            .con
+            .query_row("SELECT min(offset) FROM events", [], |row| row.get(0))
+            .map_err(|e| error(&self.path, &e))?;
+        Ok(first.map(to_u64))
+    }
+
+    /// Copies the write-ahead log into the database file, syncing both (with
+    /// `synchronous=NORMAL`, what makes the commits before it survive a power loss).
+    pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
+        self.con
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| error(&self.path, &e))
+    }
+
+    /// Limits the database to `pages` pages: a full disk on demand, for tests.
+    #[cfg(test)]
+    pub(super) fn limit_pages(&self, pages: u32) {
+        let _: i64 = self
+            .con
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |row| {
+                row.get(0)
+            })
+            .unwrap_or(0);
+    }
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn not_ours(path: &Path, why: &str) -> StoreError {
+    StoreError {
+        kind: StoreErrorKind::NotOurs,
+        message: format!(
+            "{} is not a usable sse-server log: {why}; move it away to start a new log",
+            path.display()
+        ),
+    }
+}
+
+/// Classifies a SQLite error and names the file in its message.
+fn error(path: &Path, e: &rusqlite::Error) -> StoreError {
+    let code = e.sqlite_error_code();
+    let kind = match code {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreErrorKind::NotOurs,
+        Some(ErrorCode::DiskFull) => StoreErrorKind::Full,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreErrorKind::Busy,
+        _ => StoreErrorKind::Io,
+    };
+    if kind == StoreErrorKind::NotOurs {
+        return not_ours(path, &format!("{e}"));
+    }
+    StoreError {
+        kind,
+        message: format!("{}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(data: &str) -> Publish {
+        Publish {
+            token: 0,
+            topic: "news".into(),
+            event: Some("note".into()),
+            custom_id: None,
+            data: data.into(),
+        }
+    }
+
+    fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open(dir, Durability::Sync, Duration::from_secs(1), "ep0")
+    }
+
+    fn events(scanned: Vec<Scanned>) -> Vec<(u64, String)> {
+        scanned
+            .into_iter()
+            .map(|s| match s {
+                Scanned::Event(e) => (e.offset, e.data),
+                Scanned::Hole(o) => (o, "<hole>".into()),
+            })
+            .collect()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "sse-store-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn appends_number_from_the_head_and_survive_reopening() {
+        let dir = temp_dir("reopen");
+        let mut store = open(&dir).unwrap();
+        assert_eq!(store.epoch(), "ep0");
+        let ids = store.append(&[publish("a"), publish("b")], 100).unwrap();
+        assert_eq!(
+            ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["ep0-1", "ep0-2"]
+        );
+        drop(store);
+        let mut store = Store::open(&dir, Durability::Os, Duration::from_secs(1), "other").unwrap();
+        assert_eq!(store.epoch(), "ep0", "an existing log keeps its epoch");
+        let ids = store.append(&[publish("c")], 100).unwrap();
+        assert_eq!(ids[0].offset, 3);
+        let hello = store.hello().unwrap();
+        assert_eq!(
+            hello,
+            Hello {
+                epoch: "ep0".into(),
+                head: 3,
+                first_retained: Some(1)
+            }
+        );
+        let (scanned, head) = store.read_after(1, None, 10).unwrap();
+        assert_eq!(head, 3);
+        assert_eq!(events(scanned), [(2, "b".into()), (3, "c".into())]);
+        let (scanned, _) = store.read_after(0, Some(2), 10).unwrap();
+        assert_eq!(events(scanned).len(), 2, "through is inclusive");
+        let (scanned, _) = store.read_after(0, None, 1).unwrap();
+        assert_eq!(events(scanned), [(1, "a".into())], "limit");
+        store.verify().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn trimming_keeps_exactly_max_len_and_offsets_go_on() {
+        let dir = temp_dir("trim");
+        let mut store = open(&dir).unwrap();
+        for i in 0..10 {
+            store.append(&[publish(&i.to_string())], 4).unwrap();
+        }
+        let hello = store.hello().unwrap();
+        assert_eq!((hello.head, hello.first_retained), (10, Some(7)));
+        assert_eq!(store.first_retained().unwrap(), Some(7));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_foreign_or_broken_file_is_refused_untouched() {
+        let dir = temp_dir("foreign");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE_NAME);
+        std::fs::write(&path, b"just some text, not a database at all, long enough").unwrap();
+        let err = open(&dir).err().unwrap();
+        assert_eq!(err.kind, StoreErrorKind::NotOurs, "{err}");
+        assert!(err.message.contains("log.sqlite"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"just some text, not a database at all, long enough"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch("CREATE TABLE accounts (name TEXT); INSERT INTO accounts VALUES ('x');")
+            .unwrap();
+        drop(other);
+        let err = open(&dir).err().unwrap();
+        assert_eq!(err.kind, StoreErrorKind::NotOurs);
+        assert!(err.message.contains("another program"), "{err}");
+        let other = Connection::open(&path).unwrap();
+        let mode: String = other
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete", "the foreign file was not switched to WAL");
+        drop(other);
+        std::fs::remove_file(&path).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 9;
+                 CREATE TABLE x (y);"
+            ))
+            .unwrap();
+        drop(other);
+        let err = open(&dir).err().unwrap();
+        assert!(err.message.contains("format 9"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_database_refuses_the_whole_batch_and_keeps_counting_right() {
+        let dir = temp_dir("full");
+        let mut store = open(&dir).unwrap();
+        store.append(&[publish("first")], 1000).unwrap();
+        store.limit_pages(8);
+        let big = "x".repeat(64 * 1024);
+        let err = store
+            .append(&[publish("ok"), publish(&big)], 1000)
+            .unwrap_err();
+        assert_eq!(err.kind, StoreErrorKind::Full, "{err}");
+        store.limit_pages(1_000_000);
+        let ids = store.append(&[publish("after")], 1000).unwrap();
+        assert_eq!(ids[0].offset, 2, "the refused batch left no offsets behind");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_new_file_is_a_new_epoch_and_a_removed_one_is_noticed() {
+        let dir = temp_dir("replaced");
+        let store = open(&dir).unwrap();
+        assert!(store.is_current_file());
+        let path = store.path().to_owned();
+        drop(store);
+        let store = open(&dir).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        assert!(!store.is_current_file());
+        drop(store);
+        let again = Store::open(&dir, Durability::Sync, Duration::from_secs(1), "ep1").unwrap();
+        assert_eq!(again.epoch(), "ep1", "a new file is a new epoch");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
