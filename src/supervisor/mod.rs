@@ -303,8 +303,9 @@ impl Supervisor {
                 w.ready = true;
                 log::debug!("worker {index} (pid {}) ready", w.pid);
             }
-            // The worker is exiting (no line) or says something else: `reap` sees it end.
-            other => log::warn!("worker {index} (pid {}) first said {other:?}", w.pid),
+            // The worker is exiting: `reap` sees it end and says how.
+            None => log::debug!("worker {index} (pid {}) closed its stdout", w.pid),
+            Some(other) => log::warn!("worker {index} (pid {}) first said {other:?}", w.pid),
         }
         let all_ready = self
             .slots
