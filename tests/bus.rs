@@ -44,6 +44,8 @@ struct Node {
     epochs: Vec<(String, String)>,
     epoch: Option<String>,
     next_token: u64,
+    /// Entries no node wrote, as the bus reported them.
+    foreign: u64,
 }
 
 impl Node {
@@ -68,6 +70,7 @@ impl Node {
             epochs: Vec::new(),
             epoch: None,
             next_token: 1,
+            foreign: 0,
         }
     }
 
@@ -115,6 +118,7 @@ impl Node {
                 self.ranges.insert(range.token, range);
             }
             BusReply::RangeFailed { token, reason } => panic!("range {token} failed: {reason}"),
+            BusReply::Foreign { entries } => self.foreign += entries,
         }
     }
 

@@ -708,3 +708,223 @@ fn pipelined_publishes_are_answered_with_their_own_origin() {
         "{text}"
     );
 }
+
+/// An entry written into the stream by anyone but a node's publish (another deployment on
+/// the prefix, `redis-cli`, a buggy writer) with fields that would forge SSE lines (an event
+/// name or id with LF, a lone CR) reaches no subscriber: each is refused, counted and
+/// logged, and the events around it arrive as usual.
+#[test]
+fn entries_with_forged_fields_written_into_redis_reach_no_subscriber() {
+    let Some(redis) = RedisServer::start("forged_entries", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events", &[]);
+    let mut sb = Stream::open(b.addr, "/events", &[]);
+    let first = publish_ok(a.addr, "", "first");
+    let epoch = first
+        .rsplit_once('-')
+        .map(|(e, _)| e.to_owned())
+        .expect("id");
+    let forged = [
+        ("v", "evil\ndata: INJECTED-VIA-EVENT\nid: forged-1"),
+        ("i", "c1\nevent: pwn\ndata: INJECTED-VIA-ID"),
+        ("v", "lone\rcr"),
+    ];
+    for (i, (field, value)) in forged.iter().enumerate() {
+        let offset = (i + 2).to_string();
+        // Entry and counter together, as a writer running its own copy of the publish
+        // script would (apart, a node could see the counter behind the stream).
+        redis.cmd(&[
+            "EVAL",
+            "redis.call('XADD', KEYS[1], ARGV[1] .. '-0', 'e', ARGV[2], 't', '', ARGV[3], \
+             ARGV[4], 'd', 'payload') redis.call('HSET', KEYS[2], 'o', ARGV[1])",
+            "2",
+            "{sse}:log",
+            "{sse}:meta",
+            &offset,
+            &epoch,
+            field,
+            value,
+        ]);
+    }
+    let last = publish_ok(b.addr, "", "last");
+    assert_eq!(offset(&last), 5, "the forged entries took offsets 2..=4");
+    for (s, server) in [(&mut sa, &a), (&mut sb, &b)] {
+        s.wait_events(2, LIMIT);
+        std::thread::sleep(Duration::from_millis(200));
+        s.fill_nonblocking();
+        assert_eq!(
+            received(s),
+            [
+                (first.clone(), "first".into()),
+                (last.clone(), "last".into())
+            ]
+        );
+        assert!(
+            s.events.iter().all(|e| e.event_type == "message"),
+            "no forged event type"
+        );
+        assert_eq!(server.metric("sse_bus_entries_refused_total"), 3.0);
+    }
+    // A resume read from Redis skips them too.
+    let mut r = Stream::open(a.addr, "/events", &[&format!("Last-Event-ID: {epoch}-0")]);
+    r.wait_events(2, LIMIT);
+    std::thread::sleep(Duration::from_millis(200));
+    r.fill_nonblocking();
+    assert_eq!(
+        received(&r),
+        [(first.clone(), "first".into()), (last, "last".into())]
+    );
+}
+
+/// A node whose tail is cut off (its replies held back) while its command connection still
+/// reaches Redis: publishes are answered, and a client resuming on that node from an id it
+/// answered itself waits for the tail, then gets exactly what followed: no `unknown-id`,
+/// and no event it already had.
+#[test]
+fn a_resume_from_an_acknowledged_id_during_a_tail_outage_repeats_nothing() {
+    let Some(redis) = RedisServer::start("tail_outage_resume", Persistence::None) else {
+        return;
+    };
+    let proxy = Proxy::start(redis.socket());
+    let a = node(&proxy.url(), &[]);
+    wait_healthy(&a);
+    // A first publish opens the command connection before the tail is cut off.
+    let first = publish_ok(a.addr, "?topic=t", "e0");
+    let epoch = first
+        .rsplit_once('-')
+        .map(|(e, _)| e.to_owned())
+        .expect("id");
+    proxy.isolate_tail();
+    // Answered while the tail's replies are held (before its read times out)…
+    let ids: Vec<String> = (1..=50)
+        .map(|i| publish_ok(a.addr, "?topic=t", &format!("e{i}")))
+        .collect();
+    // …then the tail gives up on Redis, and the client resumes.
+    assert!(
+        eventually(LIMIT, || health(a.addr).0 == 503),
+        "the tail's outage shows on /health"
+    );
+    assert_eq!(offset(&ids[10]), 12);
+    let mut s = Stream::open(
+        a.addr,
+        "/events?topic=t",
+        &[&format!("Last-Event-ID: {}", ids[10])],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    s.fill_nonblocking();
+    assert!(
+        s.events.is_empty(),
+        "held, not unknown-id: {:?}",
+        received(&s)
+    );
+    proxy.heal();
+    s.wait_events(39, LIMIT);
+    std::thread::sleep(Duration::from_millis(300));
+    s.fill_nonblocking();
+    let expected: Vec<(String, String)> = ids[11..]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("e{}", i + 12)))
+        .collect();
+    assert_eq!(received(&s), expected, "exactly what followed, once");
+    assert!(s.events.iter().all(|e| e.event_type == "message"));
+    assert!(ids.iter().all(|id| id.starts_with(&epoch)));
+}
+
+/// Entries no node wrote, at the top of the stream, neither delete the log nor block it: a
+/// stray `XADD … *` (an id far above every offset) and an `XADD <o+1>-1` (just above the
+/// counter) are moved to `{prefix}:foreign` and counted; the epoch stays, the retained
+/// events stay, publishes go on being answered and no stream gets a reset.
+#[test]
+fn stray_entries_neither_delete_the_log_nor_block_publishing() {
+    let Some(redis) = RedisServer::start("stray_entries", Persistence::None) else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), &[]), node(&redis.url(), &[]));
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut sa = Stream::open(a.addr, "/events", &[]);
+    let mut sb = Stream::open(b.addr, "/events", &[]);
+    let mut ids: Vec<String> = (0..20)
+        .map(|i| publish_ok(a.addr, "", &format!("e{i}")))
+        .collect();
+    let epoch = ids[0]
+        .rsplit_once('-')
+        .map(|(e, _)| e.to_owned())
+        .expect("id");
+    for s in [&mut sa, &mut sb] {
+        s.wait_events(20, LIMIT);
+    }
+    redis.cmd(&["XADD", "{sse}:log", "*", "note", "x"]);
+    // Give the tails time to meet it before anyone publishes.
+    std::thread::sleep(Duration::from_millis(500));
+    ids.push(publish_ok(b.addr, "", "after the stray entry"));
+    redis.cmd(&["XADD", "{sse}:log", "21-1", "note", "foreign"]);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..5 {
+        ids.push(publish_ok(
+            a.addr,
+            "",
+            &format!("after the foreign entry {i}"),
+        ));
+    }
+    assert!(
+        ids.iter().all(|id| id.starts_with(&format!("{epoch}-"))),
+        "{ids:?}"
+    );
+    assert_eq!(
+        ids.iter().map(|id| offset(id)).collect::<Vec<_>>(),
+        (1..=26).collect::<Vec<_>>(),
+        "offsets without holes"
+    );
+    for (s, server) in [(&mut sa, &a), (&mut sb, &b)] {
+        s.wait_events(26, LIMIT);
+        std::thread::sleep(Duration::from_millis(200));
+        s.fill_nonblocking();
+        let got: Vec<String> = s.events.iter().map(|e| e.last_event_id.clone()).collect();
+        assert_eq!(got, ids, "no reset, nothing lost");
+        assert_eq!(health(server.addr).0, 200);
+    }
+    let counted =
+        a.metric("sse_bus_foreign_entries_total") + b.metric("sse_bus_foreign_entries_total");
+    assert_eq!(counted, 2.0, "each counted once, by the node that moved it");
+    let ::redis::Value::Int(len) = redis.cmd(&["XLEN", "{sse}:log"]) else {
+        panic!("XLEN")
+    };
+    assert_eq!(
+        len, 26,
+        "every retained event is still there, the stray ones moved"
+    );
+    let ::redis::Value::Int(moved) = redis.cmd(&["XLEN", "{sse}:foreign"]) else {
+        panic!("XLEN")
+    };
+    assert_eq!(moved, 2, "both stray entries kept for the operator");
+}
+
+/// A log that refuses every publish for a reason that does not pass by itself (here Redis
+/// out of memory) turns `/health` to `503 publish refused` after three refusals in a row,
+/// and back to `200 ok` with the next publish it takes.
+#[test]
+fn health_reports_a_log_that_refuses_every_publish() {
+    let Some(redis) = RedisServer::start("refusing_log", Persistence::None) else {
+        return;
+    };
+    let a = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    publish_ok(a.addr, "", "first");
+    redis.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    for _ in 0..3 {
+        let (status, body) = publish(a.addr, "", "refused");
+        assert_eq!(status, 503, "{body}");
+    }
+    let (status, body) = health(a.addr);
+    assert_eq!((status, body.as_str()), (503, "publish refused\n"));
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    publish_ok(a.addr, "", "taken again");
+    assert_eq!(health(a.addr), (200, "ok\n".to_owned()));
+}

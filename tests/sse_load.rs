@@ -605,3 +605,90 @@ fn headers_go_with_every_stream() {
     assert_all_delivered(&out, 10, 1);
     server.join().unwrap();
 }
+
+/// Two `sse-server --reuse-port --interval 200ms` processes on one port (embedded mode: each
+/// process ticks on its own), the second one returned apart so that it can be stopped.
+fn two_behind_one_port() -> (Server, Server) {
+    let args = ["--reuse-port", "--interval", "200ms"];
+    let a = Server::start(&args);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+        .args(["--listen", &a.addr.to_string()])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the second sse-server");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert!(line.contains(&a.addr.to_string()), "{line:?}");
+    let addr = a.addr;
+    (a, Server { child, addr })
+}
+
+/// `sse-load --url URL --duration D --clients 200 --json EXTRA…` while `during` runs: its
+/// exit code and JSON report (it is killed past a minute).
+fn load_200(url: &str, duration: &str, extra: &str, during: impl FnOnce()) -> (i32, String) {
+    let mut args = vec!["--url", url, "--duration", duration];
+    let more = format!("--clients 200 --json {extra}");
+    args.extend(more.split_whitespace());
+    let mut load = spawn_load(&args);
+    during();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while load.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = load.kill();
+    let out = load.wait_with_output().unwrap();
+    let json = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// A number in sse-load's JSON report.
+fn num(json: &str, key: &str) -> u64 {
+    field(json, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}: {json}"))
+}
+
+#[test]
+fn ticks_behind_one_port_are_each_servers_own() {
+    let (a, _b) = two_behind_one_port();
+    let (code, json) = load_200(&a.url("/events"), "3s", "", || ());
+    // Each client got its own server's ticks; the old rule owed it both servers' (50%).
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(field(&json, "all_delivered"), "true", "{json}");
+    assert_eq!(num(&json, "tick_sources"), 2, "{json}");
+    assert_eq!(num(&json, "ticks_missed"), 0, "{json}");
+    let delivered = num(&json, "ticks_delivered");
+    assert_eq!(num(&json, "ticks_expected"), delivered);
+    assert!(delivered >= 200 * 10, "3 s of 200 ms ticks each: {json}");
+    let every: f64 = field(&json, "tick_interval_ms").parse().unwrap();
+    assert_eq!(every.round(), 200.0, "inferred: {json}");
+}
+
+#[test]
+fn a_stalled_server_s_clients_miss_their_ticks() {
+    let (a, b) = two_behind_one_port();
+    let (base_a, base_b) = (a.fd_count(), b.fd_count());
+    let mut on_b = 0;
+    let (code, json) = load_200(&a.url("/events"), "6s", "--tick-interval 200ms", || {
+        let streams = || (a.fd_count() + b.fd_count()).saturating_sub(base_a + base_b);
+        assert!(util::eventually(Duration::from_secs(30), || streams() >= 200));
+        on_b = b.fd_count().saturating_sub(base_b) as u64;
+        // The window opens once every stream is open; stop B inside it for 7.5 intervals.
+        thread::sleep(Duration::from_secs(1));
+        let pid = b.pid().to_string();
+        let kill = |sig: &str| Command::new("kill").args([sig, &pid]).status().unwrap();
+        kill("-STOP");
+        thread::sleep(Duration::from_millis(1500));
+        kill("-CONT");
+    });
+    assert_eq!(code, 3, "INCOMPLETE: {json}");
+    assert_eq!(field(&json, "all_delivered"), "false", "{json}");
+    assert_eq!(num(&json, "disconnected"), 0, "{json}");
+    let missed = num(&json, "ticks_missed");
+    assert!(missed >= 3 * on_b && on_b > 0, "B's {on_b} clients: {json}");
+    let delivered = num(&json, "ticks_delivered");
+    assert_eq!(num(&json, "ticks_expected"), delivered + missed);
+}

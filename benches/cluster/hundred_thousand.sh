@@ -5,7 +5,8 @@
 B=$(dirname "$0")/../../target/release
 T=${TMPDIR:-/tmp}
 D=$T/sse-bench-redis100k; rm -rf $D; mkdir -p $D
-CLIENTS=${CLIENTS:-100000}; PROCS=${PROCS:-6}; PORT=${PORT:-39200}
+. "$(dirname "$0")/free_port.sh"
+CLIENTS=${CLIENTS:-100000}; PROCS=${PROCS:-6}; PORT=${PORT:-$(free_port)}
 redis-server --port 0 --unixsocket $D/r.sock --save '' --appendonly no --dir $D --daemonize no --logfile $D/log >/dev/null 2>&1 &
 RP=$!
 sleep 0.5

@@ -5,7 +5,8 @@ D=${TMPDIR:-/tmp}/sse-bench-redis3; rm -rf $D; mkdir -p $D
 redis-server --port 0 --unixsocket $D/r.sock --save '' --appendonly no --dir $D --daemonize no --logfile $D/log >/dev/null 2>&1 &
 RP=$!
 sleep 0.5
-PORT=${PORT:-$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}
+. "$(dirname "$0")/free_port.sh"
+PORT=${PORT:-$(free_port)}
 for procs in 1 2; do
   PIDS=""
   for p in $(seq $procs); do

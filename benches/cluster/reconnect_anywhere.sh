@@ -5,7 +5,8 @@
 B=$(dirname "$0")/../../target/release
 T=${TMPDIR:-/tmp}
 D=$T/sse-bench-redis-rc; rm -rf $D; mkdir -p $D
-PORT=${PORT:-$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}
+. "$(dirname "$0")/free_port.sh"
+PORT=${PORT:-$(free_port)}
 redis-server --port 0 --unixsocket $D/r.sock --save '' --appendonly no --dir $D --daemonize no --logfile $D/log >/dev/null 2>&1 &
 RP=$!
 sleep 0.5

@@ -48,7 +48,7 @@ impl Commands {
             keys,
             client,
             outbox,
-            publish: redis::Script::new(wire::PUBLISH_SCRIPT),
+            publish: redis::Script::new(&wire::publish_script()),
             hello: redis::Script::new(wire::HELLO_SCRIPT),
             seen,
             con: None,
@@ -176,10 +176,20 @@ impl Commands {
                         )),
                     },
                     other => match wire::published_id(other) {
-                        Some(id) => BusReply::Published {
-                            token: publish.token,
-                            id,
-                        },
+                        Some((id, moved)) => {
+                            if moved > 0 {
+                                log::warn!(
+                                    "bus: moved {moved} entries no node wrote off the top of the \
+                                     log to {}",
+                                    self.keys.foreign_key()
+                                );
+                                self.outbox.send(BusReply::Foreign { entries: moved });
+                            }
+                            BusReply::Published {
+                                token: publish.token,
+                                id,
+                            }
+                        }
                         None => BusReply::PublishFailed {
                             token: publish.token,
                             reason: PublishFailure::Rejected("unexpected script answer".into()),
@@ -201,16 +211,21 @@ impl Commands {
     }
 
     fn send_publishes(&mut self, publishes: &[Publish]) -> RedisResult<Vec<Value>> {
-        let (stream, meta) = (self.keys.stream_key(), self.keys.meta_key());
+        let (stream, meta, foreign) = (
+            self.keys.stream_key(),
+            self.keys.meta_key(),
+            self.keys.foreign_key(),
+        );
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for publish in publishes {
             let command = pipe
                 .cmd("EVALSHA")
                 .arg(self.publish.get_hash())
-                .arg(2)
+                .arg(3)
                 .arg(&stream)
                 .arg(&meta)
+                .arg(&foreign)
                 .arg(wire::new_epoch(self.random.next_u64()))
                 .arg(self.config.max_len);
             for (name, value) in wire::entry_fields(publish) {
@@ -300,15 +315,17 @@ fn read_range(
     let first_retained_offset = match wire::xrange_entries(first, &epoch).first() {
         Some(Entry::Event(e)) => Some(e.offset),
         Some(Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. }) => Some(*offset),
+        Some(Entry::Foreign { ms, .. }) => Some(*ms),
         None => None,
     };
     let scanned = wire::xrange_entries(entries, &epoch)
         .into_iter()
-        .map(|entry| match entry {
-            Entry::Event(e) => Scanned::Event(e),
+        .filter_map(|entry| match entry {
+            Entry::Event(e) => Some(Scanned::Event(e)),
             Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. } => {
-                Scanned::Hole(offset)
+                Some(Scanned::Hole(offset))
             }
+            Entry::Foreign { .. } => None,
         })
         .collect();
     Ok(page(range, limit, epoch, first_retained_offset, scanned))

@@ -34,6 +34,12 @@ impl RedisStore {
     pub fn meta_key(&self) -> String {
         format!("{{{}}}:meta", self.prefix)
     }
+
+    /// Where entries no node wrote are moved when they block the log (a stream, for the
+    /// operator to inspect; the newest thousand or so are kept).
+    pub fn foreign_key(&self) -> String {
+        format!("{{{}}}:foreign", self.prefix)
+    }
 }
 
 /// The local engine's settings.

@@ -7,26 +7,72 @@ use super::types::{BusEvent, ClusterId};
 use redis::{Connection, RedisResult, Value};
 use std::time::Duration;
 
-/// Appends one event. `KEYS`: the stream, the meta hash. `ARGV`: an epoch to create if the
-/// meta hash is missing (a fresh or emptied Redis), the `MAXLEN ~` bound, then the entry's
-/// field/value pairs. The offset is the meta hash's counter plus one and becomes the entry's
-/// id `<offset>-0`; the counter is stored only after `XADD` succeeded, so offsets have no
-/// holes. A new epoch deletes any stream left from the lost one. Answers `{epoch, offset}`.
-pub(super) const PUBLISH_SCRIPT: &str = r"
+/// Lua shared by the scripts: moves entries at the top of the stream that this deployment's
+/// nodes did not write (an id above `<o>-0`, `o` the meta hash's counter: every node's entry
+/// is written together with the counter) into the `foreign` stream, with their id, then sets
+/// the log's last id back to `<o>-0` so the next offset can be added. Such an entry (an
+/// `XADD … *`, an operator's `redis-cli`, another deployment on the prefix) would otherwise
+/// block every publish (`XADD` needs an id above the top) and look like a log that went
+/// back in time. Moves at most 100 per call; answers how many it moved.
+const CLEAR_TOP: &str = r"
+local function clear_top(log, foreign, o)
+  local moved = 0
+  while moved < 100 do
+    local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+    if #top == 0 then break end
+    local id = top[1][1]
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    ms = tonumber(ms)
+    if ms < o or (ms == o and seq == '0') then break end
+    redis.call('XADD', foreign, 'MAXLEN', '~', 1000, '*', 'id', id, unpack(top[1][2]))
+    redis.call('XDEL', log, id)
+    moved = moved + 1
+  end
+  if moved > 0 then redis.call('XSETID', log, string.format('%d-0', o)) end
+  return moved
+end
+";
+
+/// Appends one event. `KEYS`: the stream, the meta hash, the stream foreign entries are
+/// moved to. `ARGV`: an epoch to create if the meta hash is missing (a fresh or emptied
+/// Redis), the `MAXLEN ~` bound, then the entry's field/value pairs. The offset is the meta
+/// hash's counter plus one and becomes the entry's id `<offset>-0`; the counter is stored
+/// only after `XADD` succeeded, so offsets have no holes. A new epoch deletes any stream left
+/// from the lost one. Answers `{epoch, offset, foreign entries moved}`.
+pub(super) fn publish_script() -> String {
+    format!(
+        "{CLEAR_TOP}{}",
+        r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
   epoch = ARGV[1]
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
 end
-local offset = tonumber(redis.call('HGET', KEYS[2], 'o') or '0') + 1
+local o = tonumber(redis.call('HGET', KEYS[2], 'o') or '0')
+local moved = clear_top(KEYS[1], KEYS[3], o)
+local offset = o + 1
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], string.format('%d-0', offset),
   'e', epoch, unpack(ARGV, 3))
 redis.call('HSET', KEYS[2], 'o', offset)
-return {epoch, offset}
-";
+return {epoch, offset, moved}
+"
+    )
+}
 
-/// Reads (creating it when missing, as [`PUBLISH_SCRIPT`] does) the epoch, the head offset
+/// Moves foreign entries off the top of the stream (see `CLEAR_TOP`), for a tail that met
+/// one. `KEYS`: the stream, the meta hash, the foreign stream. Answers how many it moved.
+pub(super) fn clear_script() -> String {
+    format!(
+        "{CLEAR_TOP}{}",
+        r"
+local o = tonumber(redis.call('HGET', KEYS[2], 'o') or '0')
+return clear_top(KEYS[1], KEYS[3], o)
+"
+    )
+}
+
+/// Reads (creating it when missing, as [`publish_script`] does) the epoch, the head offset
 /// and the first retained entry's id, atomically: what a tail needs when it (re)connects.
 /// `ARGV`: the epoch to create, the epoch the caller follows and the last offset it saw
 /// (empty when none). When that epoch is current but its head is *below* the caller's
@@ -109,12 +155,14 @@ pub(super) fn hello(
     }
 }
 
-/// Decodes [`PUBLISH_SCRIPT`]'s `{epoch, offset}`.
-pub(super) fn published_id(value: &Value) -> Option<ClusterId> {
+/// Decodes [`publish_script`]'s `{epoch, offset, moved}`: the id, and how many foreign
+/// entries it moved off the top of the stream first.
+pub(super) fn published_id(value: &Value) -> Option<(ClusterId, u64)> {
     let parts = as_array(value)?;
     let epoch = parts.first().and_then(as_text)?;
     let offset = parts.get(1).and_then(as_u64)?;
-    super::types::is_valid_epoch(&epoch).then_some(ClusterId { epoch, offset })
+    let moved = parts.get(2).and_then(as_u64).unwrap_or(0);
+    super::types::is_valid_epoch(&epoch).then_some((ClusterId { epoch, offset }, moved))
 }
 
 /// The entry field/value pairs of one publish (after the epoch, which the script adds).
@@ -145,6 +193,24 @@ pub(super) enum Entry {
         offset: u64,
         why: String,
     },
+    /// An id no node writes (`<ms>-<seq>` with `seq` above 0): someone else's entry.
+    Foreign {
+        ms: u64,
+        seq: u64,
+    },
+}
+
+impl Entry {
+    /// Whether the entry sits above `<head>-0`, the newest id a node of this deployment
+    /// wrote (as far as the meta hash read before it says): then it is not (yet) known to be
+    /// ours, and a tail must not move past it (see [`clear_script`]).
+    pub(super) fn above(&self, head: u64) -> bool {
+        match self {
+            Entry::Event(e) => e.offset > head,
+            Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. } => *offset > head,
+            Entry::Foreign { ms, seq } => *ms > head || (*ms == head && *seq > 0),
+        }
+    }
 }
 
 /// Decodes the entries of an `XRANGE` answer.
@@ -154,7 +220,6 @@ pub(super) fn xrange_entries(value: &Value, epoch: &str) -> Vec<Entry> {
 }
 
 /// Decodes the entries of an `XREAD` answer on one stream (`Nil`, on a timeout, is none).
-/// Entries whose id is not `<offset>-0` are skipped.
 pub(super) fn xread_entries(value: &Value, epoch: &str) -> Vec<Entry> {
     let stream_entries = match value {
         // RESP2: [[stream, [entries…]]]
@@ -171,7 +236,14 @@ pub(super) fn xread_entries(value: &Value, epoch: &str) -> Vec<Entry> {
 
 fn decode_entry(value: &Value, epoch: &str) -> Option<Entry> {
     let parts = as_array(value)?;
-    let offset = entry_offset(&parts.first().and_then(as_text)?)?;
+    let id = parts.first().and_then(as_text)?;
+    let Some(offset) = entry_offset(&id) else {
+        let (ms, seq) = id.split_once('-')?;
+        return Some(Entry::Foreign {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        });
+    };
     let fields = parts.get(1).and_then(as_array).unwrap_or(&[]);
     let mut found: [Option<String>; 5] = Default::default();
     for pair in fields.chunks(2) {
@@ -293,7 +365,17 @@ mod tests {
             ]),
         ])]);
         let got = xread_entries(&answer, "ep");
-        assert_eq!(got.len(), 4);
+        assert_eq!(got.len(), 5);
+        assert!(matches!(
+            got[4],
+            Entry::Foreign {
+                ms: 1700000000000,
+                seq: 3
+            }
+        ));
+        assert!(got[4].above(10) && !got[0].above(7) && got[0].above(6));
+        assert!(Entry::Foreign { ms: 7, seq: 1 }.above(7));
+        assert!(!Entry::Foreign { ms: 7, seq: 1 }.above(8));
         let Entry::Event(first) = &got[0] else {
             panic!("{got:?}")
         };
@@ -354,9 +436,11 @@ mod tests {
     fn script_answers() {
         let ok = Value::Array(vec![bulk("ep"), Value::Int(12)]);
         assert_eq!(
-            published_id(&ok).map(|id| id.to_string()).as_deref(),
-            Some("ep-12")
+            published_id(&ok).map(|(id, moved)| (id.to_string(), moved)),
+            Some(("ep-12".into(), 0))
         );
+        let moved = Value::Array(vec![bulk("ep"), Value::Int(13), Value::Int(2)]);
+        assert_eq!(published_id(&moved).map(|(_, m)| m), Some(2));
         assert_eq!(
             published_id(&Value::Array(vec![bulk("EP"), Value::Int(1)])),
             None

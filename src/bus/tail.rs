@@ -27,6 +27,7 @@ pub(super) struct Tail {
     outbox: Outbox,
     shutdown: Arc<AtomicBool>,
     hello: redis::Script,
+    clear: redis::Script,
     /// The epoch followed; `None` until the first greeting (unless resumed from an id).
     epoch: Option<String>,
     /// The last offset handed to the reactor (or the starting point); `None` until the
@@ -59,6 +60,7 @@ impl Tail {
             outbox,
             shutdown,
             hello: redis::Script::new(wire::HELLO_SCRIPT),
+            clear: redis::Script::new(&wire::clear_script()),
             epoch: start.as_ref().map(|id| id.epoch.clone()),
             cursor: start.map(|id| id.offset),
             down_reported: false,
@@ -168,13 +170,19 @@ impl Tail {
             .arg(block_ms)
             .arg("STREAMS")
             .arg(self.keys.stream_key())
-            .arg(format!("{cursor}-0"));
+            .arg(format!("{cursor}-0"))
+            // The counter again once the read returned: every node's entry is written with
+            // the counter, so what the read got above it is no node's.
+            .cmd("HGET")
+            .arg(self.keys.meta_key())
+            .arg("o");
         let answers: Vec<Value> = pipe
             .query(con)
             .map_err(|e| Interrupt::Broken(wire::describe(&e)))?;
-        let [meta, read] = answers.as_slice() else {
+        let [meta, read, counter_after] = answers.as_slice() else {
             return Err(Interrupt::Broken("unexpected pipeline answer".into()));
         };
+        let head_after = wire::as_u64(counter_after).unwrap_or(0);
         let meta = wire::as_array(meta).unwrap_or(&[]);
         let current = meta.first().and_then(wire::as_text);
         let mut head = meta.get(1).and_then(wire::as_u64).unwrap_or(0);
@@ -182,8 +190,20 @@ impl Tail {
         // Another epoch, or the same one with a head below what was seen (an older copy of
         // the log): greet again, which tells them apart.
         let suspect = current.as_deref() != Some(epoch.as_str()) || head < cursor;
+        let mut blocked = false;
+        let mut skipped = 0;
         for entry in wire::xread_entries(read, &epoch) {
+            // Above the counter once the read returned: no node's entry. Never moved past;
+            // the clear script moves it out of the way (it decides atomically).
+            if !suspect && entry.above(head_after) {
+                blocked = true;
+                break;
+            }
             match entry {
+                Entry::Foreign { ms, seq } => {
+                    log::warn!("bus: skipping log entry {ms}-{seq}, which no node wrote");
+                    skipped += 1;
+                }
                 Entry::Event(event) => {
                     self.cursor = Some(event.offset);
                     events.push(event);
@@ -211,7 +231,35 @@ impl Tail {
         if suspect {
             return Err(Interrupt::EpochSuspect);
         }
+        if blocked {
+            skipped += self.clear_top(con)?;
+        }
+        if skipped > 0 {
+            self.outbox.send(BusReply::Foreign { entries: skipped });
+        }
         Ok(())
+    }
+
+    /// Moves entries no node wrote off the top of the log (they would block every publish),
+    /// and waits a little when there were none (the entry was a node's own after all, with
+    /// the counter moved meanwhile: the next read takes it).
+    fn clear_top(&mut self, con: &mut Connection) -> Result<u64, Interrupt> {
+        let moved: u64 = self
+            .clear
+            .key(self.keys.stream_key())
+            .key(self.keys.meta_key())
+            .key(self.keys.foreign_key())
+            .invoke(con)
+            .map_err(|e| Interrupt::Broken(wire::describe(&e)))?;
+        if moved > 0 {
+            log::warn!(
+                "bus: moved {moved} entries no node wrote off the top of the log to {}",
+                self.keys.foreign_key()
+            );
+        } else {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(moved)
     }
 
     fn share_position(&self) {

@@ -253,6 +253,11 @@ pub enum BusReply {
         token: u64,
         id: ClusterId,
     },
+    /// Entries no node of this deployment wrote were found in the log and moved out of its
+    /// way (or skipped): each one is counted and logged, none reaches a client.
+    Foreign {
+        entries: u64,
+    },
     PublishFailed {
         token: u64,
         reason: PublishFailure,

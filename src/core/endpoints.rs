@@ -92,15 +92,11 @@ pub(super) fn decide(core: &Core, id: ClientId, head: &RequestHead, now: Instant
         "/" | "/events" if read => Action::Stream,
         "/publish" if head.method == Method::Post => Action::Publish,
         "/publish" => Action::Fail(RequestError::MethodNotAllowed(Allow::Post)),
-        "/health" if read && core.bus_down() => {
-            // The log cannot take appends: a load balancer may send new clients elsewhere.
-            let plain = "text/plain; charset=utf-8";
-            let head_only = head.method == Method::Head;
-            Action::Answer {
-                status: 503,
-                response: response::answer(503, plain, &[], b"bus down\n", conn, head_only),
-                then: AfterAnswer::after(conn),
-            }
+        // The log cannot take appends (unreachable, or refusing every one: out of memory,
+        // read-only, …): a load balancer may send new clients elsewhere.
+        "/health" if read && core.bus_down() => unhealthy(b"bus down\n", head, conn),
+        "/health" if read && core.publishing_refused() => {
+            unhealthy(b"publish refused\n", head, conn)
         }
         "/health" if read => ok("text/plain; charset=utf-8", b"ok\n"),
         "/metrics" if read => {
@@ -182,6 +178,16 @@ fn options(core: &Core, head: &RequestHead, conn: Connection) -> Action {
 
 /// The demo page, served at `/` to browser navigations.
 pub const DEMO_PAGE: &str = include_str!("../demo.html");
+
+/// `/health`'s failure: 503 with `body`, the connection kept as the request asked.
+fn unhealthy(body: &[u8], head: &RequestHead, conn: Connection) -> Action {
+    let head_only = head.method == Method::Head;
+    Action::Answer {
+        status: 503,
+        response: response::answer(503, "text/plain; charset=utf-8", &[], body, conn, head_only),
+        then: AfterAnswer::after(conn),
+    }
+}
 
 /// A browser navigation: asks for HTML and not for an event stream (`curl` sends `*/*`,
 /// EventSource sends `text/event-stream`: both get the stream).

@@ -149,6 +149,14 @@ impl Core {
         self.cluster.as_ref().is_some_and(|c| !c.is_connected())
     }
 
+    /// True while the log refuses every publish outright (several in a row, none taken
+    /// since): `/health` answers 503. The memory log never refuses.
+    pub fn publishing_refused(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.publishing_refused())
+    }
+
     /// `/metrics`: the core's counters and gauges, then the log's own.
     pub(in crate::core) fn render_all_metrics(&self, gauges: &Gauges<'_>) -> String {
         let mut out = super::metrics::render(&self.metrics, gauges);

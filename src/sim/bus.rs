@@ -64,6 +64,9 @@ pub enum ClusterOp {
     Lose,
     /// A client's socket fills (or drains again).
     Block { client: u8, blocked: bool },
+    /// A new client on `node` resumes from an id some node answered to a publish (its tail
+    /// may not have shown it yet, or be away): it must never get `reset` `unknown-id`.
+    ResumeAnswered { node: u8, answer: u8 },
 }
 
 struct SimClient {
@@ -82,10 +85,12 @@ struct SimClient {
 enum Start {
     /// A fresh client: events after this (epoch, offset) of the node's tail.
     Fresh(Option<(String, u64)>),
-    /// Resumed with this `Last-Event-ID`; `custom` when it is a publisher-given id.
+    /// Resumed with this `Last-Event-ID`; `custom` when it is a publisher-given id;
+    /// `answered` when a node answered it to a publish (in the log's current epoch then).
     Resumed {
         last: String,
         custom: Option<CustomStart>,
+        answered: bool,
     },
 }
 
@@ -130,6 +135,10 @@ pub struct ClusterSim {
     /// Resumes from a publisher-given id: on a node whose cache held it, and on one whose
     /// cache did not.
     custom_resumes: (usize, usize),
+    /// Every id a node answered to a publish, newest last.
+    answered: Vec<String>,
+    /// Resumes from an answered id.
+    answered_resumes: usize,
     /// The entries one range page scans at most (the bus's batch size): 1 to 4, from the
     /// seed, so that ranges are read in several pages.
     batch: usize,
@@ -171,6 +180,8 @@ impl ClusterSim {
             epochs: 0,
             published: 0,
             custom_resumes: (0, 0),
+            answered: Vec::new(),
+            answered_resumes: 0,
             batch: 1 + (seed % 4) as usize,
         };
         for n in 0..sim.nodes.len() {
@@ -204,6 +215,11 @@ impl ClusterSim {
     /// whose cache did not).
     pub fn custom_resumes(&self) -> (usize, usize) {
         self.custom_resumes
+    }
+
+    /// How many clients resumed from an id a node answered to a publish.
+    pub fn answered_resumes(&self) -> usize {
+        self.answered_resumes
     }
 
     /// Events received by all clients so far (resets included): a scenario that checks
@@ -273,6 +289,9 @@ impl ClusterSim {
                         match request {
                             BusRequest::Publish(p) => {
                                 let reply = self.log.publish(&p);
+                                if let BusReply::Published { id, .. } = &reply {
+                                    self.answered.push(id.to_string());
+                                }
                                 self.history.push(Logged {
                                     epoch: self.log.epoch().to_owned(),
                                     offset: self.log.head(),
@@ -323,6 +342,7 @@ impl ClusterSim {
                 self.epochs += 1;
                 self.log.lose(&format!("e{}", self.epochs));
             }
+            ClusterOp::ResumeAnswered { node, answer } => self.resume_answered(pick(node), answer),
             ClusterOp::Block { client, blocked } => {
                 if self.clients.is_empty() {
                     return;
@@ -335,6 +355,27 @@ impl ClusterSim {
                     self.drain(n);
                 }
             }
+        }
+    }
+
+    /// A resume from an answered id of the log's current epoch (none yet: nothing).
+    fn resume_answered(&mut self, n: usize, answer: u8) {
+        let epoch = format!("{}-", self.log.epoch());
+        let current: Vec<&String> = self
+            .answered
+            .iter()
+            .filter(|id| id.starts_with(&epoch))
+            .collect();
+        if current.is_empty() {
+            return;
+        }
+        let last = current[answer as usize % current.len()].clone();
+        let topic = CLUSTER_TOPICS[answer as usize % CLUSTER_TOPICS.len()];
+        self.answered_resumes += 1;
+        self.subscribe(n, topic, Some(last));
+        if let Some(Start::Resumed { answered, .. }) = self.clients.last_mut().map(|c| &mut c.start)
+        {
+            *answered = true;
         }
     }
 
@@ -359,7 +400,11 @@ impl ClusterSim {
                     Some(_) => self.custom_resumes.1 += 1,
                     None => {}
                 }
-                Start::Resumed { last, custom }
+                Start::Resumed {
+                    last,
+                    custom,
+                    answered: false,
+                }
             }
             None => Start::Fresh(self.nodes[n].applied.clone()),
         };
@@ -447,12 +492,17 @@ impl ClusterSim {
         // that names no position.
         let mut at: Option<(String, u64)> = self.start_position(&c.start);
         let mut anchored = matches!(c.start, Start::Fresh(_)) || at.is_some();
-        let custom = match &c.start {
-            Start::Resumed { custom, .. } => custom.as_ref(),
-            Start::Fresh(_) => None,
+        let (custom, answered) = match &c.start {
+            Start::Resumed {
+                custom, answered, ..
+            } => (custom.as_ref(), *answered),
+            Start::Fresh(_) => (None, false),
         };
         for (i, e) in events.iter().enumerate() {
             if e.event_type == "reset" {
+                if answered && e.data.contains("unknown-id") {
+                    return Err("an id a node answered to a publish: unknown-id".into());
+                }
                 if let Some(cs) = custom.filter(|cs| cs.held) {
                     if e.data.contains("unknown-id") {
                         return Err("a publisher-given id this node cached: unknown-id".into());

@@ -163,12 +163,24 @@ impl Drop for RedisServer {
 
 /// A TCP listener on 127.0.0.1 forwarding each connection to the server's unix socket.
 /// [`Proxy::cut`] closes every forwarded connection and refuses new ones (accepted and
-/// closed at once) until [`Proxy::heal`].
+/// closed at once) until [`Proxy::heal`]. [`Proxy::isolate_tail`] cuts only a node's tail:
+/// replies on the connections that sent `XREAD`, and on every connection opened from then
+/// on, are held back until [`Proxy::heal`], while an established command connection goes
+/// on working.
 pub struct Proxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
+    hold_new: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
+    open: Arc<Mutex<Vec<Forwarded>>>,
+}
+
+/// One forwarded connection: the client side, whether it has sent `XREAD` (a tail), and
+/// whether its replies are held back.
+struct Forwarded {
+    client: TcpStream,
+    tail: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -177,9 +189,10 @@ impl Proxy {
         listener.set_nonblocking(true).expect("nonblocking proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let cut = Arc::new(AtomicBool::new(false));
+        let hold_new = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (c, s, o) = (cut.clone(), stop.clone(), open.clone());
+        let (c, h, s, o) = (cut.clone(), hold_new.clone(), stop.clone(), open.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let Ok((client, _)) = listener.accept() else {
@@ -194,15 +207,22 @@ impl Proxy {
                 let Ok(upstream) = UnixStream::connect(&target) else {
                     continue;
                 };
+                let tail = Arc::new(AtomicBool::new(false));
+                let held = Arc::new(AtomicBool::new(h.load(Ordering::Relaxed)));
                 if let Ok(copy) = client.try_clone() {
-                    o.lock().unwrap().push(copy);
+                    o.lock().unwrap().push(Forwarded {
+                        client: copy,
+                        tail: tail.clone(),
+                        held: held.clone(),
+                    });
                 }
-                forward(&client, &upstream);
+                forward(&client, &upstream, tail, held);
             }
         });
         Proxy {
             port,
             cut,
+            hold_new,
             stop,
             open,
         }
@@ -215,47 +235,97 @@ impl Proxy {
     pub fn cut(&self) {
         self.cut.store(true, Ordering::Relaxed);
         for conn in self.open.lock().unwrap().drain(..) {
-            let _ = conn.shutdown(Shutdown::Both);
+            let _ = conn.client.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Holds back the replies of the tail connections and of every connection opened from
+    /// now until [`Proxy::heal`].
+    pub fn isolate_tail(&self) {
+        self.hold_new.store(true, Ordering::Relaxed);
+        for conn in self.open.lock().unwrap().iter() {
+            if conn.tail.load(Ordering::Relaxed) {
+                conn.held.store(true, Ordering::Relaxed);
+            }
         }
     }
 
     pub fn heal(&self) {
         self.cut.store(false, Ordering::Relaxed);
+        self.hold_new.store(false, Ordering::Relaxed);
+        for conn in self.open.lock().unwrap().iter() {
+            conn.held.store(false, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.heal();
         self.cut();
     }
 }
 
-/// Copies both ways on two threads until either side closes; then closes both.
-fn forward(client: &TcpStream, upstream: &UnixStream) {
-    let pairs: [(Box<dyn Read + Send>, Box<dyn Write + Send>); 2] = [
-        (
-            Box::new(client.try_clone().expect("clone")),
-            Box::new(upstream.try_clone().expect("clone")),
-        ),
-        (
-            Box::new(upstream.try_clone().expect("clone")),
-            Box::new(client.try_clone().expect("clone")),
-        ),
-    ];
+/// Copies both ways on two threads until either side closes; then closes both. Marks
+/// `tail` when the client sends `XREAD`; while `held` is set, replies wait.
+fn forward(
+    client: &TcpStream,
+    upstream: &UnixStream,
+    tail: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
+) {
     let (client, upstream) = (
         client.try_clone().expect("clone"),
         upstream.try_clone().expect("clone"),
     );
+    let (c, u) = (
+        client.try_clone().expect("clone"),
+        upstream.try_clone().expect("clone"),
+    );
     let closer = Arc::new(move || {
-        let _ = client.shutdown(Shutdown::Both);
-        let _ = upstream.shutdown(Shutdown::Both);
+        let _ = c.shutdown(Shutdown::Both);
+        let _ = u.shutdown(Shutdown::Both);
     });
-    for (mut from, mut to) in pairs {
-        let closer = closer.clone();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from, &mut to);
-            closer();
+    let requests: (Box<dyn Read + Send>, Box<dyn Write + Send>) = (
+        Box::new(client.try_clone().expect("clone")),
+        Box::new(upstream.try_clone().expect("clone")),
+    );
+    let replies: (Box<dyn Read + Send>, Box<dyn Write + Send>) =
+        (Box::new(upstream), Box::new(client));
+    let close = closer.clone();
+    std::thread::spawn(move || {
+        let (mut from, mut to) = requests;
+        copy_watching(&mut from, &mut to, |chunk| {
+            if chunk.windows(5).any(|w| w.eq_ignore_ascii_case(b"XREAD")) {
+                tail.store(true, Ordering::Relaxed);
+            }
+            true
         });
+        close();
+    });
+    std::thread::spawn(move || {
+        let (mut from, mut to) = replies;
+        copy_watching(&mut from, &mut to, |_| {
+            while held.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            true
+        });
+        closer();
+    });
+}
+
+/// Copies `from` to `to` chunk by chunk, showing each chunk to `before` first.
+fn copy_watching(from: &mut dyn Read, to: &mut dyn Write, mut before: impl FnMut(&[u8]) -> bool) {
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !before(&buf[..n]) || to.write_all(&buf[..n]).is_err() {
+            return;
+        }
     }
 }

@@ -61,6 +61,11 @@ pub struct Args {
     /// resumes with `Last-Event-ID`; every event must still arrive once, in order.
     #[arg(long, value_parser = parse_duration)]
     pub reconnect_every: Option<Duration>,
+    /// The servers' tick interval, for checking each connection's ticks (no gap past two
+    /// intervals). Default: per client group, the median time between a stream's
+    /// consecutive ticks.
+    #[arg(long, value_parser = parse_duration)]
+    pub tick_interval: Option<Duration>,
     /// Give up on connections still not streaming after this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -203,6 +208,12 @@ impl Plan {
         {
             return Err("--reconnect-every must be at least 10ms".into());
         }
+        if args
+            .tick_interval
+            .is_some_and(|d| d < Duration::from_millis(1))
+        {
+            return Err("--tick-interval must be at least 1ms".into());
+        }
         Ok(Plan {
             topics: args.topics.clone(),
             args,
@@ -335,6 +346,8 @@ mod tests {
             .is_err()
         );
         assert!(plan(&["--reconnect-every", "1ms"]).is_err());
+        assert!(plan(&["--tick-interval", "0s"]).is_err());
+        assert!(plan(&["--tick-interval", "200ms"]).is_ok());
     }
 
     #[test]

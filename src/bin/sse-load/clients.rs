@@ -231,13 +231,13 @@ impl Clients {
     }
 
     /// Reconnects the clients whose time has come.
-    pub fn reconnect_due(&mut self, env: Env, now: Instant) {
+    pub fn reconnect_due(&mut self, env: Env, tally: &mut Tally, now: Instant) {
         while let Some(&Reverse((at, i))) = self.reconnect_at.peek() {
             if at > now {
                 break;
             }
             self.reconnect_at.pop();
-            self.reconnect(env, i);
+            self.reconnect(env, tally, i);
         }
     }
 
@@ -247,11 +247,12 @@ impl Clients {
     }
 
     /// Drops client `i`'s stream and opens a new one resuming after its last event id.
-    fn reconnect(&mut self, env: Env, i: usize) {
+    fn reconnect(&mut self, env: Env, tally: &mut Tally, i: usize) {
         let c = &mut self.list[i];
         if !matches!(c.phase, Phase::Streaming { .. }) {
             return;
         }
+        tally.stream_dropped(&mut c.seen, c.group);
         let id = c.frames.last_event_id();
         if !id.is_empty() {
             c.resume_id = Some(String::from_utf8_lossy(id).into());
@@ -267,11 +268,11 @@ impl Clients {
     }
 
     /// The connection ended (closed by the server, or broken).
-    fn ended(&mut self, env: Env, i: usize, msg: String) {
+    fn ended(&mut self, env: Env, tally: &mut Tally, i: usize, msg: String) {
         match self.list[i].phase {
             Phase::Streaming { .. } if env.plan.args.reconnect_every.is_some() => {
                 // A browser reconnects; so do we (and the events must still all arrive).
-                self.reconnect(env, i);
+                self.reconnect(env, tally, i);
             }
             Phase::Streaming { .. } => {
                 self.streaming -= 1;
@@ -367,13 +368,13 @@ impl Clients {
             };
             match s.read(&mut self.buf) {
                 Ok(0) => {
-                    self.ended(env, i, "the server closed the connection".into());
+                    self.ended(env, tally, i, "the server closed the connection".into());
                     return;
                 }
                 Ok(n) => {
                     let recv_ns = self.recv_stamp();
                     if let Err(msg) = self.bytes(env, tally, i, n, recv_ns) {
-                        self.ended(env, i, msg);
+                        self.ended(env, tally, i, msg);
                         return;
                     }
                     if n < self.buf.len() {
@@ -383,7 +384,7 @@ impl Clients {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.ended(env, i, format!("read: {e}"));
+                    self.ended(env, tally, i, format!("read: {e}"));
                     return;
                 }
             }
@@ -437,6 +438,7 @@ impl Clients {
         };
         self.streaming += 1;
         if c.seen.counted {
+            tally.stream_started(&mut c.seen);
             self.arm_reconnect(env, i, Instant::now());
         }
         let c = &mut self.list[i];

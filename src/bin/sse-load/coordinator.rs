@@ -488,6 +488,11 @@ impl Coordinator<'_> {
                 o.cpu_servers
             },
             ticks_per_second: cpu::ticks_per_second(),
+            tick_interval_ns: self
+                .plan
+                .args
+                .tick_interval
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         };
         let mut report = Report::merge(info, &parts);
         if let Some(d) = o.connected_after {

@@ -9,8 +9,9 @@
 //! ([`sse_server::sse::parse::Parser`]), de-chunked when needed with the server crate's
 //! decoder; the run measures the time to connect everyone, per (client, event) fan-out latency
 //! (receive time minus the time inside the event: a `the time is …` tick in Go's layout or a
-//! `ts=<unix ns>` payload), and completeness: each client got each event of its group (server
-//! and topic) once, in order, across reconnects too.
+//! `ts=<unix ns>` payload), and completeness: each client got each published event of its
+//! group (server and topic) once, in order, across reconnects too, and its own server's ticks
+//! (checked per connection: [`ticks`]).
 //!
 //! Exit codes: 0 every event reached every client; 3 the run finished but delivery was
 //! incomplete; 2 bad flags, or more clients than the machine's limits allow; 1 the server could
@@ -29,6 +30,7 @@ mod publisher;
 mod report;
 mod stats;
 mod tally;
+mod ticks;
 mod timeline;
 mod wire;
 mod worker;

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::stats::{FastBuild, Histogram, Key};
+use crate::ticks::{self, Link, TickCheck};
 use crate::wire::Partial;
 
 /// How one event fared: how many of the clients that should have got it did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventOutcome {
     pub group: u16,
     /// The event's time (ticks, publishes), for ordering.
@@ -34,6 +35,8 @@ pub struct RunInfo {
     /// The server's (all the servers' found) over the same time, when known.
     pub server_cpu_ticks: Option<u64>,
     pub ticks_per_second: u64,
+    /// `--tick-interval`, when given (else the tick check infers it).
+    pub tick_interval_ns: Option<u64>,
 }
 
 /// The run's outcome, as reported.
@@ -49,7 +52,11 @@ pub struct Report {
     pub events: u64,
     pub ticks: u64,
     pub published_events: u64,
+    /// Deliveries owed: every published or other event to each client of its group, and
+    /// each client's own server's ticks (delivered + missed).
     pub expected: u64,
+    /// The ticks, checked per connection.
+    pub tick_check: TickCheck,
     pub delivered: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
@@ -82,6 +89,9 @@ impl Report {
         };
         let mut counted: Vec<u64> = Vec::new();
         let mut events: HashMap<(u16, Key), u64, FastBuild> = HashMap::default();
+        let mut links: HashMap<Link, u64, FastBuild> = HashMap::default();
+        let mut stretches: BTreeMap<u16, Histogram> = BTreeMap::new();
+        let (mut start_ns, mut end_ns) = (0u64, 0u64);
         let (mut rss, mut rss_clients) = (0u64, 0u64);
         for p in parts {
             r.connected += p.connected;
@@ -122,6 +132,20 @@ impl Report {
             for &(k, n) in &p.events {
                 *events.entry(k).or_insert(0) += u64::from(n);
             }
+            for &(l, n) in &p.tick_links {
+                *links.entry(l).or_insert(0) += n;
+            }
+            for (g, h) in &p.tick_stretches {
+                stretches.entry(*g).or_default().merge(h);
+            }
+            if p.window_ns.0 > 0 {
+                start_ns = if start_ns == 0 {
+                    p.window_ns.0
+                } else {
+                    start_ns.min(p.window_ns.0)
+                };
+                end_ns = end_ns.max(p.window_ns.1);
+            }
         }
         if r.per_client_min == u64::MAX {
             r.per_client_min = 0;
@@ -146,7 +170,18 @@ impl Report {
                 expected,
             });
         }
-        r.events = events.len() as u64;
+        r.tick_check = ticks::check(
+            &links,
+            &stretches,
+            start_ns,
+            end_ns,
+            r.info.tick_interval_ns,
+        );
+        let t = &r.tick_check;
+        r.ticks += t.ticks;
+        r.expected += t.delivered + t.missed;
+        r.events = events.len() as u64 + t.ticks;
+        r.outcomes.extend(t.outcomes.iter().cloned());
         r.outcomes.sort_by_key(|o| (o.group, o.time_ns));
         r
     }
@@ -157,6 +192,7 @@ impl Report {
         self.connected + self.slow == self.info.clients
             && self.expected > 0
             && self.delivered == self.expected
+            && self.tick_check.missed == 0
             && self.duplicates == 0
             && self.out_of_order == 0
             && self.disconnected == 0
@@ -267,6 +303,26 @@ impl Report {
             self.out_of_order,
             self.disconnected
         );
+        let t = &self.tick_check;
+        if t.ticks > 0 || t.missed > 0 {
+            let every = t.interval_ns.map_or(String::new(), |every| {
+                let how = if i.tick_interval_ns.is_some() {
+                    "--tick-interval"
+                } else {
+                    "inferred"
+                };
+                format!(", one every {:.1} ms ({how})", ms(every))
+            });
+            let _ = writeln!(
+                o,
+                "  ticks            {} of {} per connection, {} missed: {} tick source{}{every}",
+                t.delivered,
+                t.delivered + t.missed,
+                t.missed,
+                t.sources,
+                if t.sources == 1 { "" } else { "s" },
+            );
+        }
         let _ = writeln!(
             o,
             "  per client       {} to {} events",
@@ -372,6 +428,16 @@ impl Report {
             "missing",
             self.expected.saturating_sub(self.delivered).to_string(),
         );
+        let t = &self.tick_check;
+        put("ticks_delivered", t.delivered.to_string());
+        put("ticks_expected", (t.delivered + t.missed).to_string());
+        put("ticks_missed", t.missed.to_string());
+        put("tick_sources", t.sources.to_string());
+        put(
+            "tick_interval_ms",
+            t.interval_ns
+                .map_or("null".into(), |i| format!("{:.3}", i as f64 / 1e6)),
+        );
         put("duplicates", self.duplicates.to_string());
         put("out_of_order", self.out_of_order.to_string());
         put("disconnected", self.disconnected.to_string());
@@ -448,9 +514,9 @@ mod tests {
             counted_per_group: vec![2, 1],
             delivered: 5,
             events: vec![
-                ((0, Key::Tick(1)), 2),
-                ((1, Key::Tick(2)), 1),
-                ((0, Key::Tick(3)), 2),
+                ((0, Key::Ts(1)), 2),
+                ((1, Key::Ts(2)), 1),
+                ((0, Key::Ts(3)), 2),
             ],
             ..Partial::default()
         };
@@ -460,9 +526,9 @@ mod tests {
             counted_per_group: vec![1, 1],
             delivered: 3,
             events: vec![
-                ((0, Key::Tick(1)), 1),
-                ((1, Key::Tick(2)), 1),
-                ((0, Key::Tick(3)), 1),
+                ((0, Key::Ts(1)), 1),
+                ((1, Key::Ts(2)), 1),
+                ((0, Key::Ts(3)), 1),
             ],
             ..Partial::default()
         };
@@ -476,7 +542,7 @@ mod tests {
         assert!(r.all_delivered(), "{}", r.table());
         let short = Partial {
             delivered: 2,
-            events: vec![((0, Key::Tick(1)), 1), ((1, Key::Tick(2)), 1)],
+            events: vec![((0, Key::Ts(1)), 1), ((1, Key::Ts(2)), 1)],
             ..a.clone()
         };
         let r = Report::merge(info, &[a, short]);

@@ -156,6 +156,15 @@ impl Histogram {
         Ok(h)
     }
 
+    /// The non-empty buckets as (low edge, values recorded), in increasing order.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, &c)| (bucket_low(i), c))
+    }
+
     /// The value at quantile `q` (0..=1): the low edge of its bucket, at most `max`.
     pub fn quantile(&self, q: f64) -> u64 {
         if self.total == 0 {

@@ -4,15 +4,20 @@
 //! The window is the same in every worker: the coordinator gives its start and end as unix
 //! nanoseconds, so an event with a time inside (a tick, a `ts=` publish) is in or out of the
 //! window whichever worker sees it, and the coordinator can add the workers' counts per event.
+//!
+//! Published and other events are one set per client group that every client of the group
+//! must get ([`EventTable`]). Ticks are each server process's own, so they are checked per
+//! connection instead ([`crate::ticks`]): each client must get its own server's ticks.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::stats::{FastBuild, Histogram, Key};
+use crate::ticks::{Chain, TickLinks};
 
 /// An event as counted: its client group and what it is.
 pub type EventKey = (u16, Key);
 
-/// What one client has received in the window.
+/// What one client has received in the window (four words: sse-load keeps one per stream).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Seen {
     /// Window events received.
@@ -20,9 +25,18 @@ pub struct Seen {
     /// Where its next event probably is in its group's [`EventTable`] list (just after its
     /// last one: every client of a group gets the same events in the same order).
     next: u32,
-    /// Streaming when the window started: expected to get every window event of its group.
+    /// When its current stream started, in milliseconds after the window opened (for a
+    /// reconnected stream: its first tick is owed within two intervals of that).
+    pub(crate) stream_ms: u32,
+    /// Streaming when the window started: expected to get every window event of its group,
+    /// and its own server's ticks.
     pub counted: bool,
-    last_tick: u64,
+    /// Where its tick chain stands.
+    pub(crate) chain: Chain,
+    /// A tick after the window's end reached it: all its server's window ticks are in.
+    pub(crate) settled: bool,
+    /// Its last window tick (unix ns; 0: none yet).
+    pub(crate) last_tick: u64,
     last_ts: u64,
 }
 
@@ -39,8 +53,12 @@ pub struct Tally {
     pub window: Window,
     /// Window events and how many of this worker's clients received each.
     pub events: EventTable,
-    /// Window events per group.
+    /// Window events per group (published and other events; ticks are in `ticks`).
     pub events_per_group: Vec<u64>,
+    /// The most window events one client of each group has received (for `--events`).
+    best_got: Vec<u32>,
+    /// Window ticks, per connection.
+    pub ticks: TickLinks,
     /// Opaque events seen before the window opened (not part of it).
     before: HashSet<EventKey, FastBuild>,
     /// Someone publishes: the event cap counts what the publisher sent, not what arrived.
@@ -65,6 +83,8 @@ impl Tally {
             window: Window::NotStarted,
             events: EventTable::new(groups),
             events_per_group: vec![0; groups],
+            best_got: vec![0; groups],
+            ticks: TickLinks::new(groups),
             before: HashSet::default(),
             publishing,
             cap,
@@ -119,6 +139,9 @@ impl Tally {
             Window::Open { start_ns } => (start_ns, None),
             Window::Closed { start_ns, end_ns } => (start_ns, Some(end_ns)),
         };
+        if let Key::Tick(t) = key.1 {
+            return self.on_tick(seen, key.0, t, recv_ns, (start_ns, end_ns));
+        }
         let slot = self.events.find(key, seen.next);
         let known = slot.is_some();
         let admitted = known
@@ -130,20 +153,15 @@ impl Tally {
             return;
         }
         if let Some(t) = key.1.time() {
-            let last = if matches!(key.1, Key::Tick(_)) {
-                &mut seen.last_tick
-            } else {
-                &mut seen.last_ts
-            };
-            if t == *last {
+            if t == seen.last_ts {
                 self.duplicates += 1;
                 return;
             }
-            if t < *last {
+            if t < seen.last_ts {
                 self.out_of_order += 1;
                 return;
             }
-            *last = t;
+            seen.last_ts = t;
             self.latency.record(recv_ns.saturating_sub(t));
         }
         seen.next = match slot {
@@ -155,24 +173,108 @@ impl Tally {
         } + 1;
         self.delivered += 1;
         seen.got += 1;
-        if !known
-            && end_ns.is_none()
+        self.reached(seen, key.0, key.1.time());
+    }
+
+    /// A tick at `t` reached a client of `group`: checked on its own connection (its own
+    /// server's ticks, each once, in order), not against the group's set.
+    fn on_tick(
+        &mut self,
+        seen: &mut Seen,
+        group: u16,
+        t: u64,
+        recv_ns: u64,
+        (start_ns, end_ns): (u64, Option<u64>),
+    ) {
+        if !seen.counted || t < start_ns {
+            return;
+        }
+        if end_ns.is_some_and(|e| t > e) {
+            self.ticks.settle(seen, group);
+            return;
+        }
+        if t == seen.last_tick {
+            self.duplicates += 1;
+            return;
+        }
+        if t < seen.last_tick {
+            self.out_of_order += 1;
+            return;
+        }
+        self.ticks.tick(seen, group, t, start_ns);
+        self.latency.record(recv_ns.saturating_sub(t));
+        self.delivered += 1;
+        seen.got += 1;
+        self.reached(seen, group, Some(t));
+    }
+
+    /// `--events`: a client of `group` now has `seen.got` window events (the one just
+    /// received at `time`); the window ends once one client of every group with events has
+    /// the cap (servers tick independently: at the last of their `n`-th ticks).
+    fn reached(&mut self, seen: &Seen, group: u16, time: Option<u64>) {
+        let Some(best) = self.best_got.get_mut(usize::from(group)) else {
+            return;
+        };
+        if seen.got <= *best {
+            return;
+        }
+        *best = seen.got;
+        if matches!(self.window, Window::Open { .. })
             && !self.publishing
-            && self.cap.is_some_and(|cap| self.every_group_has(cap))
+            && self
+                .cap
+                .is_some_and(|cap| self.best_got.iter().all(|&b| b == 0 || u64::from(b) >= cap))
         {
             // Later events are outside the window: by time, or (opaque) by closure.
-            self.close(key.1.time().unwrap_or_else(crate::now_ns));
+            self.close(time.unwrap_or_else(crate::now_ns));
             self.closed_here = true;
         }
     }
 
-    /// True when every group that has seen an event has seen at least `n` (groups of several
-    /// servers tick independently: the window ends at the last of their `n`-th ticks).
-    fn every_group_has(&self, n: u64) -> bool {
-        self.events_per_group.iter().all(|&e| e == 0 || e >= n)
+    /// `seen`'s stream was dropped to reconnect (its tick chain pauses).
+    pub fn stream_dropped(&mut self, seen: &mut Seen, group: u16) {
+        if !seen.counted {
+            return;
+        }
+        let (start_ns, end_ns) = match self.window {
+            Window::NotStarted => return,
+            Window::Open { start_ns } => (start_ns, None),
+            Window::Closed { start_ns, end_ns } => (start_ns, Some(end_ns)),
+        };
+        self.ticks
+            .dropped(seen, group, crate::now_ns(), start_ns, end_ns);
     }
 
-    /// Deliveries this worker expects, given how many counted clients each group has.
+    /// `seen` streams again after a reconnect (its tick chain resumes from now).
+    pub fn stream_started(&self, seen: &mut Seen) {
+        if !seen.counted {
+            return;
+        }
+        if let Window::Open { start_ns } | Window::Closed { start_ns, .. } = self.window {
+            TickLinks::restarted(seen, crate::now_ns(), start_ns);
+        }
+    }
+
+    /// The run is over: the last link of a counted client's tick chain, to the window's end.
+    pub fn finish(&mut self, seen: &Seen, group: u16) {
+        if !seen.counted {
+            return;
+        }
+        let (start_ns, end_ns) = match self.window {
+            Window::NotStarted => return,
+            Window::Open { start_ns } => (start_ns, crate::now_ns()),
+            Window::Closed { start_ns, end_ns } => (start_ns, end_ns),
+        };
+        self.ticks.finish(seen, group, start_ns, end_ns);
+    }
+
+    /// Published and other deliveries (not ticks).
+    pub fn set_delivered(&self) -> u64 {
+        self.delivered - self.ticks.delivered
+    }
+
+    /// Published and other deliveries this worker expects (ticks are checked per connection),
+    /// given how many counted clients each group has.
     pub fn expected(&self, counted_per_group: &[u64]) -> u64 {
         counted_per_group
             .iter()
@@ -272,17 +374,17 @@ mod tests {
             counted: true,
             ..Seen::default()
         };
-        t.on_event(&mut c, (0, Key::Tick(50)), 60);
+        t.on_event(&mut c, (0, Key::Ts(50)), 60);
         assert_eq!(t.delivered, 0, "before the window opened");
         t.open(100);
-        t.on_event(&mut c, (0, Key::Tick(90)), 120);
-        t.on_event(&mut c, (0, Key::Tick(110)), 120);
-        t.on_event(&mut c, (0, Key::Tick(110)), 130);
-        t.on_event(&mut c, (0, Key::Tick(105)), 130);
+        t.on_event(&mut c, (0, Key::Ts(90)), 120);
+        t.on_event(&mut c, (0, Key::Ts(110)), 120);
+        t.on_event(&mut c, (0, Key::Ts(110)), 130);
+        t.on_event(&mut c, (0, Key::Ts(105)), 130);
         assert_eq!((t.delivered, t.duplicates, t.out_of_order), (1, 1, 1));
         t.close(200);
-        t.on_event(&mut c, (0, Key::Tick(190)), 230);
-        t.on_event(&mut c, (0, Key::Tick(210)), 230);
+        t.on_event(&mut c, (0, Key::Ts(190)), 230);
+        t.on_event(&mut c, (0, Key::Ts(210)), 230);
         assert_eq!((t.delivered, c.got, t.events_per_group[0]), (2, 2, 2));
         assert_eq!(t.expected(&[3]), 6);
         // A second client finds the same events by position; 210 stays outside the window.
@@ -290,11 +392,11 @@ mod tests {
             counted: true,
             ..Seen::default()
         };
-        t.on_event(&mut d, (0, Key::Tick(110)), 240);
-        t.on_event(&mut d, (0, Key::Tick(210)), 245);
-        t.on_event(&mut d, (0, Key::Tick(190)), 250);
+        t.on_event(&mut d, (0, Key::Ts(110)), 240);
+        t.on_event(&mut d, (0, Key::Ts(210)), 245);
+        t.on_event(&mut d, (0, Key::Ts(190)), 250);
         let all: Vec<_> = t.events.iter().collect();
-        assert_eq!(all, [((0, Key::Tick(110)), 2), ((0, Key::Tick(190)), 2)]);
+        assert_eq!(all, [((0, Key::Ts(110)), 2), ((0, Key::Ts(190)), 2)]);
         assert_eq!(d.got, 2);
         assert_eq!(t.latency.count(), 4);
         assert_eq!(t.received, 10);

@@ -5,12 +5,14 @@
 //! `READY` (every client resolved), `P …` (progress, about once a
 //! second), `CLOSED end_ns counts` (it ended the window itself), then `RESULT`, the result's
 //! lines, `DONE`. Coordinator to worker: `START start_ns`, `END end_ns [counts]`, `STOP`.
-//! `counts` is `g:n,g:n…`: window events per client group as the sender saw them.
+//! `counts` is `g:n,g:n…`: published and other window events (not ticks, which are each
+//! server's own) per client group as the sender saw them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::stats::{Histogram, Key};
+use crate::ticks::Link;
 
 /// A progress report.
 #[derive(Debug, Clone)]
@@ -150,8 +152,14 @@ pub struct Partial {
     pub published_failed: u64,
     pub first_error: Option<String>,
     pub latency: Histogram,
-    /// Window events and how many of this worker's clients got each.
+    /// Published and other window events and how many of this worker's clients got each.
     pub events: Vec<((u16, Key), u32)>,
+    /// The window as this worker counted it (unix ns; (0, 0): it never opened).
+    pub window_ns: (u64, u64),
+    /// Tick links and how many of this worker's clients took each ([`crate::ticks`]).
+    pub tick_links: Vec<(Link, u64)>,
+    /// Per group, the stretches without a tick around reconnects.
+    pub tick_stretches: Vec<(u16, Histogram)>,
 }
 
 fn key_text(k: Key) -> String {
@@ -199,6 +207,13 @@ impl Partial {
         let _ = writeln!(o, "H {}", self.latency.sparse());
         for ((g, k), c) in &self.events {
             let _ = writeln!(o, "V {g} {} {c}", key_text(*k));
+        }
+        let _ = writeln!(o, "W {} {}", self.window_ns.0, self.window_ns.1);
+        for ((g, from, to), c) in &self.tick_links {
+            let _ = writeln!(o, "T {g} {from} {to} {c}");
+        }
+        for (g, h) in &self.tick_stretches {
+            let _ = writeln!(o, "S {g} {}", h.sparse());
         }
         o.push_str("DONE\n");
         o
@@ -262,6 +277,27 @@ impl Partial {
                 };
                 let g: u16 = g.parse().map_err(|_| bad())?;
                 self.events.push(((g, key), c.parse().map_err(|_| bad())?));
+            }
+            "W" => {
+                let (a, b) = rest.split_once(' ').ok_or_else(bad)?;
+                self.window_ns = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            }
+            "T" => {
+                let p: Vec<&str> = rest.split(' ').collect();
+                let [g, from, to, c] = p[..] else {
+                    return Err(bad());
+                };
+                let link = (
+                    g.parse().map_err(|_| bad())?,
+                    from.parse().map_err(|_| bad())?,
+                    to.parse().map_err(|_| bad())?,
+                );
+                self.tick_links.push((link, c.parse().map_err(|_| bad())?));
+            }
+            "S" => {
+                let (g, h) = rest.split_once(' ').ok_or_else(bad)?;
+                let g: u16 = g.parse().map_err(|_| bad())?;
+                self.tick_stretches.push((g, Histogram::from_sparse(h)?));
             }
             _ => return Err(bad()),
         }
@@ -364,8 +400,13 @@ mod tests {
             counted_per_group: vec![4, 5],
             first_error: Some("stream 3: read: reset".into()),
             events: vec![((1, Key::Tick(5)), 4), ((0, Key::Opaque(u64::MAX)), 3)],
+            window_ns: (100, 900),
+            tick_links: vec![((0, 0, 150), 4), ((0, 150, u64::MAX), 3), ((1, 1, 160), 1)],
             ..Partial::default()
         };
+        let mut stretch = Histogram::default();
+        stretch.record(2_000_000_000);
+        p.tick_stretches.push((1, stretch));
         p.refused.insert("503".into(), 1);
         p.latency.record(1234);
         p.connect_seconds = 1.5;

@@ -6,8 +6,9 @@
 //! or fail with a clear message; open the clients (at its share of `--rate`), say `READY`
 //! once each one streams, failed or was refused; on `START` count the streaming ones and
 //! (worker 0) start publishing; on `END` (or when it ends the window itself: `--events`
-//! reached, publisher done) drain until its clients have every window event or `--drain`
-//! passes; then send its result and exit.
+//! reached, publisher done) drain until its clients have every window event and a tick from
+//! past the window (so their servers' window ticks are all in), or `--drain` passes; then
+//! close each client's tick chain, send its result and exit.
 //! `STOP`, SIGINT, SIGTERM or the coordinator going away end the run at once with what was
 //! measured so far.
 
@@ -206,6 +207,9 @@ impl Worker {
                 self.stop();
             }
         }
+        for c in &self.clients.list {
+            self.tally.finish(&c.seen, c.group);
+        }
         send(&self.result().lines());
         Ok(())
     }
@@ -260,8 +264,9 @@ impl Worker {
                     p.flush(&mut self.tally);
                 }
                 let complete = now >= grace_until
-                    && self.tally.delivered >= self.tally.expected(&self.counted_per_group)
-                    && self.has_announced_events();
+                    && self.tally.set_delivered() >= self.tally.expected(&self.counted_per_group)
+                    && self.has_announced_events()
+                    && self.tally.ticks.all_settled(&self.counted_per_group);
                 let nobody = self.clients.disconnected >= self.counted();
                 if now >= until || complete || nobody {
                     self.stage = Stage::Done;
@@ -344,8 +349,8 @@ impl Worker {
             self.clients.cancel_reconnects();
             return;
         }
-        let (clients, env, _) = self.parts();
-        clients.reconnect_due(env, now);
+        let (clients, env, tally) = self.parts();
+        clients.reconnect_due(env, tally, now);
     }
 
     /// The clients, what they need of the worker, and the tally their events go to.
@@ -511,6 +516,19 @@ impl Worker {
                 .or_else(|| p.and_then(|p| p.first_error.clone())),
             latency: self.tally.latency.clone(),
             events: self.tally.events.iter().collect(),
+            window_ns: match self.tally.window {
+                Window::NotStarted => (0, 0),
+                Window::Open { start_ns } => (start_ns, crate::now_ns()),
+                Window::Closed { start_ns, end_ns } => (start_ns, end_ns),
+            },
+            tick_links: self.tally.ticks.links().collect(),
+            tick_stretches: self
+                .tally
+                .ticks
+                .resumed
+                .iter()
+                .map(|(g, h)| (*g, h.clone()))
+                .collect(),
         }
     }
 }

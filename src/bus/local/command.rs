@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::super::backoff::{Backoff, Random};
 use super::super::config::{BusConfig, Durability, LocalStore};
-use super::super::outbox::Outbox;
+use super::super::outbox::{Outbox, Seen};
 use super::super::range::page;
 use super::super::types::{BusReply, BusRequest, FetchRange, Publish, PublishFailure, new_epoch};
 use super::store::{Store, StoreError, StoreErrorKind};
@@ -27,10 +27,19 @@ pub(super) struct LocalCommands {
     sync_due: Option<Instant>,
     backoff: Backoff,
     random: Random,
+    /// The tail's position; with the newest id this thread answered, what a file it opens
+    /// must not be behind (see [`Store::renew_if_behind`]).
+    seen: Seen,
+    answered: Option<(String, u64)>,
 }
 
 impl LocalCommands {
-    pub(super) fn new(config: BusConfig, local: LocalStore, outbox: Outbox) -> LocalCommands {
+    pub(super) fn new(
+        config: BusConfig,
+        local: LocalStore,
+        outbox: Outbox,
+        seen: Seen,
+    ) -> LocalCommands {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         LocalCommands {
             config,
@@ -42,6 +51,18 @@ impl LocalCommands {
             sync_due: None,
             backoff,
             random: Random::new(),
+            seen,
+            answered: None,
+        }
+    }
+
+    /// The newest position this process knows of in the log it followed.
+    fn position(&self) -> Option<(String, u64)> {
+        let tail = self.seen.lock().ok().and_then(|seen| seen.clone());
+        match (tail, self.answered.clone()) {
+            (Some(t), Some(a)) if t.0 == a.0 => Some(if t.1 >= a.1 { t } else { a }),
+            (_, Some(a)) => Some(a),
+            (t, None) => t,
         }
     }
 
@@ -103,7 +124,15 @@ impl LocalCommands {
                 self.config.io_timeout,
                 &new_epoch(self.random.next_u64()),
             );
-            match opened {
+            let position = self.position();
+            let new = new_epoch(self.random.next_u64());
+            let checked = opened.and_then(|mut store| match &position {
+                Some((epoch, offset)) => {
+                    store.renew_if_behind((epoch, *offset), &new).map(|_| store)
+                }
+                None => Ok(store),
+            });
+            match checked {
                 Ok(store) => {
                     self.backoff.reset();
                     self.store = Some(store);
@@ -142,6 +171,9 @@ impl LocalCommands {
             Ok(ids) => {
                 if self.local.durability == Durability::Batch && self.sync_due.is_none() {
                     self.sync_due = Some(Instant::now() + BATCH_SYNC_DELAY);
+                }
+                if let Some(last) = ids.last() {
+                    self.answered = Some((last.epoch.clone(), last.offset));
                 }
                 for (publish, id) in publishes.iter().zip(ids) {
                     self.outbox.send(BusReply::Published {

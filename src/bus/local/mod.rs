@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use super::config::{BusConfig, LocalStore};
 use super::handle::ThreadBody;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Seen};
 use super::types::{BusRequest, ClusterId, new_epoch};
 pub use store::{StoreError, StoreErrorKind};
 
@@ -56,8 +56,16 @@ pub(super) fn threads(
     outbox: Outbox,
     stop: Arc<AtomicBool>,
 ) -> Vec<(&'static str, ThreadBody)> {
-    let tail = tail::LocalTail::new(config.clone(), local.clone(), start, outbox.clone(), stop);
-    let commands = command::LocalCommands::new(config, local, outbox);
+    let seen = Seen::default();
+    let tail = tail::LocalTail::new(
+        config.clone(),
+        local.clone(),
+        start,
+        outbox.clone(),
+        stop,
+        seen.clone(),
+    );
+    let commands = command::LocalCommands::new(config, local, outbox, seen);
     vec![
         ("log-tail", Box::new(move || tail.run())),
         ("log-commands", Box::new(move || commands.run(requests))),

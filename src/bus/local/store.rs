@@ -86,8 +86,25 @@ pub(super) struct Hello {
 pub(super) struct Store {
     con: Connection,
     path: PathBuf,
-    identity: Option<FileIdentity>,
+    /// The database, its write-ahead log and its shared-memory index, as opened: SQLite
+    /// shares one index per database file within a process, so a connection that outlived
+    /// the deletion of any of the three would break every new one.
+    identity: [Option<FileIdentity>; 3],
     epoch: String,
+}
+
+/// The three files of a database in WAL mode.
+fn files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
+}
+
+fn identities(path: &Path) -> [Option<FileIdentity>; 3] {
+    files(path).map(|f| identity_of(&f))
 }
 
 impl Store {
@@ -115,13 +132,15 @@ impl Store {
         con.busy_timeout(busy).map_err(|e| error(&path, &e))?;
         let mut store = Store {
             con,
-            identity: identity_of(&path),
+            identity: [None; 3],
             path,
             epoch: String::new(),
         };
         store.check_ownership()?;
         store.pragmas(durability)?;
         store.epoch = store.create_or_read(new_epoch)?;
+        // After the first transaction in WAL mode, all three files exist.
+        store.identity = identities(&store.path);
         Ok(store)
     }
 
@@ -134,9 +153,50 @@ impl Store {
         &self.path
     }
 
-    /// Whether the file at the log's path is still the one this connection has open.
+    /// Whether the files at the log's path are still the ones this connection has open.
     pub(super) fn is_current_file(&self) -> bool {
-        identity_of(&self.path) == self.identity
+        identities(&self.path) == self.identity
+    }
+
+    /// Gives the log a new epoch when it holds fewer events than a process of this host
+    /// already saw in it (`seen`, the epoch followed and the newest offset seen): an older
+    /// copy put in place of the file (a restored backup, or a power loss with `os`
+    /// durability), whose next offsets would repeat ids already delivered with other
+    /// events. The events stay, with their offsets, under the new epoch. Decided in one
+    /// write transaction, so two processes noticing together make one new epoch. Answers
+    /// whether it renewed the epoch.
+    pub(super) fn renew_if_behind(
+        &mut self,
+        seen: (&str, u64),
+        new_epoch: &str,
+    ) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .con
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| error(&path, &e))?;
+        let (epoch, head): (String, i64) = tx
+            .query_row("SELECT epoch, head FROM log WHERE id = 1", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .map_err(|e| error(&path, &e))?;
+        let behind = epoch == seen.0 && to_u64(head) < seen.1;
+        if behind {
+            tx.execute("UPDATE log SET epoch = ?1 WHERE id = 1", params![new_epoch])
+                .map_err(|e| error(&path, &e))?;
+        }
+        tx.commit().map_err(|e| error(&path, &e))?;
+        if behind {
+            log::warn!(
+                "local log: {} holds offsets up to {head}, below {} already seen in epoch {}: \
+                 an older copy; it becomes epoch {new_epoch}",
+                path.display(),
+                seen.1,
+                seen.0
+            );
+            self.epoch = new_epoch.to_owned();
+        }
+        Ok(behind)
     }
 
     /// Refuses a file that some other program made, before anything is written to it:
@@ -323,7 +383,8 @@ impl Store {
     }
 
     /// Up to `limit` log positions after `after` (through `through` when given), in order,
-    /// with the head offset, read in one transaction. A row that does not hold an event
+    /// with the head offset, read in one transaction ([`Store::epoch`] is then the epoch
+    /// they were read in). A row that does not hold an event
     /// this log could have written (not text, a field that could not be sent) is a hole.
     pub(super) fn read_after(
         &mut self,
@@ -332,10 +393,11 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Scanned>, u64), StoreError> {
         let path = self.path.clone();
-        let epoch = self.epoch.clone();
         let tx = self.con.transaction().map_err(|e| error(&path, &e))?;
-        let head: i64 = tx
-            .query_row("SELECT head FROM log WHERE id = 1", [], |row| row.get(0))
+        let (epoch, head): (String, i64) = tx
+            .query_row("SELECT epoch, head FROM log WHERE id = 1", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .map_err(|e| error(&path, &e))?;
         let mut scanned = Vec::new();
         {
@@ -375,6 +437,8 @@ impl Store {
             }
         }
         tx.commit().map_err(|e| error(&path, &e))?;
+        // Another process may have given the log a new epoch (`renew_if_behind`).
+        self.epoch = epoch;
         Ok((scanned, to_u64(head)))
     }
 
@@ -513,6 +577,35 @@ mod tests {
         let (scanned, _) = store.read_after(0, None, 1).unwrap();
         assert_eq!(events(scanned), [(1, "a".into())], "limit");
         store.verify().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_log_behind_what_was_seen_gets_a_new_epoch_once() {
+        let dir = temp_dir("behind");
+        let mut store = open(&dir).unwrap();
+        store.append(&[publish("a"), publish("b")], 100).unwrap();
+        assert!(
+            !store.renew_if_behind(("ep0", 2), "ep1").unwrap(),
+            "not behind"
+        );
+        assert!(
+            !store.renew_if_behind(("other", 9), "ep1").unwrap(),
+            "another log"
+        );
+        assert!(store.renew_if_behind(("ep0", 5), "ep1").unwrap());
+        assert_eq!(store.epoch(), "ep1");
+        let ids = store.append(&[publish("c")], 100).unwrap();
+        assert_eq!(
+            ids[0].to_string(),
+            "ep1-3",
+            "offsets go on under the new epoch"
+        );
+        let mut other = open(&dir).unwrap();
+        assert!(
+            !other.renew_if_behind(("ep0", 5), "ep2").unwrap(),
+            "a second process finds it renewed already"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -8,11 +8,65 @@ use std::time::{Duration, Instant};
 
 use super::super::backoff::{Backoff, Random};
 use super::super::config::{BusConfig, LocalStore};
-use super::super::outbox::Outbox;
+use super::super::outbox::{Outbox, Seen};
 use super::super::range::Scanned;
 use super::super::types::{BusEvent, BusReply, ClusterId, new_epoch};
 use super::store::{Store, StoreError};
 use super::watch::Watch;
+
+/// What one read found after the cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    /// The log has another epoch than the one followed (another process renewed it): greet.
+    OtherEpoch,
+    Nothing,
+    Some,
+    /// A whole batch: more may be waiting, read again at once.
+    Full,
+}
+
+/// How long to wait before the next read. A commit writes the `-wal` file (the wake-up)
+/// before it becomes visible to readers (after its fsync, with `sync`): a read right after
+/// the wake-up can find nothing yet. So after a wake-up that found nothing, the tail reads
+/// again after 1, 2, 4 … 64 ms, then every 64 ms, for up to [`SETTLE_FOR`], before it waits
+/// for the next wake-up alone.
+#[derive(Debug, Default)]
+struct Settle {
+    /// When the last wake-up came, while its commit has not been read yet.
+    woken_at: Option<Instant>,
+    delay: Duration,
+}
+
+/// How long after a wake-up the tail keeps looking for the commit behind it.
+const SETTLE_FOR: Duration = Duration::from_secs(1);
+const SETTLE_MAX_DELAY: Duration = Duration::from_millis(64);
+
+impl Settle {
+    fn woken(&mut self) {
+        if self.woken_at.is_none() {
+            self.woken_at = Some(Instant::now());
+            self.delay = Duration::from_millis(1);
+        }
+    }
+
+    /// The wait after a read that found `read`, at most `block`.
+    fn after(&mut self, read: Read, block: Duration) -> Duration {
+        if read != Read::Nothing {
+            self.woken_at = None;
+        }
+        match self.woken_at {
+            Some(at) if at.elapsed() < SETTLE_FOR => {
+                let delay = self.delay;
+                self.delay = (self.delay * 2).min(SETTLE_MAX_DELAY);
+                delay.min(block)
+            }
+            _ => {
+                self.woken_at = None;
+                block
+            }
+        }
+    }
+}
 
 pub(super) struct LocalTail {
     config: BusConfig,
@@ -26,6 +80,9 @@ pub(super) struct LocalTail {
     down_reported: bool,
     backoff: Backoff,
     random: Random,
+    /// The newest position followed, shared with the command thread (which checks a file
+    /// it opens against it before appending).
+    seen: Seen,
 }
 
 impl LocalTail {
@@ -35,6 +92,7 @@ impl LocalTail {
         start: Option<ClusterId>,
         outbox: Outbox,
         shutdown: Arc<AtomicBool>,
+        seen: Seen,
     ) -> LocalTail {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         LocalTail {
@@ -47,6 +105,15 @@ impl LocalTail {
             down_reported: false,
             backoff,
             random: Random::new(),
+            seen,
+        }
+    }
+
+    fn share_position(&self) {
+        if let (Some(epoch), Some(cursor), Ok(mut seen)) =
+            (&self.epoch, self.cursor, self.seen.lock())
+        {
+            *seen = Some((epoch.clone(), cursor));
         }
     }
 
@@ -80,14 +147,22 @@ impl LocalTail {
     /// is another one (then `Ok`, and the caller opens it and greets again).
     fn follow(&mut self, store: &mut Store, watch: &mut Watch) -> Result<(), StoreError> {
         self.greet(store)?;
+        let mut settle = Settle::default();
         loop {
             if self.stopping() || self.outbox.closed() {
                 return Ok(());
             }
             watch.clear();
-            let more = self.read_batch(store)?;
-            if !more {
-                watch.wait(self.config.block);
+            let read = self.read_batch(store)?;
+            if read == Read::OtherEpoch {
+                self.greet(store)?;
+                continue;
+            }
+            if read != Read::Full {
+                let timeout = settle.after(read, self.config.block);
+                if watch.wait(timeout) {
+                    settle.woken();
+                }
             }
             if !store.is_current_file() {
                 log::warn!(
@@ -102,7 +177,16 @@ impl LocalTail {
     /// Reports `EpochChanged` when the file holds another log than the one followed (the
     /// cursor then restarts at 0), then `Connected`.
     fn greet(&mut self, store: &mut Store) -> Result<(), StoreError> {
-        let hello = store.hello()?;
+        let mut hello = store.hello()?;
+        // Fewer events than this process already saw under the same epoch: an older copy of
+        // the log. Its next offsets would repeat ids with other events: a new epoch.
+        if let (Some(epoch), Some(cursor)) = (self.epoch.as_deref(), self.cursor)
+            && hello.epoch == epoch
+            && hello.head < cursor
+            && store.renew_if_behind((epoch, cursor), &new_epoch(self.random.next_u64()))?
+        {
+            hello = store.hello()?;
+        }
         self.backoff.reset();
         self.down_reported = false;
         match self.epoch.replace(hello.epoch.clone()) {
@@ -116,7 +200,8 @@ impl LocalTail {
                     previous,
                     epoch: hello.epoch.clone(),
                 });
-                self.cursor = Some(0);
+                // A new file starts at 0; a renewed one keeps its offsets: warm from its end.
+                self.cursor = Some(hello.head.saturating_sub(self.config.warm_events));
             }
             Some(_) => {}
             None => {
@@ -124,8 +209,6 @@ impl LocalTail {
                 self.cursor = Some(self.cursor.unwrap_or(start));
             }
         }
-        // A cursor beyond the head (a resume id from a log that lost its newest events):
-        // read from the head; the core's offsets tell the rest.
         let after = self.cursor.unwrap_or(0).min(hello.head);
         self.cursor = Some(after);
         log::info!(
@@ -143,12 +226,18 @@ impl LocalTail {
         Ok(())
     }
 
-    /// Reads the next batch after the cursor and hands its events over. Returns whether a
-    /// whole batch was read (more may be waiting).
-    fn read_batch(&mut self, store: &mut Store) -> Result<bool, StoreError> {
+    /// Reads the next batch after the cursor and hands its events over.
+    fn read_batch(&mut self, store: &mut Store) -> Result<Read, StoreError> {
         let cursor = self.cursor.unwrap_or(0);
         let (scanned, head) = store.read_after(cursor, None, self.config.batch)?;
-        let full = scanned.len() >= self.config.batch;
+        if self.epoch.as_deref() != Some(store.epoch()) {
+            return Ok(Read::OtherEpoch);
+        }
+        let read = match scanned.len() {
+            0 => Read::Nothing,
+            n if n >= self.config.batch => Read::Full,
+            _ => Read::Some,
+        };
         let mut events: Vec<BusEvent> = Vec::with_capacity(scanned.len());
         for entry in scanned {
             match entry {
@@ -159,6 +248,7 @@ impl LocalTail {
                 Scanned::Hole(offset) => self.cursor = Some(offset),
             }
         }
+        self.share_position();
         if let Some(last) = events.last() {
             let head_offset = head.max(last.offset);
             self.outbox.send(BusReply::Events {
@@ -166,7 +256,7 @@ impl LocalTail {
                 head_offset,
             });
         }
-        Ok(full)
+        Ok(read)
     }
 
     /// Reports the outage once, then sleeps the backoff delay (waking for shutdown).
@@ -184,5 +274,38 @@ impl LocalTail {
             }
             std::thread::sleep(left.min(Duration::from_millis(50)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_wake_up_that_found_nothing_reads_again_soon_then_gives_up() {
+        let block = Duration::from_secs(1);
+        let mut settle = Settle::default();
+        assert_eq!(
+            settle.after(Read::Nothing, block),
+            block,
+            "no wake-up: wait"
+        );
+        settle.woken();
+        let delays: Vec<u128> = (0..9)
+            .map(|_| settle.after(Read::Nothing, block).as_millis())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        settle.woken();
+        assert_eq!(
+            settle.after(Read::Nothing, block).as_millis(),
+            64,
+            "a second wake-up does not restart the schedule"
+        );
+        assert_eq!(settle.after(Read::Some, block), block, "found it: wait");
+        settle.woken();
+        assert_eq!(settle.after(Read::Nothing, block).as_millis(), 1);
+        settle.woken_at = Some(Instant::now() - SETTLE_FOR);
+        assert_eq!(settle.after(Read::Nothing, block), block, "gave up");
+        assert_eq!(settle.after(Read::Nothing, block), block);
     }
 }

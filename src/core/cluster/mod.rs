@@ -32,6 +32,7 @@ use super::connection::{begin_reading, read_next};
 use super::error::RequestError;
 use super::exchange::PublishSlot;
 use super::metrics::CloseReason;
+use super::publish::{check_fields, valid_topic_name};
 use super::timers::TimerKind;
 use crate::bus::types::{
     BusEvent, BusReply, BusRequest, ClusterId, Delivery, Publish, PublishFailure, classify,
@@ -58,7 +59,8 @@ pub(in crate::core) struct Cluster {
     positioned: bool,
     /// The newest offset applied to the local logs (0: none of this epoch).
     last_offset: u64,
-    /// The newest offset known to exist in the shared log.
+    /// The newest offset known to exist in the shared log: shown by the tail, or answered to
+    /// a publish on this node.
     head_offset: u64,
     /// The oldest offset Redis still held when the tail last greeted.
     first_retained: Option<u64>,
@@ -78,12 +80,24 @@ pub(in crate::core) struct Cluster {
     awaiting: Vec<Awaiting>,
     requests: VecDeque<BusRequest>,
     stats: ClusterStats,
+    /// Publishes the log refused in a row (`PublishFailure::Rejected`: an error that does not
+    /// pass by itself, such as out of memory or a read-only replica); reset by a success.
+    refused_in_a_row: u32,
 }
+
+/// Refusals in a row after which `/health` reports that publishing is broken.
+const REFUSALS_UNHEALTHY: u32 = 3;
 
 impl Cluster {
     /// The tail is connected to the shared log.
     pub(in crate::core) fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    /// The log has refused the last few publishes outright: publishing is broken until one
+    /// succeeds (`/health` says so, for a load balancer or an operator's alert).
+    pub(in crate::core) fn publishing_refused(&self) -> bool {
+        self.refused_in_a_row >= REFUSALS_UNHEALTHY
     }
 
     /// The epoch followed (`None` until the bus first connected).
@@ -139,6 +153,12 @@ pub struct ClusterStats {
     pub events_received: u64,
     pub duplicates_dropped: u64,
     pub gaps: u64,
+    /// Entries of the shared log refused because no publish request could have made them
+    /// (an invalid topic, event name or id): each one a hole, logged.
+    pub entries_refused: u64,
+    /// Entries no node wrote (another id shape, or above the counter), skipped or moved
+    /// out of the log's way by the bus.
+    pub foreign_entries: u64,
     pub publishes_accepted: u64,
     pub publishes_failed: u64,
     /// Sum of the time from handing a publish to the bus to its answer.
@@ -207,6 +227,11 @@ impl Core {
                     cl.head_offset = cl.head_offset.max(head_offset);
                 }
                 self.release_awaiting(Some(head_offset));
+            }
+            BusReply::Foreign { entries } => {
+                if let Some(cl) = self.cluster.as_mut() {
+                    cl.stats.foreign_entries += entries;
+                }
             }
             BusReply::Published { token, id } => self.on_published(token, Ok(id), now),
             BusReply::PublishFailed { token, reason } => self.on_published(token, Err(reason), now),
@@ -326,13 +351,22 @@ impl Core {
             return;
         };
         match &outcome {
-            Ok(_) => {
+            Ok(id) => {
+                // This node answered the id: it exists in the shared log, whatever the tail
+                // has shown so far (a resume from it waits for it, never `unknown-id`).
+                if cl.epoch.as_deref() == Some(id.epoch.as_str()) {
+                    cl.head_offset = cl.head_offset.max(id.offset);
+                }
+                cl.refused_in_a_row = 0;
                 cl.stats.publishes_accepted += 1;
                 cl.stats.publish_seconds_sum +=
                     now.saturating_duration_since(w.since).as_secs_f64();
                 self.metrics.events_published += 1;
             }
             Err(why) => {
+                if matches!(why, PublishFailure::Rejected(_)) {
+                    cl.refused_in_a_row = cl.refused_in_a_row.saturating_add(1);
+                }
                 cl.stats.publishes_failed += 1;
                 log::info!("publish not taken by the bus: {why}");
             }
@@ -505,6 +539,14 @@ impl Core {
         };
         cl.last_offset = event.offset;
         cl.head_offset = cl.head_offset.max(event.offset);
+        if let Err(why) = admissible(&event) {
+            cl.stats.entries_refused += 1;
+            log::warn!(
+                "shared log entry {} refused ({why:?}): not written by a publish; skipped",
+                event.offset
+            );
+            return;
+        }
         let gseq = cl.gseq_base + event.offset;
         self.log.claim_gseq(gseq);
         let Some(t) = self.log.topic_for(&event.topic) else {
@@ -592,6 +634,16 @@ impl Core {
 const TOO_OLD: &str = "{\"reason\":\"too-old\"}";
 const RESTART: &str = "{\"reason\":\"restart\"}";
 const UNKNOWN_ID: &str = "{\"reason\":\"unknown-id\"}";
+
+/// Whether an entry of the shared log may be sent: whoever wrote it (another deployment
+/// sharing the prefix, an operator, a buggy writer), it must be what a publish request could
+/// have made, or its fields would forge others (`event: x\ndata: …`, an id with a CR).
+pub(super) fn admissible(e: &BusEvent) -> Result<(), RequestError> {
+    if !valid_topic_name(&e.topic) {
+        return Err(RequestError::InvalidTopic);
+    }
+    check_fields(e.event.as_deref(), e.custom_id.as_deref())
+}
 
 /// The SSE frame of an event of the shared log (its id is the cluster id, or the
 /// publisher's own).

@@ -10,7 +10,7 @@ use super::super::client::{ClientId, Cursor};
 use super::super::event_log::{Resume, TICK_TOPIC_ID};
 use super::super::log_engine::Start;
 use super::super::topic::TopicId;
-use super::{Awaiting, FETCH_LIMIT, Fetch, TOO_OLD, UNKNOWN_ID, encode_bus_event};
+use super::{Awaiting, FETCH_LIMIT, Fetch, TOO_OLD, UNKNOWN_ID, admissible, encode_bus_event};
 use crate::bus::types::{BusRequest, ClusterId, FetchRange, RangeReply, resume};
 use crate::config::Config;
 use crate::sse::frame;
@@ -64,12 +64,12 @@ impl Core {
         let head = cl.head_offset.max(cl.last_offset);
         match resume(&id, epoch, cl.first_retained.unwrap_or(0), head) {
             // Ahead of the head this node knows of: maybe published a moment ago on another
-            // node; wait for the tail to say (bounded by its next replies).
-            crate::bus::Resume::Unknown if cl.connected => Start::Await {
+            // node, or while the tail is away; wait for the tail to say (two of its replies
+            // showing a head below it make it unknown).
+            crate::bus::Resume::Unknown => Start::Await {
                 gseq: cl.gseq_base + id.offset,
                 offset: id.offset,
             },
-            crate::bus::Resume::Unknown => Start::Here(Resume::Unknown),
             crate::bus::Resume::TooOld => Start::Here(Resume::TooOld),
             crate::bus::Resume::Restart if covers(cl.gseq_base) => Start::Here(Resume::EarlierRun),
             crate::bus::Resume::Restart => Start::Fetch {
@@ -251,12 +251,22 @@ impl Core {
                     .min(f.through.saturating_add(1));
                 self.cached_frames_before(id, before, &mut bytes);
             }
+            let mut refused = 0;
             for e in range
                 .events
                 .iter()
                 .filter(|e| e.offset > f.after && e.offset <= f.through)
             {
-                bytes.extend_from_slice(&encode_bus_event(e));
+                match admissible(e) {
+                    Ok(()) => bytes.extend_from_slice(&encode_bus_event(e)),
+                    Err(why) => {
+                        refused += 1;
+                        log::warn!("shared log entry {} refused ({why:?}) in a range", e.offset);
+                    }
+                }
+            }
+            if let Some(cl) = self.cluster.as_mut() {
+                cl.stats.entries_refused += refused;
             }
         }
         if let Some(c) = self.client_mut(id) {
@@ -361,7 +371,7 @@ impl Core {
         };
         let s = &cl.stats;
         let lag = cl.head_offset.saturating_sub(cl.last_offset);
-        let rows: [(&str, &str, &str, String); 12] = [
+        let rows: [(&str, &str, &str, String); 14] = [
             (
                 "sse_bus_connected",
                 "gauge",
@@ -397,6 +407,18 @@ impl Core {
                 "counter",
                 "events trimmed before this node read them (reset too-old)",
                 s.gaps.to_string(),
+            ),
+            (
+                "sse_bus_entries_refused_total",
+                "counter",
+                "shared log entries no publish could have written (invalid fields), skipped",
+                s.entries_refused.to_string(),
+            ),
+            (
+                "sse_bus_foreign_entries_total",
+                "counter",
+                "shared log entries no node wrote, skipped or moved to {prefix}:foreign",
+                s.foreign_entries.to_string(),
             ),
             (
                 "sse_bus_lag_events",
