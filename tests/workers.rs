@@ -181,14 +181,35 @@ impl Supervisor {
 }
 
 impl Drop for Supervisor {
+    /// SIGTERM, so the supervisor stops its workers and removes its log directory; SIGKILL
+    /// (the supervisor, then every worker, by pid) if it has not exited within 10 s, and the
+    /// directory removed here then.
     fn drop(&mut self) {
         let workers = children(self.pid());
+        let own_dirs: Vec<PathBuf> = workers
+            .iter()
+            .filter_map(|&pid| data_dir_of(pid))
+            .filter(|d| {
+                let own = format!("sse-server-{}-", self.pid());
+                d.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&own))
+            })
+            .collect();
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            signal(self.pid(), SIGTERM);
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
         }
         for pid in workers {
-            signal(pid, SIGKILL);
+            if alive(pid) {
+                signal(pid, SIGKILL);
+            }
+        }
+        for dir in own_dirs {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -486,14 +507,13 @@ fn only_worker_0_reads_stdin_and_its_successor_reads_on() {
 }
 
 /// The `--data-dir` a worker was given (the supervisor's own directory, or the user's).
-fn data_dir_of(pid: u32) -> PathBuf {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+fn data_dir_of(pid: u32) -> Option<PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let at = args
-        .iter()
-        .position(|a| *a == b"--data-dir")
-        .expect("--data-dir");
-    PathBuf::from(String::from_utf8_lossy(args[at + 1]).into_owned())
+    let at = args.iter().position(|a| *a == b"--data-dir")?;
+    Some(PathBuf::from(
+        String::from_utf8_lossy(args.get(at + 1)?).into_owned(),
+    ))
 }
 
 #[test]
@@ -502,8 +522,12 @@ fn sigterm_stops_every_worker_removes_the_log_directory_and_exits_0() {
     sup.wait_healthy();
     let workers = sup.workers();
     assert_eq!(workers.len(), 2, "{workers:?}");
-    let dir = data_dir_of(workers[0].1);
-    assert_eq!(dir, data_dir_of(workers[1].1), "one log for both");
+    let dir = data_dir_of(workers[0].1).expect("--data-dir");
+    assert_eq!(
+        Some(&dir),
+        data_dir_of(workers[1].1).as_ref(),
+        "one log for both"
+    );
     assert!(dir.is_dir());
     let _stream = Stream::open(sup.addr, "/events", &[]);
     signal(sup.pid(), SIGTERM);
@@ -521,7 +545,7 @@ fn a_killed_supervisor_takes_its_workers_with_it() {
     sup.wait_healthy();
     let workers = sup.workers();
     assert_eq!(workers.len(), 2, "{workers:?}");
-    let dir = data_dir_of(workers[0].1);
+    let dir = data_dir_of(workers[0].1).expect("--data-dir");
     signal(sup.pid(), SIGKILL);
     sup.wait_exit(LIMIT).expect("the supervisor is gone");
     assert!(
@@ -544,7 +568,7 @@ fn a_given_data_dir_keeps_history_across_supervisor_restarts() {
     let ids: Vec<String> = (0..6)
         .map(|i| publish_ok(sup.addr, "?topic=t", &format!("e{i}")))
         .collect();
-    assert_eq!(data_dir_of(sup.worker_pid(1)), dir);
+    assert_eq!(data_dir_of(sup.worker_pid(1)), Some(dir.clone()));
     signal(sup.pid(), SIGTERM);
     assert_eq!(sup.wait_exit(LIMIT).and_then(|s| s.code()), Some(0));
     drop(sup);
