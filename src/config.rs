@@ -120,6 +120,18 @@ pub struct Cli {
     /// Set SO_REUSEPORT on the listener, so several processes can share one port.
     #[arg(long, env = "SSE_REUSE_PORT")]
     pub reuse_port: bool,
+    /// Run N worker processes (one reactor each) sharing the port, under a supervisor that
+    /// restarts them; `auto`: one per core. They share one event log: `--redis`,
+    /// `--data-dir`, or without either a temporary directory the supervisor removes.
+    #[arg(long, env = "SSE_WORKERS", value_name = "N|auto", value_parser = parse_workers)]
+    pub workers: Option<usize>,
+    /// Set by the supervisor for the processes it starts: this one is worker K.
+    #[arg(long, hide = true, conflicts_with = "workers")]
+    pub worker_index: Option<u16>,
+    /// A second listener that serves only /metrics and /health (with --workers, worker K
+    /// listens on the port plus K).
+    #[arg(long, env = "SSE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Kernel send buffer asked for each connection (`SO_SNDBUF`; Linux doubles it), which
     /// bounds the kernel memory a client that stops reading can pin; 0 leaves the kernel's
     /// autotuning (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default, per client).
@@ -128,6 +140,22 @@ pub struct Cli {
     /// Private topics: JWT keys, public topics, the token cookie, allowed origins.
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// Most worker processes `--workers` starts.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Parses `--workers`: a count from 1 to [`MAX_WORKERS`], or `auto` (one per core).
+pub fn parse_workers(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        Ok(_) => Err(format!("must be from 1 to {MAX_WORKERS} (or auto)")),
+        Err(_) => Err(format!("`{s}` is not a number of workers (try 4 or auto)")),
+    }
 }
 
 /// A duration that may be `off`.
@@ -201,8 +229,16 @@ pub struct Config {
     pub linger: Duration,
     /// Cluster mode (`--redis`): the shared log's settings. `None`: the embedded mode.
     pub cluster: Option<BusConfig>,
-    /// `SO_REUSEPORT` on the listener.
+    /// `SO_REUSEPORT` on the listener (and the metrics listener).
     pub reuse_port: bool,
+    /// `--workers N`: this process is the supervisor of N worker processes
+    /// (`crate::supervisor`), and serves nothing itself.
+    pub workers: Option<usize>,
+    /// This process is worker K of a supervisor (`/metrics` says so: `sse_worker_info`).
+    pub worker_index: Option<u16>,
+    /// The listener for `/metrics` and `/health` only: for worker K, the flag's port plus K
+    /// (port 0 stays 0: a free port). For the supervisor, the flag's address (the base).
+    pub metrics_listen: Option<SocketAddr>,
     /// `SO_SNDBUF` for every connection, in bytes; 0: the kernel's autotuning.
     pub max_send_buffer: usize,
     /// Who may subscribe and publish where, and the CORS policy (shared: `Config` is cloned).
@@ -283,9 +319,13 @@ impl Config {
                 Some(bus)
             }
         };
+        let metrics_listen = metrics_address(&cli)?;
         Ok(Config {
             cluster,
             reuse_port: cli.reuse_port,
+            workers: cli.workers,
+            worker_index: cli.worker_index,
+            metrics_listen,
             listen: cli.listen,
             interval: cli.interval,
             max_clients,
@@ -313,6 +353,33 @@ impl Config {
             auth: Arc::new(auth),
         })
     }
+}
+
+/// The metrics listener's address: the flag's for a single process or the supervisor (whose
+/// workers need ports up to the base plus N − 1), the base plus K for worker K.
+fn metrics_address(cli: &Cli) -> Result<Option<SocketAddr>, String> {
+    let Some(mut addr) = cli.metrics_listen else {
+        return Ok(None);
+    };
+    let base = addr.port();
+    if base == 0 {
+        return Ok(Some(addr));
+    }
+    let last = cli.workers.map_or(0, |n| n.saturating_sub(1));
+    if u16::try_from(usize::from(base) + last).is_err() {
+        return Err(format!(
+            "--metrics-listen {addr}: {} workers need ports {base} to {}, past 65535",
+            last + 1,
+            usize::from(base) + last
+        ));
+    }
+    if let Some(k) = cli.worker_index {
+        let port = base
+            .checked_add(k)
+            .ok_or_else(|| format!("--metrics-listen {addr}: worker {k}'s port is past 65535"))?;
+        addr.set_port(port);
+    }
+    Ok(Some(addr))
 }
 
 impl Cli {
@@ -346,6 +413,9 @@ impl Cli {
             data_dir: None,
             durability: Durability::Sync,
             reuse_port: false,
+            workers: None,
+            worker_index: None,
+            metrics_listen: None,
             max_send_buffer: 65536,
             auth: AuthArgs::default(),
         }
@@ -482,6 +552,43 @@ mod tests {
         let cli = Cli::parse_from(["x", "--redis", "redis://h", "--redis-prefix", "{x}"]);
         assert!(Config::from_cli(cli, 1000).unwrap_err().contains("prefix"));
         assert!(Cli::try_parse_from(["x", "--redis-max-len", "0"]).is_err());
+    }
+
+    #[test]
+    fn workers_and_the_metrics_listener() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["x"], args].concat()).map_err(|e| e.to_string())?;
+            Config::from_cli(cli, 1000)
+        };
+        let redis = ["--redis", "redis://h"];
+        let c = parse(&[&redis[..], &["--workers", "3"]].concat()).unwrap();
+        assert_eq!(c.workers, Some(3));
+        let auto = parse(&[&redis[..], &["--workers", "auto"]].concat()).unwrap();
+        assert!(auto.workers.is_some_and(|n| n >= 1));
+        for bad in ["0", "x", "1025"] {
+            let err = parse(&[&redis[..], &["--workers", bad]].concat()).unwrap_err();
+            assert!(err.contains("--workers"), "{bad}: {err}");
+        }
+        let own_log = parse(&["--workers", "2"]).unwrap();
+        assert!(
+            own_log.cluster.is_none(),
+            "the supervisor makes a directory for the log"
+        );
+        // Worker K listens on the base port plus K; the base must leave room for every worker.
+        let m = ["--metrics-listen", "127.0.0.1:65534"];
+        assert!(parse(&[&redis[..], &m, &["--workers", "2"]].concat()).is_ok());
+        let err = parse(&[&redis[..], &m, &["--workers", "3"]].concat()).unwrap_err();
+        assert!(err.contains("past 65535"), "{err}");
+        let w = parse(&[&m[..], &["--worker-index", "1"]].concat()).unwrap();
+        assert_eq!(w.metrics_listen, Some("127.0.0.1:65535".parse().unwrap()));
+        assert_eq!(w.worker_index, Some(1));
+        assert!(parse(&[&m[..], &["--worker-index", "2"]].concat()).is_err());
+        let single = parse(&["--metrics-listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(single.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(
+            parse(&[&redis[..], &["--workers", "2", "--worker-index", "0"]].concat()).is_err(),
+            "a worker is never a supervisor"
+        );
     }
 
     #[test]

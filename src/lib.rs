@@ -15,4 +15,5 @@ pub mod json;
 pub mod os;
 pub mod sim;
 pub mod sse;
+pub mod supervisor;
 pub mod timefmt;

@@ -18,6 +18,17 @@ pub struct ClientId {
     pub generation: u32,
 }
 
+/// Which of the driver's listeners accepted a connection; routing serves every endpoint on
+/// the main one and only `/metrics` and `/health` on the internal one (`--metrics-listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listener {
+    /// The `--listen` address: every endpoint.
+    #[default]
+    Main,
+    /// The `--metrics-listen` address: `/metrics` and `/health`; anything else is 404.
+    Internal,
+}
+
 /// Bytes queued for one client ahead of its log cursors.
 #[derive(Debug, Clone)]
 pub enum Bytes {
@@ -87,6 +98,8 @@ pub struct Client {
     /// In one of the core's write queues (at most once).
     queued: bool,
     peer: SocketAddr,
+    /// The listener that accepted it (fixed at accept).
+    listener: Listener,
     connected_at: Instant,
     /// Last time the kernel accepted bytes for this client (or connect time).
     last_write: Instant,
@@ -105,8 +118,14 @@ pub struct Client {
 
 impl Client {
     /// A connection accepted at `now`, reading its first request within these limits.
-    pub fn new(generation: u32, peer: SocketAddr, now: Instant, limits: (usize, usize)) -> Client {
+    pub fn new(
+        generation: u32,
+        (peer, listener): (SocketAddr, Listener),
+        now: Instant,
+        limits: (usize, usize),
+    ) -> Client {
         Client {
+            listener,
             generation,
             http: Exchange::new(now, limits),
             pending: None,
@@ -137,6 +156,11 @@ impl Client {
 
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The listener that accepted it.
+    pub fn listener(&self) -> Listener {
+        self.listener
     }
 
     pub fn connected_at(&self) -> Instant {

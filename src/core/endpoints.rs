@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::Core;
 use super::answers::{answer, connection_for, fail, read_body};
-use super::client::ClientId;
+use super::client::{ClientId, Listener};
 use super::error::{Allow, RequestError};
 use super::event_log::TICK_TOPIC_ID;
 use super::exchange::{AfterAnswer, BodyPurpose};
@@ -47,8 +47,14 @@ pub(super) enum Action {
 /// the server's state: `Host` first (400), then a body on anything but a publish is read
 /// past and dropped before the head is routed (413 past `--max-body`), so the next
 /// pipelined request is found where the head says; then the endpoint.
+///
+/// A connection from the internal listener (`--metrics-listen`) is served `/metrics` and
+/// `/health` only: any other path is 404 (a publish's body is read past like any other).
 pub(super) fn decide(core: &Core, id: ClientId, head: &RequestHead, now: Instant) -> Action {
-    let publishes = head.method == Method::Post && head.path == "/publish";
+    let internal = core
+        .client(id)
+        .is_some_and(|c| c.listener() == Listener::Internal);
+    let publishes = !internal && head.method == Method::Post && head.path == "/publish";
     if !publishes
         && core
             .client(id)
@@ -75,6 +81,9 @@ pub(super) fn decide(core: &Core, id: ClientId, head: &RequestHead, now: Instant
             then: AfterAnswer::after(conn),
         }
     };
+    if internal && !matches!(head.path.as_str(), "/metrics" | "/health") {
+        return Action::Fail(RequestError::NotFound);
+    }
     if head.method == Method::Options {
         return options(core, head, conn);
     }
@@ -202,6 +211,7 @@ pub(super) fn render_metrics(core: &Core) -> String {
         topics.truncate(MAX_TOPIC_SERIES);
     }
     let g = Gauges {
+        worker: core.cfg.worker_index,
         clients: core.connections.streaming(),
         connections: core.connections.len(),
         max_clients: core.cfg.max_clients,

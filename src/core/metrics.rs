@@ -112,6 +112,8 @@ impl Metrics {
 
 /// State-derived values rendered beside the counters.
 pub struct Gauges<'a> {
+    /// `--workers`: this process's worker index (`sse_worker_info{worker="K"} 1`).
+    pub worker: Option<u16>,
     pub clients: usize,
     pub connections: usize,
     pub max_clients: usize,
@@ -148,6 +150,15 @@ fn label(value: &str) -> String {
 /// Renders everything in the Prometheus text exposition format (version 0.0.4).
 pub fn render(m: &Metrics, g: &Gauges<'_>) -> String {
     let mut o = String::with_capacity(4096);
+    if let Some(k) = g.worker {
+        help(
+            &mut o,
+            "sse_worker_info",
+            "gauge",
+            "This process is worker K of a --workers supervisor (always 1).",
+        );
+        let _ = writeln!(o, "sse_worker_info{{worker=\"{k}\"}} 1");
+    }
     help(
         &mut o,
         "sse_clients",

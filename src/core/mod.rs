@@ -78,7 +78,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use client::Client;
-pub use client::ClientId;
+pub use client::{ClientId, Listener};
 pub use error::{Allow, RequestError};
 use event_log::EventLog;
 use exchange::Phase;
@@ -265,6 +265,17 @@ impl Core {
     /// connections cannot lock out new clients, nor `/metrics`. The evicted client's `Close` may name the same slab key
     /// as the returned id (the driver must close the old socket first).
     pub fn handle_accept(&mut self, peer: SocketAddr, now: Instant) -> Option<ClientId> {
+        self.handle_accept_on(peer, Listener::Main, now)
+    }
+
+    /// [`Core::handle_accept`] for a connection from the given listener (what routing
+    /// serves it depends on it, [`Listener`]).
+    pub fn handle_accept_on(
+        &mut self,
+        peer: SocketAddr,
+        listener: Listener,
+        now: Instant,
+    ) -> Option<ClientId> {
         if self.shutdown_deadline.is_some() {
             self.metrics.refused += 1;
             return None;
@@ -276,7 +287,7 @@ impl Core {
         let limits = (self.cfg.max_head, self.cfg.max_body);
         let id = self
             .connections
-            .insert(|generation| Client::new(generation, peer, now, limits));
+            .insert(|generation| Client::new(generation, (peer, listener), now, limits));
         self.metrics.accepted += 1;
         self.timers
             .arm(id, TimerKind::Head, now + self.cfg.head_timeout);

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 use mio::net::{TcpListener, TcpStream};
 
+use crate::core::Listener;
+
 /// How long accepting pauses after `EMFILE` (or another accept error).
 pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -23,8 +25,10 @@ pub(super) enum Accepted {
     Done { refused: bool },
 }
 
-/// The listener and when it may be accepted from.
+/// A listener and when it may be accepted from.
 pub(super) struct Acceptor {
+    /// Which listener this is: the core routes its connections by it.
+    pub(super) kind: Listener,
     /// `None` once shutting down.
     listener: Option<TcpListener>,
     /// Held open so that on `EMFILE` one descriptor can be freed to accept-and-close.
@@ -40,8 +44,9 @@ fn open_reserve() -> Option<OwnedFd> {
 }
 
 impl Acceptor {
-    pub(super) fn new(listener: TcpListener) -> Acceptor {
+    pub(super) fn new(listener: TcpListener, kind: Listener) -> Acceptor {
         Acceptor {
+            kind,
             listener: Some(listener),
             reserve_fd: open_reserve(),
             ready: true,

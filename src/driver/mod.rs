@@ -31,13 +31,15 @@ use crate::bus::types::BusRequest;
 use crate::bus::{BusHandle, Notify};
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
-use crate::core::{ClientId, CloseReason, Core, IoFailure};
+use crate::core::{ClientId, CloseReason, Core, IoFailure, Listener};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const STDIN: Token = Token(usize::MAX - 3);
 /// Cluster mode: the bus threads wake the reactor through a `mio::Waker` on this token.
 const BUS: Token = Token(usize::MAX - 4);
+/// `--metrics-listen`: the listener for `/metrics` and `/health` only.
+const METRICS_LISTENER: Token = Token(usize::MAX - 5);
 /// How long start-up waits for the local log's greeting (it opens a local file).
 const LOCAL_GREETING: Duration = Duration::from_secs(2);
 /// Bus replies fed into the core per wake-up (an `Events` reply is one `XREAD` batch).
@@ -57,8 +59,10 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 /// The reactor and everything it owns.
 pub struct Driver {
     poll: Poll,
-    acceptor: Acceptor,
+    /// The main listener first, then the metrics listener if any (`--metrics-listen`).
+    acceptors: Vec<Acceptor>,
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     core: Core,
     sockets: Sockets,
     signals: Signals,
@@ -159,6 +163,16 @@ impl Driver {
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut acceptors = vec![Acceptor::new(listener, Listener::Main)];
+        let mut metrics_addr = None;
+        if let Some(addr) = cfg.metrics_listen {
+            let mut internal = bind(addr, cfg.reuse_port)
+                .map_err(|e| io::Error::new(e.kind(), format!("--metrics-listen {addr}: {e}")))?;
+            metrics_addr = Some(internal.local_addr()?);
+            poll.registry()
+                .register(&mut internal, METRICS_LISTENER, Interest::READABLE)?;
+            acceptors.push(Acceptor::new(internal, Listener::Internal));
+        }
         // SIGHUP is caught so it cannot kill the server silently.
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
@@ -196,8 +210,9 @@ impl Driver {
         }
         Ok(Driver {
             poll,
-            acceptor: Acceptor::new(listener),
+            acceptors,
             local_addr,
+            metrics_addr,
             core,
             sockets: Sockets::default(),
             signals,
@@ -220,6 +235,11 @@ impl Driver {
         self.local_addr
     }
 
+    /// The metrics listener's address, if any (port 0 resolved).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The core, for inspection.
     pub fn core(&self) -> &Core {
         &self.core
@@ -231,7 +251,7 @@ impl Driver {
         loop {
             let now = Instant::now();
             // (While accepting is backed off, the retry time is the deadline, not "now".)
-            let busy = self.acceptor.has_work()
+            let busy = self.acceptors.iter().any(Acceptor::has_work)
                 || self.bus_more
                 || self.outputs_left
                 || !self.read_again.is_empty()
@@ -245,8 +265,8 @@ impl Driver {
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                [self.core.next_deadline(), self.acceptor.retry_at()]
-                    .into_iter()
+                std::iter::once(self.core.next_deadline())
+                    .chain(self.acceptors.iter().map(Acceptor::retry_at))
                     .flatten()
                     .min()
                     .map(|d| d.saturating_duration_since(now))
@@ -268,7 +288,12 @@ impl Driver {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.acceptor.set_ready(),
+                    LISTENER => self.acceptors[0].set_ready(),
+                    METRICS_LISTENER => {
+                        if let Some(a) = self.acceptors.get_mut(1) {
+                            a.set_ready();
+                        }
+                    }
                     SIGNALS => {
                         if self.on_signals(now) {
                             log::info!("second signal: exiting now");
@@ -295,8 +320,10 @@ impl Driver {
             ) {
                 self.read_stdin(now);
             }
-            if self.acceptor.due(now) {
-                self.accept(now);
+            for i in 0..self.acceptors.len() {
+                if self.acceptors[i].due(now) {
+                    self.accept(i, now);
+                }
             }
             if self.core.next_deadline().is_some_and(|d| d <= now) {
                 self.core.handle_timeout(chrono::Utc::now(), now);
@@ -311,12 +338,14 @@ impl Driver {
         }
     }
 
-    /// Accepts up to [`ACCEPTS_PER_TURN`] connections and hands them to the core.
-    fn accept(&mut self, now: Instant) {
+    /// Accepts up to [`ACCEPTS_PER_TURN`] connections from acceptor `i` and hands them to
+    /// the core.
+    fn accept(&mut self, i: usize, now: Instant) {
+        let kind = self.acceptors[i].kind;
         for _ in 0..ACCEPTS_PER_TURN {
-            match self.acceptor.accept(now) {
+            match self.acceptors[i].accept(now) {
                 Accepted::Connection(stream, peer) => {
-                    let Some(id) = self.core.handle_accept(peer, now) else {
+                    let Some(id) = self.core.handle_accept_on(peer, kind, now) else {
                         drop(stream);
                         continue;
                     };
@@ -337,7 +366,7 @@ impl Driver {
             }
         }
         // Batch exhausted: the listener may have more; revisit next turn (poll timeout 0).
-        self.acceptor.batch_exhausted();
+        self.acceptors[i].batch_exhausted();
     }
 
     fn insert(&mut self, id: ClientId, stream: TcpStream) {

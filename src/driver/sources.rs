@@ -6,7 +6,7 @@ use std::os::fd::FromRawFd;
 use std::time::Instant;
 
 use mio::unix::SourceFd;
-use signal_hook::consts::SIGHUP;
+use signal_hook::consts::{SIGHUP, SIGINT};
 
 use super::stdin::{Stdin, StdinSource};
 use super::{BUS_REPLIES_PER_TURN, Driver, READS_PER_TURN, interrupted, would_block};
@@ -37,6 +37,12 @@ impl Driver {
                 log::warn!("SIGHUP ignored (no configuration or log file to reload)");
                 continue;
             }
+            if sig == SIGINT && self.core.config().worker_index.is_some() {
+                // A terminal's Ctrl-C reaches the whole process group: the supervisor
+                // stops the workers with SIGTERM (one signal, so the grace applies).
+                log::debug!("SIGINT ignored by a worker: its supervisor stops it");
+                continue;
+            }
             self.signals_seen += 1;
             if self.signals_seen > 1 {
                 return true;
@@ -45,7 +51,9 @@ impl Driver {
                 "signal {sig}: shutting down (grace {:?})",
                 self.core.config().shutdown_grace
             );
-            self.acceptor.stop(self.poll.registry());
+            for acceptor in &mut self.acceptors {
+                acceptor.stop(self.poll.registry());
+            }
             self.core.shutdown(now);
         }
         false

@@ -297,3 +297,47 @@ fn methods_and_options_name_each_paths_methods() {
     let text = answer_to("OPTIONS *", preflight);
     assert!(text.starts_with("HTTP/1.1 404 "), "{text}");
 }
+
+/// A connection from the internal listener (`--metrics-listen`) is served `/metrics` and
+/// `/health` only: every other path is 404, a publish too (its body read past, the
+/// connection kept until the 404 closes it), and nothing is published; `/metrics` names
+/// the worker.
+#[test]
+fn the_internal_listener_serves_metrics_and_health_only() {
+    let mut t = T::new(Config {
+        worker_index: Some(3),
+        ..cfg()
+    });
+    let internal = |t: &mut T, raw: &str| {
+        let id = t
+            .core
+            .handle_accept_on(peer(), Listener::Internal, t.now)
+            .unwrap();
+        t.got.push((id, Vec::new(), false));
+        t.core.handle_read(id, raw.as_bytes(), t.now);
+        t.drain(None);
+        t.text(id)
+    };
+    let close = "Host: x\r\nConnection: close\r\n\r\n";
+    let metrics = internal(&mut t, &format!("GET /metrics HTTP/1.1\r\n{close}"));
+    assert!(metrics.starts_with("HTTP/1.1 200 "), "{metrics}");
+    assert!(
+        metrics.contains("\nsse_worker_info{worker=\"3\"} 1\n"),
+        "{metrics}"
+    );
+    let health = internal(&mut t, &format!("HEAD /health HTTP/1.1\r\n{close}"));
+    assert!(health.starts_with("HTTP/1.1 200 "), "{health}");
+    for path in ["/", "/events", "/clients", "/publish", "/nothing"] {
+        let text = internal(&mut t, &format!("GET {path} HTTP/1.1\r\n{close}"));
+        assert!(text.starts_with("HTTP/1.1 404 "), "{path}: {text}");
+    }
+    let publish = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+    let text = internal(&mut t, publish);
+    assert!(text.starts_with("HTTP/1.1 404 "), "{text}");
+    assert_eq!(t.core.metrics().events_published, 0);
+    // The main listener still serves everything, /metrics included.
+    let (_, main) = t.get_once("/metrics");
+    assert!(main.contains("sse_worker_info{worker=\"3\"} 1"), "{main}");
+    let (_, main) = t.get_once("/events");
+    assert!(main.starts_with("HTTP/1.1 200 "), "{main}");
+}
