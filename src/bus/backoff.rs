@@ -73,6 +73,18 @@ impl Backoff {
     }
 }
 
+/// Sleeps until `until`, waking every 50 ms to return early once `stop` is set: how a helper
+/// thread waits out a backoff delay without delaying shutdown.
+pub fn sleep_until(until: std::time::Instant, stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

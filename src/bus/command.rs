@@ -7,7 +7,9 @@ use super::config::{BusConfig, RedisStore};
 use super::outbox::{Outbox, Seen};
 use super::range::{Scanned, page};
 use super::redis::{self as wire, Entry};
-use super::types::{BusReply, BusRequest, FetchRange, Publish, PublishFailure, RangeReply};
+use super::types::{
+    BusReply, BusRequest, FetchRange, Publish, PublishFailure, RangeReply, take_batch,
+};
 use redis::{Connection, RedisResult, Value};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
@@ -63,18 +65,7 @@ impl Commands {
     /// Serves requests until the handle is dropped (the channel closes).
     pub(super) fn run(mut self, requests: Receiver<BusRequest>) {
         while let Ok(first) = requests.recv() {
-            let mut publishes = Vec::new();
-            let mut ranges = Vec::new();
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
-                match request {
-                    BusRequest::Publish(p) => publishes.push(p),
-                    BusRequest::FetchRange(r) => ranges.push(r),
-                }
-                if publishes.len() + ranges.len() < self.config.batch {
-                    next = requests.try_recv().ok();
-                }
-            }
+            let (publishes, ranges) = take_batch(first, &requests, self.config.batch);
             if !publishes.is_empty() {
                 self.publish_all(publishes);
             }

@@ -2,7 +2,7 @@
 //! reactor. Reconnects by itself; never reads from `$`, so nothing published while it was
 //! away is skipped.
 
-use super::backoff::{Backoff, Random};
+use super::backoff::{Backoff, Random, sleep_until};
 use super::config::{BusConfig, RedisStore};
 use super::outbox::{Outbox, Seen};
 use super::redis::{self as wire, Entry};
@@ -281,12 +281,6 @@ impl Tail {
             self.down_reported = true;
         }
         let until = Instant::now() + self.backoff.next_delay(self.random.next_u64());
-        while !self.stopping() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
-        }
+        sleep_until(until, &self.shutdown);
     }
 }

@@ -114,6 +114,29 @@ pub enum BusRequest {
     FetchRange(FetchRange),
 }
 
+/// Takes `first` and whatever else is already queued in `requests`, up to `batch` in all,
+/// split into publishes and range reads (each in arrival order): one round trip's work for
+/// a command thread.
+pub fn take_batch(
+    first: BusRequest,
+    requests: &std::sync::mpsc::Receiver<BusRequest>,
+    batch: usize,
+) -> (Vec<Publish>, Vec<FetchRange>) {
+    let mut publishes = Vec::new();
+    let mut ranges = Vec::new();
+    let mut next = Some(first);
+    while let Some(request) = next.take() {
+        match request {
+            BusRequest::Publish(p) => publishes.push(p),
+            BusRequest::FetchRange(r) => ranges.push(r),
+        }
+        if publishes.len() + ranges.len() < batch {
+            next = requests.try_recv().ok();
+        }
+    }
+    (publishes, ranges)
+}
+
 /// Append one event to the shared log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publish {

@@ -9,7 +9,9 @@ use super::super::backoff::{Backoff, Random};
 use super::super::config::{BusConfig, Durability, LocalStore};
 use super::super::outbox::{Outbox, Seen};
 use super::super::range::page;
-use super::super::types::{BusReply, BusRequest, FetchRange, Publish, PublishFailure, new_epoch};
+use super::super::types::{
+    BusReply, BusRequest, FetchRange, Publish, PublishFailure, new_epoch, take_batch,
+};
 use super::store::{Store, StoreError, StoreErrorKind};
 
 /// With [`Durability::Batch`], how long after a write the checkpoint (and its fsync) comes.
@@ -86,18 +88,7 @@ impl LocalCommands {
                 self.sync();
                 return;
             };
-            let mut publishes = Vec::new();
-            let mut ranges = Vec::new();
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
-                match request {
-                    BusRequest::Publish(p) => publishes.push(p),
-                    BusRequest::FetchRange(r) => ranges.push(r),
-                }
-                if publishes.len() + ranges.len() < self.config.batch {
-                    next = requests.try_recv().ok();
-                }
-            }
+            let (publishes, ranges) = take_batch(first, &requests, self.config.batch);
             if !publishes.is_empty() {
                 self.publish_all(&publishes);
             }

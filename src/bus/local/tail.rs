@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::super::backoff::{Backoff, Random};
+use super::super::backoff::{Backoff, Random, sleep_until};
 use super::super::config::{BusConfig, LocalStore};
 use super::super::outbox::{Outbox, Seen};
 use super::super::range::Scanned;
@@ -267,13 +267,7 @@ impl LocalTail {
             self.down_reported = true;
         }
         let until = Instant::now() + self.backoff.next_delay(self.random.next_u64());
-        while !self.stopping() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
-        }
+        sleep_until(until, &self.shutdown);
     }
 }
 
