@@ -105,8 +105,9 @@ fn the_scenarios_resume_from_answered_ids() {
 }
 
 /// A node answers a publish, then loses Redis before its tail showed the event; a client
-/// resuming there from that id waits for the tail and gets what followed: before the fix it
-/// got `reset` `unknown-id` at once (and, once the tail caught up, events it already had).
+/// resuming there from that id waits for the tail and gets what followed. Guards against
+/// `reset` `unknown-id` at once for an id the node itself answered (and, once the tail caught
+/// up, the client's events again).
 #[test]
 fn a_resume_from_an_answered_id_while_the_tail_is_away_is_never_unknown() {
     let mut sim = ClusterSim::new(1, 1, 100, 0);
@@ -148,9 +149,9 @@ fn a_calm_cluster_delivers_everything() {
 }
 
 /// A publisher-given id shaped like a cluster id (`c1-1`), resumed on the node whose cache
-/// holds its event, continues right after it: no `reset` `restart` (the bug fixed in
-/// `d770603` parsed it as an offset of epoch `c1`). The hand-shrunk form of the case the
-/// proptest found with that bug planted back (kept in the regressions file).
+/// holds its event, continues right after it: no `reset` `restart`. Guards against reading
+/// such an id as offset 1 of an epoch `c1`. The hand-shrunk form of the proptest's case
+/// (kept in the regressions file).
 #[test]
 fn a_cached_publisher_id_shaped_like_a_cluster_id_resumes_exactly() {
     let mut sim = ClusterSim::new(1, 1, 4, 0);

@@ -12,7 +12,8 @@ use super::super::range::page;
 use super::super::types::{
     BusReply, BusRequest, FetchRange, Publish, PublishFailure, new_epoch, take_batch,
 };
-use super::store::{Store, StoreError, StoreErrorKind};
+use super::error::{StoreError, StoreErrorKind};
+use super::store::Store;
 
 /// With [`Durability::Batch`], how long after a write the checkpoint (and its fsync) comes.
 pub(super) const BATCH_SYNC_DELAY: Duration = Duration::from_secs(1);

@@ -4,7 +4,8 @@
 //! [`super::BusRequest`]/[`super::BusReply`] messages: the core cannot tell them apart.
 //!
 //! # Shape
-//! - [`store`]: the database (schema, ownership check, epoch, offsets, trimming).
+//! - `store.rs`: the database (schema, ownership check, epoch, offsets, trimming);
+//!   `error.rs`: its failures, classified for the answer a publish gets.
 //! - `tail.rs`: a thread that follows the log from its cursor, woken by `watch.rs`
 //!   (inotify on the directory) when any process commits; idle, it sleeps in `poll(2)`.
 //! - `command.rs`: a thread that appends each batch of publishes in one transaction and
@@ -23,6 +24,7 @@
 //!   2 at start, `503` at run time); it is never written to or replaced.
 
 mod command;
+mod error;
 mod store;
 mod tail;
 mod watch;
@@ -36,7 +38,7 @@ use super::config::{BusConfig, LocalStore};
 use super::handle::ThreadBody;
 use super::outbox::{Outbox, Seen};
 use super::types::{BusRequest, ClusterId, new_epoch};
-pub use store::{StoreError, StoreErrorKind};
+pub use error::{StoreError, StoreErrorKind};
 
 /// Opens (creating it when missing) and verifies the log in `local.dir`, as a server does
 /// before it serves anyone: the error says what is wrong with which file.

@@ -11,16 +11,16 @@
 //! - `events`: `offset INTEGER PRIMARY KEY` (the rowid: ordered, no separate index), the
 //!   topic, the optional event name and publisher id, the data.
 
-use std::fmt;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Transaction, params};
 
 use super::super::config::Durability;
 use super::super::range::Scanned;
 use super::super::types::{BusEvent, ClusterId, Publish, is_valid_epoch};
+use super::error::{StoreError, StoreErrorKind, error, not_ours};
 
 /// `PRAGMA application_id` of an sse-server log: "SSE1" in ASCII.
 pub(super) const APPLICATION_ID: i32 = 0x5353_4531;
@@ -28,35 +28,6 @@ pub(super) const APPLICATION_ID: i32 = 0x5353_4531;
 pub(super) const FORMAT: i32 = 1;
 /// The database's file name inside the data directory.
 pub(super) const FILE_NAME: &str = "log.sqlite";
-
-/// Why the log cannot be used. The message names the file and what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError {
-    pub kind: StoreErrorKind,
-    pub message: String,
-}
-
-/// What kind of failure, so the threads can answer a publish with the right refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreErrorKind {
-    /// The file is not an sse-server log, is of another format, or is corrupt: never
-    /// written to, never replaced by a new epoch behind the operator's back.
-    NotOurs,
-    /// The disk (or the database's size limit) is full.
-    Full,
-    /// Another process holds the write lock longer than the busy timeout.
-    Busy,
-    /// Anything else the file system or SQLite reported (permissions, I/O errors).
-    Io,
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 /// Which file an open [`Store`] has: a file replaced or deleted under the same name is
 /// another log (another epoch), noticed by comparing these.
@@ -175,12 +146,8 @@ impl Store {
             .con
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| error(&path, &e))?;
-        let (epoch, head): (String, i64) = tx
-            .query_row("SELECT epoch, head FROM log WHERE id = 1", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .map_err(|e| error(&path, &e))?;
-        let behind = epoch == seen.0 && to_u64(head) < seen.1;
+        let (epoch, head) = epoch_and_head(&tx, &path)?;
+        let behind = epoch == seen.0 && head < seen.1;
         if behind {
             tx.execute("UPDATE log SET epoch = ?1 WHERE id = 1", params![new_epoch])
                 .map_err(|e| error(&path, &e))?;
@@ -308,11 +275,7 @@ impl Store {
     pub(super) fn hello(&mut self) -> Result<Hello, StoreError> {
         let path = self.path.clone();
         let tx = self.con.transaction().map_err(|e| error(&path, &e))?;
-        let (epoch, head): (String, i64) = tx
-            .query_row("SELECT epoch, head FROM log WHERE id = 1", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .map_err(|e| error(&path, &e))?;
+        let (epoch, head) = epoch_and_head(&tx, &path)?;
         let first: Option<i64> = tx
             .query_row("SELECT min(offset) FROM events", [], |row| row.get(0))
             .map_err(|e| error(&path, &e))?;
@@ -320,7 +283,7 @@ impl Store {
         self.epoch.clone_from(&epoch);
         Ok(Hello {
             epoch,
-            head: to_u64(head),
+            head,
             first_retained: first.map(to_u64),
         })
     }
@@ -337,12 +300,8 @@ impl Store {
             .con
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| error(&path, &e))?;
-        let (epoch, head): (String, i64) = tx
-            .query_row("SELECT epoch, head FROM log WHERE id = 1", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .map_err(|e| error(&path, &e))?;
-        let mut offset = to_u64(head);
+        let (epoch, head) = epoch_and_head(&tx, &path)?;
+        let mut offset = head;
         let mut ids = Vec::with_capacity(publishes.len());
         {
             let mut insert = tx
@@ -394,11 +353,7 @@ impl Store {
     ) -> Result<(Vec<Scanned>, u64), StoreError> {
         let path = self.path.clone();
         let tx = self.con.transaction().map_err(|e| error(&path, &e))?;
-        let (epoch, head): (String, i64) = tx
-            .query_row("SELECT epoch, head FROM log WHERE id = 1", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .map_err(|e| error(&path, &e))?;
+        let (epoch, head) = epoch_and_head(&tx, &path)?;
         let mut scanned = Vec::new();
         {
             let mut select = tx
@@ -439,7 +394,7 @@ impl Store {
         tx.commit().map_err(|e| error(&path, &e))?;
         // Another process may have given the log a new epoch (`renew_if_behind`).
         self.epoch = epoch;
-        Ok((scanned, to_u64(head)))
+        Ok((scanned, head))
     }
 
     /// The oldest offset still kept, if any.
@@ -471,40 +426,21 @@ impl Store {
     }
 }
 
+/// The log row: its epoch and the last offset handed out, read in `tx`.
+fn epoch_and_head(tx: &Transaction<'_>, path: &Path) -> Result<(String, u64), StoreError> {
+    tx.query_row("SELECT epoch, head FROM log WHERE id = 1", [], |row| {
+        Ok((row.get(0)?, row.get::<_, i64>(1)?))
+    })
+    .map(|(epoch, head)| (epoch, to_u64(head)))
+    .map_err(|e| error(path, &e))
+}
+
 fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn not_ours(path: &Path, why: &str) -> StoreError {
-    StoreError {
-        kind: StoreErrorKind::NotOurs,
-        message: format!(
-            "{} is not a usable sse-server log: {why}; move it away to start a new log",
-            path.display()
-        ),
-    }
-}
-
-/// Classifies a SQLite error and names the file in its message.
-fn error(path: &Path, e: &rusqlite::Error) -> StoreError {
-    let code = e.sqlite_error_code();
-    let kind = match code {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreErrorKind::NotOurs,
-        Some(ErrorCode::DiskFull) => StoreErrorKind::Full,
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreErrorKind::Busy,
-        _ => StoreErrorKind::Io,
-    };
-    if kind == StoreErrorKind::NotOurs {
-        return not_ours(path, &format!("{e}"));
-    }
-    StoreError {
-        kind,
-        message: format!("{}: {e}", path.display()),
-    }
 }
 
 #[cfg(test)]

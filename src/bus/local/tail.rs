@@ -11,7 +11,8 @@ use super::super::config::{BusConfig, LocalStore};
 use super::super::outbox::{Outbox, Seen};
 use super::super::range::Scanned;
 use super::super::types::{BusEvent, BusReply, ClusterId, new_epoch};
-use super::store::{Store, StoreError};
+use super::error::StoreError;
+use super::store::Store;
 use super::watch::Watch;
 
 /// What one read found after the cursor.
