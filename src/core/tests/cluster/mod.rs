@@ -135,48 +135,6 @@ fn health_reports_a_node_whose_bus_is_down() {
     assert!(!T::new(cfg()).core.bus_down());
 }
 
-/// Three publishes refused outright in a row (a log out of memory, read-only…) turn
-/// `/health` to `503 publish refused`; an outage or a full queue does not count (those pass
-/// by themselves, and an outage has its own answer); the next publish taken heals it.
-#[test]
-fn health_reports_a_log_that_refuses_every_publish() {
-    let mut t = up();
-    let health = |t: &mut T| t.get_once("/health").1;
-    let outcome = |t: &mut T, reason: Option<PublishFailure>| {
-        let _ = t.core.publish("t", None, None, "x", t.now);
-        let token = match t.next_log_request() {
-            Some(BusRequest::Publish(p)) => p.token,
-            other => panic!("a publish: {other:?}"),
-        };
-        t.bus(match reason {
-            Some(reason) => BusReply::PublishFailed { token, reason },
-            None => BusReply::Published {
-                token,
-                id: ClusterId {
-                    epoch: EPOCH.into(),
-                    offset: 1,
-                },
-            },
-        });
-    };
-    let rejected = || Some(PublishFailure::Rejected("OOM".into()));
-    outcome(&mut t, rejected());
-    outcome(&mut t, rejected());
-    outcome(&mut t, Some(PublishFailure::Overloaded));
-    assert!(
-        health(&mut t).ends_with("ok\n"),
-        "two refusals are not yet broken"
-    );
-    outcome(&mut t, rejected());
-    let answer = health(&mut t);
-    assert!(
-        answer.starts_with("HTTP/1.1 503") && answer.ends_with("publish refused\n"),
-        "{answer}"
-    );
-    outcome(&mut t, None);
-    assert!(health(&mut t).ends_with("ok\n"));
-}
-
 /// Requests for the shared log leave through `poll_output` with everything else, so the
 /// driver cannot sleep while one waits.
 #[test]
@@ -359,50 +317,6 @@ fn resume_from_the_cache_on_any_node() {
     t.events_in(&[(8, "t", "h")]);
     t.events_in(&[(9, "t", "i")]);
     assert_eq!(t.datas(down), ["reset:{\"reason\":\"unknown-id\"}:ep-9"]);
-}
-
-/// An id this node answered to a publish exists in the shared log, even while the tail has
-/// not shown it (its replies held back, or the tail away): a resume from it waits for the
-/// tail and then gets exactly what followed, never `unknown-id` and then the events again.
-#[test]
-fn a_resume_from_an_id_this_node_answered_waits_for_the_tail_and_repeats_nothing() {
-    let mut t = up();
-    let publisher = t.connect();
-    for i in 1..=5u64 {
-        let body = format!("e{i}");
-        let req = format!(
-            "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        t.core.handle_read(publisher, req.as_bytes(), t.now);
-        t.drain(None);
-        let token = match t.next_log_request() {
-            Some(BusRequest::Publish(p)) => p.token,
-            other => panic!("a publish: {other:?}"),
-        };
-        t.bus(BusReply::Published {
-            token,
-            id: ClusterId {
-                epoch: EPOCH.into(),
-                offset: i,
-            },
-        });
-    }
-    assert!(t.text(publisher).contains("ep-5"), "answered 1..=5");
-    // The tail went away before showing any of them.
-    t.bus(BusReply::Disconnected {
-        reason: "replies held back".into(),
-    });
-    let s = t.stream("t", Some("ep-2"));
-    assert!(t.datas(s).is_empty(), "held, not unknown-id");
-    t.connected(EPOCH, 5, 0);
-    t.events_in(&[(1, "t", "e1"), (2, "t", "e2"), (3, "t", "e3")]);
-    t.events_in(&[(4, "t", "e4"), (5, "t", "e5")]);
-    assert_eq!(
-        t.datas(s),
-        ["e3", "e4", "e5"],
-        "exactly what followed, once"
-    );
 }
 
 #[test]

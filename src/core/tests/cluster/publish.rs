@@ -1,7 +1,7 @@
 //! Publishing in cluster mode through the core's interface: a publish waits for the shared
 //! log and is answered with its id; pipelined publishes in flight (up to 64), answered in
 //! request order, with what follows them held and bounded; failures, half-closes, CORS and
-//! the bus counters.
+//! the bus counters, and `/health` when the log refuses every publish.
 
 use super::*;
 
@@ -514,4 +514,46 @@ fn a_request_after_two_publishes_waits_for_the_second_answer_too() {
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[..2], ["200 ep-1", "200 ep-2"]);
     assert!(got[2].starts_with("200"), "{got:?}");
+}
+
+/// Three publishes refused outright in a row (a log out of memory, read-only…) turn
+/// `/health` to `503 publish refused`; an outage or a full queue does not count (those pass
+/// by themselves, and an outage has its own answer); the next publish taken heals it.
+#[test]
+fn health_reports_a_log_that_refuses_every_publish() {
+    let mut t = up();
+    let health = |t: &mut T| t.get_once("/health").1;
+    let outcome = |t: &mut T, reason: Option<PublishFailure>| {
+        let _ = t.core.publish("t", None, None, "x", t.now);
+        let token = match t.next_log_request() {
+            Some(BusRequest::Publish(p)) => p.token,
+            other => panic!("a publish: {other:?}"),
+        };
+        t.bus(match reason {
+            Some(reason) => BusReply::PublishFailed { token, reason },
+            None => BusReply::Published {
+                token,
+                id: ClusterId {
+                    epoch: EPOCH.into(),
+                    offset: 1,
+                },
+            },
+        });
+    };
+    let rejected = || Some(PublishFailure::Rejected("OOM".into()));
+    outcome(&mut t, rejected());
+    outcome(&mut t, rejected());
+    outcome(&mut t, Some(PublishFailure::Overloaded));
+    assert!(
+        health(&mut t).ends_with("ok\n"),
+        "two refusals are not yet broken"
+    );
+    outcome(&mut t, rejected());
+    let answer = health(&mut t);
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.ends_with("publish refused\n"),
+        "{answer}"
+    );
+    outcome(&mut t, None);
+    assert!(health(&mut t).ends_with("ok\n"));
 }

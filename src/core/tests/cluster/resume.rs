@@ -463,3 +463,47 @@ fn a_stream_ended_while_its_page_is_parked_drops_the_page() {
     assert!(t.bus_requests().is_empty(), "no page for an ended stream");
     assert!(t.text(s).contains("retry: "), "{}", t.text(s));
 }
+
+/// An id this node answered to a publish exists in the shared log, even while the tail has
+/// not shown it (its replies held back, or the tail away): a resume from it waits for the
+/// tail and then gets exactly what followed, never `unknown-id` and then the events again.
+#[test]
+fn a_resume_from_an_id_this_node_answered_waits_for_the_tail_and_repeats_nothing() {
+    let mut t = up();
+    let publisher = t.connect();
+    for i in 1..=5u64 {
+        let body = format!("e{i}");
+        let req = format!(
+            "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        t.core.handle_read(publisher, req.as_bytes(), t.now);
+        t.drain(None);
+        let token = match t.next_log_request() {
+            Some(BusRequest::Publish(p)) => p.token,
+            other => panic!("a publish: {other:?}"),
+        };
+        t.bus(BusReply::Published {
+            token,
+            id: ClusterId {
+                epoch: EPOCH.into(),
+                offset: i,
+            },
+        });
+    }
+    assert!(t.text(publisher).contains("ep-5"), "answered 1..=5");
+    // The tail went away before showing any of them.
+    t.bus(BusReply::Disconnected {
+        reason: "replies held back".into(),
+    });
+    let s = t.stream("t", Some("ep-2"));
+    assert!(t.datas(s).is_empty(), "held, not unknown-id");
+    t.connected(EPOCH, 5, 0);
+    t.events_in(&[(1, "t", "e1"), (2, "t", "e2"), (3, "t", "e3")]);
+    t.events_in(&[(4, "t", "e4"), (5, "t", "e5")]);
+    assert_eq!(
+        t.datas(s),
+        ["e3", "e4", "e5"],
+        "exactly what followed, once"
+    );
+}
