@@ -557,3 +557,54 @@ fn health_reports_a_log_that_refuses_every_publish() {
     outcome(&mut t, None);
     assert!(health(&mut t).ends_with("ok\n"));
 }
+
+/// A publish answered in the epoch this node follows raises the head it knows (the lag
+/// gauge shows an answered event the tail has not applied yet); one answered in another
+/// epoch (the command side met a new log before the tail did) says nothing of this log.
+#[test]
+fn an_answered_id_raises_the_known_head_only_in_the_followed_epoch() {
+    let mut t = up();
+    let lag = |t: &mut T| {
+        let (_, metrics) = t.get_once("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sse_bus_lag_events "))
+            .map(str::to_owned)
+    };
+    let answer = |t: &mut T, epoch: &str, offset: u64| {
+        let _ = t.core.publish("t", None, None, "x", t.now);
+        let token = match t.next_log_request() {
+            Some(BusRequest::Publish(p)) => p.token,
+            other => panic!("a publish: {other:?}"),
+        };
+        t.bus(BusReply::Published {
+            token,
+            id: ClusterId {
+                epoch: epoch.into(),
+                offset,
+            },
+        });
+    };
+    answer(&mut t, "another", 9);
+    assert_eq!(lag(&mut t).as_deref(), Some("0"), "another epoch's offset");
+    answer(&mut t, EPOCH, 2);
+    assert_eq!(
+        lag(&mut t).as_deref(),
+        Some("2"),
+        "answered, not yet applied"
+    );
+}
+
+/// Entries no node wrote, as the bus reports them, add up in their counter.
+#[test]
+fn foreign_entries_are_counted() {
+    let mut t = up();
+    t.bus(BusReply::Foreign { entries: 2 });
+    t.bus(BusReply::Foreign { entries: 3 });
+    assert_eq!(t.core.cluster_stats().unwrap().foreign_entries, 5);
+    let (_, metrics) = t.get_once("/metrics");
+    assert!(
+        metrics.contains("sse_bus_foreign_entries_total 5"),
+        "{metrics}"
+    );
+}
