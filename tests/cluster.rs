@@ -7,6 +7,7 @@
 mod util;
 
 use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -375,6 +376,25 @@ fn redis_unreachable_publish_503_streams_stay_open_health_says_so() {
     let (head, _) = http(a.addr, raw);
     assert_eq!(status_of(&head), 503, "{head}");
     assert!(head.contains("Retry-After:"), "{head}");
+    // A keep-alive publisher retries on the same connection: the 503 does not close it.
+    let mut publisher = std::net::TcpStream::connect(a.addr).unwrap();
+    publisher.set_read_timeout(Some(LIMIT)).unwrap();
+    let keep = "POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+    let answered = |publisher: &mut std::net::TcpStream, text: &mut String, n: usize| {
+        let mut buf = [0u8; 4096];
+        while text.matches("try again\n").count() < n {
+            let got = publisher.read(&mut buf).unwrap_or(0);
+            assert!(got > 0, "the connection closed after: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..got]));
+        }
+    };
+    let mut text = String::new();
+    publisher.write_all(keep.repeat(2).as_bytes()).unwrap();
+    answered(&mut publisher, &mut text, 2);
+    publisher.write_all(keep.as_bytes()).unwrap();
+    answered(&mut publisher, &mut text, 3);
+    assert_eq!(text.matches("HTTP/1.1 503").count(), 3, "{text}");
+    assert!(!text.contains("Connection: close"), "{text}");
     let comments = s.comments();
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {

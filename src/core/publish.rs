@@ -116,6 +116,7 @@ pub(super) fn finish_publish(
         }
         // The answer waits for the log; pipelined requests are read meanwhile.
         Ok(Appended::Later(token)) => core.await_publish(id, token, connection, now),
+        Err(RequestError::BusUnavailable { .. }) => core.refuse_publish_kept(id, connection, now),
         Err(e) => fail(core, id, e, now),
     }
 }

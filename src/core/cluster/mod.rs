@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use super::Core;
 use super::access;
+use super::answers::answer;
 use super::client::{Bytes, Client, ClientId};
 use super::connection::{begin_reading, read_next};
 use super::error::RequestError;
-use super::exchange::PublishSlot;
+use super::exchange::{AfterAnswer, PublishSlot};
 use super::metrics::CloseReason;
 use super::publish::{check_fields, valid_topic_name};
 use super::timers::TimerKind;
@@ -312,6 +313,35 @@ impl Core {
         }
     }
 
+    /// Answers a publish refused at once because the log is unreachable, in its place
+    /// behind the client's publishes still in flight, and keeps the connection as the
+    /// request asked (unlike other errors, which close).
+    pub(in crate::core) fn refuse_publish_kept(
+        &mut self,
+        id: ClientId,
+        connection: Connection,
+        now: Instant,
+    ) {
+        let (status, bytes) = unavailable_answer(connection);
+        let bytes = self.with_client_cors(id, bytes);
+        let Some(c) = self.client_mut(id) else { return };
+        if c.http.publishes().is_empty() {
+            answer(self, id, status, bytes, AfterAnswer::after(connection), now);
+            return;
+        }
+        c.http.publishes_mut().push_back(PublishSlot {
+            token: 0,
+            connection,
+            answer: Some((status, bytes)),
+            cors: None,
+        });
+        if reads_on(c) {
+            begin_reading(self, id, now);
+        } else {
+            c.http.wait_for_publishes(None);
+        }
+    }
+
     /// Queues a final answer (an error; the connection closes after it) behind the
     /// client's publishes waiting for the bus. False when none wait: answer now.
     pub(in crate::core) fn answer_after_publishes(
@@ -391,23 +421,7 @@ impl Core {
                 let r = response::answer(200, plain, &[], body.as_bytes(), connection, false);
                 (200, r)
             }
-            Err(_) => {
-                let e = RequestError::BusUnavailable {
-                    retry_after_secs: PUBLISH_RETRY_AFTER_SECS,
-                };
-                let headers = e.headers();
-                let headers: Vec<&str> = headers.as_deref().into_iter().collect();
-                let body = format!("{} {}\n", e.status(), e.message());
-                let r = response::answer(
-                    e.status(),
-                    plain,
-                    &headers,
-                    body.as_bytes(),
-                    connection,
-                    false,
-                );
-                (e.status(), r)
-            }
+            Err(_) => unavailable_answer(connection),
         };
         let bytes = match cors {
             Some(lines) => access::with_cors(&bytes, &lines).unwrap_or(bytes),
@@ -466,6 +480,27 @@ impl Core {
         }
         self.schedule(id);
     }
+}
+
+/// The answer to a publish the log did not take: 503 + `Retry-After`, the connection kept
+/// as the request asked, so a keep-alive publisher retries on the same connection.
+fn unavailable_answer(connection: Connection) -> (u16, Vec<u8>) {
+    let e = RequestError::BusUnavailable {
+        retry_after_secs: PUBLISH_RETRY_AFTER_SECS,
+    };
+    let headers = e.headers();
+    let headers: Vec<&str> = headers.as_deref().into_iter().collect();
+    let body = format!("{} {}\n", e.status(), e.message());
+    let plain = "text/plain; charset=utf-8";
+    let bytes = response::answer(
+        e.status(),
+        plain,
+        &headers,
+        body.as_bytes(),
+        connection,
+        false,
+    );
+    (e.status(), bytes)
 }
 
 /// True when a connection with publishes in flight may parse more requests: below the cap,

@@ -6,6 +6,7 @@ use crate::bus::types::{
     BusEvent, BusReply, BusRequest, ClusterId, FetchRange, Publish, PublishFailure, RangeReply,
 };
 
+mod bus_down;
 mod publish;
 mod resume;
 
