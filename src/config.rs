@@ -89,6 +89,10 @@ pub struct Cli {
     /// Allow publishing without a token on a non-loopback address.
     #[arg(long, env = "SSE_ALLOW_ANONYMOUS_PUBLISH")]
     pub allow_anonymous_publish: bool,
+    /// `/metrics` and `/clients` need `Authorization: Bearer <publish token>` from every
+    /// peer, loopback too (behind a proxy on the same host every peer is loopback).
+    #[arg(long, env = "SSE_PROTECT_STATS", requires = "publish_token")]
+    pub protect_stats: bool,
     /// Publish each line of standard input as an event on the default stream.
     #[arg(long, env = "SSE_STDIN")]
     pub stdin: bool,
@@ -223,6 +227,8 @@ pub struct Config {
     pub slow_client: SlowClientPolicy,
     pub max_client_send: usize,
     pub publish_token: Option<String>,
+    /// `/metrics` and `/clients` need the publish token from every peer, loopback too.
+    pub protect_stats: bool,
     pub stdin: bool,
     pub shutdown_grace: Duration,
     /// How long an answered-and-closing connection may take to accept its last bytes.
@@ -346,6 +352,7 @@ impl Config {
             slow_client: cli.slow_client,
             max_client_send: cli.max_client_send as usize,
             publish_token: cli.publish_token,
+            protect_stats: cli.protect_stats,
             stdin: cli.stdin,
             shutdown_grace: cli.shutdown_grace,
             linger: Duration::from_secs(5),
@@ -405,6 +412,7 @@ impl Cli {
             max_client_send: 4096,
             publish_token: None,
             allow_anonymous_publish: false,
+            protect_stats: false,
             stdin: false,
             shutdown_grace: Duration::from_secs(2),
             redis: None,

@@ -232,6 +232,8 @@ fn bad_flags_exit_2_with_a_message() {
         &["--max-clients", "0"],
         &["--max-clients", "999999"],
         &["--nope"],
+        // Protecting /metrics and /clients needs a token to protect them with.
+        &["--protect-stats"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_sse-server"))
             .args(args)
@@ -322,4 +324,32 @@ fn listens_on_ipv6_loopback() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(s.events[0].data.starts_with("the time is "));
+}
+
+/// `--protect-stats`: `/metrics` and `/clients` answer only the publish token, even to a
+/// loopback peer (a proxy on the same host makes every peer loopback); `/health` stays open.
+#[test]
+fn protected_stats_refuse_loopback_without_the_token() {
+    let server = Server::start(&["--publish-token", "s3cret", "--protect-stats"]);
+    for path in ["/metrics", "/clients"] {
+        let (head, body) = http(
+            server.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status_of(&head), 401, "{path}: {head}");
+        assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
+        assert!(!body.contains("sse_"), "{body}");
+        let (head, _) = http(
+            server.addr,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert_eq!(status_of(&head), 200, "{path}: {head}");
+    }
+    let (head, _) = http(
+        server.addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&head), 200, "{head}");
 }

@@ -134,6 +134,12 @@ impl Core {
         auth.has_shared_token(&Parts::of(head).request())
     }
 
+    /// Whether `/metrics` and `/clients` may answer `head`: always, unless `--protect-stats`
+    /// asks every peer, loopback too, for the publish token.
+    pub(super) fn may_read_stats(&self, head: &RequestHead) -> bool {
+        !self.cfg.protect_stats || self.cfg.auth.has_shared_token(&Parts::of(head).request())
+    }
+
     fn refusal(&self, _head: &RequestHead, e: &AuthError) -> Refusal {
         Refusal {
             status: e.status(),

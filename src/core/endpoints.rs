@@ -99,6 +99,9 @@ pub(super) fn decide(core: &Core, id: ClientId, head: &RequestHead, now: Instant
             unhealthy(b"publish refused\n", head, conn)
         }
         "/health" if read => ok("text/plain; charset=utf-8", b"ok\n"),
+        "/metrics" | "/clients" if read && !core.may_read_stats(head) => {
+            Action::Fail(RequestError::StatsNeedToken)
+        }
         "/metrics" if read => {
             let body = render_metrics(core);
             ok("text/plain; version=0.0.4; charset=utf-8", body.as_bytes())

@@ -55,6 +55,8 @@ pub enum RequestError {
     ShuttingDown,
     /// `/clients` from a non-loopback peer without the token.
     ClientsForbidden,
+    /// `/metrics` or `/clients` without the publish token under `--protect-stats`.
+    StatsNeedToken,
     /// Cluster mode: the shared log did not take the publish (Redis down, overloaded, or
     /// the outcome unknown); try again after this many seconds. No id was handed out.
     BusUnavailable { retry_after_secs: u64 },
@@ -81,6 +83,7 @@ impl RequestError {
             NotFound => 404,
             TooManyTopics | TooManyClients { .. } | ShuttingDown | BusUnavailable { .. } => 503,
             ClientsForbidden => 403,
+            StatsNeedToken => 401,
         }
     }
 
@@ -108,6 +111,9 @@ impl RequestError {
             TooManyClients { .. } => "too many clients",
             ShuttingDown => "shutting down",
             ClientsForbidden => "/clients is for loopback or token holders",
+            StatsNeedToken => {
+                "/metrics and /clients need the publish token (Authorization: Bearer)"
+            }
             BusUnavailable { .. } => "the shared event log is unavailable, try again",
         }
     }
@@ -118,6 +124,7 @@ impl RequestError {
         match self {
             MethodNotAllowed(Allow::GetHead) => Some(ALLOW_READ.into()),
             MethodNotAllowed(Allow::Post) => Some(ALLOW_PUBLISH.into()),
+            StatsNeedToken => Some("WWW-Authenticate: Bearer".into()),
             TooManyClients { retry_after_secs } | BusUnavailable { retry_after_secs } => {
                 Some(format!("Retry-After: {retry_after_secs}"))
             }
@@ -180,6 +187,17 @@ mod tests {
             Some("Allow: POST, OPTIONS")
         );
         assert_eq!(RequestError::ClientsForbidden.headers(), None);
+        assert_eq!(
+            RequestError::StatsNeedToken.pair(),
+            (
+                401,
+                "/metrics and /clients need the publish token (Authorization: Bearer)"
+            )
+        );
+        assert_eq!(
+            RequestError::StatsNeedToken.headers().as_deref(),
+            Some("WWW-Authenticate: Bearer")
+        );
         assert_eq!(
             RequestError::TooManyClients {
                 retry_after_secs: 3

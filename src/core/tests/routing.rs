@@ -341,3 +341,51 @@ fn the_internal_listener_serves_metrics_and_health_only() {
     let (_, main) = t.get_once("/events");
     assert!(main.starts_with("HTTP/1.1 200 "), "{main}");
 }
+
+/// Under `--protect-stats`, `/metrics` and `/clients` answer only the publish token, from
+/// loopback too (behind a same-host proxy every peer is loopback): 401 with
+/// `WWW-Authenticate: Bearer` without it or with another; `/health` and streams stay open.
+/// Without the flag, loopback reads them freely.
+#[test]
+fn protected_stats_need_the_publish_token_even_from_loopback() {
+    // As the command line builds it: the token in the config and in the auth policy.
+    let with_token = |protect_stats: bool| Config {
+        publish_token: Some("s3cret".into()),
+        protect_stats,
+        auth: std::sync::Arc::new(
+            crate::auth::AuthConfig::new(crate::auth::AuthOptions {
+                publish_token: Some("s3cret".into()),
+                ..crate::auth::AuthOptions::default()
+            })
+            .unwrap(),
+        ),
+        ..cfg()
+    };
+    let mut t = T::new(with_token(true));
+    let read = |t: &mut T, path: &str, auth: &str| {
+        let id = t.connect();
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        t.core.handle_read(id, raw.as_bytes(), t.now);
+        t.drain(None);
+        t.text(id)
+    };
+    for path in ["/metrics", "/clients"] {
+        for auth in ["", "Authorization: Bearer wrong\r\n"] {
+            let text = read(&mut t, path, auth);
+            assert!(text.starts_with("HTTP/1.1 401 "), "{path} {auth:?}: {text}");
+            assert!(text.contains("WWW-Authenticate: Bearer\r\n"), "{text}");
+            assert!(
+                !text.contains("sse_"),
+                "nothing of the answer leaks: {text}"
+            );
+        }
+        let text = read(&mut t, path, "Authorization: Bearer s3cret\r\n");
+        assert!(text.starts_with("HTTP/1.1 200 "), "{path}: {text}");
+    }
+    assert!(read(&mut t, "/health", "").starts_with("HTTP/1.1 200 "));
+    assert!(read(&mut t, "/events", "").starts_with("HTTP/1.1 200 "));
+    // The token alone does not protect them from loopback.
+    let mut t = T::new(with_token(false));
+    assert!(read(&mut t, "/metrics", "").starts_with("HTTP/1.1 200 "));
+    assert!(read(&mut t, "/clients", "").starts_with("HTTP/1.1 200 "));
+}
