@@ -4,6 +4,7 @@
 #   tests/sse_load_report.rs  the same (it opens an sse-load --report page)
 #   tests/clients.rs  the eventsource npm package (tests/clients, npm ci) and httpx + httpx-sse
 #   tests/nginx.rs    Debian's nginx
+#   tests/http2.rs    nginx, openssl (a self-signed certificate), curl, chromium + playwright-core
 #   tests/bus.rs, tests/cluster.rs  Debian's redis-server (each test starts its own on a unix socket)
 #   tests/lockouts.rs `ss` from iproute2 (kernel send queues of non-reading clients)
 # Run it before `SSE_REQUIRE_ECOSYSTEM=1 cargo test`, which then fails instead of skipping
@@ -15,11 +16,11 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
-echo "ecosystem: apt packages (chromium, nginx, redis-server, iproute2)"
+echo "ecosystem: apt packages (chromium, nginx, openssl, curl, redis-server, iproute2)"
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
-$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx redis-server iproute2 >/dev/null
+$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx openssl curl redis-server iproute2 >/dev/null
 test -x /usr/bin/chromium
 # Debian starts nginx as a service on port 80 when it can; the tests run their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
@@ -49,6 +50,8 @@ fi
 /usr/bin/chromium --version
 { command -v nginx >/dev/null && nginx -v; } || /usr/sbin/nginx -v
 redis-server --version
+openssl version
+curl --version | head -1
 (cd tests/browser && node -e 'require("playwright-core"); console.log("playwright-core ok")')
 (cd tests/clients && node --input-type=module -e 'import { EventSource } from "eventsource"; console.log("eventsource ok")')
 python3 -c 'import httpx, httpx_sse; print("httpx", httpx.__version__, "httpx-sse ok")'

@@ -9,117 +9,18 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use util::{
-    Helper, Server, Stream, ecosystem_skip, eventually, http, project_dir, publish, runs, signal,
-    status_of,
-};
+use util::nginx::{Nginx, NginxDir, first_block, free_port, nginx_binary, readme_section};
+use util::{Server, Stream, ecosystem_skip, eventually, http, publish, status_of};
 
 /// Most time from publishing (through nginx) to the event reaching a client (through nginx).
 const MAX_LATENCY: Duration = Duration::from_millis(300);
 
-/// The ```nginx block of README.md's `## Behind nginx` section.
+/// The ```nginx block of README.md's `## Behind nginx` section (its first: the plain one).
 fn readme_nginx_block() -> String {
-    let readme = std::fs::read_to_string(project_dir().join("README.md")).expect("read README.md");
-    let section = readme
-        .split("\n## ")
-        .find(|s| s.starts_with("Behind nginx"))
-        .expect("README.md has a `## Behind nginx` section");
-    let start = section
-        .find("```nginx\n")
-        .expect("the section has a ```nginx block")
-        + "```nginx\n".len();
-    let len = section[start..]
-        .find("\n```")
-        .expect("the ```nginx block ends");
-    section[start..start + len].to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn nginx_binary() -> Option<String> {
-    ["nginx", "/usr/sbin/nginx"]
-        .into_iter()
-        .find(|n| runs(n, &["-v"]))
-        .map(str::to_owned)
-}
-
-/// A scratch directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!("sse-nginx-{}-{nanos}", std::process::id()));
-        for sub in ["", "body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-            let d = dir.join(sub);
-            std::fs::create_dir_all(&d).expect("create temp dir");
-            // nginx started as root runs its workers as `nobody`.
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-        }
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// nginx in the foreground; stopped by its PID (SIGTERM, then SIGKILL) when dropped.
-struct Nginx {
-    helper: Helper,
-}
-
-impl Nginx {
-    fn start(bin: &str, dir: &Path, conf: &Path) -> Nginx {
-        let globals = format!(
-            "daemon off; pid {}; error_log stderr;",
-            dir.join("nginx.pid").display()
-        );
-        let mut cmd = Command::new(bin);
-        cmd.arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg("stderr")
-            .arg("-c")
-            .arg(conf)
-            .arg("-g")
-            .arg(globals);
-        Nginx {
-            helper: Helper::spawn(cmd),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Ok(None) = self.helper.child.try_wait() {
-            signal(self.helper.child.id(), 15);
-            if self.helper.finish(Duration::from_secs(5)).is_none() {
-                eprintln!("nginx ignored SIGTERM for 5 s; killed");
-            }
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    first_block(&readme_section("Behind nginx"), "nginx")
 }
 
 /// Publishes through `via`, then reads `stream` until the event arrives; returns the delay.
@@ -169,7 +70,7 @@ fn events_through_nginx_without_buffering() {
         "the README block proxies to 127.0.0.1:3000:\n{block}"
     );
 
-    let dir = TempDir::new();
+    let dir = NginxDir::new();
     let conf = dir.0.join("nginx.conf");
     let config = format!(
         "master_process off;\n\
@@ -178,14 +79,14 @@ fn events_through_nginx_without_buffering() {
          access_log off;\n\
          # A global setting that must not hold streams back (they say Content-Encoding: identity).\n\
          gzip on; gzip_types text/event-stream; gzip_min_length 1;\n\
-         client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fastcgi;\n\
-         uwsgi_temp_path uwsgi; scgi_temp_path scgi;\n\
+         {temp}\
          # --- from README.md, `## Behind nginx` ---\n\
          {site}\n\
          # --- control: the same, but ignoring X-Accel-Buffering (nginx buffers) ---\n\
          server {{ listen 127.0.0.1:{control_port}; location / {{ proxy_pass http://{}; proxy_ignore_headers X-Accel-Buffering; }} }}\n\
          }}\n",
-        server.addr
+        server.addr,
+        temp = NginxDir::temp_paths(),
     );
     std::fs::write(&conf, &config).expect("write nginx.conf");
     let mut nginx = Nginx::start(&bin, &dir.0, &conf);

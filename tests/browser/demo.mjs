@@ -12,7 +12,18 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { Proxy, Commands, hostPort, publish, tell, log, sleep, assert, assertEq } from "./lib.mjs";
+import {
+  Proxy,
+  Commands,
+  childPids,
+  hostPort,
+  publish,
+  tell,
+  log,
+  sleep,
+  assert,
+  assertEq,
+} from "./lib.mjs";
 
 const CHROMIUM = process.env.SSE_CHROMIUM || "/usr/bin/chromium";
 const ARTIFACTS =
@@ -41,21 +52,6 @@ async function finish(code) {
   process.exit(code);
 }
 
-/** PIDs of our child processes whose command name matches `re` (from /proc). */
-function childPids(ppid, re) {
-  const out = [];
-  for (const name of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, "utf8");
-      const close = stat.lastIndexOf(")");
-      const comm = stat.slice(stat.indexOf("(") + 1, close);
-      const parent = Number(stat.slice(close + 2).split(" ")[1]);
-      if (parent === ppid && re.test(comm)) out.push(Number(name));
-    } catch {}
-  }
-  return out;
-}
 
 /** The log rows of the page, oldest first. */
 function rows(page) {

@@ -1,6 +1,8 @@
-// Helpers for the browser test: a TCP proxy we can cut, raw HTTP publishing, and a
-// line protocol with the Rust test that runs us (tests/browser.rs).
+// Helpers for the browser tests: a TCP proxy we can cut, raw HTTP publishing, Chromium's
+// launch flags and PIDs, and a line protocol with the Rust test that runs us (tests/browser.rs,
+// tests/http2.rs, tests/sse_load_report.rs).
 
+import fs from "node:fs";
 import net from "node:net";
 import http from "node:http";
 import readline from "node:readline";
@@ -192,4 +194,34 @@ export function assertEq(actual, expected, message) {
   const a = JSON.stringify(actual);
   const e = JSON.stringify(expected);
   if (a !== e) throw new Error(`assertion failed: ${message}\n  expected ${e}\n  actual   ${a}`);
+}
+
+/** Flags for Debian's Chromium, headless, with nothing that reaches the network by itself.
+ * playwright-core adds a fresh temporary --user-data-dir (removed on close) itself and
+ * refuses one here. */
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
+
+/** PIDs of our child processes whose command name matches `re` (from /proc). */
+export function childPids(ppid, re) {
+  const out = [];
+  for (const name of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, "utf8");
+      const close = stat.lastIndexOf(")");
+      const comm = stat.slice(stat.indexOf("(") + 1, close);
+      const parent = Number(stat.slice(close + 2).split(" ")[1]);
+      if (parent === ppid && re.test(comm)) out.push(Number(name));
+    } catch {}
+  }
+  return out;
 }

@@ -422,6 +422,7 @@ pub fn reset(s: TcpStream) {
     drop(s);
 }
 
+pub mod nginx;
 pub mod redis;
 
 /// The bytes the kernel holds unsent on the server's side of each connection to `port`
