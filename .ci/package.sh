@@ -88,8 +88,8 @@ server=""
 
 # `systemd-analyze verify` exits 0 on a misspelled key or a bad value (it warns and ignores
 # them), so any output at all counts as a failure. A minimal good unit must verify silently
-# first: where it does not (no usable systemd here), the check is skipped; and a copy with a
-# misspelled key must be caught, or the check itself is broken.
+# first: where it does not (systemd cannot run its checks here), the check is skipped. A copy
+# with a misspelled key must be caught, or the check itself is broken.
 verify() { # verify UNIT_PATH: prints what systemd-analyze said; fails when it said anything
     local said
     said=$(cd / && systemd-analyze verify "$1" 2>&1) || { printf '%s\n' "$said"; return 1; }
@@ -97,6 +97,9 @@ verify() { # verify UNIT_PATH: prints what systemd-analyze said; fails when it s
 }
 printf '[Service]\nExecStart=/bin/true\n' >"$work/probe.service"
 if ! command -v systemd-analyze >/dev/null; then
+    if [ "${SSE_REQUIRE_ECOSYSTEM:-}" = 1 ]; then
+        fail "systemd-analyze is missing (.ci/ecosystem.sh installs systemd)"
+    fi
     say "SKIPPED systemd-analyze verify: systemd-analyze is missing"
 elif ! probe=$(verify "$work/probe.service"); then
     say "SKIPPED systemd-analyze verify: it cannot run here (a minimal unit fails: $probe)"
