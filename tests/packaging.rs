@@ -28,7 +28,12 @@ fn shipped_units() -> BTreeSet<String> {
     let dir = root().join("contrib/systemd");
     let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
     entries
-        .map(|e| e.expect("directory entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|name| name.ends_with(".service"))
         .map(|name| format!("contrib/systemd/{name}"))
         .collect()
@@ -115,9 +120,14 @@ fn the_shipped_units_start_the_packaged_binary() {
             .collect();
         assert_eq!(exec.len(), 1, "{path}: one ExecStart= line, got {exec:?}");
         let program = exec[0].split_whitespace().next().unwrap_or_default();
-        assert_eq!(program, "/usr/bin/sse-server", "{path}: ExecStart={}", exec[0]);
+        assert_eq!(
+            program, "/usr/bin/sse-server",
+            "{path}: ExecStart={}",
+            exec[0]
+        );
         assert!(
-            unit.lines().any(|l| l == "EnvironmentFile=-/etc/sse-server/env"),
+            unit.lines()
+                .any(|l| l == "EnvironmentFile=-/etc/sse-server/env"),
             "{path} does not read /etc/sse-server/env"
         );
     }
