@@ -6,7 +6,7 @@
 //! - the shipped units start the packaged binary, `/usr/bin/sse-server`;
 //! - the env template (`contrib/env`, installed as `/etc/sse-server/env`) names exactly the
 //!   `SSE_*` variables the server reads, and only in comments, so installing it changes
-//!   nothing.
+//!   nothing; uncommented, its examples are values the server starts with.
 //!
 //! Building, installing and verifying the package itself is `.ci/package.sh` (it needs root
 //! and dpkg). Plain std: no extra dependencies.
@@ -191,5 +191,54 @@ fn the_env_template_names_every_variable_and_sets_none() {
         missing.is_empty() && unknown.is_empty(),
         "contrib/env is out of date\nread by the server, not in the template: {missing:?}\n\
          in the template, not read by the server: {unknown:?}"
+    );
+}
+
+/// The `#SSE_NAME=value` examples of `contrib/env`, in order.
+fn env_examples() -> Vec<(String, String)> {
+    read("contrib/env")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('#')?.split_once('='))
+        .filter(|(name, _)| name.starts_with("SSE_"))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_env_template_examples_are_values_the_server_starts_with() {
+    let dir = std::env::temp_dir().join(format!("sse-packaging-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("create a temp dir");
+    // Examples that need what a test does not have are replaced: free ports, a fresh data
+    // directory. Left out: another Redis (SSE_REDIS, with which SSE_DATA_DIR conflicts), a
+    // key file (SSE_JWT_PUBLIC_KEY; SSE_JWT_SECRET is used) and the supervisor (SSE_WORKERS).
+    let left_out = ["SSE_REDIS", "SSE_JWT_PUBLIC_KEY", "SSE_WORKERS"];
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sse-server"));
+    cmd.env_clear();
+    for (name, value) in env_examples() {
+        let value = match name.as_str() {
+            n if left_out.contains(&n) => continue,
+            "SSE_LISTEN" | "SSE_METRICS_LISTEN" => "127.0.0.1:0".to_owned(),
+            "SSE_DATA_DIR" => dir.display().to_string(),
+            _ => value,
+        };
+        cmd.env(name, value);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sse-server");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+    let started = line.starts_with("listening on http://127.0.0.1:");
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("wait for sse-server");
+    let _ = fs::remove_dir_all(&dir);
+    assert!(
+        started,
+        "sse-server did not start with contrib/env's examples ({read:?}, first line {line:?}):\n{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
