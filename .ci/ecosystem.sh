@@ -7,6 +7,7 @@
 #   tests/http2.rs    nginx, openssl (a self-signed certificate), curl, chromium + playwright-core
 #   tests/bus.rs, tests/cluster.rs  Debian's redis-server (each test starts its own on a unix socket)
 #   tests/lockouts.rs `ss` from iproute2 (kernel send queues of non-reading clients)
+#   .ci/package.sh    `systemd-analyze` from systemd (verifies the packaged units; not started)
 # Run it before `SSE_REQUIRE_ECOSYSTEM=1 cargo test`, which then fails instead of skipping
 # when anything is missing. Exits non-zero on any failure. Never downloads a browser build:
 # the browser is Debian's /usr/bin/chromium.
@@ -16,11 +17,19 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
+<<<<<<< HEAD
 echo "ecosystem: apt packages (chromium, nginx, openssl, curl, redis-server, iproute2)"
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
 $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx openssl curl redis-server iproute2 >/dev/null
+=======
+echo "ecosystem: apt packages (chromium, nginx, redis-server, iproute2, systemd)"
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+$sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
+$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx redis-server iproute2 systemd >/dev/null
+>>>>>>> deb
 test -x /usr/bin/chromium
 # Debian starts nginx as a service on port 80 when it can; the tests run their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
@@ -50,8 +59,12 @@ fi
 /usr/bin/chromium --version
 { command -v nginx >/dev/null && nginx -v; } || /usr/sbin/nginx -v
 redis-server --version
+<<<<<<< HEAD
 openssl version
 curl --version | head -1
+=======
+systemd-analyze --version | head -n 1
+>>>>>>> deb
 (cd tests/browser && node -e 'require("playwright-core"); console.log("playwright-core ok")')
 (cd tests/clients && node --input-type=module -e 'import { EventSource } from "eventsource"; console.log("eventsource ok")')
 python3 -c 'import httpx, httpx_sse; print("httpx", httpx.__version__, "httpx-sse ok")'
