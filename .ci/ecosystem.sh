@@ -17,19 +17,11 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
-<<<<<<< HEAD
-echo "ecosystem: apt packages (chromium, nginx, openssl, curl, redis-server, iproute2)"
+echo "ecosystem: apt packages (chromium, nginx, openssl, curl, redis-server, iproute2, systemd)"
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
-$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx openssl curl redis-server iproute2 >/dev/null
-=======
-echo "ecosystem: apt packages (chromium, nginx, redis-server, iproute2, systemd)"
-sudo=""
-if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-$sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
-$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx redis-server iproute2 systemd >/dev/null
->>>>>>> deb
+$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx openssl curl redis-server iproute2 systemd >/dev/null
 test -x /usr/bin/chromium
 # Debian starts nginx as a service on port 80 when it can; the tests run their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
@@ -59,12 +51,11 @@ fi
 /usr/bin/chromium --version
 { command -v nginx >/dev/null && nginx -v; } || /usr/sbin/nginx -v
 redis-server --version
-<<<<<<< HEAD
-openssl version
-curl --version | head -1
-=======
-systemd-analyze --version | head -n 1
->>>>>>> deb
+echo "ecosystem: apt packages (chromium, nginx, openssl, curl, redis-server, iproute2, systemd)"
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+$sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
+$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium nginx openssl curl redis-server iproute2 systemd >/dev/null
 (cd tests/browser && node -e 'require("playwright-core"); console.log("playwright-core ok")')
 (cd tests/clients && node --input-type=module -e 'import { EventSource } from "eventsource"; console.log("eventsource ok")')
 python3 -c 'import httpx, httpx_sse; print("httpx", httpx.__version__, "httpx-sse ok")'
