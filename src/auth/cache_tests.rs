@@ -281,3 +281,69 @@ fn expired_entries_leave_room_without_evicting() {
     assert_eq!(cache.len(), 3);
     assert_eq!(cache.stats().evictions, 0);
 }
+
+mod sequences {
+    use super::*;
+    use crate::auth::{AuthConfig, AuthOptions, RequestParts};
+    use proptest::prelude::*;
+
+    /// A small set of tokens: short and long lived, not yet valid, expired, no `exp`, another
+    /// key's, garbage; each allows some of `a`, `b/*` and publishing on `b/*`.
+    fn tokens() -> Vec<String> {
+        let other = EncodingKey::from_secret(b"another secret of at least 32 bytes").expect("key");
+        let sse = json!({"subscribe": ["a", "b/*"], "publish": ["b/*"]});
+        vec![
+            hs(json!({"exp": NOW + 3, "sse": sse})).expose().to_owned(),
+            hs(json!({"exp": NOW + 40, "sse": {"subscribe": ["a"]}}))
+                .expose()
+                .to_owned(),
+            hs(json!({"nbf": NOW + 20, "exp": NOW + 60, "sse": sse}))
+                .expose()
+                .to_owned(),
+            hs(json!({"exp": NOW - 10, "sse": sse})).expose().to_owned(),
+            hs(json!({"sse": {"publish": ["*"]}})).expose().to_owned(),
+            encode(&Header::default(), &json!({"sse": sse}), &other).expect("signs"),
+            "garbage.x.y".to_owned(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// For any sequence of requests (a token of the set, a topic, subscribe or publish,
+        /// the clock moving on — or back by a little, as a wall clock may), the decisions
+        /// through a cache of 2 entries (evicting often) equal those without a cache.
+        #[test]
+        fn cached_decisions_equal_uncached_ones(
+            steps in proptest::collection::vec((0usize..7, 0usize..3, any::<bool>(), -3i64..15), 1..60)
+        ) {
+            let c = AuthConfig::new(AuthOptions {
+                jwt_secret: Some(String::from_utf8(SECRET.to_vec()).expect("ascii")),
+                ..AuthOptions::default()
+            })
+            .expect("valid");
+            let tokens = tokens();
+            let mut cache = TokenCache::new(2);
+            let mut now = NOW;
+            for (token, topic, publish, dt) in steps {
+                now = now.saturating_add_signed(dt);
+                let h = format!("Bearer {}", tokens[token]).into_bytes();
+                let headers: [(&str, &[u8]); 1] = [("authorization", &h)];
+                let req = RequestParts { headers: &headers, query: &[] };
+                let topic = ["a", "b/1", "c"][topic];
+                if publish {
+                    prop_assert_eq!(
+                        c.authorize_publish_cached(&req, topic, now, &mut cache),
+                        c.authorize_publish(&req, topic, now)
+                    );
+                } else {
+                    prop_assert_eq!(
+                        c.authorize_subscribe_cached(&req, &[topic], now, &mut cache),
+                        c.authorize_subscribe(&req, &[topic], now)
+                    );
+                }
+                prop_assert!(cache.len() <= 2);
+            }
+        }
+    }
+}
