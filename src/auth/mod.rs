@@ -10,6 +10,8 @@
 //! - [`topics`]: the topic patterns of the claims and of `--public-topics`.
 //! - [`decide`]: the decisions, [`AuthConfig::authorize_subscribe`] and
 //!   [`AuthConfig::authorize_publish`], giving a [`Grant`] or an [`AuthError`] (401/403).
+//! - [`cache`]: [`TokenCache`], verified tokens by SHA-256 of the token, bounded, checked
+//!   against `exp`/`nbf` on every hit; the `*_cached` decisions go through it.
 //! - [`cors`]: `--allow-origin`, the CORS headers of answers and of `OPTIONS` preflights.
 //!
 //! # How the server uses it
@@ -24,6 +26,8 @@
 //! - **Time**: the core keeps a wall-clock anchor (given at `Core::new`, refreshed by every
 //!   `handle_timeout`) and derives unix time as `anchor + (now − anchor instant)`; the
 //!   simulator controls both, so expiry is deterministic under simulation.
+//! - **The cache**: each core holds one [`TokenCache`] ([`AuthConfig::token_cache`],
+//!   `--jwt-cache`) and calls the `*_cached` decisions with it.
 //! - **Streams**: after the topics are checked (400s first) and before anything is written or
 //!   counted, [`AuthConfig::authorize_subscribe`]; a refusal is answered with its status, body
 //!   and headers. A [`Grant`] is kept by the client only when a token was used (a public-only
