@@ -5,8 +5,8 @@
 //! For each number of distinct tokens (`STORM_DISTINCT`, default `100,10000`) and each cache
 //! setting, a fresh `sse-server --interval off --jwt-public-key <ES256 test key>
 //! --publish-token …` is started. A probe opens one stream on the (public) default stream and a
-//! publisher posts `ts=<unix ns>` every 10 ms on a keep-alive connection (the shared publish
-//! token: no signature to verify). Then `STORM_RECONNECTS` (default 10,000) reconnects are made
+//! publisher posts `ts=<unix ns>` every 10 ms on a keep-alive connection, not waiting for the
+//! answers (the shared publish token: no signature to verify). Then `STORM_RECONNECTS` (default 10,000) reconnects are made
 //! by `STORM_CONCURRENCY` (default 256) threads, each at a time: connect, `GET /events` with
 //! `Authorization: Bearer <token j mod distinct>`, read the `200` head, close. Reported: the
 //! server's CPU (utime + stime from `/proc/PID/stat`) over the storm per reconnect, the
@@ -205,29 +205,42 @@ impl Probe {
                 }
             }
         });
+        // Open loop: a publish every 10 ms whatever the answers do (a second thread reads
+        // them), so a stalled server is sampled as often as a fast one.
         let stop_p = Arc::clone(&stop);
-        let addr = addr.to_owned();
+        let s = TcpStream::connect(addr).expect("publisher connects");
+        let mut w = s.try_clone().expect("clone");
+        let mut r = BufReader::new(s);
+        let answers = thread::spawn(move || {
+            while let Some(status) = read_answer(&mut r) {
+                if status != 200 {
+                    eprintln!("token_storm: a probe publish was answered {status}");
+                }
+            }
+        });
         let publisher = thread::spawn(move || {
-            let s = TcpStream::connect(&addr).expect("publisher connects");
-            let mut w = s.try_clone().expect("clone");
-            let mut r = BufReader::new(s);
+            let start = Instant::now();
+            let mut k = 0u32;
             while !stop_p.load(Ordering::Relaxed) {
                 let body = format!("ts={}", unix_nanos());
                 let req = format!(
                     "POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PUBLISH_TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
-                if w.write_all(req.as_bytes()).is_err() || read_answer(&mut r) != Some(200) {
+                if w.write_all(req.as_bytes()).is_err() {
                     eprintln!("token_storm: a probe publish failed");
                     break;
                 }
-                thread::sleep(Duration::from_millis(10));
+                k += 1;
+                let next = start + Duration::from_millis(10) * k;
+                thread::sleep(next.saturating_duration_since(Instant::now()));
             }
+            let _ = w.shutdown(std::net::Shutdown::Both);
         });
         Probe {
             stop,
             samples,
-            threads: vec![receiver, publisher],
+            threads: vec![receiver, publisher, answers],
         }
     }
 
@@ -271,7 +284,13 @@ fn percentile(sorted: &[u128], p: f64) -> f64 {
     sorted[i] as f64 / 1e6
 }
 
-fn run(tokens: &Arc<Vec<String>>, distinct: usize, cache: usize, reconnects: usize, threads: usize) {
+fn run(
+    tokens: &Arc<Vec<String>>,
+    distinct: usize,
+    cache: usize,
+    reconnects: usize,
+    threads: usize,
+) {
     let server = Server::start(cache);
     let pid = server.child.id();
     let probe = Probe::start(&server.addr);
