@@ -476,3 +476,63 @@ fn head_of_a_private_stream_needs_the_token_too() {
     assert_eq!(head(""), 401);
     assert_eq!(head(&format!("{}\r\n", bearer(&user42()))), 200);
 }
+
+/// The cache of verified tokens (`--jwt-cache`, on by default): a reconnect with the same
+/// token is answered from it, and once the token is past `exp` + leeway the cached entry
+/// refuses it (401, expired) instead of granting it; with `--jwt-cache 0` nothing is cached.
+#[test]
+fn a_cached_token_is_refused_after_its_exp() {
+    let server = with_secret(&[]);
+    let exp = unix_now() + 1;
+    let token = hs(&json!({"exp": exp, "sse": {"subscribe": ["user/42"]}}));
+    let head = |server: &Server| {
+        let raw = format!(
+            "HEAD /events?topic=user/42 HTTP/1.1\r\nHost: x\r\n{}\r\nConnection: close\r\n\r\n",
+            bearer(&token)
+        );
+        status_of(&http(server.addr, &raw).0)
+    };
+    for _ in 0..3 {
+        assert_eq!(head(&server), 200);
+    }
+    assert_eq!(server.metric("sse_jwt_cache_misses_total"), 1.0);
+    assert_eq!(server.metric("sse_jwt_cache_hits_total"), 2.0);
+    assert_eq!(server.metric("sse_jwt_cache_entries"), 1.0);
+    // Past exp + 5 s of leeway (by the server's clock, which the test shares).
+    while unix_now() < exp + 5 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, head_text, body) = get(&server, "/events?topic=user/42", &[&bearer(&token)]);
+    assert_eq!(status, 401, "{head_text}");
+    assert!(body.contains("token expired"), "{body}");
+    assert_eq!(
+        server.metric("sse_jwt_cache_hits_total"),
+        3.0,
+        "the expiry was found in the cache"
+    );
+    assert_eq!(server.metric("sse_jwt_cache_entries"), 0.0, "and dropped");
+    // Refused from then on, and never cached as a failure either.
+    assert_eq!(
+        get(&server, "/events?topic=user/42", &[&bearer(&token)]).0,
+        401
+    );
+    assert_eq!(server.metric("sse_jwt_cache_misses_total"), 2.0);
+    assert_eq!(server.metric("sse_jwt_cache_entries"), 0.0);
+
+    let uncached = with_secret(&["--jwt-cache", "0"]);
+    let fresh = hs(&claims(&["user/42"], &[]));
+    let raw = format!(
+        "HEAD /events?topic=user/42 HTTP/1.1\r\nHost: x\r\n{}\r\nConnection: close\r\n\r\n",
+        bearer(&fresh)
+    );
+    assert_eq!(status_of(&http(uncached.addr, &raw).0), 200);
+    assert!(
+        !http(
+            uncached.addr,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .1
+        .contains("sse_jwt_cache"),
+        "no cache series when the cache is off"
+    );
+}

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
+use super::cache::{DEFAULT_CACHE_ENTRIES, MAX_CACHE_ENTRIES};
 use super::{AuthConfig, AuthOptions, ConfigError};
 
 /// `--jwt-*`, `--public-topics`, `--allow-origin`: see README, "Private topics".
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct AuthArgs {
     /// HS256 key for tokens (at least 32 bytes); prefer the environment variable.
     #[arg(long, env = "SSE_JWT_SECRET", hide_env_values = true)]
@@ -30,6 +31,25 @@ pub struct AuthArgs {
     /// Origins whose pages may read answers, with cookies (default `*`, without cookies).
     #[arg(long, env = "SSE_ALLOW_ORIGIN", num_args = 1.., value_delimiter = ',', value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+    /// Most verified tokens kept, so a reconnect skips the signature check (0: none).
+    #[arg(long, env = "SSE_JWT_CACHE", value_name = "N", default_value_t = DEFAULT_CACHE_ENTRIES as u32, value_parser = clap::value_parser!(u32).range(0..=MAX_CACHE_ENTRIES as i64))]
+    pub jwt_cache: u32,
+}
+
+impl Default for AuthArgs {
+    /// What clap gives with none of these flags (and no `SSE_*` variable).
+    fn default() -> AuthArgs {
+        AuthArgs {
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_audience: None,
+            jwt_issuer: None,
+            public_topics: None,
+            jwt_cookie: None,
+            allow_origin: Vec::new(),
+            jwt_cache: DEFAULT_CACHE_ENTRIES as u32,
+        }
+    }
 }
 
 impl AuthArgs {
@@ -53,6 +73,7 @@ impl AuthArgs {
             jwt_cookie: self.jwt_cookie.clone(),
             allow_origins: self.allow_origin.clone(),
             publish_token,
+            jwt_cache: Some(self.jwt_cache as usize),
         })
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::AuthConfig;
+use super::cache::TokenCache;
 use super::extract::{self, BearerToken, MalformedToken, Sources, TokenSource};
 use super::topics::TopicPatterns;
 use super::verify::{InvalidToken, VerifiedClaims};
@@ -140,6 +141,18 @@ impl AuthConfig {
         topics: &[&str],
         now: u64,
     ) -> Result<Grant, AuthError> {
+        self.authorize_subscribe_cached(req, topics, now, &mut TokenCache::disabled())
+    }
+
+    /// [`AuthConfig::authorize_subscribe`] with the token's verification looked up in (and a
+    /// success kept in) `cache`; the answer is the same, the topics are checked every time.
+    pub fn authorize_subscribe_cached(
+        &self,
+        req: &RequestParts<'_>,
+        topics: &[&str],
+        now: u64,
+        cache: &mut TokenCache,
+    ) -> Result<Grant, AuthError> {
         let mut grant = Grant {
             everything: !self.tokens_enabled(),
             public: Arc::clone(&self.public_topics),
@@ -154,7 +167,7 @@ impl AuthConfig {
         let (token, source) = self
             .find_token(req, Sources::All)?
             .ok_or(AuthError::Missing)?;
-        let claims = self.verify(&token, now)?;
+        let claims = self.verify(&token, now, cache)?;
         if let Some(topic) = topics
             .iter()
             .find(|t| !self.public_topics.matches(t) && !claims.subscribe.matches(t))
@@ -183,6 +196,18 @@ impl AuthConfig {
         topic: &str,
         now: u64,
     ) -> Result<Publisher, AuthError> {
+        self.authorize_publish_cached(req, topic, now, &mut TokenCache::disabled())
+    }
+
+    /// [`AuthConfig::authorize_publish`] with the token's verification looked up in (and a
+    /// success kept in) `cache`; the answer is the same, the topic is checked every time.
+    pub fn authorize_publish_cached(
+        &self,
+        req: &RequestParts<'_>,
+        topic: &str,
+        now: u64,
+        cache: &mut TokenCache,
+    ) -> Result<Publisher, AuthError> {
         if !self.tokens_enabled() && self.publish_token.is_none() {
             return Ok(Publisher::Anonymous);
         }
@@ -199,7 +224,7 @@ impl AuthConfig {
         if !self.tokens_enabled() {
             return Err(AuthError::WrongSharedToken);
         }
-        let claims = self.verify(&token, now)?;
+        let claims = self.verify(&token, now, cache)?;
         if !claims.publish.matches(topic) {
             return Err(AuthError::Forbidden {
                 topic: topic.to_owned(),
@@ -240,8 +265,15 @@ impl AuthConfig {
         self.verifier.verify(token, now)
     }
 
-    fn verify(&self, token: &BearerToken, now: u64) -> Result<VerifiedClaims, AuthError> {
-        self.verify_token(token, now).map_err(AuthError::Invalid)
+    fn verify(
+        &self,
+        token: &BearerToken,
+        now: u64,
+        cache: &mut TokenCache,
+    ) -> Result<VerifiedClaims, AuthError> {
+        cache
+            .verify(token, now, |t| self.verifier.verify(t, now))
+            .map_err(AuthError::Invalid)
     }
 }
 

@@ -49,7 +49,8 @@ fn subscribe(
     headers: &[(&str, &[u8])],
     topics: &[&str],
 ) -> Result<Grant, AuthError> {
-    c.authorize_subscribe(
+    subscribe_at(
+        c,
         &RequestParts {
             headers,
             query: &[],
@@ -57,6 +58,39 @@ fn subscribe(
         topics,
         NOW,
     )
+}
+
+/// The subscribe decision without a cache, and through a cache twice (a miss, then a hit):
+/// every test of the decisions runs all three, and they must agree.
+fn subscribe_at(
+    c: &AuthConfig,
+    req: &RequestParts<'_>,
+    topics: &[&str],
+    now: u64,
+) -> Result<Grant, AuthError> {
+    let plain = c.authorize_subscribe(req, topics, now);
+    let mut cache = c.token_cache();
+    for round in ["miss", "hit"] {
+        let cached = c.authorize_subscribe_cached(req, topics, now, &mut cache);
+        assert_eq!(cached, plain, "subscribe through the cache ({round})");
+    }
+    plain
+}
+
+/// The publish decision without a cache and through a cache twice, as [`subscribe_at`].
+fn publish_at(
+    c: &AuthConfig,
+    req: &RequestParts<'_>,
+    topic: &str,
+    now: u64,
+) -> Result<Publisher, AuthError> {
+    let plain = c.authorize_publish(req, topic, now);
+    let mut cache = c.token_cache();
+    for round in ["miss", "hit"] {
+        let cached = c.authorize_publish_cached(req, topic, now, &mut cache);
+        assert_eq!(cached, plain, "publish through the cache ({round})");
+    }
+    plain
 }
 
 #[test]
@@ -78,7 +112,7 @@ fn without_keys_everything_is_public() {
     let g = subscribe(&c, &[], &["user/42", ""]).expect("open");
     assert!(g.may_see("anything/else"));
     assert_eq!(
-        c.authorize_publish(&RequestParts::default(), "x", NOW),
+        publish_at(&c, &RequestParts::default(), "x", NOW),
         Ok(Publisher::Anonymous)
     );
 }
@@ -111,16 +145,16 @@ fn allowed_topics_get_a_grant_from_each_source() {
         ),
         (vec![], &query[..], TokenSource::Query),
     ] {
-        let g = c
-            .authorize_subscribe(
-                &RequestParts {
-                    headers: &headers,
-                    query,
-                },
-                &["user/42", "shop/7/orders", ""],
-                NOW,
-            )
-            .expect("allowed");
+        let g = subscribe_at(
+            &c,
+            &RequestParts {
+                headers: &headers,
+                query,
+            },
+            &["user/42", "shop/7/orders", ""],
+            NOW,
+        )
+        .expect("allowed");
         assert_eq!(g.source(), Some(source));
         assert_eq!(g.subject(), Some("user-42"));
         assert_eq!(g.expires_at(), Some(NOW + 60 + LEEWAY_SECS));
@@ -256,7 +290,7 @@ fn publish(
     query: &[(&str, &str)],
     topic: &str,
 ) -> Result<Publisher, AuthError> {
-    c.authorize_publish(&RequestParts { headers, query }, topic, NOW)
+    publish_at(c, &RequestParts { headers, query }, topic, NOW)
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //! - [`topics`]: the topic patterns of the claims and of `--public-topics`.
 //! - [`decide`]: the decisions, [`AuthConfig::authorize_subscribe`] and
 //!   [`AuthConfig::authorize_publish`], giving a [`Grant`] or an [`AuthError`] (401/403).
+//! - [`cache`]: [`TokenCache`], verified tokens by SHA-256 of the token, bounded, checked
+//!   against `exp`/`nbf` on every hit; the `*_cached` decisions go through it.
 //! - [`cors`]: `--allow-origin`, the CORS headers of answers and of `OPTIONS` preflights.
 //!
 //! # How the server uses it
@@ -24,6 +26,8 @@
 //! - **Time**: the core keeps a wall-clock anchor (given at `Core::new`, refreshed by every
 //!   `handle_timeout`) and derives unix time as `anchor + (now − anchor instant)`; the
 //!   simulator controls both, so expiry is deterministic under simulation.
+//! - **The cache**: each core holds one [`TokenCache`] ([`AuthConfig::token_cache`],
+//!   `--jwt-cache`) and calls the `*_cached` decisions with it.
 //! - **Streams**: after the topics are checked (400s first) and before anything is written or
 //!   counted, [`AuthConfig::authorize_subscribe`]; a refusal is answered with its status, body
 //!   and headers. A [`Grant`] is kept by the client only when a token was used (a public-only
@@ -44,6 +48,7 @@
 //! - **Logs and `/clients`** never show a request's headers or query.
 
 pub mod args;
+pub mod cache;
 pub mod cors;
 pub mod decide;
 pub mod extract;
@@ -53,6 +58,7 @@ pub mod verify;
 use std::fmt;
 use std::sync::Arc;
 
+pub use cache::{CacheStats, TokenCache};
 pub use cors::{CorsPolicy, Endpoint};
 pub use decide::{AuthError, Grant, Publisher, RequestParts};
 pub use extract::{BearerToken, TokenSource};
@@ -80,6 +86,9 @@ pub struct AuthOptions {
     pub allow_origins: Vec<String>,
     /// `--publish-token`: the shared token that may publish on every topic.
     pub publish_token: Option<String>,
+    /// `--jwt-cache`: most verified tokens kept; `None`: [`cache::DEFAULT_CACHE_ENTRIES`],
+    /// 0: none.
+    pub jwt_cache: Option<usize>,
 }
 
 impl fmt::Debug for AuthOptions {
@@ -97,6 +106,7 @@ impl fmt::Debug for AuthOptions {
             .field("jwt_cookie", &self.jwt_cookie)
             .field("allow_origins", &self.allow_origins)
             .field("publish_token", &redacted(&self.publish_token))
+            .field("jwt_cache", &self.jwt_cache)
             .finish()
     }
 }
@@ -121,6 +131,8 @@ pub struct AuthConfig {
     cookie_name: String,
     cors: CorsPolicy,
     publish_token: Option<String>,
+    /// `--jwt-cache`: the capacity of each core's [`TokenCache`].
+    cache_entries: usize,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -134,6 +146,7 @@ impl fmt::Debug for AuthConfig {
                 "publish_token",
                 &self.publish_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("cache_entries", &self.cache_entries)
             .finish()
     }
 }
@@ -147,6 +160,7 @@ impl Default for AuthConfig {
             cookie_name: extract::DEFAULT_COOKIE.to_owned(),
             cors: CorsPolicy::AnyOrigin,
             publish_token: None,
+            cache_entries: cache::DEFAULT_CACHE_ENTRIES,
         }
     }
 }
@@ -198,18 +212,36 @@ impl AuthConfig {
             Some(patterns) => TopicPatterns::parse(&patterns),
         };
         let cors = CorsPolicy::new(&options.allow_origins).map_err(|e| ConfigError(e.0))?;
+        let cache_entries = options.jwt_cache.unwrap_or(cache::DEFAULT_CACHE_ENTRIES);
+        if cache_entries > cache::MAX_CACHE_ENTRIES {
+            return Err(ConfigError(format!(
+                "--jwt-cache {cache_entries} is more than {} entries",
+                cache::MAX_CACHE_ENTRIES
+            )));
+        }
         Ok(AuthConfig {
             verifier,
             public_topics: Arc::new(public_topics),
             cookie_name,
             cors,
             publish_token: options.publish_token,
+            cache_entries,
         })
     }
 
     /// Whether a JWT key is configured: only then are topics private.
     pub fn tokens_enabled(&self) -> bool {
         self.verifier.is_configured()
+    }
+
+    /// An empty cache of verified tokens for these keys, of `--jwt-cache` entries (none while
+    /// no key is configured: no token is ever verified then). One per core.
+    pub fn token_cache(&self) -> TokenCache {
+        TokenCache::new(if self.tokens_enabled() {
+            self.cache_entries
+        } else {
+            0
+        })
     }
 
     /// The CORS policy (`--allow-origin`).

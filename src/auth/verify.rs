@@ -88,6 +88,9 @@ pub struct VerifiedClaims {
     pub publish: TopicPatterns,
     /// The unix second from which the token is refused (`exp` + leeway); `None` without `exp`.
     pub expires_at: Option<u64>,
+    /// The first unix second at which the token is accepted (`nbf` − leeway); `None` without
+    /// `nbf`.
+    pub valid_from: Option<u64>,
     /// `sub`, when it is a string (for diagnostics; it is not a secret).
     pub subject: Option<String>,
 }
@@ -211,9 +214,10 @@ impl Verifier {
         if expires_at.is_some_and(|at| now >= at) {
             return Err(InvalidToken::Expired);
         }
-        if let Some(nbf) = claims.nbf
-            && now.saturating_add(LEEWAY_SECS) < numeric_date(&nbf)
-        {
+        let valid_from = claims
+            .nbf
+            .map(|n| numeric_date(&n).saturating_sub(LEEWAY_SECS));
+        if valid_from.is_some_and(|from| now < from) {
             return Err(InvalidToken::NotYetValid);
         }
         // `sse` must be an object (serde would also take a struct from an array).
@@ -226,6 +230,7 @@ impl Verifier {
             subscribe: TopicPatterns::parse(&sse.subscribe),
             publish: TopicPatterns::parse(&sse.publish),
             expires_at,
+            valid_from,
             subject: match claims.sub {
                 Some(serde_json::Value::String(s)) => Some(s),
                 _ => None,

@@ -93,17 +93,23 @@ impl Core {
     /// May this stream request see `topics`? `Ok(None)`: yes, and nothing needs keeping
     /// (every topic public, no expiry).
     pub(super) fn authorize_stream(
-        &self,
+        &mut self,
         head: &RequestHead,
         topics: &[&str],
         now: Instant,
     ) -> Result<Option<Box<Grant>>, Refusal> {
-        let auth = &self.cfg.auth;
-        if !auth.tokens_enabled() {
+        if !self.cfg.auth.tokens_enabled() {
             return Ok(None);
         }
         let parts = Parts::of(head);
-        match auth.authorize_subscribe(&parts.request(), topics, self.unix_now(now)) {
+        let unix = self.unix_now(now);
+        let decision = self.cfg.auth.authorize_subscribe_cached(
+            &parts.request(),
+            topics,
+            unix,
+            &mut self.tokens,
+        );
+        match decision {
             Ok(grant) if grant.source().is_none() => Ok(None),
             Ok(grant) => Ok(Some(Box::new(grant))),
             Err(e) => Err(self.refusal(head, &e)),
@@ -112,16 +118,22 @@ impl Core {
 
     /// May this request publish on `topic`?
     pub(super) fn authorize_publish(
-        &self,
+        &mut self,
         head: &RequestHead,
         topic: &str,
         now: Instant,
     ) -> Result<Publisher, Refusal> {
         let parts = Parts::of(head);
+        let unix = self.unix_now(now);
         self.cfg
             .auth
-            .authorize_publish(&parts.request(), topic, self.unix_now(now))
+            .authorize_publish_cached(&parts.request(), topic, unix, &mut self.tokens)
             .map_err(|e| self.refusal(head, &e))
+    }
+
+    /// The cache of verified tokens' counts (`/metrics`) and size.
+    pub(super) fn token_cache(&self) -> &crate::auth::TokenCache {
+        &self.tokens
     }
 
     /// Whether a non-loopback peer may read `/clients`: with `--publish-token`, its bearer;

@@ -220,6 +220,10 @@ pub(super) fn render_metrics(core: &Core) -> String {
         max_clients: core.cfg.max_clients,
         topics,
         topics_total,
+        token_cache: {
+            let cache = core.token_cache();
+            (cache.capacity() > 0).then(|| (cache.stats(), cache.len()))
+        },
     };
     core.render_all_metrics(&g)
 }

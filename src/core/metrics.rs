@@ -122,6 +122,8 @@ pub struct Gauges<'a> {
     pub topics: Vec<(&'a str, usize, usize, usize)>,
     /// Topics in the table (listed or not).
     pub topics_total: usize,
+    /// The cache of verified tokens: its counts and entries; `None` when it is off.
+    pub token_cache: Option<(crate::auth::CacheStats, usize)>,
 }
 
 /// Most topics with per-topic series in `/metrics` (those with the most subscribers, then
@@ -329,5 +331,39 @@ pub fn render(m: &Metrics, g: &Gauges<'_>) -> String {
         "Clients the last broadcast was written to.",
     );
     let _ = writeln!(o, "sse_last_fanout_clients {}", m.last_fanout_clients);
+    if let Some((stats, entries)) = &g.token_cache {
+        render_token_cache(&mut o, stats, *entries);
+    }
     o
+}
+
+/// The `--jwt-cache` series.
+fn render_token_cache(o: &mut String, stats: &crate::auth::CacheStats, entries: usize) {
+    help(
+        o,
+        "sse_jwt_cache_entries",
+        "gauge",
+        "Verified tokens held by the token cache (--jwt-cache).",
+    );
+    let _ = writeln!(o, "sse_jwt_cache_entries {entries}");
+    for (name, text, n) in [
+        (
+            "sse_jwt_cache_hits_total",
+            "Token checks answered by the token cache (no signature verified).",
+            stats.hits,
+        ),
+        (
+            "sse_jwt_cache_misses_total",
+            "Token checks that verified a signature (not in the token cache).",
+            stats.misses,
+        ),
+        (
+            "sse_jwt_cache_evictions_total",
+            "Verified tokens pushed out of the full token cache.",
+            stats.evictions,
+        ),
+    ] {
+        help(o, name, "counter", text);
+        let _ = writeln!(o, "{name} {n}");
+    }
 }

@@ -140,6 +140,8 @@ pub struct Core {
     cluster: Option<Box<cluster::Cluster>>,
     /// The wall clock (token expiry): refreshed by every `handle_timeout`.
     wall: access::WallAnchor,
+    /// Verified tokens (`--jwt-cache`), so a reconnect skips the signature check.
+    tokens: crate::auth::TokenCache,
 }
 
 impl Core {
@@ -153,6 +155,7 @@ impl Core {
         let millis = u64::try_from(wall.timestamp_millis()).unwrap_or(0);
         let log = EventLog::new(millis, cfg.history, cfg.history_bytes, cfg.max_topics);
         let cfg_cluster = cfg.cluster.is_some();
+        let cfg_tokens = cfg.auth.token_cache();
         Core {
             next_tick: cfg.interval.map(|i| now + i),
             connections: Registry::with_capacity(cfg.max_connections.min(1 << 20)),
@@ -167,6 +170,7 @@ impl Core {
             metrics: Metrics::default(),
             cluster: cfg_cluster.then(Box::default),
             wall: access::WallAnchor::new(now, wall),
+            tokens: cfg_tokens,
         }
     }
 

@@ -11,6 +11,9 @@
 //! - a stream whose token expired is closed by `exp + leeway`, and the last thing it received
 //!   is the `token-expired` reset.
 //!
+//! Run with the cache of verified tokens off and on ([`run_with_cache`]), a scenario must give
+//! every client the same bytes and the same close: the cache changes no decision.
+//!
 //! Kept apart from the main simulator's operation alphabet (`ops.rs`) so the two evolve
 //! independently; [`run`] is usable by a fuzz target as it is by the proptest below.
 
@@ -49,6 +52,9 @@ pub enum SimToken {
     WrongKey { patterns: u8 },
     /// Not a JWT at all.
     Garbage(u8),
+    /// The token of an earlier request again (the `n % sent`-th of those sent; none yet: no
+    /// token), as a browser reconnects with the token it holds: cached, perhaps expired since.
+    Again(u8),
 }
 
 /// Where the token travels.
@@ -107,7 +113,17 @@ struct World {
     wall0: DateTime<Utc>,
     conns: Vec<Conn>,
     published: u64,
+    /// Every token sent so far, with what the oracle knows of it: its patterns and `exp` when
+    /// it is signed with the server's secret and was valid when minted.
+    sent: Vec<Minted>,
 }
+
+/// What one client got in a run: its bytes and how it was closed.
+pub type Received = Vec<(Vec<u8>, Option<CloseReason>)>;
+
+/// A token and the oracle's view of it: `Some((patterns, exp))` when it is signed with the
+/// server's secret and not past `exp + leeway` at the time it is sent.
+type Minted = (String, Option<(Vec<&'static str>, u64)>);
 
 impl OutputSink for World {
     type Error = String;
@@ -190,9 +206,10 @@ fn covers(patterns: &[&str], topic: &str) -> bool {
 }
 
 impl World {
-    fn new() -> Result<World, String> {
+    fn new(cache_entries: usize) -> Result<World, String> {
         let auth = AuthConfig::new(AuthOptions {
             jwt_secret: Some(SECRET.into()),
+            jwt_cache: Some(cache_entries),
             ..AuthOptions::default()
         })
         .map_err(|e| e.0)?;
@@ -214,6 +231,7 @@ impl World {
             wall0,
             conns: Vec::new(),
             published: 0,
+            sent: Vec::new(),
         })
     }
 
@@ -277,7 +295,7 @@ impl World {
             names.push("");
         }
         let now = self.unix_now();
-        let (text, valid): (String, Option<(Vec<&'static str>, u64)>) = match token {
+        let (text, valid): Minted = match token {
             SimToken::None => (String::new(), None),
             SimToken::Valid { patterns, ttl_secs } => {
                 let exp = now + u64::from(ttl_secs % 40);
@@ -290,7 +308,18 @@ impl World {
                 None,
             ),
             SimToken::Garbage(n) => (format!("garbage{n}.x.y"), None),
+            SimToken::Again(_) if self.sent.is_empty() => (String::new(), None),
+            SimToken::Again(n) => {
+                let (text, valid) = &self.sent[usize::from(*n) % self.sent.len()];
+                let still = valid
+                    .clone()
+                    .filter(|(_, exp)| now < exp.saturating_add(LEEWAY_SECS));
+                (text.clone(), still)
+            }
         };
+        if !text.is_empty() && !matches!(token, SimToken::Again(_)) {
+            self.sent.push((text.clone(), valid.clone()));
+        }
         // The oracle: public topics need nothing; otherwise a valid token covering each one.
         let private: Vec<&str> = names.iter().copied().filter(|t| !t.is_empty()).collect();
         let (status, allowed, ends_at) = if private.is_empty() {
@@ -420,15 +449,26 @@ impl World {
     }
 }
 
-/// Runs one scenario; `Err` describes the first violated expectation.
+/// Runs one scenario with the default cache of verified tokens; `Err` describes the first
+/// violated expectation.
 pub fn run(ops: &[AuthOp]) -> Result<(), String> {
-    let mut world = World::new()?;
+    run_with_cache(ops, crate::auth::cache::DEFAULT_CACHE_ENTRIES).map(|_| ())
+}
+
+/// Runs one scenario with a cache of `cache_entries` verified tokens (0: none) and returns
+/// what each client received.
+pub fn run_with_cache(ops: &[AuthOp], cache_entries: usize) -> Result<Received, String> {
+    let mut world = World::new(cache_entries)?;
     for (step, op) in ops.iter().enumerate() {
         world
             .apply(op)
             .map_err(|e| format!("step {step} ({op:?}): {e}"))?;
     }
-    Ok(())
+    Ok(world
+        .conns
+        .into_iter()
+        .map(|c| (c.bytes, c.closed))
+        .collect())
 }
 
 #[cfg(test)]
@@ -439,12 +479,13 @@ mod tests {
 
     fn token() -> impl Strategy<Value = SimToken> {
         prop_oneof![
-            Just(SimToken::None),
-            (any::<u8>(), any::<u8>())
+            1 => Just(SimToken::None),
+            2 => (any::<u8>(), any::<u8>())
                 .prop_map(|(patterns, ttl_secs)| SimToken::Valid { patterns, ttl_secs }),
-            any::<u8>().prop_map(|patterns| SimToken::Expired { patterns }),
-            any::<u8>().prop_map(|patterns| SimToken::WrongKey { patterns }),
-            any::<u8>().prop_map(SimToken::Garbage),
+            1 => any::<u8>().prop_map(|patterns| SimToken::Expired { patterns }),
+            1 => any::<u8>().prop_map(|patterns| SimToken::WrongKey { patterns }),
+            1 => any::<u8>().prop_map(SimToken::Garbage),
+            3 => any::<u8>().prop_map(SimToken::Again),
         ]
     }
 
@@ -472,6 +513,19 @@ mod tests {
                 prop_assert!(false, "{}", e);
             }
         }
+
+        /// The cache of verified tokens changes no decision: off, tiny (evicting all the
+        /// time) or large, every client gets the same bytes and the same close.
+        #[test]
+        fn the_token_cache_changes_nothing_a_client_sees(ops in prop::collection::vec(op(), 1..40)) {
+            let off = run_with_cache(&ops, 0);
+            prop_assert!(off.is_ok(), "{:?}", off);
+            for entries in [1, 3, 10_000] {
+                let on = run_with_cache(&ops, entries);
+                prop_assert!(on.is_ok(), "{:?}", on);
+                prop_assert_eq!(&on, &off, "with {} entries", entries);
+            }
+        }
     }
 
     #[test]
@@ -490,6 +544,8 @@ mod tests {
             SimToken::Expired { patterns: 0b1111 },
             SimToken::WrongKey { patterns: 0b1111 },
             SimToken::Garbage(1),
+            SimToken::Again(1),
+            SimToken::Again(4),
         ]
         .into_iter()
         .enumerate()
@@ -516,10 +572,31 @@ mod tests {
             ops.push(AuthOp::Publish { topic: t });
         }
         ops.push(AuthOp::Advance { secs: 9 });
+        // Reconnects with the tokens held: the 3 s ones expired (refused although cached),
+        // the 30 s ones still valid.
+        for n in 0..6 {
+            ops.push(AuthOp::Subscribe {
+                topics: 0b0110,
+                token: SimToken::Again(n),
+                via: Via::Header,
+                resume: false,
+            });
+        }
         ops.push(AuthOp::Drain);
         ops.push(AuthOp::Advance { secs: 19 });
         ops.push(AuthOp::Advance { secs: 19 });
-        run(&ops).expect("the scenario holds");
+        // Every token again, now past its exp: refused although cached.
+        for n in 0..6 {
+            ops.push(AuthOp::Subscribe {
+                topics: 0b0110,
+                token: SimToken::Again(n),
+                via: Via::Header,
+                resume: false,
+            });
+        }
+        let off = run_with_cache(&ops, 0).expect("the scenario holds without the cache");
+        let on = run_with_cache(&ops, 10_000).expect("the scenario holds with the cache");
+        assert_eq!(on, off);
     }
 
     /// The oracle can fail: a client whose token allows `user/1` must not be expected to
