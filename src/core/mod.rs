@@ -61,6 +61,8 @@ pub mod error;
 pub mod event_log;
 mod exchange;
 mod fanout;
+pub mod histogram;
+pub mod latency;
 mod log_engine;
 pub mod metrics;
 mod publish;
@@ -563,6 +565,7 @@ impl Core {
             }
         }
         self.check_parked_pages()?;
+        self.check_fanout_counts()?;
         self.log.check_invariants()?;
         if self.next_tick.is_none()
             && self.cfg.interval.is_some()
