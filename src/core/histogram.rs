@@ -43,13 +43,19 @@ impl Histogram {
     /// Records one duration.
     #[inline]
     pub fn observe(&mut self, d: Duration) {
+        self.observe_n(d, 1);
+    }
+
+    /// Records `n` observations of the same duration.
+    #[inline]
+    pub fn observe_n(&mut self, d: Duration, n: u64) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let mut i = 0;
         while i < BOUNDS.len() && ns > BOUNDS[i].0 {
             i += 1;
         }
-        self.counts[i] += 1;
-        self.sum_ns += u128::from(ns);
+        self.counts[i] += n;
+        self.sum_ns += u128::from(ns) * u128::from(n);
     }
 
     /// Observations so far.
@@ -123,6 +129,17 @@ mod tests {
         assert_eq!(h.cumulative(BOUNDS.len() - 1), 4);
         assert_eq!(h.cumulative(BOUNDS.len()), 6);
         assert_eq!(h.count(), 6);
+    }
+
+    #[test]
+    fn observing_n_at_once_is_observing_n_times() {
+        let (mut one, mut many) = (Histogram::default(), Histogram::default());
+        for _ in 0..5 {
+            one.observe(ms(7));
+        }
+        many.observe_n(ms(7), 5);
+        many.observe_n(ms(1), 0);
+        assert_eq!(one, many);
     }
 
     #[test]

@@ -42,15 +42,56 @@ use super::topic::Entry;
 /// The latency histograms of `/metrics`.
 #[derive(Debug, Clone, Default)]
 pub struct Latency {
-    /// Append → frame written, per live delivery.
-    pub delivery: Histogram,
+    /// Append → frame written, per live delivery, except those of `run`.
+    delivery: Histogram,
+    /// The latest deliveries not yet in `delivery`: one event's to many streams in one drain
+    /// share its append time and the write time, so they are counted together (a compare
+    /// and an increment each, not a subtraction and a bucket search).
+    run: Option<Run>,
     /// Append → frame written to the last stream that had it pending, per event.
     pub fanout: Histogram,
     /// Cluster mode: publish accepted (any node, wall clock) → applied on this node.
     pub bus_apply: Histogram,
 }
 
+/// Deliveries with one append time, written at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    appended: Instant,
+    at: Instant,
+    count: u64,
+}
+
 impl Latency {
+    /// One delivery, of an event appended at `appended`, written at `now`.
+    #[inline]
+    fn deliver(&mut self, appended: Instant, now: Instant) {
+        if let Some(r) = &mut self.run
+            && r.appended == appended
+            && r.at == now
+        {
+            r.count += 1;
+            return;
+        }
+        if let Some(r) = self.run.replace(Run {
+            appended,
+            at: now,
+            count: 1,
+        }) {
+            self.delivery
+                .observe_n(r.at.saturating_duration_since(r.appended), r.count);
+        }
+    }
+
+    /// The delivery histogram, every delivery so far included.
+    pub fn delivery(&self) -> Histogram {
+        let mut h = self.delivery.clone();
+        if let Some(r) = self.run {
+            h.observe_n(r.at.saturating_duration_since(r.appended), r.count);
+        }
+        h
+    }
+
     /// Appends the three histograms' text (`sse_bus_apply_seconds` only in cluster mode).
     pub fn render(&self, out: &mut String, cluster: bool) {
         self.fanout.render(
@@ -58,7 +99,7 @@ impl Latency {
             "sse_fanout_seconds",
             "Per event: appended to this node's log to its frame written to the last subscriber that had it pending.",
         );
-        self.delivery.render(
+        self.delivery().render(
             out,
             "sse_delivery_seconds",
             "Per delivery: appended to this node's log to the frame written to that subscriber.",
@@ -83,8 +124,8 @@ pub struct Fanout {
     waiting: Cell<u32>,
     /// Not observed yet: deliveries count, and the fan-out is observed when `waiting` hits 0.
     open: Cell<bool>,
-    /// The latency of the latest delivery, while open.
-    latest: Cell<Option<Duration>>,
+    /// When the latest delivery was written, while open.
+    latest: Cell<Option<Instant>>,
 }
 
 impl Fanout {
@@ -110,11 +151,11 @@ impl Fanout {
         let waiting = self.waiting.get().saturating_sub(1);
         self.waiting.set(waiting);
         if self.open.get() {
-            let d = now.saturating_duration_since(self.appended);
-            h.delivery.observe(d);
-            self.latest.set(Some(d));
+            h.deliver(self.appended, now);
+            self.latest.set(Some(now));
             if waiting == 0 {
-                h.fanout.observe(d);
+                h.fanout
+                    .observe(now.saturating_duration_since(self.appended));
                 self.open.set(false);
             }
         }
@@ -138,9 +179,10 @@ impl Fanout {
     /// once, if anyone took it.
     pub fn close(&self, h: &mut Latency) {
         if self.open.replace(false)
-            && let Some(d) = self.latest.get()
+            && let Some(at) = self.latest.get()
         {
-            h.fanout.observe(d);
+            h.fanout
+                .observe(at.saturating_duration_since(self.appended));
         }
     }
 }

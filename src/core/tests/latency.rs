@@ -42,9 +42,9 @@ fn each_delivery_and_the_fanout_are_observed_once() {
     t.now += Duration::from_millis(3);
     t.drain(None);
     let l = &t.core.metrics().latency;
-    assert_eq!(l.delivery.count(), 2);
-    assert_eq!(in_bucket(&l.delivery, "0.005"), 2);
-    assert_eq!(l.delivery.sum(), Duration::from_millis(6));
+    assert_eq!(l.delivery().count(), 2);
+    assert_eq!(in_bucket(&l.delivery(), "0.005"), 2);
+    assert_eq!(l.delivery().sum(), Duration::from_millis(6));
     assert_eq!(l.fanout.count(), 1);
     assert_eq!(in_bucket(&l.fanout, "0.005"), 1);
     assert_eq!(l.fanout.sum(), Duration::from_millis(3));
@@ -66,7 +66,7 @@ fn the_fanout_ends_with_the_slowest_subscriber_and_partial_frames_count_when_com
     t.now += Duration::from_millis(1);
     t.core.handle_writable(fast);
     t.drain(None);
-    assert_eq!(t.core.metrics().latency.delivery.count(), 1);
+    assert_eq!(t.core.metrics().latency.delivery().count(), 1);
     assert_eq!(
         t.core.metrics().latency.fanout.count(),
         0,
@@ -76,15 +76,15 @@ fn the_fanout_ends_with_the_slowest_subscriber_and_partial_frames_count_when_com
     t.now += Duration::from_millis(29);
     t.core.handle_writable(slow);
     t.drain(Some(4));
-    assert_eq!(t.core.metrics().latency.delivery.count(), 1);
+    assert_eq!(t.core.metrics().latency.delivery().count(), 1);
     t.now += Duration::from_millis(170);
     t.core.handle_writable(slow);
     t.drain(None);
     assert_eq!(t.events(slow).len(), 1);
     let l = &t.core.metrics().latency;
-    assert_eq!(l.delivery.count(), 2);
-    assert_eq!(in_bucket(&l.delivery, "0.001"), 1);
-    assert_eq!(in_bucket(&l.delivery, "0.25"), 1);
+    assert_eq!(l.delivery().count(), 2);
+    assert_eq!(in_bucket(&l.delivery(), "0.001"), 1);
+    assert_eq!(in_bucket(&l.delivery(), "0.25"), 1);
     assert_eq!(l.fanout.count(), 1);
     assert_eq!(in_bucket(&l.fanout, "0.25"), 1);
 }
@@ -116,7 +116,7 @@ fn subscribers_that_leave_release_the_event() {
     t.core.handle_io_error(half, IoFailure::Reset);
     t.drain(None);
     let l = &t.core.metrics().latency;
-    assert_eq!(l.delivery.count(), 1);
+    assert_eq!(l.delivery().count(), 1);
     assert_eq!(l.fanout.count(), 1);
     assert_eq!(in_bucket(&l.fanout, "0.0001"), 1, "the fast one's 50 µs");
 }
@@ -137,14 +137,14 @@ fn events_nobody_took_and_replays_are_not_observed() {
     t.drain(None);
     assert_eq!(t.events(r).len(), 1, "replayed {id}");
     let l = &t.core.metrics().latency;
-    assert_eq!((l.delivery.count(), l.fanout.count()), (0, 0));
+    assert_eq!((l.delivery().count(), l.fanout.count()), (0, 0));
     let s = subscribe(&mut t, "b");
     t.core.publish("b", None, None, "y", t.now).unwrap();
     t.drain(Some(0));
     t.core.handle_read_closed(s);
     t.drain(None);
     let l = &t.core.metrics().latency;
-    assert_eq!((l.delivery.count(), l.fanout.count()), (0, 0));
+    assert_eq!((l.delivery().count(), l.fanout.count()), (0, 0));
 }
 
 /// A resume that joins while the event is still being written to a slow subscriber waits
@@ -166,14 +166,14 @@ fn a_resume_joining_an_open_fanout_and_ticks_count() {
         t.now,
     );
     t.drain(None);
-    assert_eq!(t.core.metrics().latency.delivery.count(), 1);
+    assert_eq!(t.core.metrics().latency.delivery().count(), 1);
     assert_eq!(t.core.metrics().latency.fanout.count(), 0);
     t.now += Duration::from_millis(400);
     t.core.handle_writable(slow);
     t.drain(None);
     let l = &t.core.metrics().latency;
-    assert_eq!(in_bucket(&l.delivery, "0.01"), 1);
-    assert_eq!(in_bucket(&l.delivery, "0.5"), 1);
+    assert_eq!(in_bucket(&l.delivery(), "0.01"), 1);
+    assert_eq!(in_bucket(&l.delivery(), "0.5"), 1);
     assert_eq!(in_bucket(&l.fanout, "0.5"), 1);
     // A tick to the default stream's subscriber.
     let d = subscribe(&mut t, "");
