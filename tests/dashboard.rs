@@ -142,7 +142,7 @@ fn every_metric_the_dashboard_uses_is_exported() {
     let mut on_a = Stream::open(a.addr, "/events?topic=news", &[]);
     let mut on_b = Stream::open(b.addr, "/events?topic=news", &[]);
     for i in 0..3 {
-        let (status, body) = publish(a.addr, "topic=news", &format!("event {i}"));
+        let (status, body) = publish(a.addr, "?topic=news", &format!("event {i}"));
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(on_a.wait_events(3, LIMIT).len(), 3);

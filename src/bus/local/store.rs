@@ -625,6 +625,41 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A format-1 log made before entries carried their acceptance time gets the column at
+    /// open: its entries read as unstamped, new ones round-trip theirs.
+    #[test]
+    fn a_log_without_acceptance_times_gets_the_column_and_keeps_its_entries() {
+        let dir = temp_dir("unstamped");
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = Connection::open(dir.join(FILE_NAME)).unwrap();
+        old.execute_batch(&format!(
+            "CREATE TABLE log (id INTEGER PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL,
+                 head INTEGER NOT NULL);
+             CREATE TABLE events (offset INTEGER PRIMARY KEY, topic TEXT NOT NULL,
+                 event TEXT, custom_id TEXT, data TEXT NOT NULL);
+             INSERT INTO log VALUES (1, 'old', 1);
+             INSERT INTO events VALUES (1, 'news', NULL, NULL, 'before');
+             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;"
+        ))
+        .unwrap();
+        drop(old);
+        let mut store = open(&dir).unwrap();
+        assert_eq!(store.epoch(), "old");
+        store.append(&[publish("after")], 100).unwrap();
+        let (scanned, _) = store.read_after(0, None, 10).unwrap();
+        let stamps: Vec<Option<u64>> = scanned
+            .into_iter()
+            .map(|s| match s {
+                Scanned::Event(e) => e.accepted_ms,
+                Scanned::Hole(o) => panic!("hole at {o}"),
+            })
+            .collect();
+        assert_eq!(stamps, [None, Some(1_700_000_000_000)]);
+        drop(store);
+        open(&dir).unwrap(); // the column is there: opening again changes nothing
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_full_database_refuses_the_whole_batch_and_keeps_counting_right() {
         let dir = temp_dir("full");
