@@ -305,3 +305,10 @@ fn bus_apply_is_measured_from_the_publish_stamp() {
     let (_, text) = t.get_once("/metrics");
     assert!(text.contains("sse_bus_apply_seconds_count 2\n"), "{text}");
 }
+
+/// The fan-out state is per retained event, never per client: keep it small.
+#[test]
+fn the_per_event_state_stays_small() {
+    let size = std::mem::size_of::<crate::core::latency::Fanout>();
+    assert!(size <= 40, "Fanout grew to {size} bytes");
+}
