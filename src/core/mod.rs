@@ -48,7 +48,8 @@
 //! subscriber counts equal the live cursors; a client has one cursor per topic);
 //! cursors lie within their topic's retained log; a fully written pending buffer is never
 //! kept; a writable client with bytes pending is queued; ticks are scheduled while
-//! configured; and the event log's own ([`event_log`]).
+//! configured; each retained event counts exactly the streams that have it pending
+//! ([`latency`]); and the event log's own ([`event_log`]).
 
 mod access;
 mod answers;
