@@ -306,16 +306,17 @@ impl Core {
                 expected[cur.topic as usize][at.min(t.len())] += 1;
             }
         }
-        let partial: Vec<u64> = self
-            .connections
-            .iter()
-            .filter_map(|(_, c)| partial_of(&self.log, c).map(|e| e.gseq))
-            .collect();
+        let mut partial: std::collections::HashMap<u64, i64> = Default::default();
+        for (_, c) in self.connections.iter() {
+            if let Some(e) = partial_of(&self.log, c) {
+                *partial.entry(e.gseq).or_default() += 1;
+            }
+        }
         for (tid, t) in self.log.topics() {
             let mut running = 0i64;
             for (i, e) in t.entries().enumerate() {
                 running += expected[tid as usize][i];
-                let partly = partial.iter().filter(|&&g| g == e.gseq).count() as i64;
+                let partly = partial.get(&e.gseq).copied().unwrap_or(0);
                 if i64::from(e.fanout.waiting()) != running + partly {
                     return Err(format!(
                         "event {} of topic {tid} waits for {} streams, {} have it pending",
