@@ -153,6 +153,7 @@ impl Node {
             event: None,
             custom_id: None,
             data: data.into(),
+            accepted_ms: 1_700_000_000_000,
         }));
         token
     }
@@ -689,6 +690,7 @@ fn custom_ids_and_event_names_travel_with_the_event() {
         event: Some("created".into()),
         custom_id: Some("order-17".into()),
         data: "line 1\nline 2\r\nü".into(),
+        accepted_ms: 1_700_000_000_042,
     }));
     assert!(node.until(LIMIT, |n| n.events.len() == 1
         && n.published.contains_key(&token)));
@@ -698,6 +700,7 @@ fn custom_ids_and_event_names_travel_with_the_event() {
     assert_eq!(event.custom_id.as_deref(), Some("order-17"));
     assert_eq!(event.frame_id(), "order-17");
     assert_eq!(event.data, "line 1\nline 2\r\nü");
+    assert_eq!(event.accepted_ms, Some(1_700_000_000_042));
     assert_eq!(node.published[&token].as_ref().unwrap(), &event.id);
 }
 

@@ -152,6 +152,7 @@ fn sample(token: u64, i: usize, node: &str) -> Publish {
         event: event.map(Into::into),
         custom_id: custom_id.map(Into::into),
         data,
+        accepted_ms: 1_700_000_000_000 + i as u64,
     }
 }
 
@@ -219,6 +220,7 @@ fn one_order_without_holes(engine: &mut dyn Engine) {
                 event: publish.event.clone(),
                 custom_id: publish.custom_id.clone(),
                 data: publish.data.clone(),
+                accepted_ms: Some(publish.accepted_ms),
             };
             assert_eq!(event, &want, "{name}'s event {}", event.offset);
         }

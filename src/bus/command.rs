@@ -220,7 +220,7 @@ impl Commands {
                 .arg(wire::new_epoch(self.random.next_u64()))
                 .arg(self.config.max_len);
             for (name, value) in wire::entry_fields(publish) {
-                command.arg(name).arg(value);
+                command.arg(name).arg(value.as_ref());
             }
         }
         let Some(con) = self.con.as_mut() else {

@@ -57,6 +57,7 @@ impl MemoryLog {
             event: publish.event.clone(),
             custom_id: publish.custom_id.clone(),
             data: publish.data.clone(),
+            accepted_ms: Some(publish.accepted_ms),
         });
         self.trim(self.max_len);
         BusReply::Published {
@@ -222,6 +223,7 @@ mod tests {
             event: None,
             custom_id: None,
             data: data.into(),
+            accepted_ms: 0,
         });
         match reply {
             BusReply::Published { id, .. } => id,

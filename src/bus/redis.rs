@@ -165,16 +165,20 @@ pub(super) fn published_id(value: &Value) -> Option<(ClusterId, u64)> {
     super::types::is_valid_epoch(&epoch).then_some((ClusterId { epoch, offset }, moved))
 }
 
-/// The entry field/value pairs of one publish (after the epoch, which the script adds).
-pub(super) fn entry_fields(publish: &super::types::Publish) -> Vec<(&'static str, &str)> {
-    let mut fields = vec![("t", publish.topic.as_str())];
+/// The entry field/value pairs of one publish (after the epoch, which the script adds):
+/// `t` topic, `v` event name, `i` publisher id, `m` acceptance time (unix ms), `d` data.
+pub(super) fn entry_fields(
+    publish: &super::types::Publish,
+) -> Vec<(&'static str, std::borrow::Cow<'_, str>)> {
+    let mut fields = vec![("t", publish.topic.as_str().into())];
     if let Some(event) = &publish.event {
-        fields.push(("v", event));
+        fields.push(("v", event.as_str().into()));
     }
     if let Some(id) = &publish.custom_id {
-        fields.push(("i", id));
+        fields.push(("i", id.as_str().into()));
     }
-    fields.push(("d", &publish.data));
+    fields.push(("m", publish.accepted_ms.to_string().into()));
+    fields.push(("d", publish.data.as_str().into()));
     fields
 }
 
@@ -245,7 +249,7 @@ fn decode_entry(value: &Value, epoch: &str) -> Option<Entry> {
         });
     };
     let fields = parts.get(1).and_then(as_array).unwrap_or(&[]);
-    let mut found: [Option<String>; 5] = Default::default();
+    let mut found: [Option<String>; 6] = Default::default();
     for pair in fields.chunks(2) {
         let [name, value] = pair else { break };
         let slot = match as_bytes(name) {
@@ -254,6 +258,7 @@ fn decode_entry(value: &Value, epoch: &str) -> Option<Entry> {
             Some(b"v") => 2,
             Some(b"i") => 3,
             Some(b"d") => 4,
+            Some(b"m") => 5,
             _ => continue,
         };
         match as_bytes(value).map(|b| String::from_utf8(b.to_vec())) {
@@ -266,7 +271,7 @@ fn decode_entry(value: &Value, epoch: &str) -> Option<Entry> {
             }
         }
     }
-    let [entry_epoch, topic, event, custom_id, data] = found;
+    let [entry_epoch, topic, event, custom_id, data, accepted] = found;
     let (Some(entry_epoch), Some(topic), Some(data)) = (entry_epoch, topic, data) else {
         return Some(Entry::Unreadable {
             offset,
@@ -286,6 +291,8 @@ fn decode_entry(value: &Value, epoch: &str) -> Option<Entry> {
         event,
         custom_id,
         data,
+        // Written by every publish; absent from older entries (then not measured).
+        accepted_ms: accepted.and_then(|ms| ms.parse().ok()),
     }))
 }
 

@@ -93,6 +93,9 @@ pub struct BusEvent {
     /// A publisher-given id, sent as the frame's `id:` instead of [`Self::id`].
     pub custom_id: Option<String>,
     pub data: String,
+    /// When the accepting node took the publish, in unix milliseconds of its wall clock
+    /// (`sse_bus_apply_seconds`); `None` for entries written without it.
+    pub accepted_ms: Option<u64>,
 }
 
 impl BusEvent {
@@ -146,6 +149,9 @@ pub struct Publish {
     pub event: Option<String>,
     pub custom_id: Option<String>,
     pub data: String,
+    /// The accepting node's wall clock when the core took the publish, unix milliseconds:
+    /// stored with the entry so every node can measure how long it took to apply it.
+    pub accepted_ms: u64,
 }
 
 /// Read retained events after an offset (a resume older than the local cache).
@@ -481,6 +487,7 @@ mod tests {
             event: None,
             custom_id: None,
             data: "x".into(),
+            accepted_ms: None,
         };
         assert_eq!(event.frame_id(), "e-3");
         event.custom_id = Some("order-17".into());

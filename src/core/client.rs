@@ -68,6 +68,14 @@ impl Pending {
     pub fn is_frame(&self) -> bool {
         matches!(self.bytes, Bytes::Frame(_))
     }
+
+    /// The log frame partly written, if this is one.
+    pub fn frame(&self) -> Option<&Rc<[u8]>> {
+        match &self.bytes {
+            Bytes::Frame(f) => Some(f),
+            _ => None,
+        }
+    }
 }
 
 /// A streaming client's position in one topic's log.
@@ -286,19 +294,21 @@ impl Client {
     }
 
     /// The kernel took `written` bytes, the queued ones first: returns how many of them went
-    /// to the log frames after it, and whether a partly written frame was completed.
-    pub fn take_written(&mut self, written: usize) -> (usize, bool) {
+    /// to the log frames after it, and the partly written frame it completed, if any.
+    pub fn take_written(&mut self, written: usize) -> (usize, Option<Rc<[u8]>>) {
         let Some(p) = &mut self.pending else {
-            return (written, false);
+            return (written, None);
         };
         let rest = p.bytes.as_slice().len() - p.offset;
         if written < rest {
             p.offset += written;
-            return (0, false);
+            return (0, None);
         }
-        let frame = p.is_frame();
-        self.pending = None;
-        (written - rest, frame)
+        let left = written - rest;
+        match self.pending.take().map(|p| p.bytes) {
+            Some(Bytes::Frame(frame)) => (left, Some(frame)),
+            _ => (left, None),
+        }
     }
 
     /// A log frame of which the kernel took the first `offset` bytes: the rest goes first.

@@ -22,6 +22,7 @@ use std::rc::Rc;
 use smallvec::SmallVec;
 
 use super::client::Cursor;
+use super::latency::{Fanout, Latency};
 use super::topic::{Entry, NewEntry, Topic, TopicId};
 
 /// The name of the default stream's topic (topic-less publishes go here).
@@ -207,9 +208,17 @@ impl EventLog {
         self.event_id(self.next_gseq - 1)
     }
 
-    /// Appends an encoded frame with its sequence number to topic `t`, evicting the oldest
-    /// entries past the bounds. `gseq` must be above every gseq appended before.
-    pub fn append(&mut self, t: TopicId, gseq: u64, frame: Rc<[u8]>, custom_id: Option<&str>) {
+    /// Appends an encoded frame with its sequence number and fan-out state to topic `t`,
+    /// evicting the oldest entries past the bounds (an evicted entry's open fan-out is
+    /// observed into `latency`). `gseq` must be above every gseq appended before.
+    pub fn append(
+        &mut self,
+        t: TopicId,
+        (gseq, frame): (u64, Rc<[u8]>),
+        custom_id: Option<&str>,
+        fanout: Fanout,
+        latency: &mut Latency,
+    ) {
         debug_assert!(gseq < self.next_gseq, "gseq {gseq} was not assigned");
         self.next_gseq = self.next_gseq.max(gseq + 1);
         self.appends += 1;
@@ -223,8 +232,10 @@ impl EventLog {
             gseq,
             frame,
             custom_id: custom_id.map(Into::into),
+            fanout,
         };
         topic.append(entry, self.max_events, self.max_bytes, |old| {
+            old.fanout.close(latency);
             forget_custom_id(custom_ids, &old)
         });
     }
@@ -384,7 +395,14 @@ mod tests {
     fn add(log: &mut EventLog, name: &str, data: &str, custom: Option<&str>) -> u64 {
         let t = log.topic_for(name).unwrap();
         let g = log.assign_gseq();
-        log.append(t, g, Rc::from(data.as_bytes()), custom);
+        let fanout = Fanout::new(std::time::Instant::now(), 0);
+        log.append(
+            t,
+            (g, Rc::from(data.as_bytes())),
+            custom,
+            fanout,
+            &mut Latency::default(),
+        );
         log.check_invariants().unwrap();
         g
     }

@@ -9,6 +9,7 @@ use smallvec::SmallVec;
 use super::Core;
 use super::client::{Bytes, Client, ClientId};
 use super::event_log::TICK_TOPIC_ID;
+use super::latency::Fanout;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
 use super::topic::TopicId;
@@ -62,7 +63,10 @@ impl Core {
         frame: Rc<[u8]>,
         custom_id: Option<&str>,
     ) {
-        self.log.append(topic, gseq, frame, custom_id);
+        let fanout = Fanout::new(now, self.log.topic(topic).subscribers.len());
+        let latency = &mut self.metrics.latency;
+        self.log
+            .append(topic, (gseq, frame), custom_id, fanout, latency);
         // Wake the subscribers; apply the slow policy to those too far behind.
         let mut woken = 0;
         let subs = std::mem::take(&mut self.log.topic_mut(topic).subscribers);
@@ -140,15 +144,18 @@ impl Core {
                     .iter()
                     .map(|cur| self.log.topic(cur.topic).end_seq())
                     .collect();
-                if let Some(c) = self.connections.by_key_mut(key) {
-                    for (i, (cur, end)) in c.cursors_mut().iter_mut().zip(ends).enumerate() {
-                        cur.next = if newest.is_some_and(|(_, n)| n == i) {
+                let to: SmallVec<[u64; 2]> = ends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &end)| {
+                        if newest.is_some_and(|(_, n)| n == i) {
                             end - 1
                         } else {
                             end
-                        };
-                    }
-                }
+                        }
+                    })
+                    .collect();
+                self.move_cursors(id, &to);
                 self.metrics.skipped_forward += 1;
                 log::debug!(
                     "skipped lagging client forward to the newest event ({bytes} bytes behind)"
@@ -177,7 +184,11 @@ impl Core {
     /// the streaming count goes down. The connection itself stays (the caller removes it or
     /// sends last bytes with [`Core::finish_stream`]). False when `id` was not streaming.
     pub(super) fn leave_stream(&mut self, id: ClientId) -> bool {
-        let Some(c) = self.client_mut(id).filter(|c| c.is_streaming()) else {
+        if !self.is_streaming(id) {
+            return false;
+        }
+        self.release_pending(id);
+        let Some(c) = self.client_mut(id) else {
             return false;
         };
         let cursors = c.take_cursors();

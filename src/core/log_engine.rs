@@ -69,6 +69,7 @@ impl Core {
                 event: event.map(str::to_owned),
                 custom_id: id.map(str::to_owned),
                 data: data.to_owned(),
+                accepted_ms: self.wall.unix_millis(now),
             };
             return self
                 .publish_to_bus(client, publish, now)
@@ -160,6 +161,9 @@ impl Core {
     /// `/metrics`: the core's counters and gauges, then the log's own.
     pub(in crate::core) fn render_all_metrics(&self, gauges: &Gauges<'_>) -> String {
         let mut out = super::metrics::render(&self.metrics, gauges);
+        self.metrics
+            .latency
+            .render(&mut out, self.cluster.is_some());
         self.render_cluster_metrics(&mut out);
         out
     }

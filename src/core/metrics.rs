@@ -81,6 +81,8 @@ pub struct Metrics {
     /// From a broadcast's start to the last byte of it written (or the last client blocked).
     pub last_fanout: Option<Duration>,
     pub last_fanout_clients: usize,
+    /// The fan-out, delivery and bus-apply histograms.
+    pub latency: super::latency::Latency,
 }
 
 impl Metrics {

@@ -48,7 +48,8 @@
 //! subscriber counts equal the live cursors; a client has one cursor per topic);
 //! cursors lie within their topic's retained log; a fully written pending buffer is never
 //! kept; a writable client with bytes pending is queued; ticks are scheduled while
-//! configured; and the event log's own ([`event_log`]).
+//! configured; each retained event counts exactly the streams that have it pending
+//! ([`latency`]); and the event log's own ([`event_log`]).
 
 mod access;
 mod answers;
@@ -61,6 +62,8 @@ pub mod error;
 pub mod event_log;
 mod exchange;
 mod fanout;
+pub mod histogram;
+pub mod latency;
 mod log_engine;
 pub mod metrics;
 mod publish;
@@ -567,6 +570,7 @@ impl Core {
             }
         }
         self.check_parked_pages()?;
+        self.check_fanout_counts()?;
         self.log.check_invariants()?;
         if self.next_tick.is_none()
             && self.cfg.interval.is_some()

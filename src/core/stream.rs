@@ -132,6 +132,7 @@ pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, no
         c.set_pending(pending);
         c.http.stream();
     }
+    core.join_pending(id);
     core.connections.stream_started();
     log::debug!(
         "client added, {} clients ({:?})",

@@ -8,6 +8,8 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use super::latency::Fanout;
+
 /// Index of a topic in the core's topic table. Stable for the life of the server.
 pub type TopicId = u32;
 
@@ -23,6 +25,8 @@ pub struct Entry {
     pub start: u64,
     /// The publisher-given id, if the event has one (else its id derives from `gseq`).
     pub custom_id: Option<Box<str>>,
+    /// Its fan-out in progress: the streams it waits for, for the latency histograms.
+    pub fanout: Fanout,
 }
 
 /// What [`Topic::append`] takes.
@@ -31,6 +35,7 @@ pub struct NewEntry {
     pub gseq: u64,
     pub frame: Rc<[u8]>,
     pub custom_id: Option<Box<str>>,
+    pub fanout: Fanout,
 }
 
 /// A topic: its log and the clients subscribed to it.
@@ -120,6 +125,7 @@ impl Topic {
             gseq,
             frame,
             custom_id,
+            fanout,
         } = entry;
         let len = frame.len();
         self.log.push_back(Entry {
@@ -127,6 +133,7 @@ impl Topic {
             frame,
             start: self.end_bytes,
             custom_id,
+            fanout,
         });
         self.end_bytes += len as u64;
         self.retained_bytes += len;
@@ -196,6 +203,7 @@ mod tests {
             gseq,
             frame: f,
             custom_id: None,
+            fanout: Fanout::new(std::time::Instant::now(), 0),
         }
     }
 

@@ -10,6 +10,7 @@ use super::client::{Client, ClientId};
 use super::connection::{answer_sent, read_next};
 use super::event_log::TICK_TOPIC_ID;
 use super::exchange::Phase;
+use super::latency::partial_entry;
 use super::metrics::CloseReason;
 
 impl Core {
@@ -50,9 +51,12 @@ impl Core {
         if written > 0 {
             c.wrote_at(now);
         }
-        let (mut left, frame_completed) = c.take_written(written);
-        if frame_completed {
+        let (mut left, completed) = c.take_written(written);
+        if let Some(frame) = completed {
             self.metrics.frames_written += 1;
+            if let Some(e) = partial_entry(&self.log, c.cursors(), &frame) {
+                e.fanout.delivered(now, &mut self.metrics.latency);
+            }
         }
         if left > 0 && c.is_streaming() && !c.is_held() {
             let mut frames = self.log.pending_frames(c.cursors());
@@ -63,6 +67,7 @@ impl Core {
                 if left >= e.frame.len() {
                     left -= e.frame.len();
                     delivered += 1;
+                    e.fanout.delivered(now, &mut self.metrics.latency);
                 } else {
                     partial = Some((e.frame.clone(), left));
                     left = 0;

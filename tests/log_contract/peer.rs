@@ -200,6 +200,9 @@ impl Peer {
 }
 
 /// A publish with no event name and no publisher-given id.
+/// The acceptance time [`plain`] stamps its publishes with (unix ms).
+pub const PLAIN_ACCEPTED_MS: u64 = 1_700_000_000_123;
+
 pub fn plain(token: u64, topic: &str, data: &str) -> Publish {
     Publish {
         token,
@@ -207,6 +210,7 @@ pub fn plain(token: u64, topic: &str, data: &str) -> Publish {
         event: None,
         custom_id: None,
         data: data.into(),
+        accepted_ms: PLAIN_ACCEPTED_MS,
     }
 }
 

@@ -2,7 +2,7 @@
 //! and what retention leaves for a reader.
 
 use super::engines::{Engine, Settings};
-use super::peer::{Peer, range_after};
+use super::peer::{PLAIN_ACCEPTED_MS, Peer, range_after};
 use super::{QUIET, RETAINED};
 use sse_server::bus::{BusEvent, FetchRange};
 
@@ -93,6 +93,7 @@ pub fn range_reads_walk_the_log(engine: &mut dyn Engine) {
                 event: None,
                 custom_id: None,
                 data,
+                accepted_ms: Some(PLAIN_ACCEPTED_MS),
             }
         })
         .collect();

@@ -9,7 +9,9 @@
 //!   created) and `head`, the last offset handed out. The counter is only ever raised inside
 //!   the transaction that inserts the events it numbers, so offsets have no holes.
 //! - `events`: `offset INTEGER PRIMARY KEY` (the rowid: ordered, no separate index), the
-//!   topic, the optional event name and publisher id, the data.
+//!   topic, the optional event name and publisher id, the data, and `accepted_ms` (the
+//!   accepting node's wall clock at publish, unix ms; nullable, added to files made
+//!   without it at open).
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,25 @@ use super::super::config::Durability;
 use super::super::range::Scanned;
 use super::super::types::{BusEvent, ClusterId, Publish, is_valid_epoch};
 use super::error::{StoreError, StoreErrorKind, error, not_ours};
+
+/// Adds the `accepted_ms` column to a format-1 log created without it (inside the caller's
+/// write transaction, so processes starting together add it once). The column is nullable:
+/// a build that does not know it still reads and writes the file, and its entries are
+/// simply not measured.
+fn add_accepted_ms(tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+    let has: i64 = tx
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'accepted_ms'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| error(path, &e))?;
+    if has == 0 {
+        tx.execute_batch("ALTER TABLE events ADD COLUMN accepted_ms INTEGER")
+            .map_err(|e| error(path, &e))?;
+    }
+    Ok(())
+}
 
 /// `PRAGMA application_id` of an sse-server log: "SSE1" in ASCII.
 pub(super) const APPLICATION_ID: i32 = 0x5353_4531;
@@ -235,7 +256,7 @@ impl Store {
                 "CREATE TABLE log (id INTEGER PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL,
                      head INTEGER NOT NULL);
                  CREATE TABLE events (offset INTEGER PRIMARY KEY, topic TEXT NOT NULL,
-                     event TEXT, custom_id TEXT, data TEXT NOT NULL);
+                     event TEXT, custom_id TEXT, data TEXT NOT NULL, accepted_ms INTEGER);
                  PRAGMA application_id = {APPLICATION_ID};
                  PRAGMA user_version = {FORMAT};"
             ))
@@ -246,6 +267,7 @@ impl Store {
             )
             .map_err(|e| error(&path, &e))?;
         }
+        add_accepted_ms(&tx, &path)?;
         let epoch: Option<String> = tx
             .query_row("SELECT epoch FROM log WHERE id = 1", [], |row| row.get(0))
             .optional()
@@ -306,8 +328,8 @@ impl Store {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO events (offset, topic, event, custom_id, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO events (offset, topic, event, custom_id, data, accepted_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(|e| error(&path, &e))?;
             for p in publishes {
@@ -318,7 +340,8 @@ impl Store {
                         p.topic,
                         p.event,
                         p.custom_id,
-                        p.data
+                        p.data,
+                        to_i64(p.accepted_ms)
                     ])
                     .map_err(|e| error(&path, &e))?;
                 ids.push(ClusterId {
@@ -358,7 +381,7 @@ impl Store {
         {
             let mut select = tx
                 .prepare_cached(
-                    "SELECT offset, topic, event, custom_id, data FROM events
+                    "SELECT offset, topic, event, custom_id, data, accepted_ms FROM events
                      WHERE offset > ?1 AND offset <= ?2 ORDER BY offset LIMIT ?3",
                 )
                 .map_err(|e| error(&path, &e))?;
@@ -380,6 +403,7 @@ impl Store {
                         event: row.get(2)?,
                         custom_id: row.get(3)?,
                         data: row.get(4)?,
+                        accepted_ms: row.get::<_, Option<i64>>(5)?.map(to_u64),
                     })
                 })();
                 scanned.push(match event {
@@ -454,6 +478,7 @@ mod tests {
             event: Some("note".into()),
             custom_id: None,
             data: data.into(),
+            accepted_ms: 1_700_000_000_000,
         }
     }
 
@@ -597,6 +622,41 @@ mod tests {
         drop(other);
         let err = open(&dir).err().unwrap();
         assert!(err.message.contains("format 9"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A format-1 log made before entries carried their acceptance time gets the column at
+    /// open: its entries read as unstamped, new ones round-trip theirs.
+    #[test]
+    fn a_log_without_acceptance_times_gets_the_column_and_keeps_its_entries() {
+        let dir = temp_dir("unstamped");
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = Connection::open(dir.join(FILE_NAME)).unwrap();
+        old.execute_batch(&format!(
+            "CREATE TABLE log (id INTEGER PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL,
+                 head INTEGER NOT NULL);
+             CREATE TABLE events (offset INTEGER PRIMARY KEY, topic TEXT NOT NULL,
+                 event TEXT, custom_id TEXT, data TEXT NOT NULL);
+             INSERT INTO log VALUES (1, 'old', 1);
+             INSERT INTO events VALUES (1, 'news', NULL, NULL, 'before');
+             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;"
+        ))
+        .unwrap();
+        drop(old);
+        let mut store = open(&dir).unwrap();
+        assert_eq!(store.epoch(), "old");
+        store.append(&[publish("after")], 100).unwrap();
+        let (scanned, _) = store.read_after(0, None, 10).unwrap();
+        let stamps: Vec<Option<u64>> = scanned
+            .into_iter()
+            .map(|s| match s {
+                Scanned::Event(e) => e.accepted_ms,
+                Scanned::Hole(o) => panic!("hole at {o}"),
+            })
+            .collect();
+        assert_eq!(stamps, [None, Some(1_700_000_000_000)]);
+        drop(store);
+        open(&dir).unwrap(); // the column is there: opening again changes nothing
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -584,6 +584,7 @@ impl Core {
         }
         let gseq = cl.gseq_base + event.offset;
         self.log.claim_gseq(gseq);
+        self.observe_bus_apply(event.accepted_ms, now);
         let Some(t) = self.log.topic_for(&event.topic) else {
             // Every topic slot has subscribers and none of them wants this one: nobody here
             // can receive it. A later subscriber's resume then finds the topic incomplete.
@@ -641,6 +642,8 @@ impl Core {
                 .iter()
                 .map(|cur| self.log.topic(cur.topic).end_seq())
                 .collect();
+            // Everything it had pending is copied into `bytes`: no event waits for it.
+            self.release_pending(id);
             if let Some(c) = self.client_mut(id) {
                 for (cur, end) in c.cursors_mut().iter_mut().zip(ends) {
                     cur.next = end;

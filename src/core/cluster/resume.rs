@@ -147,11 +147,9 @@ impl Core {
                     .map(|cur| self.log.topic(cur.topic).end_seq())
                     .collect()
             });
+            self.move_cursors(id, &ends);
             if let Some(c) = self.client_mut(id) {
                 c.queue_after_pending(reset);
-                for (cur, end) in c.cursors_mut().iter_mut().zip(ends) {
-                    cur.next = end;
-                }
                 c.release();
             }
             self.schedule(id);
@@ -168,10 +166,8 @@ impl Core {
                     t.resume_after(g).unwrap_or(t.end_seq()).max(cur.next)
                 })
                 .collect();
+            self.move_cursors(id, &nexts);
             if let Some(c) = self.client_mut(id) {
-                for (cur, next) in c.cursors_mut().iter_mut().zip(nexts) {
-                    cur.next = next;
-                }
                 c.release();
             }
             self.schedule(id);

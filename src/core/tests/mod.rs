@@ -159,6 +159,7 @@ fn resume_request(topic: &str, last: &str) -> Vec<u8> {
 
 mod auth;
 mod cluster;
+mod latency;
 mod metrics;
 mod mutants;
 mod requests;

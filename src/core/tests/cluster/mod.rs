@@ -32,6 +32,7 @@ fn event(offset: u64, topic: &str, data: &str) -> BusEvent {
         event: None,
         custom_id: None,
         data: data.into(),
+        accepted_ms: None,
     }
 }
 
