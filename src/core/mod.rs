@@ -424,7 +424,7 @@ impl Core {
         for id in self.all_ids() {
             let Some(c) = self.client(id) else { continue };
             let keep = match c.http.phase() {
-                Phase::Streaming => self.has_pending(c),
+                Phase::Streaming => self.has_pending(id, c),
                 Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => true,
                 Phase::Reading(_) => !c.http.publishes().is_empty(),
             };
@@ -556,13 +556,13 @@ impl Core {
             if c.pending().is_some_and(|p| p.rest().is_empty()) {
                 return Err(format!("client {key} holds a fully written pending buffer"));
             }
-            if c.may_queue() && self.has_pending(c) && !c.http.is_reading() {
+            if c.may_queue() && self.has_pending(id, c) && !c.http.is_reading() {
                 return Err(format!(
                     "client {key} is writable with bytes pending but not queued"
                 ));
             }
         }
-        self.check_parked_pages()?;
+        self.check_readers()?;
         self.log.check_invariants()?;
         if self.next_tick.is_none()
             && self.cfg.interval.is_some()
