@@ -466,6 +466,13 @@ impl Core {
 
 /// The write path of a held stream: the frames its reader took, then the next page.
 impl Core {
+    /// True while client `id`'s resume is being read from the shared log.
+    pub fn is_reading_range(&self, id: ClientId) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|cl| cl.ranges.readers.contains_key(&id))
+    }
+
     /// The frames client `id`'s reader took and has not offered yet, in order.
     pub(in crate::core) fn range_frames(&self, id: ClientId) -> impl Iterator<Item = &[u8]> {
         self.cluster
