@@ -113,6 +113,9 @@ struct Page {
     bytes: usize,
 }
 
+/// A frame of which the kernel took the first so many bytes.
+type PartFrame = (Rc<[u8]>, usize);
+
 /// Every topic of `wanted` is among `read`.
 fn covers(read: &[String], wanted: &[String]) -> bool {
     wanted.iter().all(|t| read.contains(t))
@@ -497,7 +500,7 @@ impl Core {
         &mut self,
         id: ClientId,
         mut written: usize,
-    ) -> (usize, Option<(Rc<[u8]>, usize)>, u64) {
+    ) -> (usize, Option<PartFrame>, u64) {
         let Some(r) = self
             .cluster
             .as_mut()

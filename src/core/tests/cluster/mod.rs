@@ -7,6 +7,7 @@ use crate::bus::types::{
 };
 
 mod publish;
+mod ranges;
 mod resume;
 
 const EPOCH: &str = "ep";
