@@ -62,6 +62,8 @@ impl Core {
         frame: Rc<[u8]>,
         custom_id: Option<&str>,
     ) {
+        // The oldest entry the append may evict, for a client the eviction outruns.
+        let front = self.log_front(topic);
         self.log.append(topic, gseq, frame, custom_id);
         // Wake the subscribers; apply the slow policy to those too far behind.
         let mut woken = 0;
@@ -100,7 +102,9 @@ impl Core {
         }
         self.log.topic_mut(topic).subscribers = subs;
         for key in lagging {
-            self.apply_slow_policy(key);
+            if !self.read_passed_from_log(key, topic, front) {
+                self.apply_slow_policy(key);
+            }
         }
         for key in passed {
             self.held_fell_behind(key);

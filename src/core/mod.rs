@@ -453,9 +453,10 @@ impl Core {
             return Some(Output::Log(Box::new(request)));
         }
         while let Some(id) = self.outputs.pop_write() {
-            if let Some(c) = self.client_mut(id)
-                && c.take_queued()
-            {
+            let due = self.client_mut(id).is_some_and(|c| c.take_queued());
+            // A stream held after it was queued (its resume now read from the log) may
+            // have nothing to write until its page comes.
+            if due && self.client(id).is_some_and(|c| self.has_pending(id, c)) {
                 return Some(Output::Write(id));
             }
         }

@@ -84,8 +84,8 @@ struct SimClient {
     start: Start,
     /// Its resume was being read from the shared log when its node last settled.
     reading_range: bool,
-    /// Dropped as slow while its resume was read from the log and its socket took
-    /// everything offered: a held stream dropped for timing alone.
+    /// Dropped as slow while its socket took everything offered: a stream dropped for
+    /// timing alone (a tail batch, a range read that took long), never for not reading.
     dropped_reading: bool,
 }
 
@@ -536,7 +536,10 @@ impl ClusterSim {
 
     fn check_client(&self, c: &SimClient) -> Result<(), String> {
         if c.dropped_reading {
-            return Err("dropped as slow while its range was read, its socket not full".into());
+            return Err(format!(
+                "dropped as slow while its socket took everything (reading a range: {})",
+                c.reading_range
+            ));
         }
         let events = parse(&c.bytes);
         // The position the next event must follow: (epoch, offset); None after a reset
@@ -648,6 +651,20 @@ impl ClusterSim {
     pub fn finish(&mut self) -> Result<(), String> {
         for c in &mut self.clients {
             c.blocked = false;
+        }
+        // Every socket drains first: the cores learn that it takes bytes again before any
+        // more events arrive (a stream whose socket stays full is rightly slow).
+        for n in 0..self.nodes.len() {
+            let ids: Vec<ClientId> = self
+                .clients
+                .iter()
+                .filter(|c| c.node == n && !c.closed)
+                .map(|c| c.id)
+                .collect();
+            for id in ids {
+                self.nodes[n].core.handle_writable(id);
+            }
+            self.drain(n);
         }
         for _ in 0..64 {
             for n in 0..self.nodes.len() {

@@ -51,7 +51,7 @@ impl OutputSink for Sink<'_> {
         for c in &mut self.sim.clients {
             if c.node == node && c.id == id && !c.closed {
                 c.closed = true;
-                c.dropped_reading = reason == CloseReason::Slow && c.reading_range && !c.blocked;
+                c.dropped_reading = reason == CloseReason::Slow && !c.blocked;
             }
         }
         Ok(())

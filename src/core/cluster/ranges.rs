@@ -32,6 +32,7 @@ use super::super::Core;
 use super::super::client::{ClientId, Cursor};
 use super::super::event_log::TICK_TOPIC_ID;
 use super::super::metrics::CloseReason;
+use super::super::topic::TopicId;
 use super::{FETCH_LIMIT, TOO_OLD, admissible, encode_bus_event};
 use crate::bus::types::{BusRequest, FetchRange, RangeReply};
 use crate::config::{Config, SlowClientPolicy};
@@ -591,8 +592,98 @@ impl Core {
     }
 }
 
-/// Held streams the cache moved past.
+/// Streams the cache moved past.
 impl Core {
+    /// With a shared log: (local sequence, gseq) of `topic`'s oldest entry.
+    pub(in crate::core) fn log_front(&self, topic: TopicId) -> Option<(u64, u64)> {
+        self.cluster.as_ref()?;
+        let t = self.log.topic(topic);
+        t.get(t.first_seq()).map(|e| (t.first_seq(), e.gseq))
+    }
+
+    /// A live stream whose cursor on `topic` the cache just moved past while its socket
+    /// took everything offered (one tail batch brought more events of the topic than the
+    /// cache keeps, with no write in between): it is held and reads what it missed from
+    /// the shared log instead of being dropped as slow. `front` is the entry the append
+    /// evicted first (the one the cursor pointed at). False when that does not apply.
+    pub(in crate::core) fn read_passed_from_log(
+        &mut self,
+        key: u32,
+        topic: TopicId,
+        front: Option<(u64, u64)>,
+    ) -> bool {
+        let (Some((front_seq, front_gseq)), Some(id)) = (front, self.id_for_key(key)) else {
+            return false;
+        };
+        let Some(c) = self
+            .client(id)
+            .filter(|c| c.is_streaming() && c.is_writable())
+        else {
+            return false;
+        };
+        let Some(cl) = self.cluster.as_ref() else {
+            return false;
+        };
+        let Some(epoch) = cl.epoch.clone() else {
+            return false;
+        };
+        // Everything below the first entry it has not started was written, in gseq order
+        // across its topics; nothing from there on.
+        let mut next = front_gseq;
+        for cur in c.cursors().iter().filter(|cur| cur.topic != TICK_TOPIC_ID) {
+            let t = self.log.topic(cur.topic);
+            if cur.topic == topic {
+                if cur.next != front_seq || cur.next >= t.first_seq() {
+                    return false;
+                }
+            } else if cur.next < t.first_seq() {
+                return false;
+            } else if let Some(e) = t.get(cur.next) {
+                next = next.min(e.gseq);
+            }
+        }
+        let after = next.saturating_sub(1).saturating_sub(cl.gseq_base);
+        let through = cl.last_offset;
+        if after >= through {
+            return false;
+        }
+        let topics: Vec<String> = c
+            .cursors()
+            .iter()
+            .filter(|cur| cur.topic != TICK_TOPIC_ID)
+            .map(|cur| self.log.topic(cur.topic).name.to_string())
+            .collect();
+        let ends: Vec<u64> = c
+            .cursors()
+            .iter()
+            .map(|cur| self.log.topic(cur.topic).end_seq())
+            .collect();
+        let reader = Reader {
+            epoch,
+            after,
+            through,
+            topics,
+            restart: false,
+            cached: Vec::new(),
+            frames: VecDeque::new(),
+            waiting: None,
+            started: false,
+            pushed: false,
+        };
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.stats.range_extensions += 1;
+            cl.ranges.readers.insert(id, reader);
+        }
+        if let Some(c) = self.client_mut(id) {
+            for (cur, end) in c.cursors_mut().iter_mut().zip(ends) {
+                cur.next = end;
+            }
+            c.hold();
+        }
+        self.serve_reader(id);
+        true
+    }
+
     /// True when one of `c`'s cursors points before what its topic retains.
     pub(in crate::core) fn fell_out_of_cache(&self, cursors: &[Cursor]) -> bool {
         cursors

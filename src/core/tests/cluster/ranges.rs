@@ -244,3 +244,33 @@ fn a_restart_keeps_the_cached_frames_the_cache_evicts_during_its_read() {
         ["reset:{\"reason\":\"restart\"}:ep-0", "q2", "q3", "live"]
     );
 }
+
+/// One tail batch brings more events of a topic than the cache keeps, with no write in
+/// between: a live client whose socket takes everything is not dropped as slow; it reads
+/// what the cache no longer has from the log, then goes on live. A client whose socket is
+/// full is still dropped.
+#[test]
+fn a_batch_longer_than_the_cache_makes_a_live_client_read_from_the_log() {
+    let mut t = node_with(2, 2);
+    let live = t.stream("t", None);
+    let full = t.stream("t", None);
+    t.core.handle_would_block(full, t.now);
+    let names: Vec<String> = (3..=8).map(|o| format!("e{o}")).collect();
+    let batch: Vec<(u64, &str, &str)> = (3..=8)
+        .map(|o| (o, "t", names[o as usize - 3].as_str()))
+        .collect();
+    t.events_in(&batch);
+    assert!(t.core.is_live(live));
+    assert!(!t.core.is_live(full), "a full socket is slow");
+    // Read from where it stood, through what was applied when its cursor fell behind,
+    // then on through what the rest of the batch pushed out too.
+    let f = t.the_fetch_of_ranges();
+    assert_eq!((f.after_offset, f.through_offset), (2, Some(5)));
+    t.page_of(f.token, 3, 5, 5, true);
+    let f = t.the_fetch_of_ranges();
+    assert_eq!((f.after_offset, f.through_offset), (5, Some(8)));
+    t.page_of(f.token, 6, 8, 8, true);
+    t.events_in(&[(9, "t", "e9")]);
+    assert_eq!(t.datas(live), datas(3, 9));
+    t.core.check_invariants().unwrap();
+}
