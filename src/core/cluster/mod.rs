@@ -15,7 +15,8 @@
 //! - A `Last-Event-ID` is resumed from the cache when it covers it, else the client is held
 //!   (head sent, keep-alives running, live events collected by its cursors) while
 //!   [`BusRequest::FetchRange`] reads what it missed from Redis; the range is written first,
-//!   then its cursors are released: exactly once, in order.
+//!   then its cursors are released: exactly once, in order. Held streams share those reads,
+//!   and read on from the log when the cache moves past them (`ranges.rs`).
 //!
 //! Ticks stay local and id-less; they take the newest sequence number without a new one,
 //! so offsets and sequence numbers stay in step.

@@ -1,6 +1,6 @@
 //! Cluster mode's resume paths: from the local cache, held until this node's tail applied
-//! the resume point, or read from Redis (`FetchRange`) and written before the live events;
-//! and the ids resets carry, and the cluster metrics.
+//! the resume point, or read from the shared log (`ranges.rs`) and written before the live
+//! events; and the cluster metrics.
 
 use std::fmt::Write as _;
 
