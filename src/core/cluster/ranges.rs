@@ -605,13 +605,17 @@ impl Core {
     /// took everything offered (one tail batch brought more events of the topic than the
     /// cache keeps, with no write in between): it is held and reads what it missed from
     /// the shared log instead of being dropped as slow. `front` is the entry the append
-    /// evicted first (the one the cursor pointed at). False when that does not apply.
+    /// evicted first (the one the cursor pointed at). False when that does not apply, and
+    /// under `--slow-client latest` (such a client wants the newest event, not the range).
     pub(in crate::core) fn read_passed_from_log(
         &mut self,
         key: u32,
         topic: TopicId,
         front: Option<(u64, u64)>,
     ) -> bool {
+        if self.cfg.slow_client != SlowClientPolicy::Drop {
+            return false;
+        }
         let (Some((front_seq, front_gseq)), Some(id)) = (front, self.id_for_key(key)) else {
             return false;
         };
