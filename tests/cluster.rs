@@ -203,8 +203,10 @@ fn a_resume_older_than_the_cache_is_read_from_redis() {
 
 /// A resume from the epoch's start (`reset` `restart`: an id of another epoch) on a quiet
 /// topic whose events a busy topic pushed out of Redis (`--redis-max-len`) but that the node
-/// still caches: the client gets them from the cache before the live events. Before the fix
-/// it got only what Redis still had of its topic: nothing.
+/// still caches: the client gets them from the cache before the live events, not only what
+/// Redis still has of its topic (nothing). The live event is published as soon as the reset
+/// arrives, so it may reach the node before the range reply and evict the oldest cached
+/// event: what the cache held when the read began is what is written.
 #[test]
 fn a_restart_on_a_quiet_topic_gets_what_only_the_cache_still_has() {
     let Some(redis) = RedisServer::start("restart_from_cache", Persistence::None) else {

@@ -24,6 +24,7 @@ fn op() -> impl Strategy<Value = ClusterOp> {
         1 => Just(ClusterOp::Lose),
         1 => (any::<u8>(), any::<bool>()).prop_map(|(client, blocked)| ClusterOp::Block { client, blocked }),
         2 => (n.clone(), any::<u8>()).prop_map(|(node, answer)| ClusterOp::ResumeAnswered { node, answer }),
+        2 => (any::<u8>(), n.clone(), any::<u8>()).prop_map(|(client, node, n)| ClusterOp::Crowd { client, node, n }),
     ]
 }
 
@@ -273,4 +274,52 @@ fn a_stream_ended_while_its_next_page_is_parked() {
         ClusterOp::Deliver { node: 0, batch: 0 },
     ];
     sim.run(&ops).unwrap();
+}
+
+/// A crowd resuming from one id while many events of its topic arrive during the range read
+/// (the cache keeps one per topic, a page scans at most four entries, range replies wait
+/// behind publishes): each client reads on from the log page after page and gets every
+/// event once, in order; none is dropped as slow.
+#[test]
+fn a_crowd_resuming_while_the_cache_moves_on_reads_on_from_the_log() {
+    let mut sim = ClusterSim::new(1, 1, 100, 0);
+    // One event at a time: a live client is written between two (a tail batch with more
+    // events of one topic than the cache keeps outruns a live client).
+    let publish = |ops: &mut Vec<ClusterOp>, n: u8, serve: u8| {
+        for _ in 0..n {
+            ops.push(ClusterOp::Publish {
+                node: 0,
+                topic: 1,
+                id: 0,
+            });
+            ops.push(ClusterOp::Serve { node: 0, n: serve });
+            ops.push(ClusterOp::Deliver { node: 0, batch: 0 });
+        }
+    };
+    let mut ops = vec![ClusterOp::Subscribe { node: 0, topic: 1 }];
+    publish(&mut ops, 2, 1);
+    // The first client's last id stays at the second event.
+    ops.push(ClusterOp::Block {
+        client: 0,
+        blocked: true,
+    });
+    publish(&mut ops, 4, 1);
+    ops.push(ClusterOp::Crowd {
+        client: 0,
+        node: 0,
+        n: 6,
+    });
+    // The crowd's reads are served one request per publish, behind it: the cache moves
+    // past the crowd while its pages are read.
+    publish(&mut ops, 12, 2);
+    sim.run(&ops).unwrap();
+    let crowd = sim.clients_received().split_off(1);
+    assert_eq!(crowd, vec![16; 8], "{}", sim.summary());
+    let (fetches, pages, shared, read_ons) = sim.range_stats(0);
+    assert_eq!(fetches, 1, "one read for the whole crowd");
+    assert!(shared >= 7 * pages, "{shared} pages shared, {pages} asked");
+    assert!(
+        read_ons >= 8,
+        "{read_ons}: the cache moved past every client"
+    );
 }

@@ -105,14 +105,17 @@
 //!   running, live events buffered by its cursor in the local logs) while the core sends
 //!   `FetchRange { after_offset: n, through_offset: Some(min complete_from - 1), topics,
 //!   limit }`; on `Range`, if [`RangeReply::lost_events_after`]`(n)` or the reply's epoch
-//!   differs: the `reset` as above; else its events are written to that client (encoded for
-//!   it alone, a page bounded by `limit` entries and `max_bytes` of data), and if not
-//!   `complete`, another fetch continues from `scanned_through` once the client has
-//!   written the page; then the client joins its cursors in the local logs. `RangeFailed`
+//!   differs: the `reset` as above; else its events are written to that client (encoded
+//!   once and shared by every held client whose position falls in the page, a page bounded
+//!   by `limit` entries and `max_bytes` of data), and if not `complete`, another fetch
+//!   continues from `scanned_through` once the client has written the page (through the
+//!   newest offset applied, should the cache move past its cursors meanwhile); then the
+//!   client joins its cursors in the local logs. `RangeFailed`
 //!   (Redis down): the stream gets a jittered `retry:` (2–7 s, as for over-capacity) and is
 //!   closed before any event, so the browser comes back later with the same
 //!   `Last-Event-ID` and loses nothing. A range
-//!   fetch never blocks the reactor; at most one is in flight per resuming client.
+//!   fetch never blocks the reactor; a resuming client waits on at most one, which it may
+//!   share with others.
 //!
 //! **Sizes.** `max_len` (a `--redis-max-len` flag, say 100,000) must exceed what a node's
 //! cache holds, or resumes older than the cache find the log trimmed too; `warm_events`

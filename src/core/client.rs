@@ -190,6 +190,11 @@ impl Client {
         self.writable = writable;
     }
 
+    /// True unless its last write would block (its socket is full).
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
     /// True when a write may be queued for it: writable, and not queued already.
     pub fn may_queue(&self) -> bool {
         self.writable && !self.queued

@@ -196,7 +196,7 @@ impl Core {
             (TimerKind::KeepAlive, Phase::Streaming) => {
                 let Some(ka) = self.cfg.keepalive else { return };
                 let idle_since = c.last_write();
-                if self.has_pending(c) {
+                if self.has_pending(id, c) {
                     // Behind, not idle: look again later (the slow policy handles lag).
                     self.arm_keepalive(id, now);
                 } else if now.saturating_duration_since(idle_since) >= ka {

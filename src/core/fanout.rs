@@ -63,6 +63,8 @@ impl Core {
         frame: Rc<[u8]>,
         custom_id: Option<&str>,
     ) {
+        // The oldest entry the append may evict, for a client the eviction outruns.
+        let front = self.log_front(topic);
         let fanout = Fanout::new(now, self.log.topic(topic).subscribers.len());
         let latency = &mut self.metrics.latency;
         self.log
@@ -71,18 +73,26 @@ impl Core {
         let mut woken = 0;
         let subs = std::mem::take(&mut self.log.topic_mut(topic).subscribers);
         let mut lagging: Vec<u32> = Vec::new();
+        let mut passed: Vec<u32> = Vec::new();
         for &key in &subs {
             let Some(c) = self.connections.by_key(key) else {
                 continue;
             };
+            // A held client (its resume being read from the log) collects, unwoken; the
+            // cache moving past it is no slowness (`held_fell_behind`).
+            if c.is_held() {
+                if self.fell_out_of_cache(c.cursors()) {
+                    passed.push(key);
+                }
+                continue;
+            }
             let (bytes, events) = self.backlog_of(c);
             let (max_bytes, max_events) = self.backlog_limit_of(c);
             if bytes > max_bytes || events > max_events {
                 lagging.push(key);
                 continue;
             }
-            // A held client (its resume being read from the log) collects, unwoken.
-            if c.may_queue() && !c.is_held() {
+            if c.may_queue() {
                 let id = ClientId {
                     key,
                     generation: c.generation(),
@@ -96,7 +106,12 @@ impl Core {
         }
         self.log.topic_mut(topic).subscribers = subs;
         for key in lagging {
-            self.apply_slow_policy(key);
+            if !self.read_passed_from_log(key, topic, front) {
+                self.apply_slow_policy(key);
+            }
+        }
+        for key in passed {
+            self.held_fell_behind(key);
         }
         if woken > 0 && self.fanout.is_none() {
             self.fanout = Some((now, woken));
@@ -180,7 +195,7 @@ impl Core {
 impl Core {
     /// The one way a stream ends, whatever ends it (the client gone, slow, its token
     /// expired, an epoch change or an abandoned range read, shutdown): its cursors leave
-    /// their topics, a parked page of its range read is forgotten, its grant is dropped and
+    /// their topics, its range read is forgotten, its grant is dropped and
     /// the streaming count goes down. The connection itself stays (the caller removes it or
     /// sends last bytes with [`Core::finish_stream`]). False when `id` was not streaming.
     pub(super) fn leave_stream(&mut self, id: ClientId) -> bool {
@@ -198,7 +213,7 @@ impl Core {
         for cur in &cursors {
             self.unsubscribe(cur.topic, cur.sub_index as usize);
         }
-        self.forget_parked_page(id);
+        self.forget_reader(id);
         self.connections.stream_ended();
         log::debug!("stream ended, {} clients", self.connections.streaming());
         true

@@ -431,7 +431,7 @@ impl Core {
         for id in self.all_ids() {
             let Some(c) = self.client(id) else { continue };
             let keep = match c.http.phase() {
-                Phase::Streaming => self.has_pending(c),
+                Phase::Streaming => self.has_pending(id, c),
                 Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => true,
                 Phase::Reading(_) => !c.http.publishes().is_empty(),
             };
@@ -460,9 +460,10 @@ impl Core {
             return Some(Output::Log(Box::new(request)));
         }
         while let Some(id) = self.outputs.pop_write() {
-            if let Some(c) = self.client_mut(id)
-                && c.take_queued()
-            {
+            let due = self.client_mut(id).is_some_and(|c| c.take_queued());
+            // A stream held after it was queued (its resume now read from the log) may
+            // have nothing to write until its page comes.
+            if due && self.client(id).is_some_and(|c| self.has_pending(id, c)) {
                 return Some(Output::Write(id));
             }
         }
@@ -563,13 +564,13 @@ impl Core {
             if c.pending().is_some_and(|p| p.rest().is_empty()) {
                 return Err(format!("client {key} holds a fully written pending buffer"));
             }
-            if c.may_queue() && self.has_pending(c) && !c.http.is_reading() {
+            if c.may_queue() && self.has_pending(id, c) && !c.http.is_reading() {
                 return Err(format!(
                     "client {key} is writable with bytes pending but not queued"
                 ));
             }
         }
-        self.check_parked_pages()?;
+        self.check_readers()?;
         self.check_fanout_counts()?;
         self.log.check_invariants()?;
         if self.next_tick.is_none()

@@ -25,6 +25,16 @@ impl Core {
             iov[n] = IoSlice::new(p.rest());
             n += 1;
         }
+        if c.is_held() {
+            // A resume read from the shared log: the frames its reader took.
+            for f in self.range_frames(id) {
+                if n == iov.len() {
+                    break;
+                }
+                iov[n] = IoSlice::new(f);
+                n += 1;
+            }
+        }
         if c.is_streaming() && !c.is_held() {
             let mut frames = self.log.pending_frames(c.cursors());
             while n < iov.len() {
@@ -58,6 +68,21 @@ impl Core {
                 e.fanout.delivered(now, &mut self.metrics.latency);
             }
         }
+        let held = c.is_held() && c.is_streaming();
+        if left > 0 && held {
+            let (rest, partial, whole) = self.take_range_written(id, left);
+            left = rest;
+            self.metrics.frames_written += whole;
+            if let Some((frame, offset)) = partial
+                && let Some(c) = self.connections.get_mut(id)
+            {
+                // The partly written frame is counted when it completes.
+                c.set_partial_frame(frame, offset);
+            }
+        }
+        let Some(c) = self.connections.get_mut(id) else {
+            return;
+        };
         if left > 0 && c.is_streaming() && !c.is_held() {
             let mut frames = self.log.pending_frames(c.cursors());
             let mut delivered = 0u64;
@@ -83,8 +108,6 @@ impl Core {
             }
             self.metrics.frames_written += delivered;
         }
-        // A held stream wrote the page of its range fetch: the next one may come.
-        let page_written = c.pending().is_none() && c.is_held() && c.is_streaming();
         let finished_answer = c.pending().is_none()
             && match c.http.phase() {
                 Phase::Answering { .. } | Phase::Closing(_) => true,
@@ -108,14 +131,15 @@ impl Core {
         } else if self.shutdown_deadline.is_some()
             && self
                 .client(id)
-                .is_some_and(|c| c.is_streaming() && !self.has_pending(c))
+                .is_some_and(|c| c.is_streaming() && !self.has_pending(id, c))
         {
             self.remove(id, CloseReason::Shutdown);
         } else {
             self.schedule(id);
         }
-        if page_written {
-            self.request_parked_page(id);
+        if held {
+            // A held stream wrote what its range reader took: the next page may come.
+            self.range_written(id);
         }
         self.check_fanout_done(now);
         self.debug_check();
@@ -124,7 +148,7 @@ impl Core {
     /// Queues the client for a write if it has bytes, is writable and is not queued yet.
     pub(super) fn schedule(&mut self, id: ClientId) {
         let Some(c) = self.client(id) else { return };
-        if c.may_queue() && self.has_pending(c) {
+        if c.may_queue() && self.has_pending(id, c) {
             let streaming = c.is_streaming();
             if let Some(c) = self.client_mut(id) {
                 c.mark_queued();
@@ -133,8 +157,11 @@ impl Core {
         }
     }
 
-    pub(super) fn has_pending(&self, c: &Client) -> bool {
+    /// True when client `id` (`c`) has bytes to write: queued, its range reader's, or from
+    /// the log past its cursors.
+    pub(super) fn has_pending(&self, id: ClientId, c: &Client) -> bool {
         c.pending().is_some()
+            || (c.is_held() && self.has_range_frames(id))
             || (c.is_streaming()
                 && !c.is_held()
                 && c.cursors()

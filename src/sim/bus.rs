@@ -67,6 +67,9 @@ pub enum ClusterOp {
     /// A new client on `node` resumes from an id some node answered to a publish (its tail
     /// may not have shown it yet, or be away): it must never get `reset` `unknown-id`.
     ResumeAnswered { node: u8, answer: u8 },
+    /// `n % 8 + 2` new clients on `node` resume from a client's last id on its topic at
+    /// once (a crowd reconnecting after a node restart): their range reads are shared.
+    Crowd { client: u8, node: u8, n: u8 },
 }
 
 struct SimClient {
@@ -79,6 +82,11 @@ struct SimClient {
     blocked: bool,
     /// Where the client started: the id it resumed from, else the node's applied offset.
     start: Start,
+    /// Its resume was being read from the shared log when its node last settled.
+    reading_range: bool,
+    /// Dropped as slow while its socket took everything offered: a stream dropped for
+    /// timing alone (a tail batch, a range read that took long), never for not reading.
+    dropped_reading: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +230,26 @@ impl ClusterSim {
         self.answered_resumes
     }
 
+    /// Node `n`'s range reads: (reads begun, pages asked, pages shared, read-ons).
+    pub fn range_stats(&self, n: usize) -> (u64, u64, u64, u64) {
+        self.nodes
+            .get(n)
+            .and_then(|node| node.core.cluster_stats())
+            .map_or((0, 0, 0, 0), |s| {
+                (
+                    s.range_fetches,
+                    s.range_pages,
+                    s.range_pages_shared,
+                    s.range_extensions,
+                )
+            })
+    }
+
+    /// Events (resets included) each client received so far, in the order they came.
+    pub fn clients_received(&self) -> Vec<usize> {
+        self.clients.iter().map(|c| parse(&c.bytes).len()).collect()
+    }
+
     /// Events received by all clients so far (resets included): a scenario that checks
     /// nothing (every request refused) shows up as 0 here.
     pub fn events_received(&self) -> usize {
@@ -343,6 +371,20 @@ impl ClusterSim {
                 self.log.lose(&format!("e{}", self.epochs));
             }
             ClusterOp::ResumeAnswered { node, answer } => self.resume_answered(pick(node), answer),
+            ClusterOp::Crowd { client, node, n } => {
+                if self.clients.is_empty() {
+                    return;
+                }
+                let c = &self.clients[client as usize % self.clients.len()];
+                let topic = c.topic.clone();
+                let last = parse(&c.bytes)
+                    .last()
+                    .map(|e| e.last_event_id.clone())
+                    .filter(|l| !l.is_empty());
+                for _ in 0..n % 8 + 2 {
+                    self.subscribe(pick(node), &topic, last.clone());
+                }
+            }
             ClusterOp::Block { client, blocked } => {
                 if self.clients.is_empty() {
                     return;
@@ -416,6 +458,8 @@ impl ClusterSim {
             closed: false,
             blocked: false,
             start,
+            reading_range: false,
+            dropped_reading: false,
         });
         self.nodes[n].core.handle_read(id, req.as_bytes(), self.now);
         self.drain(n);
@@ -465,6 +509,10 @@ impl ClusterSim {
     fn drain(&mut self, n: usize) {
         let mut sink = Sink { sim: self, node: n };
         let Ok(_) = sink.drain(1 << 20);
+        let core = &self.nodes[n].core;
+        for c in self.clients.iter_mut().filter(|c| c.node == n && !c.closed) {
+            c.reading_range = core.is_reading_range(c.id);
+        }
     }
 }
 
@@ -487,6 +535,12 @@ impl ClusterSim {
     }
 
     fn check_client(&self, c: &SimClient) -> Result<(), String> {
+        if c.dropped_reading {
+            return Err(format!(
+                "dropped as slow while its socket took everything (reading a range: {})",
+                c.reading_range
+            ));
+        }
         let events = parse(&c.bytes);
         // The position the next event must follow: (epoch, offset); None after a reset
         // that names no position.
@@ -597,6 +651,20 @@ impl ClusterSim {
     pub fn finish(&mut self) -> Result<(), String> {
         for c in &mut self.clients {
             c.blocked = false;
+        }
+        // Every socket drains first: the cores learn that it takes bytes again before any
+        // more events arrive (a stream whose socket stays full is rightly slow).
+        for n in 0..self.nodes.len() {
+            let ids: Vec<ClientId> = self
+                .clients
+                .iter()
+                .filter(|c| c.node == n && !c.closed)
+                .map(|c| c.id)
+                .collect();
+            for id in ids {
+                self.nodes[n].core.handle_writable(id);
+            }
+            self.drain(n);
         }
         for _ in 0..64 {
             for n in 0..self.nodes.len() {

@@ -46,11 +46,12 @@ impl OutputSink for Sink<'_> {
         Ok(())
     }
 
-    fn close(&mut self, id: ClientId, _: CloseReason) -> Result<(), Self::Error> {
+    fn close(&mut self, id: ClientId, reason: CloseReason) -> Result<(), Self::Error> {
         let node = self.node;
         for c in &mut self.sim.clients {
-            if c.node == node && c.id == id {
+            if c.node == node && c.id == id && !c.closed {
                 c.closed = true;
+                c.dropped_reading = reason == CloseReason::Slow && !c.blocked;
             }
         }
         Ok(())

@@ -166,11 +166,13 @@ impl Drop for RedisServer {
 /// closed at once) until [`Proxy::heal`]. [`Proxy::isolate_tail`] cuts only a node's tail:
 /// replies on the connections that sent `XREAD`, and on every connection opened from then
 /// on, are held back until [`Proxy::heal`], while an established command connection goes
-/// on working.
+/// on working. [`Proxy::hold_ranges`] holds back the replies of a connection from its next
+/// `XRANGE` on (a node's range reads) until [`Proxy::heal`].
 pub struct Proxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
     hold_new: Arc<AtomicBool>,
+    hold_ranges: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<Forwarded>>>,
 }
@@ -192,7 +194,9 @@ impl Proxy {
         let hold_new = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
+        let hold_ranges = Arc::new(AtomicBool::new(false));
         let (c, h, s, o) = (cut.clone(), hold_new.clone(), stop.clone(), open.clone());
+        let r = hold_ranges.clone();
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let Ok((client, _)) = listener.accept() else {
@@ -216,13 +220,14 @@ impl Proxy {
                         held: held.clone(),
                     });
                 }
-                forward(&client, &upstream, tail, held);
+                forward(&client, &upstream, tail, held, r.clone());
             }
         });
         Proxy {
             port,
             cut,
             hold_new,
+            hold_ranges,
             stop,
             open,
         }
@@ -250,9 +255,16 @@ impl Proxy {
         }
     }
 
+    /// Holds back, until [`Proxy::heal`], the replies of every connection from the moment
+    /// it sends an `XRANGE`.
+    pub fn hold_ranges(&self) {
+        self.hold_ranges.store(true, Ordering::Relaxed);
+    }
+
     pub fn heal(&self) {
         self.cut.store(false, Ordering::Relaxed);
         self.hold_new.store(false, Ordering::Relaxed);
+        self.hold_ranges.store(false, Ordering::Relaxed);
         for conn in self.open.lock().unwrap().iter() {
             conn.held.store(false, Ordering::Relaxed);
         }
@@ -268,12 +280,14 @@ impl Drop for Proxy {
 }
 
 /// Copies both ways on two threads until either side closes; then closes both. Marks
-/// `tail` when the client sends `XREAD`; while `held` is set, replies wait.
+/// `tail` when the client sends `XREAD`, and sets `held` when it sends `XRANGE` while
+/// `hold_ranges` is set; while `held` is set, replies wait.
 fn forward(
     client: &TcpStream,
     upstream: &UnixStream,
     tail: Arc<AtomicBool>,
     held: Arc<AtomicBool>,
+    hold_ranges: Arc<AtomicBool>,
 ) {
     let (client, upstream) = (
         client.try_clone().expect("clone"),
@@ -294,10 +308,15 @@ fn forward(
     let replies: (Box<dyn Read + Send>, Box<dyn Write + Send>) =
         (Box::new(upstream), Box::new(client));
     let close = closer.clone();
+    let hold = held.clone();
     std::thread::spawn(move || {
         let (mut from, mut to) = requests;
         copy_watching(&mut from, &mut to, |chunk| {
-            if chunk.windows(5).any(|w| w.eq_ignore_ascii_case(b"XREAD")) {
+            if chunk.windows(6).any(|w| w.eq_ignore_ascii_case(b"XRANGE"))
+                && hold_ranges.load(Ordering::Relaxed)
+            {
+                hold.store(true, Ordering::Relaxed);
+            } else if chunk.windows(5).any(|w| w.eq_ignore_ascii_case(b"XREAD")) {
                 tail.store(true, Ordering::Relaxed);
             }
             true

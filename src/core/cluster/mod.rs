@@ -15,11 +15,13 @@
 //! - A `Last-Event-ID` is resumed from the cache when it covers it, else the client is held
 //!   (head sent, keep-alives running, live events collected by its cursors) while
 //!   [`BusRequest::FetchRange`] reads what it missed from Redis; the range is written first,
-//!   then its cursors are released: exactly once, in order.
+//!   then its cursors are released: exactly once, in order. Held streams share those reads,
+//!   and read on from the log when the cache moves past them (`ranges.rs`).
 //!
 //! Ticks stay local and id-less; they take the newest sequence number without a new one,
 //! so offsets and sequence numbers stay in step.
 
+mod ranges;
 mod resume;
 
 use std::collections::{HashMap, VecDeque};
@@ -73,10 +75,8 @@ pub(in crate::core) struct Cluster {
     complete_from: u64,
     next_token: u64,
     publishes: HashMap<u64, Waiter>,
-    fetches: HashMap<u64, Fetch>,
-    /// The next page of a client's range fetch, asked for once the client has written the
-    /// previous one: a resuming client holds at most one page beyond its socket buffer.
-    parked: HashMap<ClientId, Fetch>,
+    /// The held streams reading the shared log, the reads in flight, the newest pages.
+    ranges: ranges::Ranges,
     /// Held clients resuming after an id this node has not applied yet.
     awaiting: Vec<Awaiting>,
     requests: VecDeque<BusRequest>,
@@ -131,21 +131,6 @@ struct Awaiting {
     rounds: u8,
 }
 
-/// A resuming client's range read from Redis.
-struct Fetch {
-    client: ClientId,
-    /// The epoch the client resumes in.
-    epoch: String,
-    /// Everything after this offset up to `through` comes from Redis.
-    after: u64,
-    /// The newest offset applied when the client started: its cursors hold what follows.
-    through: u64,
-    topics: Vec<String>,
-    /// The client resumes from another epoch (it was told `restart`): a trimmed start of
-    /// the log is expected, not a gap.
-    restart: bool,
-}
-
 /// Cluster counters and gauges, for `/metrics`.
 #[derive(Default, Debug, Clone)]
 pub struct ClusterStats {
@@ -164,9 +149,15 @@ pub struct ClusterStats {
     pub publishes_failed: u64,
     /// Sum of the time from handing a publish to the bus to its answer.
     pub publish_seconds_sum: f64,
+    /// Range reads begun for a resume: the first page asked of the log for a held stream
+    /// that no read in flight or page kept could serve.
     pub range_fetches: u64,
-    /// Pages of range fetches asked of Redis (the first of each fetch included).
+    /// Pages of range reads asked of the log (the first of each read included).
     pub range_pages: u64,
+    /// Pages a held stream took from a read another one asked for (in flight, or kept).
+    pub range_pages_shared: u64,
+    /// Times a held stream read on from the log because the cache moved past its cursors.
+    pub range_extensions: u64,
     pub range_failures: u64,
 }
 
@@ -223,6 +214,15 @@ impl Core {
             } => {
                 for event in events {
                     self.on_bus_event(event, now);
+                    // A stream waiting for its resume point goes live once the point is
+                    // applied, before what follows it could leave the cache.
+                    if self
+                        .cluster
+                        .as_ref()
+                        .is_some_and(|cl| !cl.awaiting.is_empty())
+                    {
+                        self.release_awaiting(None);
+                    }
                 }
                 if let Some(cl) = self.cluster.as_mut() {
                     cl.head_offset = cl.head_offset.max(head_offset);
@@ -237,16 +237,7 @@ impl Core {
             BusReply::Published { token, id } => self.on_published(token, Ok(id), now),
             BusReply::PublishFailed { token, reason } => self.on_published(token, Err(reason), now),
             BusReply::Range(range) => self.on_range(range, now),
-            BusReply::RangeFailed { token, reason } => {
-                let fetch = self.cluster.as_mut().and_then(|c| {
-                    c.stats.range_failures += 1;
-                    c.fetches.remove(&token)
-                });
-                if let Some(f) = fetch {
-                    log::info!("range fetch failed ({reason}): the client retries later");
-                    self.end_stream_with_retry(f.client, now);
-                }
-            }
+            BusReply::RangeFailed { token, reason } => self.on_range_failed(token, &reason, now),
         }
         self.debug_check();
     }
@@ -614,6 +605,7 @@ impl Core {
             cl.head_offset = 0;
             cl.gseq_base = base;
             cl.complete_from = base + 1;
+            cl.ranges.forget_pages();
         }
     }
 

@@ -8,6 +8,7 @@ use crate::bus::types::{
 
 mod bus_down;
 mod publish;
+mod ranges;
 mod resume;
 
 const EPOCH: &str = "ep";
@@ -380,7 +381,9 @@ fn a_range_trimmed_in_redis_is_too_old_and_a_failed_one_asks_to_retry() {
     t.events_in(&[(4, "t", "d")]);
     assert_eq!(t.datas(s), ["reset:{\"reason\":\"too-old\"}:ep-3", "d"]);
 
-    let r = t.stream("t", Some("ep-1"));
+    // After 3, which the page read for `s` does not reach (the cache lost 4 too).
+    t.events_in(&[(5, "t", "e")]);
+    let r = t.stream("t", Some("ep-3"));
     let Some(BusRequest::FetchRange(f)) = t.next_log_request() else {
         panic!()
     };
@@ -604,19 +607,20 @@ fn an_id_between_the_applied_offset_and_the_head_waits_for_the_tail() {
     assert_eq!(t.datas(s), ["f"]);
 }
 
-/// Two resumes read from Redis at once get their own fetch tokens, so each range reply
+/// Two resumes read from Redis at once (on different topics) get their own fetch tokens, so each range reply
 /// reaches its own client (kills `+=` → `*=` on the token counter in `begin_fetch`); and
 /// `/metrics` carries the bus series in cluster mode (kills `render_cluster_metrics` → `()`).
 #[test]
 fn concurrent_fetches_have_their_own_tokens_and_the_bus_has_metrics() {
     let mut t = T::new(Config {
-        history: 2,
+        history: 1,
         ..cluster_cfg()
     });
     t.connected(EPOCH, 0, 0);
-    t.events_in(&[(1, "t", "a"), (2, "t", "b"), (3, "t", "c"), (4, "t", "d")]);
-    t.stream("t", Some("ep-1"));
+    t.events_in(&[(1, "t", "a"), (2, "u", "b"), (3, "t", "c"), (4, "u", "d")]);
+    // Two topics: neither read can serve the other.
     t.stream("t", Some("ep-0"));
+    t.stream("u", Some("ep-0"));
     let tokens: Vec<u64> = t
         .bus_requests()
         .into_iter()
@@ -629,7 +633,7 @@ fn concurrent_fetches_have_their_own_tokens_and_the_bus_has_metrics() {
     assert_ne!(tokens[0], tokens[1]);
     // The first range comes back in part: its next page gets a fresh token too (kills `+=`
     // → `*=` / `-=` on the counter where a fetch continues in `on_range`).
-    t.range(tokens[0], Some(1), vec![event(2, "t", "b")], 2, false);
+    t.range(tokens[0], Some(1), vec![event(1, "t", "a")], 2, false);
     let next: Vec<u64> = t
         .bus_requests()
         .into_iter()

@@ -384,7 +384,7 @@ fn the_next_page_of_a_range_waits_for_the_client_to_write_the_last() {
         // The invariant check reports a parked page whose client is not held.
         t.core.client_mut(s).unwrap().release();
         let err = t.core.check_invariants().unwrap_err();
-        assert!(err.contains("parked range page"), "{err}");
+        assert!(err.contains("range reader"), "{err}");
         t.core.client_mut(s).unwrap().hold();
         // Part of the page written: still parked.
         t.core.handle_writable(s);
