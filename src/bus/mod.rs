@@ -148,6 +148,7 @@
 mod backoff;
 mod command;
 pub mod config;
+mod endpoint;
 mod handle;
 pub mod local;
 pub mod memory;

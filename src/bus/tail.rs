@@ -4,6 +4,7 @@
 
 use super::backoff::{Backoff, Random, sleep_until};
 use super::config::{BusConfig, RedisStore};
+use super::endpoint::Endpoint;
 use super::outbox::{Outbox, Seen};
 use super::redis::{self as wire, Entry};
 use super::types::{BusEvent, BusReply, ClusterId};
@@ -23,7 +24,7 @@ enum Interrupt {
 pub(super) struct Tail {
     config: BusConfig,
     keys: RedisStore,
-    client: redis::Client,
+    endpoint: Endpoint,
     outbox: Outbox,
     shutdown: Arc<AtomicBool>,
     hello: redis::Script,
@@ -46,7 +47,7 @@ impl Tail {
     pub(super) fn new(
         config: BusConfig,
         keys: RedisStore,
-        client: redis::Client,
+        endpoint: Endpoint,
         start: Option<ClusterId>,
         outbox: Outbox,
         shutdown: Arc<AtomicBool>,
@@ -56,7 +57,7 @@ impl Tail {
         Tail {
             config,
             keys,
-            client,
+            endpoint,
             outbox,
             shutdown,
             hello: redis::Script::new(wire::HELLO_SCRIPT),
@@ -73,7 +74,11 @@ impl Tail {
     pub(super) fn run(mut self) {
         let read_timeout = self.config.block + self.config.io_timeout;
         while !self.stopping() {
-            let mut con = match wire::connect(&self.client, &self.config, read_timeout) {
+            let connected = self
+                .endpoint
+                .client(self.config.io_timeout)
+                .and_then(|client| wire::connect(&client, &self.config, read_timeout));
+            let mut con = match connected {
                 Ok(con) => con,
                 Err(e) => {
                     self.outage(wire::describe(&e));
