@@ -310,3 +310,149 @@ fn sentinel_failover_loses_no_acknowledged_event() {
         "a replica was promoted"
     );
 }
+
+/// A unix-socket path the node connects through, pointed at one server's socket and then
+/// at another's (what a DNS name or a virtual IP does when an operator promotes a replica).
+struct Link(std::path::PathBuf);
+
+impl Link {
+    fn new(to: &RedisServer) -> Link {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("sse-failover-{}-{n}.sock", std::process::id()));
+        let link = Link(path);
+        link.point(to);
+        link
+    }
+
+    fn point(&self, to: &RedisServer) {
+        let staged = self.0.with_extension("new");
+        let _ = std::fs::remove_file(&staged);
+        std::os::unix::fs::symlink(to.socket(), &staged).expect("symlink");
+        std::fs::rename(&staged, &self.0).expect("rename symlink");
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.0.display())
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn int(value: redis::Value) -> i64 {
+    match value {
+        redis::Value::Int(n) => n,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+fn text(value: redis::Value) -> String {
+    match value {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        redis::Value::SimpleString(s) => s,
+        other => panic!("not text: {other:?}"),
+    }
+}
+
+/// `--redis-wait 0`: the replica is promoted (`REPLICAOF NO ONE`) after it got five
+/// events and before five more were published on the master, which then dies. With
+/// `others_published`, another writer has meanwhile put different events 6 to 12 in the
+/// promoted copy under the same epoch (what a node that never saw the lost tail publishes
+/// there). Either way the node must not deliver an id it already delivered with other
+/// content: its clients get `reset` `restart` and the events of a new epoch.
+fn promoted_replica_missed_the_tail(test: &str, others_published: bool) {
+    let Some(mut master) = RedisServer::start_tcp(test, None) else {
+        return;
+    };
+    let Some(replica) = RedisServer::start_tcp(test, Some(master.port())) else {
+        return;
+    };
+    wait_replicating(&replica);
+    let link = Link::new(&master);
+    let a = node(&link.url(), &[]);
+    wait_healthy(&a);
+    let mut s = Stream::open(a.addr, "/events?topic=t", &[]);
+    let mut ids = Vec::new();
+    for i in 1..=5 {
+        let (status, id) = publish(a.addr, "?topic=t", &format!("m{i}"));
+        assert_eq!(status, 200);
+        ids.push(id.trim().to_owned());
+    }
+    assert!(eventually(LIMIT, || int(
+        replica.cmd(&["XLEN", "{sse}:log"])
+    ) == 5));
+    replica.cmd(&["REPLICAOF", "NO", "ONE"]);
+    for i in 6..=10 {
+        let (status, id) = publish(a.addr, "?topic=t", &format!("m{i}"));
+        assert_eq!(status, 200);
+        ids.push(id.trim().to_owned());
+    }
+    s.wait_events(10, LIMIT);
+    let epoch = text(replica.cmd(&["HGET", "{sse}:meta", "e"]));
+    assert!(ids[9].starts_with(&epoch), "{} in epoch {epoch}", ids[9]);
+    if others_published {
+        for k in 6..=12 {
+            let id = format!("{k}-0");
+            let data = format!("other{k}");
+            replica.cmd(&["XADD", "{sse}:log", &id, "e", &epoch, "t", "t", "d", &data]);
+        }
+        replica.cmd(&["HSET", "{sse}:meta", "o", "12"]);
+    }
+    master.kill();
+    link.point(&replica);
+
+    assert!(
+        eventually(LIMIT, || {
+            s.fill_nonblocking();
+            !resets(&s).is_empty()
+        }),
+        "no reset after the promotion; got {:?}",
+        events(&s)
+    );
+    assert_eq!(resets(&s), ["{\"reason\":\"restart\"}"]);
+    let mut after = String::new();
+    assert!(
+        eventually(LIMIT, || {
+            let (status, id) = publish(a.addr, "?topic=t", "after");
+            after = id.trim().to_owned();
+            status == 200
+        }),
+        "publishes work on the promoted replica"
+    );
+    assert!(!after.starts_with(&epoch), "a new epoch: {after}");
+    assert!(eventually(LIMIT, || {
+        s.fill_nonblocking();
+        events(&s).iter().any(|(id, _)| *id == after)
+    }));
+    let got = events(&s);
+    assert_ids_unique("stream", &got);
+    assert!(
+        got.iter()
+            .all(|(id, data)| !(id.starts_with(&epoch) && data.starts_with("other"))),
+        "nothing of the reused offsets under the old epoch: {got:?}"
+    );
+    // A client resuming from an id of the lost tail is told to restart, not handed what the
+    // promoted copy holds after it.
+    let mut late = Stream::open(
+        a.addr,
+        "/events?topic=t",
+        &[&format!("Last-Event-ID: {}", ids[7])],
+    );
+    late.wait_events(1, LIMIT);
+    assert_eq!(late.events[0].event_type, "reset", "{:?}", late.events);
+}
+
+#[test]
+fn a_promoted_replica_with_an_older_head_starts_a_new_epoch() {
+    promoted_replica_missed_the_tail("promoted_older_head", false);
+}
+
+#[test]
+fn a_promoted_replica_whose_offsets_were_reused_starts_a_new_epoch() {
+    promoted_replica_missed_the_tail("promoted_reused_offsets", true);
+}

@@ -121,7 +121,14 @@ impl Commands {
         let position = seen
             .as_ref()
             .map(|(epoch, offset)| (epoch.as_str(), *offset));
-        wire::hello(&mut con, &self.keys, &self.hello, &candidate, position)?;
+        wire::hello(
+            &mut con,
+            &self.keys,
+            &self.hello,
+            &candidate,
+            position,
+            false,
+        )?;
         self.publish.load(&mut con)?;
         Ok(con)
     }
