@@ -456,3 +456,34 @@ fn a_promoted_replica_with_an_older_head_starts_a_new_epoch() {
 fn a_promoted_replica_whose_offsets_were_reused_starts_a_new_epoch() {
     promoted_replica_missed_the_tail("promoted_reused_offsets", true);
 }
+
+/// A command connection that reached a replica (an old master demoted by a failover, a stale
+/// address) is dropped on `READONLY`: the publish gets `503` and the next one reconnects,
+/// asking where the master is again.
+#[test]
+fn a_replica_answering_readonly_is_left_for_the_master() {
+    let Some(master) = RedisServer::start_tcp("readonly", None) else {
+        return;
+    };
+    let Some(replica) = RedisServer::start_tcp("readonly", Some(master.port())) else {
+        return;
+    };
+    let a_first = node(&master.url(), &[]);
+    wait_healthy(&a_first);
+    assert_eq!(publish(a_first.addr, "?topic=t", "seed").0, 200);
+    wait_replicating(&replica);
+    assert!(eventually(LIMIT, || int(
+        replica.cmd(&["XLEN", "{sse}:log"])
+    ) == 1));
+    let link = Link::new(&replica);
+    let a = node(&link.url(), &[]);
+    wait_healthy(&a);
+    let (status, body) = publish(a.addr, "?topic=t", "on a replica");
+    assert_eq!(status, 503, "{body}");
+    link.point(&master);
+    assert!(
+        eventually(LIMIT, || publish(a.addr, "?topic=t", "on the master").0
+            == 200),
+        "the node never left the replica"
+    );
+}

@@ -169,6 +169,18 @@ impl Commands {
                     return self.fail_all(&pending, PublishFailure::Unknown(wire::describe(&e)));
                 }
             };
+            // A replica (the master demoted by a failover): drop the connection, so the next
+            // attempt asks the Sentinels (or the address) again, and fail the batch as down.
+            if let Some(Value::ServerError(e)) = answers
+                .iter()
+                .find(|a| matches!(a, Value::ServerError(e) if e.code() == "READONLY"))
+            {
+                let why = format!("the server is a replica: {}", e.details().unwrap_or(""));
+                log::warn!("bus: command connection: {why}");
+                self.down_reason = why.clone();
+                self.con = None;
+                return self.fail_all(&pending, PublishFailure::Unavailable(why));
+            }
             let mut retry = Vec::new();
             for (publish, answer) in pending.into_iter().zip(answers) {
                 let reply = match &answer {
