@@ -587,8 +587,8 @@ mod tests {
         let err = Config::from_cli(Cli::parse_from(["x", "--redis-wait", "1"]), 1000);
         assert!(err.unwrap_err().contains("needs --redis"));
         let zero = ["x", "--redis", "redis://h", "--redis-wait", "1"];
-        let cli = Cli::parse_from([&zero[..], &["--redis-wait-timeout", "0s"]].concat());
-        assert!(Config::from_cli(cli, 1000).unwrap_err().contains("timeout"));
+        let zero = [&zero[..], &["--redis-wait-timeout", "0s"]].concat();
+        assert!(Cli::try_parse_from(zero).is_err());
         let sentinel = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/m";
         assert!(Config::from_cli(Cli::parse_from(["x", "--redis", sentinel]), 1000).is_ok());
     }
