@@ -100,9 +100,17 @@ pub struct Cli {
     #[arg(long, env = "SSE_SHUTDOWN_GRACE", default_value = "2s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// Cluster mode: share one event log with every node using this Redis
-    /// (`redis://host:port/db`, `redis+unix:///path/to/socket`, `unix:///path?db=N`).
+    /// (`redis://host:port/db`, `redis+unix:///path/to/socket`, `unix:///path?db=N`), or
+    /// the master Sentinels name (`redis+sentinel://host:port[,host:port…]/<master>[/db]`).
     #[arg(long, env = "SSE_REDIS")]
     pub redis: Option<String>,
+    /// With `--redis`: answer a publish 200 only once N replicas have it (Redis `WAIT`);
+    /// with N ≥ 1 a failover loses no acknowledged event. 0: acknowledge at once.
+    #[arg(long, env = "SSE_REDIS_WAIT", default_value_t = 0, value_name = "N")]
+    pub redis_wait: u32,
+    /// With `--redis-wait`: how long the replicas may take before the publishes fail (503).
+    #[arg(long, env = "SSE_REDIS_WAIT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_wait_timeout: Duration,
     /// Namespace of this deployment's keys in Redis, so several deployments can share one.
     #[arg(long, env = "SSE_REDIS_PREFIX", default_value = "sse")]
     pub redis_prefix: String,
@@ -303,10 +311,14 @@ impl Config {
                 "--publish-token must be non-empty, without spaces or control characters".into(),
             );
         }
+        if cli.redis.is_none() && cli.redis_wait > 0 {
+            return Err("--redis-wait needs --redis".into());
+        }
         let store = match (&cli.redis, &cli.data_dir) {
             (Some(url), _) => Some(LogStore::Redis(RedisStore {
-                url: url.clone(),
-                prefix: cli.redis_prefix.clone(),
+                replicas: cli.redis_wait,
+                replica_timeout: cli.redis_wait_timeout,
+                ..RedisStore::new(url.clone(), cli.redis_prefix.clone())
             })),
             (None, Some(dir)) => Some(LogStore::Local(LocalStore {
                 dir: dir.clone(),
@@ -417,6 +429,8 @@ impl Cli {
             shutdown_grace: Duration::from_secs(2),
             redis: None,
             redis_prefix: "sse".into(),
+            redis_wait: 0,
+            redis_wait_timeout: Duration::from_secs(1),
             redis_max_len: 100_000,
             data_dir: None,
             durability: Durability::Sync,
@@ -542,10 +556,7 @@ mod tests {
         let bus = c.cluster.unwrap();
         assert_eq!(
             bus.store,
-            LogStore::Redis(RedisStore {
-                url: "redis://127.0.0.1:6379/2".into(),
-                prefix: "prod".into()
-            })
+            LogStore::Redis(RedisStore::new("redis://127.0.0.1:6379/2", "prod"))
         );
         assert_eq!(bus.max_len, 5000);
         assert_eq!(bus.warm_events, 5000, "never more than the log holds");
@@ -560,6 +571,26 @@ mod tests {
         let cli = Cli::parse_from(["x", "--redis", "redis://h", "--redis-prefix", "{x}"]);
         assert!(Config::from_cli(cli, 1000).unwrap_err().contains("prefix"));
         assert!(Cli::try_parse_from(["x", "--redis-max-len", "0"]).is_err());
+    }
+
+    #[test]
+    fn redis_wait_flags() {
+        let cli = Cli::parse_from(["x", "--redis", "redis://h", "--redis-wait", "2"]);
+        let bus = Config::from_cli(cli, 1000).unwrap().cluster.unwrap();
+        let LogStore::Redis(store) = bus.store else {
+            panic!("not redis")
+        };
+        assert_eq!(
+            (store.replicas, store.replica_timeout),
+            (2, Duration::from_secs(1))
+        );
+        let err = Config::from_cli(Cli::parse_from(["x", "--redis-wait", "1"]), 1000);
+        assert!(err.unwrap_err().contains("needs --redis"));
+        let zero = ["x", "--redis", "redis://h", "--redis-wait", "1"];
+        let zero = [&zero[..], &["--redis-wait-timeout", "0s"]].concat();
+        assert!(Cli::try_parse_from(zero).is_err());
+        let sentinel = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/m";
+        assert!(Config::from_cli(Cli::parse_from(["x", "--redis", sentinel]), 1000).is_ok());
     }
 
     #[test]

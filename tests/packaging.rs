@@ -209,9 +209,16 @@ fn the_env_template_examples_are_values_the_server_starts_with() {
     let dir = std::env::temp_dir().join(format!("sse-packaging-{}", std::process::id()));
     fs::create_dir_all(&dir).expect("create a temp dir");
     // Examples that need what a test does not have are replaced: free ports, a fresh data
-    // directory. Left out: another Redis (SSE_REDIS, with which SSE_DATA_DIR conflicts), a
-    // key file (SSE_JWT_PUBLIC_KEY; SSE_JWT_SECRET is used) and the supervisor (SSE_WORKERS).
-    let left_out = ["SSE_REDIS", "SSE_JWT_PUBLIC_KEY", "SSE_WORKERS"];
+    // directory. Left out: another Redis (SSE_REDIS, with which SSE_DATA_DIR conflicts, and
+    // the replica count it waits for), a key file (SSE_JWT_PUBLIC_KEY; SSE_JWT_SECRET is used)
+    // and the supervisor (SSE_WORKERS).
+    let left_out = [
+        "SSE_REDIS",
+        "SSE_REDIS_WAIT",
+        "SSE_REDIS_WAIT_TIMEOUT",
+        "SSE_JWT_PUBLIC_KEY",
+        "SSE_WORKERS",
+    ];
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sse-server"));
     cmd.env_clear();
     for (name, value) in env_examples() {

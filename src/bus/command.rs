@@ -4,6 +4,7 @@
 
 use super::backoff::{Backoff, Random};
 use super::config::{BusConfig, RedisStore};
+use super::endpoint::Endpoint;
 use super::outbox::{Outbox, Seen};
 use super::range::{Scanned, page};
 use super::redis::{self as wire, Entry};
@@ -17,7 +18,7 @@ use std::time::Instant;
 pub(super) struct Commands {
     config: BusConfig,
     keys: RedisStore,
-    client: redis::Client,
+    endpoint: Endpoint,
     outbox: Outbox,
     publish: redis::Script,
     hello: redis::Script,
@@ -40,7 +41,7 @@ impl Commands {
     pub(super) fn new(
         config: BusConfig,
         keys: RedisStore,
-        client: redis::Client,
+        endpoint: Endpoint,
         outbox: Outbox,
         seen: Seen,
     ) -> Commands {
@@ -48,7 +49,7 @@ impl Commands {
         Commands {
             config,
             keys,
-            client,
+            endpoint,
             outbox,
             publish: redis::Script::new(&wire::publish_script()),
             hello: redis::Script::new(wire::HELLO_SCRIPT),
@@ -92,7 +93,12 @@ impl Commands {
             }
         }
         if self.con.is_none() && Instant::now() >= self.retry_at {
-            match wire::connect(&self.client, &self.config, self.config.io_timeout)
+            // A `WAIT` may take its whole timeout before answering.
+            let read_timeout = self.config.io_timeout + self.keys.replica_timeout;
+            match self
+                .endpoint
+                .client(self.config.io_timeout)
+                .and_then(|client| wire::connect(&client, &self.config, read_timeout))
                 .and_then(|con| self.prepare(con))
             {
                 Ok(con) => {
@@ -115,7 +121,14 @@ impl Commands {
         let position = seen
             .as_ref()
             .map(|(epoch, offset)| (epoch.as_str(), *offset));
-        wire::hello(&mut con, &self.keys, &self.hello, &candidate, position)?;
+        wire::hello(
+            &mut con,
+            &self.keys,
+            &self.hello,
+            &candidate,
+            position,
+            false,
+        )?;
         self.publish.load(&mut con)?;
         Ok(con)
     }
@@ -140,7 +153,12 @@ impl Commands {
                 Some(_) => self.send_publishes(&pending),
             };
             let answers = match answers {
-                Ok(answers) if answers.len() == pending.len() => answers,
+                Ok((answers, confirmed)) if answers.len() == pending.len() => {
+                    if let Some(short) = self.replicas_short(confirmed) {
+                        return self.fail_all(&pending, PublishFailure::Unavailable(short));
+                    }
+                    answers
+                }
                 Ok(_) => {
                     let e = wire::protocol_error("pipeline answer count mismatch");
                     self.broken(&e);
@@ -151,6 +169,18 @@ impl Commands {
                     return self.fail_all(&pending, PublishFailure::Unknown(wire::describe(&e)));
                 }
             };
+            // A replica (the master demoted by a failover): drop the connection, so the next
+            // attempt asks the Sentinels (or the address) again, and fail the batch as down.
+            if let Some(Value::ServerError(e)) = answers
+                .iter()
+                .find(|a| matches!(a, Value::ServerError(e) if e.code() == "READONLY"))
+            {
+                let why = format!("the server is a replica: {}", e.details().unwrap_or(""));
+                log::warn!("bus: command connection: {why}");
+                self.down_reason = why.clone();
+                self.con = None;
+                return self.fail_all(&pending, PublishFailure::Unavailable(why));
+            }
             let mut retry = Vec::new();
             for (publish, answer) in pending.into_iter().zip(answers) {
                 let reply = match &answer {
@@ -201,7 +231,23 @@ impl Commands {
         }
     }
 
-    fn send_publishes(&mut self, publishes: &[Publish]) -> RedisResult<Vec<Value>> {
+    /// With `--redis-wait N`: `None` when at least N replicas confirmed the batch, else why
+    /// not (the events are in the master's log all the same; a publisher that retries gets
+    /// them at least once). Logged, since it means replication is behind or broken.
+    fn replicas_short(&self, confirmed: Option<u64>) -> Option<String> {
+        let wanted = u64::from(self.keys.replicas);
+        let confirmed = confirmed?;
+        if confirmed >= wanted {
+            return None;
+        }
+        let why = format!("replicas did not confirm ({confirmed} of {wanted})");
+        log::warn!("bus: {why}");
+        Some(why)
+    }
+
+    /// The answers to each publish, and, with `--redis-wait`, how many replicas the `WAIT`
+    /// after them counted (one `WAIT` covers every write of the connection so far).
+    fn send_publishes(&mut self, publishes: &[Publish]) -> RedisResult<(Vec<Value>, Option<u64>)> {
         let (stream, meta, foreign) = (
             self.keys.stream_key(),
             self.keys.meta_key(),
@@ -223,15 +269,25 @@ impl Commands {
                 command.arg(name).arg(value.as_ref());
             }
         }
+        let waits = self.keys.replicas > 0;
+        if waits {
+            let ms = self.keys.replica_timeout.as_millis().max(1) as u64;
+            pipe.cmd("WAIT").arg(self.keys.replicas).arg(ms);
+        }
         let Some(con) = self.con.as_mut() else {
             return Err(wire::protocol_error("no connection"));
         };
         let answer: Value = pipe.query(con)?;
         self.last_answer = Instant::now();
-        match answer {
-            Value::Array(items) => Ok(items),
-            _ => Err(wire::protocol_error("pipeline answer is not a list")),
+        let Value::Array(mut items) = answer else {
+            return Err(wire::protocol_error("pipeline answer is not a list"));
+        };
+        if !waits {
+            return Ok((items, None));
         }
+        // An error or garbage from `WAIT` counts as no replica: never a false 200.
+        let confirmed = items.pop().as_ref().and_then(wire::as_u64).unwrap_or(0);
+        Ok((items, Some(confirmed)))
     }
 
     fn fail_all(&mut self, publishes: &[Publish], reason: PublishFailure) {

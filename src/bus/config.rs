@@ -16,12 +16,30 @@ pub enum LogStore {
 /// The Redis engine's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisStore {
-    /// `redis://host:port/db`, or a unix socket: `redis+unix:///path` or `unix:///path`
-    /// (`?db=N` selects the database). Checked by [`validate_url`].
+    /// `redis://host:port/db`, a unix socket: `redis+unix:///path` or `unix:///path`
+    /// (`?db=N` selects the database), or the master some Sentinels name:
+    /// `redis+sentinel://host:port[,host:port…]/<master>[/db]`. Checked by [`validate_url`].
     pub url: String,
     /// Namespace of this deployment's keys (`--redis-prefix`, default `sse`), so several
     /// deployments can share one Redis: keys `{<prefix>}:log` and `{<prefix>}:meta`.
     pub prefix: String,
+    /// `--redis-wait N`: a publish is acknowledged only once this many replicas have it
+    /// (one `WAIT` after each pipeline of publishes); 0: no `WAIT`.
+    pub replicas: u32,
+    /// `--redis-wait-timeout`: how long that `WAIT` may take before the batch fails.
+    pub replica_timeout: Duration,
+}
+
+impl RedisStore {
+    /// A store at `url` with `prefix`, acknowledging without waiting for replicas.
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> RedisStore {
+        RedisStore {
+            url: url.into(),
+            prefix: prefix.into(),
+            replicas: 0,
+            replica_timeout: Duration::from_secs(1),
+        }
+    }
 }
 
 impl RedisStore {
@@ -115,6 +133,11 @@ impl BusConfig {
             LogStore::Redis(redis) => {
                 validate_url(&redis.url)?;
                 validate_prefix(&redis.prefix)?;
+                if redis.replicas > 0 && redis.replica_timeout.is_zero() {
+                    return Err(BusConfigError(
+                        "--redis-wait-timeout must be positive".into(),
+                    ));
+                }
             }
             LogStore::Local(local) => {
                 if local.dir.as_os_str().is_empty() {
@@ -145,10 +168,7 @@ impl BusConfig {
 
     /// A Redis log at `url` with the default prefix (`sse`) and settings.
     pub fn redis(url: impl Into<String>) -> BusConfig {
-        BusConfig::new(LogStore::Redis(RedisStore {
-            url: url.into(),
-            prefix: "sse".into(),
-        }))
+        BusConfig::new(LogStore::Redis(RedisStore::new(url, "sse")))
     }
 
     /// A local log in `dir` with the given durability and the default settings.
@@ -172,11 +192,12 @@ impl fmt::Display for BusConfigError {
 
 impl std::error::Error for BusConfigError {}
 
-/// Accepts `redis://[user:password@]host[:port][/db]`, `redis+unix:///path[?db=N]` and
-/// `unix:///path[?db=N]`; refuses anything else (TLS is not built in) with a message that
-/// shows the accepted forms.
+/// Accepts `redis://[user:password@]host[:port][/db]`, `redis+unix:///path[?db=N]`,
+/// `unix:///path[?db=N]` and `redis+sentinel://host:port[,host:port…]/<master>[/db]`;
+/// refuses anything else (TLS is not built in) with a message that shows the accepted forms.
 pub fn validate_url(url: &str) -> Result<(), BusConfigError> {
-    const FORMS: &str = "redis://host:port/db, redis+unix:///path/to/socket or unix:///path";
+    const FORMS: &str = "redis://host:port/db, redis+unix:///path/to/socket, unix:///path \
+                         or redis+sentinel://host:port[,host:port…]/<master>[/db]";
     let bad = |why: &str| {
         Err(BusConfigError(format!(
             "--redis {url:?}: {why} (use {FORMS})"
@@ -202,6 +223,11 @@ pub fn validate_url(url: &str) -> Result<(), BusConfigError> {
             if !rest.starts_with('/') || rest.len() < 2 {
                 return bad("a unix socket needs an absolute path");
             }
+        }
+        "redis+sentinel" => {
+            return super::endpoint::SentinelUrl::parse(url)
+                .map(|_| ())
+                .or_else(|why| bad(&why));
         }
         "rediss" => return bad("TLS (rediss://) is not supported"),
         _ => return bad("unknown scheme"),
@@ -245,6 +271,8 @@ mod tests {
             "redis+unix:///run/redis/redis.sock",
             "unix:///tmp/redis.sock",
             "unix:///tmp/redis.sock?db=2",
+            "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster",
+            "redis+sentinel://s1:26379/m/3",
         ] {
             assert_eq!(validate_url(url), Ok(()), "{url}");
         }
@@ -262,6 +290,8 @@ mod tests {
             ("redis://localhost/99999", "database number"),
             ("unix://relative.sock", "absolute path"),
             ("redis+unix://", "absolute path"),
+            ("redis+sentinel://s1:26379", "master name"),
+            ("redis+sentinel://s1/m", "host:port"),
         ] {
             let err = validate_url(url).unwrap_err().0;
             assert!(err.contains(why), "{url}: {err}");
@@ -281,10 +311,7 @@ mod tests {
 
     #[test]
     fn keys_share_one_hash_tag() {
-        let store = RedisStore {
-            url: "redis://localhost".into(),
-            prefix: "prod".into(),
-        };
+        let store = RedisStore::new("redis://localhost", "prod");
         assert_eq!(store.stream_key(), "{prod}:log");
         assert_eq!(store.meta_key(), "{prod}:meta");
         assert_eq!(BusConfig::new(LogStore::Redis(store)).validate(), Ok(()));

@@ -3,6 +3,7 @@
 
 use super::command::Commands;
 use super::config::{BusConfig, BusConfigError, LogStore, RedisStore};
+use super::endpoint::Endpoint;
 use super::outbox::{Notify, Outbox, Seen};
 use super::tail::Tail;
 use super::types::{BusReply, BusRequest, ClusterId, PublishFailure};
@@ -117,7 +118,7 @@ fn redis_threads(
     requests: Receiver<BusRequest>,
     outbox: Outbox,
 ) -> Result<Vec<(&'static str, ThreadBody)>, BusConfigError> {
-    let client = redis::Client::open(keys.url.as_str())
+    let client = Endpoint::open(&keys.url)
         .map_err(|e| BusConfigError(format!("--redis {:?}: {e}", keys.url)))?;
     let seen = Seen::default();
     let stop = outbox.stop_flag();

@@ -139,6 +139,13 @@
 //!   first, those ids are reused until another node's tail notices. Deploy with
 //!   `appendfsync always` where that matters; a restart of the Redis *process* with
 //!   `appendonly yes` loses nothing.
+//! - A Sentinel failover (`redis+sentinel://`, see `endpoint.rs`): an outage while no Sentinel
+//!   names a reachable master, then both threads reconnect to the promoted one. If it missed
+//!   the tail (asynchronous replication, `--redis-wait 0`), a tail that delivered the lost
+//!   offsets sees its head below the cursor, or, once another node published there, the entry
+//!   at its last delivered offset with other content: either starts a new epoch. With
+//!   `--redis-wait N` each publish pipeline ends with `WAIT`, and a batch fewer than N replicas
+//!   confirmed is answered [`PublishFailure::Unavailable`] (the events stay in the log).
 //! - The stream trimmed past the cursor during an outage (`MAXLEN ~` while this node was
 //!   away): the first event after reconnecting has an offset beyond `last_offset + 1`:
 //!   `Gap`, clients get `reset` `too-old`.
@@ -151,6 +158,7 @@
 mod backoff;
 mod command;
 pub mod config;
+mod endpoint;
 mod handle;
 pub mod local;
 pub mod memory;

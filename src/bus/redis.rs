@@ -75,15 +75,19 @@ return clear_top(KEYS[1], KEYS[3], o)
 /// Reads (creating it when missing, as [`publish_script`] does) the epoch, the head offset
 /// and the first retained entry's id, atomically: what a tail needs when it (re)connects.
 /// `ARGV`: the epoch to create, the epoch the caller follows and the last offset it saw
-/// (empty when none). When that epoch is current but its head is *below* the caller's
-/// offset, Redis came back with an older copy of the log (an `appendfsync everysec` tail lost
-/// in a crash, a restored backup): its next offsets would repeat ids already delivered, so
-/// the log gets a new epoch, as if lost. Answers `{epoch, head, first_id or nil}`.
+/// (empty when none), then `1` when the caller found the entry at that offset not to be the
+/// one it delivered. When that epoch is current but its head is *below* the caller's offset,
+/// Redis came back with an older copy of the log (an `appendfsync everysec` tail lost in a
+/// crash, a restored backup, a replica promoted without the newest events): its next offsets
+/// would repeat ids already delivered, so the log gets a new epoch, as if lost; likewise when
+/// the caller says those offsets were already reused with other content. Answers
+/// `{epoch, head, first_id or nil}`.
 pub(super) const HELLO_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 local head = tonumber(redis.call('HGET', KEYS[2], 'o') or '0')
 local seen = tonumber(ARGV[3])
-if not epoch or (epoch == ARGV[2] and seen and head < seen) then
+local diverged = ARGV[4] == '1'
+if not epoch or (epoch == ARGV[2] and seen and (head < seen or diverged)) then
   epoch = ARGV[1]
   head = 0
   redis.call('DEL', KEYS[1])
@@ -117,13 +121,15 @@ pub(super) struct Hello {
 }
 
 /// Runs [`HELLO_SCRIPT`] (by SHA; the crate loads it on `NOSCRIPT`); `seen` is the epoch
-/// followed and the last offset seen in it, if any.
+/// followed and the last offset seen in it, if any; `diverged`: the entry at that offset is
+/// not the one delivered (a new epoch is started if `seen`'s epoch is still current).
 pub(super) fn hello(
     con: &mut Connection,
     keys: &RedisStore,
     script: &redis::Script,
     epoch_if_missing: &str,
     seen: Option<(&str, u64)>,
+    diverged: bool,
 ) -> RedisResult<Hello> {
     let (followed, offset) = match seen {
         Some((epoch, offset)) => (epoch, offset.to_string()),
@@ -135,6 +141,7 @@ pub(super) fn hello(
         .arg(epoch_if_missing)
         .arg(followed)
         .arg(offset)
+        .arg(if diverged { "1" } else { "" })
         .invoke(con)?;
     let parts = as_array(&value).unwrap_or(&[]);
     let epoch = parts
@@ -294,6 +301,15 @@ fn decode_entry(value: &Value, epoch: &str) -> Option<Entry> {
         // Written by every publish; absent from older entries (then not measured).
         accepted_ms: accepted.and_then(|ms| ms.parse().ok()),
     }))
+}
+
+/// A fingerprint of an event's content (topic, type, custom id, data), to tell whether the
+/// entry at an offset is still the one a tail delivered. Compared only within one process.
+pub(super) fn digest(event: &BusEvent) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&event.topic, &event.event, &event.custom_id, &event.data).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The offset of a stream id `<offset>-0`; `None` for ids this bus does not write.

@@ -4,6 +4,7 @@
 
 use super::backoff::{Backoff, Random, sleep_until};
 use super::config::{BusConfig, RedisStore};
+use super::endpoint::Endpoint;
 use super::outbox::{Outbox, Seen};
 use super::redis::{self as wire, Entry};
 use super::types::{BusEvent, BusReply, ClusterId};
@@ -23,7 +24,7 @@ enum Interrupt {
 pub(super) struct Tail {
     config: BusConfig,
     keys: RedisStore,
-    client: redis::Client,
+    endpoint: Endpoint,
     outbox: Outbox,
     shutdown: Arc<AtomicBool>,
     hello: redis::Script,
@@ -33,6 +34,11 @@ pub(super) struct Tail {
     /// The last offset handed to the reactor (or the starting point); `None` until the
     /// first greeting decides where to start.
     cursor: Option<u64>,
+    /// The offset and [`wire::digest`] of the last event handed over: on every greeting the
+    /// entry at that offset is read back, and if it holds other content the log's offsets
+    /// were reused (a replica promoted without the newest events, and a node published on it
+    /// first), so the log gets a new epoch instead of ids that name two events.
+    delivered: Option<(u64, u64)>,
     /// An outage has been reported and no `Connected` followed yet.
     down_reported: bool,
     backoff: Backoff,
@@ -46,7 +52,7 @@ impl Tail {
     pub(super) fn new(
         config: BusConfig,
         keys: RedisStore,
-        client: redis::Client,
+        endpoint: Endpoint,
         start: Option<ClusterId>,
         outbox: Outbox,
         shutdown: Arc<AtomicBool>,
@@ -56,13 +62,14 @@ impl Tail {
         Tail {
             config,
             keys,
-            client,
+            endpoint,
             outbox,
             shutdown,
             hello: redis::Script::new(wire::HELLO_SCRIPT),
             clear: redis::Script::new(&wire::clear_script()),
             epoch: start.as_ref().map(|id| id.epoch.clone()),
             cursor: start.map(|id| id.offset),
+            delivered: None,
             down_reported: false,
             backoff,
             random: Random::new(),
@@ -73,7 +80,11 @@ impl Tail {
     pub(super) fn run(mut self) {
         let read_timeout = self.config.block + self.config.io_timeout;
         while !self.stopping() {
-            let mut con = match wire::connect(&self.client, &self.config, read_timeout) {
+            let connected = self
+                .endpoint
+                .client(self.config.io_timeout)
+                .and_then(|client| wire::connect(&client, &self.config, read_timeout));
+            let mut con = match connected {
                 Ok(con) => con,
                 Err(e) => {
                     self.outage(wire::describe(&e));
@@ -115,7 +126,11 @@ impl Tail {
     fn greet(&mut self, con: &mut Connection) -> RedisResult<()> {
         let candidate = wire::new_epoch(self.random.next_u64());
         let seen = self.epoch.as_deref().zip(self.cursor);
-        let hello = wire::hello(con, &self.keys, &self.hello, &candidate, seen)?;
+        let mut hello = wire::hello(con, &self.keys, &self.hello, &candidate, seen, false)?;
+        if self.diverged(con, &hello)? {
+            let seen = self.epoch.as_deref().zip(self.cursor);
+            hello = wire::hello(con, &self.keys, &self.hello, &candidate, seen, true)?;
+        }
         self.backoff.reset();
         self.down_reported = false;
         match self.epoch.replace(hello.epoch.clone()) {
@@ -129,6 +144,7 @@ impl Tail {
                     epoch: hello.epoch.clone(),
                 });
                 self.cursor = Some(0);
+                self.delivered = None;
             }
             Some(_) => {}
             None => {
@@ -150,6 +166,38 @@ impl Tail {
             after_offset: self.cursor.unwrap_or(0),
         });
         Ok(())
+    }
+
+    /// Whether the log, still in the epoch followed, holds at the last delivered offset an
+    /// entry other than the one delivered. A trimmed or missing entry proves nothing.
+    fn diverged(&self, con: &mut Connection, hello: &wire::Hello) -> RedisResult<bool> {
+        let Some((offset, digest)) = self.delivered else {
+            return Ok(false);
+        };
+        if self.epoch.as_deref() != Some(hello.epoch.as_str())
+            || self.cursor != Some(offset)
+            || hello.head < offset
+        {
+            return Ok(false);
+        }
+        let id = format!("{offset}-0");
+        let value: Value = redis::cmd("XRANGE")
+            .arg(self.keys.stream_key())
+            .arg(&id)
+            .arg(&id)
+            .query(con)?;
+        let diverged = match wire::xrange_entries(&value, &hello.epoch).first() {
+            Some(Entry::Event(event)) => wire::digest(event) != digest,
+            Some(Entry::OtherEpoch { .. } | Entry::Unreadable { .. }) => true,
+            Some(Entry::Foreign { .. }) | None => false,
+        };
+        if diverged {
+            log::warn!(
+                "bus: the log's entry {offset} is not the event this node delivered under that \
+                 id (a replica promoted without the newest events): starting a new epoch"
+            );
+        }
+        Ok(diverged)
     }
 
     /// One round trip: the meta hash (epoch check, head for the lag metric) and an
@@ -206,6 +254,7 @@ impl Tail {
                 }
                 Entry::Event(event) => {
                     self.cursor = Some(event.offset);
+                    self.delivered = Some((event.offset, wire::digest(&event)));
                     events.push(event);
                 }
                 Entry::Unreadable { offset, why } => {

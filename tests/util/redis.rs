@@ -26,12 +26,31 @@ pub struct RedisServer {
     child: Option<Child>,
     pub dir: PathBuf,
     persistence: Persistence,
+    /// Also listening on 127.0.0.1 at this port (replication and Sentinel need TCP).
+    port: Option<u16>,
+    /// A replica of the server on 127.0.0.1 at this port.
+    replica_of: Option<u16>,
 }
 
 impl RedisServer {
     /// Starts one, or prints a skip and returns `None` when `redis-server` is not installed
     /// (a failure instead under `SSE_REQUIRE_ECOSYSTEM=1`).
     pub fn start(test: &str, persistence: Persistence) -> Option<RedisServer> {
+        Self::start_with(test, persistence, None, None)
+    }
+
+    /// A server on a unix socket and a free TCP port of 127.0.0.1, without persistence; a
+    /// replica of the one on port `replica_of` when given.
+    pub fn start_tcp(test: &str, replica_of: Option<u16>) -> Option<RedisServer> {
+        Self::start_with(test, Persistence::None, Some(free_port()), replica_of)
+    }
+
+    fn start_with(
+        test: &str,
+        persistence: Persistence,
+        port: Option<u16>,
+        replica_of: Option<u16>,
+    ) -> Option<RedisServer> {
         if !runs("redis-server", &["--version"]) {
             ecosystem_skip(
                 test,
@@ -51,6 +70,8 @@ impl RedisServer {
             child: None,
             dir,
             persistence,
+            port,
+            replica_of,
         };
         server.launch();
         Some(server)
@@ -74,13 +95,39 @@ impl RedisServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The TCP port, for servers started with [`RedisServer::start_tcp`].
+    pub fn port(&self) -> u16 {
+        self.port.expect("started with start_tcp")
+    }
+
+    /// SIGSTOP: the process is frozen (a replica stops acknowledging, a master stops
+    /// answering) until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            super::signal(pid, 19);
+        }
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            super::signal(pid, 18);
+        }
+    }
+
     fn launch(&mut self) {
         let appendonly = match self.persistence {
             Persistence::AppendOnly => "yes",
             Persistence::None => "no",
         };
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
+        let port = self.port.unwrap_or(0).to_string();
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port, "--bind", "127.0.0.1"]);
+        if let Some(master) = self.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        }
+        let child = command
+            .arg("--unixsocket")
             .arg(self.socket())
             .args([
                 "--unixsocketperm",
@@ -156,7 +203,110 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port of 127.0.0.1 nothing listened on a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A `redis-server --sentinel` watching the master on 127.0.0.1 at `master_port` under the
+/// name `m` (quorum 2, down after 1 s, failover timeout 3 s), with its config in a temp dir;
+/// SIGKILLed by PID when dropped.
+pub struct Sentinel {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl Sentinel {
+    pub fn start(test: &str, master_port: u16) -> Option<Sentinel> {
+        if !runs("redis-server", &["--version"]) {
+            ecosystem_skip(
+                test,
+                "redis-server is not installed (Debian package redis-server)",
+            );
+            return None;
+        }
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sse-sentinel-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create sentinel temp dir");
+        let port = free_port();
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                 sentinel monitor m 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds m 1000\n\
+                 sentinel failover-timeout m 3000\n",
+                dir = dir.display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn redis-server --sentinel");
+        let sentinel = Sentinel {
+            child: Some(child),
+            dir,
+            port,
+        };
+        let answers = || {
+            let Ok(client) = ::redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+                return false;
+            };
+            client
+                .get_connection_with_timeout(Duration::from_secs(1))
+                .and_then(|mut con| ::redis::cmd("PING").query::<String>(&mut con))
+                .is_ok()
+        };
+        assert!(
+            super::eventually(Duration::from_secs(10), answers),
+            "redis sentinel did not answer; log:\n{}",
+            std::fs::read_to_string(sentinel.dir.join("sentinel.log")).unwrap_or_default()
+        );
+        Some(sentinel)
+    }
+
+    /// The master this Sentinel names now: its port.
+    pub fn master_port(&self) -> Option<u16> {
+        let client = ::redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).ok()?;
+        let mut con = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        let (_, port): (String, u16) = ::redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg("m")
+            .query(&mut con)
+            .ok()?;
+        Some(port)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
