@@ -88,6 +88,15 @@ impl MemoryLog {
         self.entries.iter().skip(skip).take(max).cloned().collect()
     }
 
+    /// Answers a head probe as the command thread does.
+    pub fn probe(&self, token: u64) -> BusReply {
+        BusReply::Head {
+            token,
+            epoch: self.epoch.clone(),
+            head_offset: self.head,
+        }
+    }
+
     /// Answers a range fetch as the command thread does.
     pub fn range(&self, fetch: &FetchRange) -> RangeReply {
         let through = fetch.through_offset.unwrap_or(u64::MAX);
