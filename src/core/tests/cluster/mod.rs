@@ -6,6 +6,7 @@ use crate::bus::types::{
     BusEvent, BusReply, BusRequest, ClusterId, FetchRange, Publish, PublishFailure, RangeReply,
 };
 
+mod health;
 mod publish;
 mod resume;
 
