@@ -34,6 +34,8 @@ pub struct Peer {
     pub published: HashMap<u64, Vec<Result<ClusterId, PublishFailure>>>,
     /// Every answer to a range read, by token.
     pub ranges: HashMap<u64, Vec<Result<RangeReply, String>>>,
+    /// Every answer to a head probe, by token: (epoch, head offset), or why not.
+    pub heads: HashMap<u64, Vec<Result<(String, u64), String>>>,
     next_token: u64,
 }
 
@@ -47,6 +49,7 @@ impl Peer {
             epoch_changes: Vec::new(),
             published: HashMap::new(),
             ranges: HashMap::new(),
+            heads: HashMap::new(),
             next_token: 1,
         }
     }
@@ -92,6 +95,18 @@ impl Peer {
                     .entry(*token)
                     .or_default()
                     .push(Err(reason.clone()));
+            }
+            BusReply::Head {
+                token,
+                epoch,
+                head_offset,
+            } => {
+                let head = (epoch.clone(), *head_offset);
+                self.heads.entry(*token).or_default().push(Ok(head));
+            }
+            BusReply::HeadFailed { token, reason } => {
+                let failed = Err(reason.clone());
+                self.heads.entry(*token).or_default().push(failed);
             }
         }
         self.replies.push(reply);
@@ -190,6 +205,18 @@ impl Peer {
                 range.clone()
             }
             other => panic!("range {token} answered {other:?}"),
+        }
+    }
+
+    /// Probes the log's head through the command side and waits for the answer, which must
+    /// be an (epoch, head offset).
+    pub fn probe_head(&mut self) -> (String, u64) {
+        let token = self.token();
+        self.submit(BusRequest::ProbeHead { token });
+        self.wait("a head probe's answer", |p| p.heads.contains_key(&token));
+        match self.heads[&token].as_slice() {
+            [Ok(head)] => head.clone(),
+            other => panic!("head probe {token} answered {other:?}"),
         }
     }
 
