@@ -166,9 +166,13 @@ impl Drop for RedisServer {
 /// closed at once) until [`Proxy::heal`]. [`Proxy::isolate_tail`] cuts only a node's tail:
 /// replies on the connections that sent `XREAD`, and on every connection opened from then
 /// on, are held back until [`Proxy::heal`], while an established command connection goes
-/// on working.
+/// on working. [`Proxy::redirect`] sends new connections to another server, and
+/// [`Proxy::drop_tails`] closes the tail connections (which then reconnect through the
+/// proxy): together, a node's tail moved to another copy of the log while its command
+/// connection stays where it was.
 pub struct Proxy {
     pub port: u16,
+    target: Arc<Mutex<PathBuf>>,
     cut: Arc<AtomicBool>,
     hold_new: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -192,7 +196,9 @@ impl Proxy {
         let hold_new = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
+        let target = Arc::new(Mutex::new(target));
         let (c, h, s, o) = (cut.clone(), hold_new.clone(), stop.clone(), open.clone());
+        let t = target.clone();
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let Ok((client, _)) = listener.accept() else {
@@ -204,7 +210,8 @@ impl Proxy {
                     continue;
                 }
                 let _ = client.set_nonblocking(false);
-                let Ok(upstream) = UnixStream::connect(&target) else {
+                let to = t.lock().unwrap().clone();
+                let Ok(upstream) = UnixStream::connect(&to) else {
                     continue;
                 };
                 let tail = Arc::new(AtomicBool::new(false));
@@ -221,6 +228,7 @@ impl Proxy {
         });
         Proxy {
             port,
+            target,
             cut,
             hold_new,
             stop,
@@ -248,6 +256,23 @@ impl Proxy {
                 conn.held.store(true, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Forwards the connections opened from now on to the server at `target`.
+    pub fn redirect(&self, target: PathBuf) {
+        *self.target.lock().unwrap() = target;
+    }
+
+    /// Closes every forwarded connection that has sent `XREAD` (a node's tail).
+    pub fn drop_tails(&self) {
+        let mut open = self.open.lock().unwrap();
+        open.retain(|conn| {
+            let tail = conn.tail.load(Ordering::Relaxed);
+            if tail {
+                let _ = conn.client.shutdown(Shutdown::Both);
+            }
+            !tail
+        });
     }
 
     pub fn heal(&self) {
