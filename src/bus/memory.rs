@@ -5,7 +5,10 @@
 //! (disconnects, small or delayed batches, redelivery of seen offsets, epoch changes,
 //! trims during an outage). Pure and deterministic: no threads, no clock.
 
-use super::types::{BusEvent, BusReply, ClusterId, FetchRange, Publish, RangeReply, page_len};
+use super::types::{
+    BusEvent, BusReply, BusRequest, ClusterId, FetchRange, Publish, PublishFailure, RangeReply,
+    page_len,
+};
 use std::collections::VecDeque;
 
 /// The shared log, as Redis holds it.
@@ -136,6 +139,25 @@ impl MemoryLog {
             scanned_through,
             complete,
         }
+    }
+}
+
+/// The answer of a command side that cannot reach the log, for every kind of request: each
+/// is refused as unavailable, naming its token.
+pub fn unavailable(request: BusRequest, reason: &str) -> BusReply {
+    match request {
+        BusRequest::Publish(p) => BusReply::PublishFailed {
+            token: p.token,
+            reason: PublishFailure::Unavailable(reason.to_owned()),
+        },
+        BusRequest::FetchRange(f) => BusReply::RangeFailed {
+            token: f.token,
+            reason: reason.to_owned(),
+        },
+        BusRequest::ProbeHead { token } => BusReply::HeadFailed {
+            token,
+            reason: reason.to_owned(),
+        },
     }
 }
 

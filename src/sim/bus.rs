@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 
-use crate::bus::memory::{MemoryLog, MemoryTail};
-use crate::bus::types::{BusReply, BusRequest, PublishFailure};
+use crate::bus::memory::{MemoryLog, MemoryTail, unavailable};
+use crate::bus::types::{BusReply, BusRequest};
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
 use crate::core::{ClientId, CloseReason, Core};
@@ -301,7 +301,7 @@ impl ClusterSim {
                         break;
                     };
                     let reply = if !self.nodes[node].tail.is_connected() {
-                        refuse(request)
+                        unavailable(request, "simulated outage")
                     } else {
                         match request {
                             BusRequest::Publish(p) => {
@@ -345,7 +345,7 @@ impl ClusterSim {
                     self.feed(n, r);
                 }
                 while let Some(request) = self.nodes[n].requests.pop_front() {
-                    self.feed(n, refuse(request));
+                    self.feed(n, unavailable(request, "simulated outage"));
                 }
             }
             ClusterOp::Connect { node } => {
@@ -683,23 +683,6 @@ impl ClusterSim {
             }
         }
         Ok(())
-    }
-}
-
-fn refuse(request: BusRequest) -> BusReply {
-    match request {
-        BusRequest::Publish(p) => BusReply::PublishFailed {
-            token: p.token,
-            reason: PublishFailure::Unavailable("simulated outage".into()),
-        },
-        BusRequest::FetchRange(f) => BusReply::RangeFailed {
-            token: f.token,
-            reason: "simulated outage".into(),
-        },
-        BusRequest::ProbeHead { token } => BusReply::HeadFailed {
-            token,
-            reason: "simulated outage".into(),
-        },
     }
 }
 

@@ -92,7 +92,7 @@ impl ClusterSim {
             }
             stalled_any = true;
             let waited = since.map(|s| now.saturating_duration_since(s));
-            if !waited.is_some_and(|w| w >= APPLY_BOUND) && self.health.violation.is_none() {
+            if waited.is_none_or(|w| w < APPLY_BOUND) && self.health.violation.is_none() {
                 self.health.violation = Some(format!(
                     "node {n} says it is not applying the log, yet the log's head has been \
                      above its applied offset {:?} only for {waited:?} (bound {APPLY_BOUND:?})",

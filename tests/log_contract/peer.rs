@@ -20,6 +20,9 @@ pub struct Greeting {
     pub after_offset: u64,
 }
 
+/// A head probe's answer: (epoch, head offset), or why there was none.
+pub type HeadAnswer = Result<(String, u64), String>;
+
 /// A node and its record.
 pub struct Peer {
     node: Box<dyn LogNode>,
@@ -34,8 +37,8 @@ pub struct Peer {
     pub published: HashMap<u64, Vec<Result<ClusterId, PublishFailure>>>,
     /// Every answer to a range read, by token.
     pub ranges: HashMap<u64, Vec<Result<RangeReply, String>>>,
-    /// Every answer to a head probe, by token: (epoch, head offset), or why not.
-    pub heads: HashMap<u64, Vec<Result<(String, u64), String>>>,
+    /// Every answer to a head probe, by token.
+    pub heads: HashMap<u64, Vec<HeadAnswer>>,
     next_token: u64,
 }
 
