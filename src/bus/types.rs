@@ -283,7 +283,7 @@ pub enum BusReply {
         epoch: String,
     },
     /// New events in offset order (a batch of one `XREAD`), and the log's head offset as far
-    /// as the tail knows it (for the lag metric).
+    /// as the tail knows it (for the lag metric and `/health`'s `not applying the log`).
     Events {
         events: Vec<BusEvent>,
         head_offset: u64,

@@ -16,6 +16,8 @@
 //!   (head sent, keep-alives running, live events collected by its cursors) while
 //!   [`BusRequest::FetchRange`] reads what it missed from Redis; the range is written first,
 //!   then its cursors are released: exactly once, in order.
+//! - Whether this node keeps up: the heads it learns against the offset it applied, and a
+//!   head probe while the tail is quiet (`health.rs`, `/health`'s `not applying the log`).
 //!
 //! Ticks stay local and id-less; they take the newest sequence number without a new one,
 //! so offsets and sequence numbers stay in step.
