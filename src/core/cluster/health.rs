@@ -15,9 +15,11 @@
 //! a mark goes once the tail applied its offset. The node is *not applying* while its
 //! oldest mark is at least the bound old: the known head has then been above the applied
 //! offset for the whole bound, and an offset it learned at least fifteen sixteenths of the
-//! bound ago is still not applied. A busy node's normal lag (its tail a batch behind its
-//! own publishes' answers) clears its marks within milliseconds. Detection takes at most
-//! the bound plus half of it (the probe's interval) after the head moved.
+//! bound ago is still not applied. Past four bounds of marks the newest absorbs the later
+//! heads: a node that far behind stays reported until it caught up with them. A busy
+//! node's normal lag (its tail a batch behind its own publishes' answers) clears its marks
+//! within milliseconds. Detection takes at most the bound plus half of it (the probe's
+//! interval) after the head moved.
 //!
 //! **Outages are not stalls.** While the tail is disconnected `/health` says `bus down`;
 //! the marks are dropped then, and at an epoch change, so the bound starts again from the

@@ -273,3 +273,47 @@ fn the_memory_log_is_always_applied() {
         "ticks only"
     );
 }
+
+#[test]
+fn each_step_of_catching_up_counts_and_a_long_stall_keeps_few_marks() {
+    let mut t = watched();
+    // Three seconds of heads every 10 ms, none applied.
+    for step in 1..=300u64 {
+        t.now += Duration::from_millis(10);
+        t.connected(EPOCH, step, 0);
+        if step > 100 {
+            assert!(t.core.not_applying_log(t.now), "step {step}");
+        }
+    }
+    // Caught up to what was known two seconds ago: what came later waits its own bound.
+    batch(&mut t, 1, 100, 300);
+    assert_eq!(
+        health(&mut t),
+        stalled(),
+        "offsets known for 2 s are still missing"
+    );
+    batch(&mut t, 101, 250, 300);
+    assert_eq!(
+        health(&mut t),
+        ok(),
+        "what is missing was learned half a second ago"
+    );
+    t.advance(BOUND / 2);
+    assert_eq!(health(&mut t), stalled());
+    batch(&mut t, 251, 300, 300);
+    assert_eq!(health(&mut t), ok());
+    // Ten more seconds: the marks stay bounded (the core's invariants check it after every
+    // input), the newest absorbing the heads past four bounds: reported until caught up.
+    for step in 301..=1300u64 {
+        t.now += Duration::from_millis(10);
+        t.connected(EPOCH, step, 300);
+    }
+    batch(&mut t, 301, 1250, 1300);
+    assert_eq!(
+        health(&mut t),
+        stalled(),
+        "behind without a break since 4 s in"
+    );
+    batch(&mut t, 1251, 1300, 1300);
+    assert_eq!(health(&mut t), ok());
+}
