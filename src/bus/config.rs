@@ -97,8 +97,8 @@ pub struct BusConfig {
     pub apply_bound: Duration,
 }
 
-/// The default of [`BusConfig::apply_bound`]: far above a busy node's normal lag (a few
-/// milliseconds, measured in benches/README.md), and below a load balancer's usual
+/// The default of [`BusConfig::apply_bound`]: far above a busy node's normal lag (under
+/// 75 ms at saturation, measured in benches/README.md), and below a load balancer's usual
 /// unhealthy threshold (three checks a few seconds apart).
 pub const DEFAULT_APPLY_BOUND: Duration = Duration::from_secs(5);
 
