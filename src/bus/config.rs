@@ -98,8 +98,8 @@ pub struct BusConfig {
 }
 
 /// The default of [`BusConfig::apply_bound`]: far above a busy node's normal lag (under
-/// 75 ms at saturation, measured in benches/README.md), and below a load balancer's usual
-/// unhealthy threshold (three checks a few seconds apart).
+/// 75 ms at saturation, measured in benches/README.md), and short enough that a load
+/// balancer checking every few seconds drops a stale node within a few checks.
 pub const DEFAULT_APPLY_BOUND: Duration = Duration::from_secs(5);
 
 impl BusConfig {

@@ -18,8 +18,8 @@
 //! bound ago is still not applied. Past four bounds of marks the newest absorbs the later
 //! heads: a node that far behind stays reported until it caught up with them. A busy
 //! node's normal lag (its tail a batch behind its own publishes' answers) clears its marks
-//! within tens of milliseconds (benches/README.md). Detection takes at most the bound plus
-//! half of it (the probe's interval) after the head moved.
+//! within tens of milliseconds (benches/README.md). Detection takes about the bound plus at
+//! most half of it (the probe's interval) after the head moved.
 //!
 //! **Outages are not stalls.** While the tail is disconnected `/health` says `bus down`;
 //! the marks are dropped then, and at an epoch change, so the bound starts again from the
