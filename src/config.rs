@@ -129,6 +129,10 @@ pub struct Cli {
     /// the process.
     #[arg(long, env = "SSE_DURABILITY", value_enum, default_value_t = Durability::Sync, requires = "data_dir")]
     pub durability: Durability,
+    /// With a shared log: how long a head known to be in the log may stay unapplied by this
+    /// node before /health answers `503 not applying the log`.
+    #[arg(long, env = "SSE_HEALTH_APPLY_BOUND", default_value = "5s", value_parser = parse_duration)]
+    pub health_apply_bound: Duration,
     /// Set SO_REUSEPORT on the listener, so several processes can share one port.
     #[arg(long, env = "SSE_REUSE_PORT")]
     pub reuse_port: bool,
@@ -331,6 +335,7 @@ impl Config {
             Some(store) => {
                 let mut bus = BusConfig::new(store);
                 bus.max_len = cli.redis_max_len;
+                bus.apply_bound = cli.health_apply_bound;
                 // Warm the cache with what one topic's history holds (at most the log).
                 bus.warm_events = u64::from(cli.history).min(cli.redis_max_len);
                 bus.validate().map_err(|e| e.to_string())?;
@@ -434,6 +439,7 @@ impl Cli {
             redis_max_len: 100_000,
             data_dir: None,
             durability: Durability::Sync,
+            health_apply_bound: crate::bus::config::DEFAULT_APPLY_BOUND,
             reuse_port: false,
             workers: None,
             worker_index: None,

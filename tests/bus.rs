@@ -118,6 +118,10 @@ impl Node {
                 self.ranges.insert(range.token, range);
             }
             BusReply::RangeFailed { token, reason } => panic!("range {token} failed: {reason}"),
+            // This node sends no head probe (the log contract covers them).
+            BusReply::Head { token, .. } | BusReply::HeadFailed { token, .. } => {
+                panic!("an answer to a head probe {token} never sent")
+            }
             BusReply::Foreign { entries } => self.foreign += entries,
         }
     }

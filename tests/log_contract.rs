@@ -79,6 +79,7 @@ contract! {
 contract! {
     a_log_behind_the_node_is_a_new_epoch, Settings::DEFAULT, redis, local,
 }
+contract! { head_probes_read_the_head, Settings::DEFAULT, memory, local, redis }
 
 /// The retention contract's bound: a small `max_len`.
 const RETAINED: Settings = Settings {
@@ -292,6 +293,30 @@ fn publishes_answered_once_and_readable(engine: &mut dyn Engine) {
     assert_eq!(a.published.len(), tokens.len());
     assert!(a.ranges.values().all(|answers| answers.len() == 1));
     assert_eq!(a.events.len(), tokens.len(), "each event once on the tail");
+}
+
+/// A head probe (`ProbeHead`, answered by the command side, not the tail) is answered once,
+/// naming its token, with the log's epoch (the one the greeting named) and the last offset
+/// handed out: 0 on a fresh log, then the offset of the newest publish, whichever node made
+/// it. `/health` relies on it to see a log that moved while a node's tail was quiet.
+fn head_probes_read_the_head(engine: &mut dyn Engine) {
+    let mut a = Peer::new(engine.node(None));
+    let greeting = a.greeted();
+    assert_eq!(a.probe_head(), (greeting.epoch.clone(), 0), "a fresh log");
+    let mut b = Peer::new(engine.node(None));
+    b.greeted();
+    let mut last = 0;
+    for i in 0..3 {
+        last = b.publish_surely("t", &format!("e{i}")).offset;
+    }
+    assert_eq!(last, 3);
+    assert_eq!(
+        a.probe_head(),
+        (greeting.epoch, 3),
+        "another node's publishes"
+    );
+    a.settle(QUIET);
+    assert!(a.heads.values().all(|answers| answers.len() == 1));
 }
 
 /// Where a node starts: one started with `start = Some(id)` of the log it follows (a node

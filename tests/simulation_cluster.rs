@@ -25,6 +25,7 @@ fn op() -> impl Strategy<Value = ClusterOp> {
         1 => (any::<u8>(), any::<bool>()).prop_map(|(client, blocked)| ClusterOp::Block { client, blocked }),
         2 => (n.clone(), any::<u8>()).prop_map(|(node, answer)| ClusterOp::ResumeAnswered { node, answer }),
         2 => (any::<u8>(), n.clone(), any::<u8>()).prop_map(|(client, node, n)| ClusterOp::Crowd { client, node, n }),
+        2 => (1u8..40).prop_map(|ms| ClusterOp::Wait { ms }),
     ]
 }
 
@@ -87,6 +88,28 @@ fn the_scenarios_resume_from_publisher_ids_cached_and_not() {
     assert!(
         cached >= 5 && not_cached >= 5,
         "{cached} cached, {not_cached} not"
+    );
+}
+
+/// The scenarios reach `/health`'s `not applying the log` (a node whose tail was not given
+/// the log's events for longer than the bound) and answer head probes (100 drawn from a
+/// fixed seed): the oracle that a node says it only after the bound is not vacuous.
+#[test]
+fn the_scenarios_reach_not_applying_and_probe_the_head() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let (mut stalls, mut probes) = (0, 0);
+    for _ in 0..100 {
+        let s = scenario().new_tree(&mut runner).unwrap().current();
+        let (st, pr) = run(&s).unwrap().health_seen();
+        stalls += st;
+        probes += pr;
+    }
+    assert!(
+        stalls >= 20 && probes >= 20,
+        "{stalls} stalled steps, {probes} probes"
     );
 }
 

@@ -1,6 +1,7 @@
-//! The command thread: publishes (pipelined) and range fetches, one batch of requests per
-//! round trip. While Redis is unreachable every request is answered at once with a failure
-//! (the reactor answers `503`), and reconnects are attempted no more often than the backoff.
+//! The command thread: publishes (pipelined), range fetches and head probes, one batch of
+//! requests per round trip. While Redis is unreachable every request is answered at once
+//! with a failure (the reactor answers `503`), and reconnects are attempted no more often
+//! than the backoff.
 
 use super::backoff::{Backoff, Random};
 use super::config::{BusConfig, RedisStore};
@@ -66,12 +67,15 @@ impl Commands {
     /// Serves requests until the handle is dropped (the channel closes).
     pub(super) fn run(mut self, requests: Receiver<BusRequest>) {
         while let Ok(first) = requests.recv() {
-            let (publishes, ranges) = take_batch(first, &requests, self.config.batch);
-            if !publishes.is_empty() {
-                self.publish_all(publishes);
+            let batch = take_batch(first, &requests, self.config.batch);
+            if !batch.publishes.is_empty() {
+                self.publish_all(batch.publishes);
             }
-            for range in ranges {
+            for range in batch.ranges {
                 self.fetch(range);
+            }
+            for token in batch.probes {
+                self.probe(token);
             }
             if self.outbox.closed() {
                 return;
@@ -325,6 +329,41 @@ impl Commands {
             }
         };
         self.outbox.send(reply);
+    }
+}
+
+/// Head probes.
+impl Commands {
+    /// Reads the meta hash's epoch and counter (`HMGET meta e o`): the head as the log has
+    /// it, whatever the tail has shown.
+    fn probe(&mut self, token: u64) {
+        let meta = self.keys.meta_key();
+        let reply = match self.connection() {
+            None => Err(self.down_reason.clone()),
+            Some(con) => match redis::cmd("HMGET").arg(meta).arg("e").arg("o").query(con) {
+                Ok(Value::Array(fields)) => {
+                    self.last_answer = Instant::now();
+                    let epoch = fields.first().and_then(wire::as_text);
+                    let head = fields.get(1).and_then(wire::as_u64).unwrap_or(0);
+                    epoch
+                        .map(|epoch| (epoch, head))
+                        .ok_or_else(|| "the log has no epoch yet".to_owned())
+                }
+                Ok(_) => Err("unexpected HMGET answer".to_owned()),
+                Err(e) => {
+                    self.broken(&e);
+                    Err(self.down_reason.clone())
+                }
+            },
+        };
+        self.outbox.send(match reply {
+            Ok((epoch, head_offset)) => BusReply::Head {
+                token,
+                epoch,
+                head_offset,
+            },
+            Err(reason) => BusReply::HeadFailed { token, reason },
+        });
     }
 }
 

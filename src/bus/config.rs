@@ -109,7 +109,16 @@ pub struct BusConfig {
     /// Requests waiting for the command thread; past it a publish fails at once
     /// ([`super::PublishFailure::Overloaded`]) instead of queueing without bound.
     pub queue: usize,
+    /// For the core, not the threads (`--health-apply-bound`): how long a head known to be in
+    /// the log may stay unapplied before `/health` says `not applying the log`; the head is
+    /// probed through the command side after half of it without word from the tail.
+    pub apply_bound: Duration,
 }
+
+/// The default of [`BusConfig::apply_bound`]: far above a busy node's normal lag (under
+/// 75 ms at saturation, measured in benches/README.md), and short enough that a load
+/// balancer checking every few seconds drops a stale node within a few checks.
+pub const DEFAULT_APPLY_BOUND: Duration = Duration::from_secs(5);
 
 impl BusConfig {
     /// The defaults for a log kept in `store`.
@@ -124,6 +133,7 @@ impl BusConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(3),
             queue: 4096,
+            apply_bound: DEFAULT_APPLY_BOUND,
         }
     }
 
@@ -152,6 +162,7 @@ impl BusConfig {
             ("io timeout", !self.io_timeout.is_zero()),
             ("backoff", !self.backoff_min.is_zero()),
             ("queue", self.queue > 0),
+            ("health apply bound", !self.apply_bound.is_zero()),
         ];
         for (what, ok) in positive {
             if !ok {

@@ -152,5 +152,9 @@ fn refusal(request: BusRequest, why: PublishFailure) -> BusReply {
             token: r.token,
             reason: why.to_string(),
         },
+        BusRequest::ProbeHead { token } => BusReply::HeadFailed {
+            token,
+            reason: why.to_string(),
+        },
     }
 }

@@ -5,7 +5,10 @@
 //! (disconnects, small or delayed batches, redelivery of seen offsets, epoch changes,
 //! trims during an outage). Pure and deterministic: no threads, no clock.
 
-use super::types::{BusEvent, BusReply, ClusterId, FetchRange, Publish, RangeReply, page_len};
+use super::types::{
+    BusEvent, BusReply, BusRequest, ClusterId, FetchRange, Publish, PublishFailure, RangeReply,
+    page_len,
+};
 use std::collections::VecDeque;
 
 /// The shared log, as Redis holds it.
@@ -89,6 +92,15 @@ impl MemoryLog {
         self.entries.iter().skip(skip).take(max).cloned().collect()
     }
 
+    /// Answers a head probe as the command thread does.
+    pub fn probe(&self, token: u64) -> BusReply {
+        BusReply::Head {
+            token,
+            epoch: self.epoch.clone(),
+            head_offset: self.head,
+        }
+    }
+
     /// Answers a range fetch as the command thread does.
     pub fn range(&self, fetch: &FetchRange) -> RangeReply {
         let through = fetch.through_offset.unwrap_or(u64::MAX);
@@ -128,6 +140,25 @@ impl MemoryLog {
             scanned_through,
             complete,
         }
+    }
+}
+
+/// The answer of a command side that cannot reach the log, for every kind of request: each
+/// is refused as unavailable, naming its token.
+pub fn unavailable(request: BusRequest, reason: &str) -> BusReply {
+    match request {
+        BusRequest::Publish(p) => BusReply::PublishFailed {
+            token: p.token,
+            reason: PublishFailure::Unavailable(reason.to_owned()),
+        },
+        BusRequest::FetchRange(f) => BusReply::RangeFailed {
+            token: f.token,
+            reason: reason.to_owned(),
+        },
+        BusRequest::ProbeHead { token } => BusReply::HeadFailed {
+            token,
+            reason: reason.to_owned(),
+        },
     }
 }
 

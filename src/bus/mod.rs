@@ -20,6 +20,8 @@
 //!   - the **command** thread takes publishes in batches and sends them as one pipeline of
 //!     `EVALSHA` (the script is loaded once per connection; `NOSCRIPT` reloads and resends
 //!     only the affected ones), and serves range fetches (`XRANGE`, bounded by a count).
+//!     It also answers head probes (`HMGET meta e o`), which the core sends while its tail is
+//!     quiet to see whether the log moved without it (`core/cluster/health.rs`).
 //!     While Redis is down it answers every request at once with a failure and tries to
 //!     reconnect no more often than the backoff allows: a publish fails fast, never hangs.
 //!   - `handle.rs` starts the two threads (`tail.rs`, `command.rs`); they share only

@@ -108,36 +108,52 @@ impl BusEvent {
     }
 }
 
-/// What the core asks of the bus. Every request with a token gets exactly one reply naming
-/// that token: [`BusReply::Published`]/[`BusReply::PublishFailed`] for a publish,
-/// [`BusReply::Range`]/[`BusReply::RangeFailed`] for a range.
+/// What the core asks of the bus. Every request has a token and gets exactly one reply
+/// naming that token: [`BusReply::Published`]/[`BusReply::PublishFailed`] for a publish,
+/// [`BusReply::Range`]/[`BusReply::RangeFailed`] for a range,
+/// [`BusReply::Head`]/[`BusReply::HeadFailed`] for a head probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BusRequest {
     Publish(Publish),
     FetchRange(FetchRange),
+    /// Read the log's epoch and head offset through the command side (not the tail): how a
+    /// node whose tail has been quiet learns whether the log moved without it.
+    ProbeHead {
+        token: u64,
+    },
 }
 
-/// Takes `first` and whatever else is already queued in `requests`, up to `batch` in all,
-/// split into publishes and range reads (each in arrival order): one round trip's work for
-/// a command thread.
+/// One round trip's work for a command thread: the requests taken together, each kind in
+/// arrival order.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub publishes: Vec<Publish>,
+    pub ranges: Vec<FetchRange>,
+    /// The tokens of head probes.
+    pub probes: Vec<u64>,
+}
+
+/// Takes `first` and whatever else is already queued in `requests`, up to `batch` in all.
 pub fn take_batch(
     first: BusRequest,
     requests: &std::sync::mpsc::Receiver<BusRequest>,
     batch: usize,
-) -> (Vec<Publish>, Vec<FetchRange>) {
-    let mut publishes = Vec::new();
-    let mut ranges = Vec::new();
+) -> Batch {
+    let mut out = Batch::default();
+    let mut taken = 0;
     let mut next = Some(first);
     while let Some(request) = next.take() {
         match request {
-            BusRequest::Publish(p) => publishes.push(p),
-            BusRequest::FetchRange(r) => ranges.push(r),
+            BusRequest::Publish(p) => out.publishes.push(p),
+            BusRequest::FetchRange(r) => out.ranges.push(r),
+            BusRequest::ProbeHead { token } => out.probes.push(token),
         }
-        if publishes.len() + ranges.len() < batch {
+        taken += 1;
+        if taken < batch {
             next = requests.try_recv().ok();
         }
     }
-    (publishes, ranges)
+    out
 }
 
 /// Append one event to the shared log.
@@ -273,7 +289,7 @@ pub enum BusReply {
         epoch: String,
     },
     /// New events in offset order (a batch of one `XREAD`), and the log's head offset as far
-    /// as the tail knows it (for the lag metric).
+    /// as the tail knows it (for the lag metric and `/health`'s `not applying the log`).
     Events {
         events: Vec<BusEvent>,
         head_offset: u64,
@@ -293,6 +309,18 @@ pub enum BusReply {
     },
     Range(RangeReply),
     RangeFailed {
+        token: u64,
+        reason: String,
+    },
+    /// The answer to [`BusRequest::ProbeHead`]: the log's epoch and the last offset handed
+    /// out in it (0: none yet), as the command side read them.
+    Head {
+        token: u64,
+        epoch: String,
+        head_offset: u64,
+    },
+    /// A head probe the command side could not answer (the log unreachable, no epoch yet).
+    HeadFailed {
         token: u64,
         reason: String,
     },

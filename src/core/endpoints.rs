@@ -98,12 +98,17 @@ pub(super) fn decide(core: &Core, id: ClientId, head: &RequestHead, now: Instant
         "/health" if read && core.publishing_refused() => {
             unhealthy(b"publish refused\n", head, conn)
         }
+        // Reachable, but the log moved on without this node: its streams are going stale.
+        "/health" if read && core.not_applying_log(now) => {
+            unhealthy(b"not applying the log\n", head, conn)
+        }
         "/health" if read => ok("text/plain; charset=utf-8", b"ok\n"),
         "/metrics" | "/clients" if read && !core.may_read_stats(head) => {
             Action::Fail(RequestError::StatsNeedToken)
         }
         "/metrics" if read => {
-            let body = render_metrics(core);
+            let mut body = render_metrics(core);
+            core.render_apply_metrics(&mut body, now);
             ok("text/plain; version=0.0.4; charset=utf-8", body.as_bytes())
         }
         "/clients" if read => {

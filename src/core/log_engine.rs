@@ -158,6 +158,13 @@ impl Core {
             .is_some_and(|c| c.publishing_refused())
     }
 
+    /// True while a shared log's head has been known above what this node applied for at
+    /// least `--health-apply-bound` (its tail connected but not keeping up, or stuck):
+    /// `/health` answers 503. The memory log is always applied.
+    pub fn not_applying_log(&self, now: Instant) -> bool {
+        self.cluster_not_applying(now)
+    }
+
     /// `/metrics`: the core's counters and gauges, then the log's own.
     pub(in crate::core) fn render_all_metrics(&self, gauges: &Gauges<'_>) -> String {
         let mut out = super::metrics::render(&self.metrics, gauges);

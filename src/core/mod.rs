@@ -241,7 +241,7 @@ impl Core {
         let shutdown = self
             .shutdown_deadline
             .filter(|_| !self.connections.is_empty());
-        [self.next_tick, timer, shutdown]
+        [self.next_tick, timer, shutdown, self.next_probe_at()]
             .into_iter()
             .flatten()
             .min()
@@ -396,6 +396,7 @@ impl Core {
         while let Some(timer) = self.timers.next(now) {
             self.on_timer(timer.client, timer.kind, now);
         }
+        self.probe_head_if_due(now);
         if self.shutdown_deadline.is_some_and(|d| d <= now) {
             for id in self.all_ids() {
                 self.remove(id, CloseReason::Shutdown);
@@ -572,6 +573,9 @@ impl Core {
         }
         self.check_readers()?;
         self.check_fanout_counts()?;
+        if let Some(cl) = self.cluster.as_ref() {
+            cl.check_apply_watch()?;
+        }
         self.log.check_invariants()?;
         if self.next_tick.is_none()
             && self.cfg.interval.is_some()

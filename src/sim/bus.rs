@@ -2,7 +2,8 @@
 //! [`MemoryLog`], each with its own [`MemoryTail`] and a queue of bus requests, driven by
 //! a scenario of [`ClusterOp`]s in which the bus is a faulty component: disconnects (the
 //! tail and the command side), delayed and batched delivery, redelivery of seen offsets,
-//! an epoch change (Redis lost its data), trims (also during an outage).
+//! an epoch change (Redis lost its data), trims (also during an outage), and time passing
+//! (the head probe).
 //!
 //! The oracle is the shared log's own history (every event it ever accepted, trimmed or
 //! not): each client must receive the events of its topics once, in log order, with no
@@ -21,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 
-use crate::bus::memory::{MemoryLog, MemoryTail};
-use crate::bus::types::{BusReply, BusRequest, PublishFailure};
+use crate::bus::memory::{MemoryLog, MemoryTail, unavailable};
+use crate::bus::types::{BusReply, BusRequest};
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
 use crate::core::{ClientId, CloseReason, Core};
@@ -30,8 +31,11 @@ use crate::sse::parse::{Event, Parser};
 
 use super::cache::CacheModel;
 
+#[path = "bus_health.rs"]
+mod health;
 #[path = "bus_sink.rs"]
 mod sink;
+use health::HealthOracle;
 use sink::Sink;
 
 /// Topics a cluster scenario uses ("" is the default stream).
@@ -70,6 +74,8 @@ pub enum ClusterOp {
     /// `n % 8 + 2` new clients on `node` resume from a client's last id on its topic at
     /// once (a crowd reconnecting after a node restart): their range reads are shared.
     Crowd { client: u8, node: u8, n: u8 },
+    /// Time passes (`ms` × 10 ms): every node's timers run, its head probe among them.
+    Wait { ms: u8 },
 }
 
 struct SimClient {
@@ -150,6 +156,8 @@ pub struct ClusterSim {
     /// The entries one range page scans at most (the bus's batch size): 1 to 4, from the
     /// seed, so that ranges are read in several pages.
     batch: usize,
+    /// What `/health` may say of each node (`bus_health.rs`).
+    health: HealthOracle,
 }
 
 const WARM: u64 = 8;
@@ -167,7 +175,10 @@ impl ClusterSim {
             interval: None,
             keepalive: None,
             history,
-            cluster: Some(crate::bus::BusConfig::redis("redis://127.0.0.1:1/0")),
+            cluster: Some(crate::bus::BusConfig {
+                apply_bound: health::APPLY_BOUND,
+                ..crate::bus::BusConfig::redis("redis://127.0.0.1:1/0")
+            }),
             ..Config::default()
         };
         let nodes = (0..nodes.max(1))
@@ -191,6 +202,7 @@ impl ClusterSim {
             answered: Vec::new(),
             answered_resumes: 0,
             batch: 1 + (seed % 4) as usize,
+            health: HealthOracle::new(),
         };
         for n in 0..sim.nodes.len() {
             sim.apply(&ClusterOp::Connect { node: n as u8 });
@@ -257,6 +269,11 @@ impl ClusterSim {
     }
 
     pub fn apply(&mut self, op: &ClusterOp) {
+        self.step(op);
+        self.observe_health();
+    }
+
+    fn step(&mut self, op: &ClusterOp) {
         self.now += Duration::from_millis(10);
         let nodes = self.nodes.len();
         let pick = |n: u8| n as usize % nodes;
@@ -312,7 +329,7 @@ impl ClusterSim {
                         break;
                     };
                     let reply = if !self.nodes[node].tail.is_connected() {
-                        refuse(request)
+                        unavailable(request, "simulated outage")
                     } else {
                         match request {
                             BusRequest::Publish(p) => {
@@ -334,6 +351,10 @@ impl ClusterSim {
                                 f.limit = f.limit.min(self.batch);
                                 BusReply::Range(self.log.range(&f))
                             }
+                            BusRequest::ProbeHead { token } => {
+                                self.health.probes_answered += 1;
+                                self.log.probe(token)
+                            }
                         }
                     };
                     self.feed(node, reply);
@@ -352,7 +373,7 @@ impl ClusterSim {
                     self.feed(n, r);
                 }
                 while let Some(request) = self.nodes[n].requests.pop_front() {
-                    self.feed(n, refuse(request));
+                    self.feed(n, unavailable(request, "simulated outage"));
                 }
             }
             ClusterOp::Connect { node } => {
@@ -385,6 +406,7 @@ impl ClusterSim {
                     self.subscribe(pick(node), &topic, last.clone());
                 }
             }
+            ClusterOp::Wait { ms } => self.wait(Duration::from_millis(u64::from(ms) * 10)),
             ClusterOp::Block { client, blocked } => {
                 if self.clients.is_empty() {
                     return;
@@ -527,6 +549,7 @@ impl ClusterSim {
                 .check_invariants()
                 .map_err(|e| format!("node {n}: core invariant violated: {e}"))?;
         }
+        self.health.verdict()?;
         for (i, c) in self.clients.iter().enumerate() {
             self.check_client(c)
                 .map_err(|e| format!("client {i} on node {} ({:?}): {e}", c.node, c.topic))?;
@@ -690,6 +713,7 @@ impl ClusterSim {
             }
         }
         self.check()?;
+        self.healthy_once_caught_up()?;
         let epoch = self.log.epoch().to_owned();
         for (i, c) in self.clients.iter().enumerate() {
             if c.closed {
@@ -727,19 +751,6 @@ impl ClusterSim {
             }
         }
         Ok(())
-    }
-}
-
-fn refuse(request: BusRequest) -> BusReply {
-    match request {
-        BusRequest::Publish(p) => BusReply::PublishFailed {
-            token: p.token,
-            reason: PublishFailure::Unavailable("simulated outage".into()),
-        },
-        BusRequest::FetchRange(f) => BusReply::RangeFailed {
-            token: f.token,
-            reason: "simulated outage".into(),
-        },
     }
 }
 

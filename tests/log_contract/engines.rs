@@ -148,6 +148,7 @@ impl LogNode for MemoryNode {
                 fetch.limit = fetch.limit.min(self.settings.batch);
                 BusReply::Range(log.range(&fetch))
             }
+            BusRequest::ProbeHead { token } => log.probe(token),
         };
         self.replies.push_back(reply);
     }

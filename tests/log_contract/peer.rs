@@ -20,6 +20,9 @@ pub struct Greeting {
     pub after_offset: u64,
 }
 
+/// A head probe's answer: (epoch, head offset), or why there was none.
+pub type HeadAnswer = Result<(String, u64), String>;
+
 /// A node and its record.
 pub struct Peer {
     node: Box<dyn LogNode>,
@@ -34,6 +37,8 @@ pub struct Peer {
     pub published: HashMap<u64, Vec<Result<ClusterId, PublishFailure>>>,
     /// Every answer to a range read, by token.
     pub ranges: HashMap<u64, Vec<Result<RangeReply, String>>>,
+    /// Every answer to a head probe, by token.
+    pub heads: HashMap<u64, Vec<HeadAnswer>>,
     next_token: u64,
 }
 
@@ -47,6 +52,7 @@ impl Peer {
             epoch_changes: Vec::new(),
             published: HashMap::new(),
             ranges: HashMap::new(),
+            heads: HashMap::new(),
             next_token: 1,
         }
     }
@@ -92,6 +98,18 @@ impl Peer {
                     .entry(*token)
                     .or_default()
                     .push(Err(reason.clone()));
+            }
+            BusReply::Head {
+                token,
+                epoch,
+                head_offset,
+            } => {
+                let head = (epoch.clone(), *head_offset);
+                self.heads.entry(*token).or_default().push(Ok(head));
+            }
+            BusReply::HeadFailed { token, reason } => {
+                let failed = Err(reason.clone());
+                self.heads.entry(*token).or_default().push(failed);
             }
         }
         self.replies.push(reply);
@@ -190,6 +208,18 @@ impl Peer {
                 range.clone()
             }
             other => panic!("range {token} answered {other:?}"),
+        }
+    }
+
+    /// Probes the log's head through the command side and waits for the answer, which must
+    /// be an (epoch, head offset).
+    pub fn probe_head(&mut self) -> (String, u64) {
+        let token = self.token();
+        self.submit(BusRequest::ProbeHead { token });
+        self.wait("a head probe's answer", |p| p.heads.contains_key(&token));
+        match self.heads[&token].as_slice() {
+            [Ok(head)] => head.clone(),
+            other => panic!("head probe {token} answered {other:?}"),
         }
     }
 

@@ -317,9 +317,13 @@ impl Drop for Sentinel {
 /// replies on the connections that sent `XREAD`, and on every connection opened from then
 /// on, are held back until [`Proxy::heal`], while an established command connection goes
 /// on working. [`Proxy::hold_ranges`] holds back the replies of a connection from its next
-/// `XRANGE` on (a node's range reads) until [`Proxy::heal`].
+/// `XRANGE` on (a node's range reads) until [`Proxy::heal`]. [`Proxy::redirect`] sends new
+/// connections to another server, and [`Proxy::drop_tails`] closes the tail connections
+/// (which then reconnect through the proxy): together, a node's tail moved to another copy
+/// of the log while its command connection stays where it was.
 pub struct Proxy {
     pub port: u16,
+    target: Arc<Mutex<PathBuf>>,
     cut: Arc<AtomicBool>,
     hold_new: Arc<AtomicBool>,
     hold_ranges: Arc<AtomicBool>,
@@ -345,8 +349,10 @@ impl Proxy {
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
         let hold_ranges = Arc::new(AtomicBool::new(false));
+        let target = Arc::new(Mutex::new(target));
         let (c, h, s, o) = (cut.clone(), hold_new.clone(), stop.clone(), open.clone());
         let r = hold_ranges.clone();
+        let t = target.clone();
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let Ok((client, _)) = listener.accept() else {
@@ -358,7 +364,8 @@ impl Proxy {
                     continue;
                 }
                 let _ = client.set_nonblocking(false);
-                let Ok(upstream) = UnixStream::connect(&target) else {
+                let to = t.lock().unwrap().clone();
+                let Ok(upstream) = UnixStream::connect(&to) else {
                     continue;
                 };
                 let tail = Arc::new(AtomicBool::new(false));
@@ -375,6 +382,7 @@ impl Proxy {
         });
         Proxy {
             port,
+            target,
             cut,
             hold_new,
             hold_ranges,
@@ -409,6 +417,23 @@ impl Proxy {
     /// it sends an `XRANGE`.
     pub fn hold_ranges(&self) {
         self.hold_ranges.store(true, Ordering::Relaxed);
+    }
+
+    /// Forwards the connections opened from now on to the server at `target`.
+    pub fn redirect(&self, target: PathBuf) {
+        *self.target.lock().unwrap() = target;
+    }
+
+    /// Closes every forwarded connection that has sent `XREAD` (a node's tail).
+    pub fn drop_tails(&self) {
+        let mut open = self.open.lock().unwrap();
+        open.retain(|conn| {
+            let tail = conn.tail.load(Ordering::Relaxed);
+            if tail {
+                let _ = conn.client.shutdown(Shutdown::Both);
+            }
+            !tail
+        });
     }
 
     pub fn heal(&self) {

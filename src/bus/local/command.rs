@@ -1,6 +1,7 @@
 //! The local command thread: publishes (each batch one transaction, answered once it
-//! committed) and range reads. A failure answers the requests at once (the reactor answers
-//! `503`); the database is opened again no more often than the backoff allows.
+//! committed), range reads and head probes. A failure answers the requests at once (the
+//! reactor answers `503`); the database is opened again no more often than the backoff
+//! allows.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -89,12 +90,15 @@ impl LocalCommands {
                 self.sync();
                 return;
             };
-            let (publishes, ranges) = take_batch(first, &requests, self.config.batch);
-            if !publishes.is_empty() {
-                self.publish_all(&publishes);
+            let batch = take_batch(first, &requests, self.config.batch);
+            if !batch.publishes.is_empty() {
+                self.publish_all(&batch.publishes);
             }
-            for range in ranges {
+            for range in batch.ranges {
                 self.fetch(&range);
+            }
+            for token in batch.probes {
+                self.probe(token);
             }
             if self.outbox.closed() {
                 self.sync();
@@ -213,6 +217,26 @@ impl LocalCommands {
                 token: range.token,
                 reason,
             },
+        });
+    }
+}
+
+/// Head probes.
+impl LocalCommands {
+    /// Reads the `log` row's epoch and head: the head as the file has it, whatever the tail
+    /// has shown.
+    fn probe(&mut self, token: u64) {
+        let reply = match self.store() {
+            None => Err(self.down_reason.clone()),
+            Some(store) => store.head().map_err(|e| e.message),
+        };
+        self.outbox.send(match reply {
+            Ok((epoch, head_offset)) => BusReply::Head {
+                token,
+                epoch,
+                head_offset,
+            },
+            Err(reason) => BusReply::HeadFailed { token, reason },
         });
     }
 }

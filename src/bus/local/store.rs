@@ -421,6 +421,15 @@ impl Store {
         Ok((scanned, head))
     }
 
+    /// The epoch and the last offset handed out (the `log` row), read together.
+    pub(super) fn head(&mut self) -> Result<(String, u64), StoreError> {
+        let path = self.path.clone();
+        let tx = self.con.transaction().map_err(|e| error(&path, &e))?;
+        let head = epoch_and_head(&tx, &path)?;
+        tx.commit().map_err(|e| error(&path, &e))?;
+        Ok(head)
+    }
+
     /// The oldest offset still kept, if any.
     pub(super) fn first_retained(&self) -> Result<Option<u64>, StoreError> {
         let first: Option<i64> = self

@@ -17,10 +17,13 @@
 //!   [`BusRequest::FetchRange`] reads what it missed from Redis; the range is written first,
 //!   then its cursors are released: exactly once, in order. Held streams share those reads,
 //!   and read on from the log when the cache moves past them (`ranges.rs`).
+//! - Whether this node keeps up: the heads it learns against the offset it applied, and a
+//!   head probe while the tail is quiet (`health.rs`, `/health`'s `not applying the log`).
 //!
 //! Ticks stay local and id-less; they take the newest sequence number without a new one,
 //! so offsets and sequence numbers stay in step.
 
+mod health;
 mod ranges;
 mod resume;
 
@@ -84,6 +87,8 @@ pub(in crate::core) struct Cluster {
     /// Publishes the log refused in a row (`PublishFailure::Rejected`: an error that does not
     /// pass by itself, such as out of memory or a read-only replica); reset by a success.
     refused_in_a_row: u32,
+    /// The heads learned and not yet applied, and the head probe (`health.rs`).
+    watch: health::ApplyWatch,
 }
 
 /// Refusals in a row after which `/health` reports that publishing is broken.
@@ -159,6 +164,8 @@ pub struct ClusterStats {
     /// Times a held stream read on from the log because the cache moved past its cursors.
     pub range_extensions: u64,
     pub range_failures: u64,
+    /// Head probes sent while the tail was quiet (`health.rs`).
+    pub head_probes: u64,
 }
 
 /// Getters and the driver's side.
@@ -188,6 +195,7 @@ impl Core {
         if self.cluster.is_none() {
             return;
         }
+        let bound = self.apply_bound();
         match reply {
             BusReply::Connected {
                 epoch,
@@ -201,6 +209,7 @@ impl Core {
                         cl.stats.reconnects += 1;
                     }
                     cl.connected = false;
+                    cl.reset_apply_watch();
                 }
                 log::warn!("bus down: {reason}; streams stay open, publishes get 503");
             }
@@ -225,7 +234,8 @@ impl Core {
                     }
                 }
                 if let Some(cl) = self.cluster.as_mut() {
-                    cl.head_offset = cl.head_offset.max(head_offset);
+                    cl.learn_head(head_offset, now, bound);
+                    cl.tail_heard(now, bound);
                 }
                 self.release_awaiting(Some(head_offset));
             }
@@ -238,7 +248,14 @@ impl Core {
             BusReply::PublishFailed { token, reason } => self.on_published(token, Err(reason), now),
             BusReply::Range(range) => self.on_range(range, now),
             BusReply::RangeFailed { token, reason } => self.on_range_failed(token, &reason, now),
+            BusReply::Head {
+                token,
+                epoch,
+                head_offset,
+            } => self.on_head(token, Ok((epoch, head_offset)), now),
+            BusReply::HeadFailed { token, reason } => self.on_head(token, Err(reason), now),
         }
+        self.after_bus_reply(now);
         self.debug_check();
     }
 }
@@ -365,6 +382,7 @@ impl Core {
         outcome: Result<ClusterId, PublishFailure>,
         now: Instant,
     ) {
+        let bound = self.apply_bound();
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
@@ -376,7 +394,7 @@ impl Core {
                 // This node answered the id: it exists in the shared log, whatever the tail
                 // has shown so far (a resume from it waits for it, never `unknown-id`).
                 if cl.epoch.as_deref() == Some(id.epoch.as_str()) {
-                    cl.head_offset = cl.head_offset.max(id.offset);
+                    cl.learn_head(id.offset, now, bound);
                 }
                 cl.refused_in_a_row = 0;
                 cl.stats.publishes_accepted += 1;
@@ -518,13 +536,13 @@ impl Core {
             self.change_epoch(epoch.clone(), now);
         }
         let base = self.cluster.as_ref().map_or(0, |c| c.gseq_base);
+        let bound = self.apply_bound();
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
         log::info!("bus connected: epoch {epoch}, head {head_offset}");
         cl.connected = true;
         cl.epoch = Some(epoch);
-        cl.head_offset = cl.head_offset.max(head_offset);
         cl.first_retained = first_retained;
         if !cl.positioned {
             // First start or a new epoch: the cache starts right after `after_offset`.
@@ -532,6 +550,10 @@ impl Core {
             cl.last_offset = after_offset;
             cl.complete_from = base + after_offset + 1;
             self.log.claim_gseq(base + after_offset);
+        }
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.learn_head(head_offset, now, bound);
+            cl.tail_heard(now, bound);
         }
     }
 
@@ -603,6 +625,7 @@ impl Core {
             cl.positioned = false;
             cl.last_offset = 0;
             cl.head_offset = 0;
+            cl.reset_apply_watch();
             cl.gseq_base = base;
             cl.complete_from = base + 1;
             cl.ranges.forget_pages();

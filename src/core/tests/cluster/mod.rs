@@ -7,6 +7,7 @@ use crate::bus::types::{
 };
 
 mod bus_down;
+mod health;
 mod publish;
 mod ranges;
 mod resume;
