@@ -237,6 +237,15 @@ fn sentinel_failover_loses_no_acknowledged_event() {
             data,
         });
         i += 1;
+        // The subscribers read as they go: a stream that stops reading is a slow client.
+        if i % 16 == 0 {
+            for s in &mut streams {
+                assert!(
+                    s.fill_nonblocking(),
+                    "a subscriber's stream closed during the burst"
+                );
+            }
+        }
         // Enough: 20 acknowledged publishes in a row after the master died.
         let recovered = killed_at.is_some_and(|k| {
             attempts.len() >= 20

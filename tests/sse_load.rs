@@ -606,10 +606,10 @@ fn headers_go_with_every_stream() {
     server.join().unwrap();
 }
 
-/// Two `sse-server --reuse-port --interval 200ms` processes on one port (embedded mode: each
+/// Two `sse-server --reuse-port --interval EVERY` processes on one port (embedded mode: each
 /// process ticks on its own), the second one returned apart so that it can be stopped.
-fn two_behind_one_port() -> (Server, Server) {
-    let args = ["--reuse-port", "--interval", "200ms"];
+fn two_behind_one_port(every: &str) -> (Server, Server) {
+    let args = ["--reuse-port", "--interval", every];
     let a = Server::start(&args);
     let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
         .args(["--listen", &a.addr.to_string()])
@@ -653,8 +653,10 @@ fn num(json: &str, key: &str) -> u64 {
 
 #[test]
 fn ticks_behind_one_port_are_each_servers_own() {
-    let (a, _b) = two_behind_one_port();
-    let (code, json) = load_200(&a.url("/events"), "3s", "", || ());
+    // 500 ms ticks: a gap counts as missed past two intervals, so a loaded machine that
+    // delays one tick by most of a second must not look like a lost one.
+    let (a, _b) = two_behind_one_port("500ms");
+    let (code, json) = load_200(&a.url("/events"), "4s", "", || ());
     // Each client got its own server's ticks; the old rule owed it both servers' (50%).
     assert_eq!(code, 0, "{json}");
     assert_eq!(field(&json, "all_delivered"), "true", "{json}");
@@ -662,14 +664,14 @@ fn ticks_behind_one_port_are_each_servers_own() {
     assert_eq!(num(&json, "ticks_missed"), 0, "{json}");
     let delivered = num(&json, "ticks_delivered");
     assert_eq!(num(&json, "ticks_expected"), delivered);
-    assert!(delivered >= 200 * 10, "3 s of 200 ms ticks each: {json}");
+    assert!(delivered >= 200 * 6, "4 s of 500 ms ticks each: {json}");
     let every: f64 = field(&json, "tick_interval_ms").parse().unwrap();
-    assert_eq!(every.round(), 200.0, "inferred: {json}");
+    assert!((every - 500.0).abs() < 25.0, "inferred: {json}");
 }
 
 #[test]
 fn a_stalled_server_s_clients_miss_their_ticks() {
-    let (a, b) = two_behind_one_port();
+    let (a, b) = two_behind_one_port("200ms");
     let (base_a, base_b) = (a.fd_count(), b.fd_count());
     let mut on_b = 0;
     let (code, json) = load_200(&a.url("/events"), "6s", "--tick-interval 200ms", || {
