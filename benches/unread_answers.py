@@ -3,7 +3,8 @@
 and never read. Prints the answer's size, and the growth of the server's RSS and of the
 kernel's TCP memory (/proc/net/sockstat, pages) per request.
 
-usage: benches/unread_answers.py SERVER_BINARY [N] [extra server args...]
+usage: [TOPICS=250] benches/unread_answers.py SERVER_BINARY [N] [extra server args...]
+(TOPICS subscribed topics of TOPIC_BYTES=64 bytes each: /metrics lists at most 32.)
 """
 import os, socket, subprocess, sys, time
 
@@ -40,11 +41,11 @@ try:
             break
         except OSError:
             time.sleep(0.05)
-    # 250 topics with 64-byte names and a subscriber each: /metrics lists each topic.
+    # TOPICS topics with TOPIC_BYTES-byte names and a subscriber each (per-topic series).
     streams = []
-    for i in range(250):
+    for i in range(int(os.environ.get("TOPICS", "250"))):
         s = socket.create_connection(("127.0.0.1", port))
-        topic = f"{i:03}".ljust(64, "t")
+        topic = f"{i:04}".ljust(int(os.environ.get("TOPIC_BYTES", "64")), "t")
         s.sendall(f"GET /events?topic={topic} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         streams.append(s)
     time.sleep(0.5)
