@@ -4,13 +4,17 @@ and never read. Prints the answer's size, and the growth of the server's RSS and
 kernel's TCP memory (/proc/net/sockstat, pages) per request.
 
 usage: [TOPICS=250] benches/unread_answers.py SERVER_BINARY [N] [extra server args...]
-(TOPICS subscribed topics of TOPIC_BYTES=64 bytes each: /metrics lists at most 32.)
+(TOPICS subscribed topics of TOPIC_BYTES=64 bytes each, padded with TOPIC_FILL=t:
+/metrics lists at most 32.)
 """
 import os, socket, subprocess, sys, time
+from urllib.parse import quote
 
 binary = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 extra = sys.argv[3:]
+# The names' padding: `"` or `\\` doubles in Prometheus labels, the largest answer.
+fill = os.environ.get("TOPIC_FILL", "t")
 probe = socket.socket()
 probe.bind(("127.0.0.1", 0))
 port = probe.getsockname()[1]
@@ -45,8 +49,8 @@ try:
     streams = []
     for i in range(int(os.environ.get("TOPICS", "250"))):
         s = socket.create_connection(("127.0.0.1", port))
-        topic = f"{i:04}".ljust(int(os.environ.get("TOPIC_BYTES", "64")), "t")
-        s.sendall(f"GET /events?topic={topic} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        topic = f"{i:04}".ljust(int(os.environ.get("TOPIC_BYTES", "64")), fill)
+        s.sendall(f"GET /events?topic={quote(topic)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         streams.append(s)
     time.sleep(0.5)
     whole = socket.create_connection(("127.0.0.1", port))
