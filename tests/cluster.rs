@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use util::redis::{Persistence, Proxy, RedisServer};
-use util::{Server, Stream, eventually, http, publish, status_of};
+use util::{Server, Stream, eventually, health, http, publish, status_of};
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -21,15 +21,6 @@ fn node(redis_url: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--redis", redis_url, "--interval", "off"];
     args.extend_from_slice(extra);
     Server::start(&args)
-}
-
-/// `GET /health`: (status, body).
-fn health(addr: SocketAddr) -> (u16, String) {
-    let (h, b) = http(
-        addr,
-        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    (status_of(&h), b)
 }
 
 fn wait_healthy(server: &Server) {

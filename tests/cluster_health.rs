@@ -12,20 +12,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use util::redis::{Persistence, Proxy, RedisServer};
-use util::{Server, Stream, eventually, http, publish, status_of};
+use util::{Server, Stream, eventually, health, publish};
 
 const LIMIT: Duration = Duration::from_secs(15);
 /// The bound the stalled node runs with (`--health-apply-bound`).
 const BOUND: Duration = Duration::from_secs(1);
-
-/// `GET /health`: (status, body).
-fn health(addr: SocketAddr) -> (u16, String) {
-    let (h, b) = http(
-        addr,
-        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    (status_of(&h), b)
-}
 
 fn ok() -> (u16, String) {
     (200, "ok\n".to_owned())

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Server, Stream, eventually, http, publish, status_of};
+use util::{Server, Stream, eventually, publish, status_of};
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -43,12 +43,9 @@ fn node(dir: &Path, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// `GET /health`'s status.
 fn health(addr: SocketAddr) -> u16 {
-    let (h, _) = http(
-        addr,
-        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    status_of(&h)
+    util::health(addr).0
 }
 
 fn publish_ok(addr: SocketAddr, query: &str, data: &str) -> String {

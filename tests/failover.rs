@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use util::redis::{RedisServer, Sentinel};
-use util::{Server, Stream, eventually, http, publish, status_of};
+use util::{Server, Stream, eventually, publish};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -23,12 +23,9 @@ fn node(redis_url: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// `GET /health`'s status.
 fn health(addr: SocketAddr) -> u16 {
-    let (h, _) = http(
-        addr,
-        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    status_of(&h)
+    util::health(addr).0
 }
 
 fn wait_healthy(server: &Server) {

@@ -259,16 +259,9 @@ fn worker_index(pid: u32) -> Option<u16> {
     std::str::from_utf8(args.get(at + 1)?).ok()?.parse().ok()
 }
 
+/// `GET /health`'s status.
 fn health(addr: SocketAddr) -> u16 {
-    let Ok(s) = std::net::TcpStream::connect(addr) else {
-        return 0;
-    };
-    drop(s);
-    let (h, _) = http(
-        addr,
-        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    status_of(&h)
+    util::health(addr).0
 }
 
 /// A sample from a worker's `/metrics` (the line whose series is exactly `series`).

@@ -356,14 +356,7 @@ impl Commands {
                 }
             },
         };
-        self.outbox.send(match reply {
-            Ok((epoch, head_offset)) => BusReply::Head {
-                token,
-                epoch,
-                head_offset,
-            },
-            Err(reason) => BusReply::HeadFailed { token, reason },
-        });
+        self.outbox.send(BusReply::head(token, reply));
     }
 }
 

@@ -326,6 +326,20 @@ pub enum BusReply {
     },
 }
 
+impl BusReply {
+    /// The answer to head probe `token`: the (epoch, head offset) read, or why not.
+    pub fn head(token: u64, read: Result<(String, u64), String>) -> BusReply {
+        match read {
+            Ok((epoch, head_offset)) => BusReply::Head {
+                token,
+                epoch,
+                head_offset,
+            },
+            Err(reason) => BusReply::HeadFailed { token, reason },
+        }
+    }
+}
+
 /// How an arriving event's offset relates to the last offset the core applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delivery {

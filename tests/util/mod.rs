@@ -148,6 +148,18 @@ pub fn status_of(head: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// `GET /health`: (status, body); (0, "") when nothing accepts on `addr`.
+pub fn health(addr: SocketAddr) -> (u16, String) {
+    if TcpStream::connect(addr).is_err() {
+        return (0, String::new());
+    }
+    let (h, b) = http(
+        addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    (status_of(&h), b)
+}
+
 /// Publishes `data` with curl-free raw HTTP; returns (status, body).
 pub fn publish(addr: SocketAddr, query: &str, data: &str) -> (u16, String) {
     let raw = format!(

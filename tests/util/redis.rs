@@ -51,21 +51,7 @@ impl RedisServer {
         port: Option<u16>,
         replica_of: Option<u16>,
     ) -> Option<RedisServer> {
-        if !runs("redis-server", &["--version"]) {
-            ecosystem_skip(
-                test,
-                "redis-server is not installed (Debian package redis-server)",
-            );
-            return None;
-        }
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sse-redis-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create redis temp dir");
+        let dir = private_dir(test, "redis")?;
         let mut server = RedisServer {
             child: None,
             dir,
@@ -228,21 +214,7 @@ pub struct Sentinel {
 
 impl Sentinel {
     pub fn start(test: &str, master_port: u16) -> Option<Sentinel> {
-        if !runs("redis-server", &["--version"]) {
-            ecosystem_skip(
-                test,
-                "redis-server is not installed (Debian package redis-server)",
-            );
-            return None;
-        }
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sse-sentinel-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create sentinel temp dir");
+        let dir = private_dir(test, "sentinel")?;
         let port = free_port();
         let config = dir.join("sentinel.conf");
         std::fs::write(
@@ -522,4 +494,25 @@ fn copy_watching(from: &mut dyn Read, to: &mut dyn Write, mut before: impl FnMut
             return;
         }
     }
+}
+
+/// A fresh temp directory `sse-KIND-…` for one `redis-server` process, or `None` (the skip
+/// printed) when `redis-server` is not installed.
+fn private_dir(test: &str, kind: &str) -> Option<PathBuf> {
+    if !runs("redis-server", &["--version"]) {
+        ecosystem_skip(
+            test,
+            "redis-server is not installed (Debian package redis-server)",
+        );
+        return None;
+    }
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sse-{kind}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temp dir for redis-server");
+    Some(dir)
 }

@@ -230,14 +230,7 @@ impl LocalCommands {
             None => Err(self.down_reason.clone()),
             Some(store) => store.head().map_err(|e| e.message),
         };
-        self.outbox.send(match reply {
-            Ok((epoch, head_offset)) => BusReply::Head {
-                token,
-                epoch,
-                head_offset,
-            },
-            Err(reason) => BusReply::HeadFailed { token, reason },
-        });
+        self.outbox.send(BusReply::head(token, reply));
     }
 }
 
