@@ -144,8 +144,8 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, more: bool
             then,
         } => answer(core, id, status, response, then, now),
         Action::Fail(e) => fail(core, id, e, now),
-        Action::Stream => start_stream(core, id, &head, now),
-        Action::Publish => begin_publish(core, id, &head, more, now),
+        Action::Stream => start_stream(core, id, &head, None, now),
+        Action::Publish => begin_publish(core, id, &head, more, None, now),
     }
 }
 
