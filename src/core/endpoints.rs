@@ -229,6 +229,8 @@ pub(super) fn render_metrics(core: &Core) -> String {
             let cache = core.token_cache();
             (cache.capacity() > 0).then(|| (cache.stats(), cache.len()))
         },
+        token_checks: (core.cfg.auth.verify_queue() > 0)
+            .then(|| (core.check_stats(), core.checks_in_flight())),
     };
     core.render_all_metrics(&g)
 }
