@@ -27,7 +27,10 @@
 //!   `handle_timeout`) and derives unix time as `anchor + (now − anchor instant)`; the
 //!   simulator controls both, so expiry is deterministic under simulation.
 //! - **The cache**: each core holds one [`TokenCache`] ([`AuthConfig::token_cache`],
-//!   `--jwt-cache`) and calls the `*_cached` decisions with it.
+//!   `--jwt-cache`) and decides with it; a miss whose signature is costly
+//!   ([`AuthConfig::checks_off_reactor`]: RS256/ES256 with `--jwt-verify-queue` above 0) stops
+//!   the decision ([`AuthConfig::subscribe_with`] takes the check as a closure) and is checked
+//!   on the driver's verifier thread, then decided again with the answer (`core/checks.rs`).
 //! - **Streams**: after the topics are checked (400s first) and before anything is written or
 //!   counted, [`AuthConfig::authorize_subscribe`]; a refusal is answered with its status, body
 //!   and headers. A [`Grant`] is kept by the client only when a token was used (a public-only
