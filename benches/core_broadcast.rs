@@ -54,6 +54,13 @@ impl OutputSink for TakeAll<'_> {
     fn log_request(&mut self, _: BusRequest) -> Result<(), Infallible> {
         Ok(())
     }
+
+    /// No token keys here: the core asks for no check; were it to, it is answered at once.
+    fn verify(&mut self, request: sse_server::core::VerifyRequest) -> Result<(), Infallible> {
+        let now = self.now;
+        sse_server::core::drain::check_now(self.core, &request, now);
+        Ok(())
+    }
 }
 
 /// Performs every queued output with the shared drain harness; returns the number of writes.

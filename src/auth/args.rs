@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::cache::{DEFAULT_CACHE_ENTRIES, MAX_CACHE_ENTRIES};
-use super::{AuthConfig, AuthOptions, ConfigError};
+use super::{AuthConfig, AuthOptions, ConfigError, DEFAULT_VERIFY_QUEUE, MAX_VERIFY_QUEUE};
 
 /// `--jwt-*`, `--public-topics`, `--allow-origin`: see README, "Private topics".
 #[derive(Debug, Clone, clap::Args)]
@@ -34,6 +34,10 @@ pub struct AuthArgs {
     /// Most verified tokens kept, so a reconnect skips the signature check (0: none).
     #[arg(long, env = "SSE_JWT_CACHE", value_name = "N", default_value_t = DEFAULT_CACHE_ENTRIES as u32, value_parser = clap::value_parser!(u32).range(0..=MAX_CACHE_ENTRIES as i64))]
     pub jwt_cache: u32,
+    /// Most RS256/ES256 token checks waiting for the verifier thread; past it, 503 (0: check
+    /// every signature on the reactor).
+    #[arg(long, env = "SSE_JWT_VERIFY_QUEUE", value_name = "N", default_value_t = DEFAULT_VERIFY_QUEUE as u32, value_parser = clap::value_parser!(u32).range(0..=MAX_VERIFY_QUEUE as i64))]
+    pub jwt_verify_queue: u32,
 }
 
 impl Default for AuthArgs {
@@ -48,6 +52,7 @@ impl Default for AuthArgs {
             jwt_cookie: None,
             allow_origin: Vec::new(),
             jwt_cache: DEFAULT_CACHE_ENTRIES as u32,
+            jwt_verify_queue: DEFAULT_VERIFY_QUEUE as u32,
         }
     }
 }
@@ -74,6 +79,8 @@ impl AuthArgs {
             allow_origins: self.allow_origin.clone(),
             publish_token,
             jwt_cache: Some(self.jwt_cache as usize),
+            jwt_verify_queue: Some(self.jwt_verify_queue as usize),
+            hs256_off_reactor: false,
         })
     }
 }

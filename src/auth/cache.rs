@@ -134,35 +134,67 @@ impl TokenCache {
         now: u64,
         verify: impl FnOnce(&BearerToken) -> Result<VerifiedClaims, InvalidToken>,
     ) -> Result<VerifiedClaims, InvalidToken> {
-        let bytes = token.expose().as_bytes();
-        if self.capacity == 0 || bytes.len() > MAX_CACHED_TOKEN_BYTES {
-            return verify(token);
-        }
-        let key: Key = Sha256::digest(bytes).into();
-        if let Some(answer) = self.lookup(&key, now) {
-            self.stats.hits += 1;
+        if let Some(answer) = self.cached(token, now) {
             return answer;
         }
-        self.stats.misses += 1;
         let claims = verify(token)?;
-        self.insert(key, claims.clone());
+        self.keep(token, &claims, now);
         Ok(claims)
     }
 
+    /// The cached answer for `token` at `now`, counted as a hit; `None` (counted as a miss
+    /// when the token could be kept) when it must be verified.
+    pub fn cached(
+        &mut self,
+        token: &BearerToken,
+        now: u64,
+    ) -> Option<Result<VerifiedClaims, InvalidToken>> {
+        let key = self.key_of(token)?;
+        let answer = self.lookup(&key, now);
+        match answer {
+            Some(_) => self.stats.hits += 1,
+            None => self.stats.misses += 1,
+        }
+        answer
+    }
+
+    /// Keeps the verified `claims` of `token`, unless they are outside their time window at
+    /// `now`, the token is already kept, or it cannot be kept (too long, cache off).
+    pub fn keep(&mut self, token: &BearerToken, claims: &VerifiedClaims, now: u64) {
+        let Some(key) = self.key_of(token) else {
+            return;
+        };
+        if claims.check_window(now).is_err() || self.index.contains_key(&key) {
+            return;
+        }
+        self.insert(key, claims.clone());
+    }
+
+    /// The key of a token the cache may hold; `None` while disabled or for a long token.
+    fn key_of(&self, token: &BearerToken) -> Option<Key> {
+        let bytes = token.expose().as_bytes();
+        if self.capacity == 0 || bytes.len() > MAX_CACHED_TOKEN_BYTES {
+            return None;
+        }
+        Some(Sha256::digest(bytes).into())
+    }
+
     /// The cached answer for `key` at `now`, checked as [`super::Verifier::verify`] checks
-    /// time: `exp` first (an expired entry is dropped), then `nbf`.
+    /// time ([`VerifiedClaims::check_window`]): an expired entry is dropped.
     fn lookup(&mut self, key: &Key, now: u64) -> Option<Result<VerifiedClaims, InvalidToken>> {
         let at = *self.index.get(key)?;
         let slot = &mut self.slots[at];
-        if slot.claims.expires_at.is_some_and(|exp| now >= exp) {
-            self.remove(at);
-            return Some(Err(InvalidToken::Expired));
+        match slot.claims.check_window(now) {
+            Err(InvalidToken::Expired) => {
+                self.remove(at);
+                Some(Err(InvalidToken::Expired))
+            }
+            Err(e) => Some(Err(e)),
+            Ok(()) => {
+                slot.referenced = true;
+                Some(Ok(slot.claims.clone()))
+            }
         }
-        if slot.claims.valid_from.is_some_and(|from| now < from) {
-            return Some(Err(InvalidToken::NotYetValid));
-        }
-        slot.referenced = true;
-        Some(Ok(slot.claims.clone()))
     }
 
     /// Keeps `claims` under `key` (not present), evicting one entry if full.

@@ -153,6 +153,19 @@ impl AuthConfig {
         now: u64,
         cache: &mut TokenCache,
     ) -> Result<Grant, AuthError> {
+        self.subscribe_with(req, topics, |t| self.verify(t, now, cache))
+    }
+
+    /// [`AuthConfig::authorize_subscribe`] with the token's verification left to `check`
+    /// (called at most once, only when a token is needed): the decision's other steps are
+    /// the same whatever `check` does, and an `E` it returns ends the decision unchanged (the
+    /// core stops there to have the signature checked off the reactor).
+    pub fn subscribe_with<E: From<AuthError>>(
+        &self,
+        req: &RequestParts<'_>,
+        topics: &[&str],
+        check: impl FnOnce(&BearerToken) -> Result<VerifiedClaims, E>,
+    ) -> Result<Grant, E> {
         let mut grant = Grant {
             everything: !self.tokens_enabled(),
             public: Arc::clone(&self.public_topics),
@@ -167,14 +180,15 @@ impl AuthConfig {
         let (token, source) = self
             .find_token(req, Sources::All)?
             .ok_or(AuthError::Missing)?;
-        let claims = self.verify(&token, now, cache)?;
+        let claims = check(&token)?;
         if let Some(topic) = topics
             .iter()
             .find(|t| !self.public_topics.matches(t) && !claims.subscribe.matches(t))
         {
             return Err(AuthError::Forbidden {
                 topic: (*topic).to_owned(),
-            });
+            }
+            .into());
         }
         grant.token_topics = claims.subscribe;
         grant.expires_at = claims.expires_at;
@@ -208,11 +222,23 @@ impl AuthConfig {
         now: u64,
         cache: &mut TokenCache,
     ) -> Result<Publisher, AuthError> {
+        self.publish_with(req, topic, |t| self.verify(t, now, cache))
+    }
+
+    /// [`AuthConfig::authorize_publish`] with the token's verification left to `check`, as
+    /// [`AuthConfig::subscribe_with`] does (the shared publish token is compared first and
+    /// never needs `check`).
+    pub fn publish_with<E: From<AuthError>>(
+        &self,
+        req: &RequestParts<'_>,
+        topic: &str,
+        check: impl FnOnce(&BearerToken) -> Result<VerifiedClaims, E>,
+    ) -> Result<Publisher, E> {
         if !self.tokens_enabled() && self.publish_token.is_none() {
             return Ok(Publisher::Anonymous);
         }
         let found = match self.find_token(req, Sources::NoCookie) {
-            Err(_) if !self.tokens_enabled() => return Err(AuthError::WrongSharedToken),
+            Err(_) if !self.tokens_enabled() => return Err(AuthError::WrongSharedToken.into()),
             other => other?,
         };
         let (token, _) = found.ok_or(AuthError::Missing)?;
@@ -222,13 +248,14 @@ impl AuthConfig {
             return Ok(Publisher::SharedToken);
         }
         if !self.tokens_enabled() {
-            return Err(AuthError::WrongSharedToken);
+            return Err(AuthError::WrongSharedToken.into());
         }
-        let claims = self.verify(&token, now, cache)?;
+        let claims = check(&token)?;
         if !claims.publish.matches(topic) {
             return Err(AuthError::Forbidden {
                 topic: topic.to_owned(),
-            });
+            }
+            .into());
         }
         Ok(Publisher::Token {
             subject: claims.subject,

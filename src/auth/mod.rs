@@ -27,7 +27,10 @@
 //!   `handle_timeout`) and derives unix time as `anchor + (now − anchor instant)`; the
 //!   simulator controls both, so expiry is deterministic under simulation.
 //! - **The cache**: each core holds one [`TokenCache`] ([`AuthConfig::token_cache`],
-//!   `--jwt-cache`) and calls the `*_cached` decisions with it.
+//!   `--jwt-cache`) and decides with it; a miss whose signature is costly
+//!   ([`AuthConfig::checks_off_reactor`]: RS256/ES256 with `--jwt-verify-queue` above 0) stops
+//!   the decision ([`AuthConfig::subscribe_with`] takes the check as a closure) and is checked
+//!   on the driver's verifier thread, then decided again with the answer (`core/checks.rs`).
 //! - **Streams**: after the topics are checked (400s first) and before anything is written or
 //!   counted, [`AuthConfig::authorize_subscribe`]; a refusal is answered with its status, body
 //!   and headers. A [`Grant`] is kept by the client only when a token was used (a public-only
@@ -89,6 +92,12 @@ pub struct AuthOptions {
     /// `--jwt-cache`: most verified tokens kept; `None`: [`cache::DEFAULT_CACHE_ENTRIES`],
     /// 0: none.
     pub jwt_cache: Option<usize>,
+    /// `--jwt-verify-queue`: most RS256/ES256 checks waiting for the verifier thread; `None`:
+    /// [`DEFAULT_VERIFY_QUEUE`], 0: every signature is checked on the reactor.
+    pub jwt_verify_queue: Option<usize>,
+    /// HS256 checks go to the verifier thread too (tests and measurements: an HS256 check
+    /// costs less than the trip, so the server keeps it on the reactor).
+    pub hs256_off_reactor: bool,
 }
 
 impl fmt::Debug for AuthOptions {
@@ -107,9 +116,18 @@ impl fmt::Debug for AuthOptions {
             .field("allow_origins", &self.allow_origins)
             .field("publish_token", &redacted(&self.publish_token))
             .field("jwt_cache", &self.jwt_cache)
+            .field("jwt_verify_queue", &self.jwt_verify_queue)
+            .field("hs256_off_reactor", &self.hs256_off_reactor)
             .finish()
     }
 }
+
+/// Default of `--jwt-verify-queue`: room for a storm of a thousand first-sight reconnects at
+/// once (an ES256 check takes about half a millisecond: a full queue is half a second of work).
+pub const DEFAULT_VERIFY_QUEUE: usize = 1024;
+
+/// Largest `--jwt-verify-queue`.
+pub const MAX_VERIFY_QUEUE: usize = 65_536;
 
 /// A setting that cannot work; the message names the flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +151,10 @@ pub struct AuthConfig {
     publish_token: Option<String>,
     /// `--jwt-cache`: the capacity of each core's [`TokenCache`].
     cache_entries: usize,
+    /// `--jwt-verify-queue` (0: no verifier thread).
+    verify_queue: usize,
+    /// HS256 checks go to the verifier thread too.
+    hs256_off_reactor: bool,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -147,6 +169,8 @@ impl fmt::Debug for AuthConfig {
                 &self.publish_token.as_ref().map(|_| "<redacted>"),
             )
             .field("cache_entries", &self.cache_entries)
+            .field("verify_queue", &self.verify_queue)
+            .field("hs256_off_reactor", &self.hs256_off_reactor)
             .finish()
     }
 }
@@ -161,6 +185,8 @@ impl Default for AuthConfig {
             cors: CorsPolicy::AnyOrigin,
             publish_token: None,
             cache_entries: cache::DEFAULT_CACHE_ENTRIES,
+            verify_queue: DEFAULT_VERIFY_QUEUE,
+            hs256_off_reactor: false,
         }
     }
 }
@@ -219,6 +245,12 @@ impl AuthConfig {
                 cache::MAX_CACHE_ENTRIES
             )));
         }
+        let verify_queue = options.jwt_verify_queue.unwrap_or(DEFAULT_VERIFY_QUEUE);
+        if verify_queue > MAX_VERIFY_QUEUE {
+            return Err(ConfigError(format!(
+                "--jwt-verify-queue {verify_queue} is more than {MAX_VERIFY_QUEUE}"
+            )));
+        }
         Ok(AuthConfig {
             verifier,
             public_topics: Arc::new(public_topics),
@@ -226,6 +258,8 @@ impl AuthConfig {
             cors,
             publish_token: options.publish_token,
             cache_entries,
+            verify_queue,
+            hs256_off_reactor: options.hs256_off_reactor,
         })
     }
 
@@ -242,6 +276,25 @@ impl AuthConfig {
         } else {
             0
         })
+    }
+
+    /// `--jwt-verify-queue`: most checks waiting for the verifier thread (0: no thread, every
+    /// signature is checked where the decision is made).
+    pub fn verify_queue(&self) -> usize {
+        if self.tokens_enabled() {
+            self.verify_queue
+        } else {
+            0
+        }
+    }
+
+    /// Whether `token`'s signature is checked on the verifier thread rather than where the
+    /// decision is made: RS256 and ES256 (hundreds of microseconds each) while
+    /// [`AuthConfig::verify_queue`] is above 0. HS256 stays where it is (a check costs less
+    /// than the trip to the thread and back; `docs/design.md`), as do tokens refused without
+    /// a signature check (malformed, an algorithm without a key).
+    pub fn checks_off_reactor(&self, token: &BearerToken) -> bool {
+        self.verify_queue() > 0 && self.verifier.is_costly(token, self.hs256_off_reactor)
     }
 
     /// The CORS policy (`--allow-origin`).

@@ -194,6 +194,18 @@ impl Verifier {
         algs
     }
 
+    /// Whether verifying `token` means an asymmetric signature check (its header names RS256
+    /// or ES256 and that key is configured; HS256 too when `hs256` says so): the checks worth
+    /// moving off the reactor. Anything else is refused or verified in a few microseconds.
+    pub fn is_costly(&self, token: &BearerToken, hs256: bool) -> bool {
+        match header_alg(token.expose()).as_deref() {
+            Ok("RS256") => self.rs256.is_some(),
+            Ok("ES256") => self.es256.is_some(),
+            Ok("HS256") => hs256 && self.hs256.is_some(),
+            _ => false,
+        }
+    }
+
     /// Verifies `token` at `now` (unix seconds): signature, `aud`/`iss` if configured, `exp`
     /// and `nbf` with [`LEEWAY_SECS`], and the shape of the `sse` claim.
     pub fn verify(&self, token: &BearerToken, now: u64) -> Result<VerifiedClaims, InvalidToken> {
@@ -211,15 +223,10 @@ impl Verifier {
         let expires_at = claims
             .exp
             .map(|n| numeric_date(&n).saturating_add(LEEWAY_SECS));
-        if expires_at.is_some_and(|at| now >= at) {
-            return Err(InvalidToken::Expired);
-        }
         let valid_from = claims
             .nbf
             .map(|n| numeric_date(&n).saturating_sub(LEEWAY_SECS));
-        if valid_from.is_some_and(|from| now < from) {
-            return Err(InvalidToken::NotYetValid);
-        }
+        check_window(expires_at, valid_from, now)?;
         // `sse` must be an object (serde would also take a struct from an array).
         let sse = match claims.sse {
             Some(map) => SseClaim::deserialize(serde_json::Value::Object(map))
@@ -236,6 +243,30 @@ impl Verifier {
                 _ => None,
             },
         })
+    }
+}
+
+/// The time window of a token at `now` (unix seconds): refused at or past `expires_at`
+/// (`exp` + leeway) first, then before `valid_from` (`nbf` − leeway). The one check of time,
+/// shared by verification, cache hits and checks answered later.
+pub fn check_window(
+    expires_at: Option<u64>,
+    valid_from: Option<u64>,
+    now: u64,
+) -> Result<(), InvalidToken> {
+    if expires_at.is_some_and(|at| now >= at) {
+        return Err(InvalidToken::Expired);
+    }
+    if valid_from.is_some_and(|from| now < from) {
+        return Err(InvalidToken::NotYetValid);
+    }
+    Ok(())
+}
+
+impl VerifiedClaims {
+    /// [`check_window`] for these claims.
+    pub fn check_window(&self, now: u64) -> Result<(), InvalidToken> {
+        check_window(self.expires_at, self.valid_from, now)
     }
 }
 

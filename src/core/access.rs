@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::Core;
+use super::checks::{Answer, Stop, check_token};
 use super::client::{Bytes, ClientId, Pending};
 use super::event_log::TICK_TOPIC_ID;
 use super::metrics::CloseReason;
 use super::timers::TimerKind;
-use crate::auth::{AuthError, Endpoint, Grant, Publisher, RequestParts};
+use crate::auth::{BearerToken, Endpoint, Grant, Publisher, RequestParts};
 use crate::http::request::RequestHead;
 use crate::sse::frame;
 
@@ -84,6 +85,27 @@ pub(super) struct Refusal {
     pub headers: Vec<String>,
 }
 
+/// Why a decision did not grant: a refusal to answer, or a signature check to make off the
+/// reactor first.
+#[derive(Debug)]
+pub(super) enum Denied {
+    Refused(Refusal),
+    Check(BearerToken),
+}
+
+impl Denied {
+    fn of(stop: Stop) -> Denied {
+        match stop {
+            Stop::Refused(e) => Denied::Refused(Refusal {
+                status: e.status(),
+                message: e.body(),
+                headers: e.headers(),
+            }),
+            Stop::Check(token) => Denied::Check(token),
+        }
+    }
+}
+
 impl Core {
     /// Unix seconds at `now`, from the wall-clock anchor.
     pub(super) fn unix_now(&self, now: Instant) -> u64 {
@@ -91,44 +113,46 @@ impl Core {
     }
 
     /// May this stream request see `topics`? `Ok(None)`: yes, and nothing needs keeping
-    /// (every topic public, no expiry).
+    /// (every topic public, no expiry). `answer`: the check of its token, made off the
+    /// reactor, when it came back ([`Denied::Check`] asked for it).
     pub(super) fn authorize_stream(
         &mut self,
         head: &RequestHead,
         topics: &[&str],
+        answer: Option<&Answer>,
         now: Instant,
-    ) -> Result<Option<Box<Grant>>, Refusal> {
+    ) -> Result<Option<Box<Grant>>, Denied> {
         if !self.cfg.auth.tokens_enabled() {
             return Ok(None);
         }
         let parts = Parts::of(head);
         let unix = self.unix_now(now);
-        let decision = self.cfg.auth.authorize_subscribe_cached(
-            &parts.request(),
-            topics,
-            unix,
-            &mut self.tokens,
-        );
+        let (auth, cache) = (&self.cfg.auth, &mut self.tokens);
+        let decision = auth.subscribe_with(&parts.request(), topics, |t| {
+            check_token(auth, cache, t, unix, answer)
+        });
         match decision {
             Ok(grant) if grant.source().is_none() => Ok(None),
             Ok(grant) => Ok(Some(Box::new(grant))),
-            Err(e) => Err(self.refusal(head, &e)),
+            Err(stop) => Err(Denied::of(stop)),
         }
     }
 
-    /// May this request publish on `topic`?
+    /// May this request publish on `topic`? `answer` as for [`Core::authorize_stream`].
     pub(super) fn authorize_publish(
         &mut self,
         head: &RequestHead,
         topic: &str,
+        answer: Option<&Answer>,
         now: Instant,
-    ) -> Result<Publisher, Refusal> {
+    ) -> Result<Publisher, Denied> {
         let parts = Parts::of(head);
         let unix = self.unix_now(now);
-        self.cfg
-            .auth
-            .authorize_publish_cached(&parts.request(), topic, unix, &mut self.tokens)
-            .map_err(|e| self.refusal(head, &e))
+        let (auth, cache) = (&self.cfg.auth, &mut self.tokens);
+        auth.publish_with(&parts.request(), topic, |t| {
+            check_token(auth, cache, t, unix, answer)
+        })
+        .map_err(Denied::of)
     }
 
     /// The cache of verified tokens' counts (`/metrics`) and size.
@@ -150,14 +174,6 @@ impl Core {
     /// asks every peer, loopback too, for the publish token.
     pub(super) fn may_read_stats(&self, head: &RequestHead) -> bool {
         !self.cfg.protect_stats || self.cfg.auth.has_shared_token(&Parts::of(head).request())
-    }
-
-    fn refusal(&self, _head: &RequestHead, e: &AuthError) -> Refusal {
-        Refusal {
-            status: e.status(),
-            message: e.body(),
-            headers: e.headers(),
-        }
     }
 
     /// Remembers, for the answers to this request, the CORS lines of its `Origin` under

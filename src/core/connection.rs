@@ -135,12 +135,19 @@ pub(super) fn begin_reading(core: &mut Core, id: ClientId, now: Instant) {
 /// `head` when a parsed request was waiting, and parses the bytes that arrived meanwhile.
 pub(super) fn read_next(core: &mut Core, id: ClientId, (head, early): NextInput, now: Instant) {
     begin_reading(core, id, now);
-    let Some(input_closed) = core.client(id).map(|c| c.http.input_closed()) else {
-        return;
-    };
     if let Some(head) = head {
         route(core, id, head, !early.is_empty(), now);
     }
+    read_on(core, id, early, now);
+}
+
+/// After a held request was acted on: the read step runs over the bytes that arrived
+/// meanwhile (or they are kept, as the phase now keeps input); then, if the client ended its
+/// side and nothing is left to answer, the connection closes.
+pub(super) fn read_on(core: &mut Core, id: ClientId, early: Vec<u8>, now: Instant) {
+    let Some(input_closed) = core.client(id).map(|c| c.http.input_closed()) else {
+        return;
+    };
     // Received earlier, within the bound then: kept whole whatever the phase is now.
     if core.client(id).is_some_and(|c| c.http.is_reading()) {
         read_requests(core, id, &early, now);
@@ -154,7 +161,10 @@ pub(super) fn read_next(core: &mut Core, id: ClientId, (head, early): NextInput,
                 && c.pending().is_none()
                 && !matches!(
                     c.http.phase(),
-                    Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_)
+                    Phase::Answering { .. }
+                        | Phase::Pipelined(_)
+                        | Phase::Closing(_)
+                        | Phase::Checking(_)
                 )
         })
     {
@@ -170,6 +180,11 @@ impl Core {
             // after a previous answer): the current phase has a timer of its own.
             (TimerKind::Head, Phase::Reading(_))
                 if now < c.http.head_since() + self.cfg.head_timeout => {}
+            // A token check is under way: the request is being acted on.
+            (TimerKind::Head, Phase::Checking(_)) => {
+                self.timers
+                    .arm(id, TimerKind::Head, now + self.cfg.head_timeout);
+            }
             // Pipelined publishes wait for the log: not an idle connection.
             (TimerKind::Head, Phase::Reading(r))
                 if !r.reads_body() && !c.http.publishes().is_empty() =>

@@ -7,12 +7,13 @@
 //! one, a buffer) and calls [`OutputSink::drain`]; the harness asks the core for the
 //! slices, hands them to the sink once, and reports the outcome back to the core
 //! (`handle_written`, `handle_would_block`, `handle_writable`, `handle_io_error`). Requests
-//! for the log leave through the same loop, so no caller can drain writes and forget them.
+//! for the log and token checks leave through the same loop, so no caller can drain writes
+//! and forget them.
 
 use std::io::IoSlice;
 use std::time::Instant;
 
-use super::{ClientId, CloseReason, Core, IoFailure, MAX_IOVECS, Output};
+use super::{ClientId, CloseReason, Core, IoFailure, MAX_IOVECS, Output, VerifyRequest};
 use crate::bus::types::BusRequest;
 
 /// What one write of a client's slices did.
@@ -56,6 +57,11 @@ pub trait OutputSink {
     /// embedded in-memory log answers inside the core and never asks.
     fn log_request(&mut self, request: BusRequest) -> Result<(), Self::Error>;
 
+    /// Has a token's signature checked (the driver: on its verifier thread). Its answer comes
+    /// back later through [`Core::handle_verified`]; a refusal (a full queue) may be fed back
+    /// at once, and [`check_now`] answers on the spot. Only a core with token keys asks.
+    fn verify(&mut self, request: VerifyRequest) -> Result<(), Self::Error>;
+
     /// After a write was reported to the core (e.g. watch writability after `WouldBlock`).
     fn after_write(&mut self, _id: ClientId, _outcome: WriteOutcome) -> Result<(), Self::Error> {
         Ok(())
@@ -82,6 +88,11 @@ pub trait OutputSink {
                 Output::Log(request) => {
                     self.log_request(*request)?;
                     None
+                }
+                Output::Verify(request) => {
+                    let client = request.client;
+                    self.verify(*request)?;
+                    Some(client)
                 }
                 Output::Write(id) => {
                     let outcome = self.write(id)?;
@@ -110,4 +121,11 @@ pub fn offer<R>(core: &Core, id: ClientId, write: impl FnOnce(&[IoSlice<'_>]) ->
     let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
     let n = core.write_slices(id, &mut iov);
     write(&iov[..n])
+}
+
+/// Checks `request` on the caller's thread and feeds the answer back at once: a sink that
+/// has no verifier thread (tests, tools) answers this way.
+pub fn check_now(core: &mut Core, request: &VerifyRequest, now: Instant) {
+    let reply = request.check_with(&core.config().auth);
+    core.handle_verified(reply, now);
 }

@@ -144,8 +144,8 @@ pub(super) fn route(core: &mut Core, id: ClientId, head: RequestHead, more: bool
             then,
         } => answer(core, id, status, response, then, now),
         Action::Fail(e) => fail(core, id, e, now),
-        Action::Stream => start_stream(core, id, &head, now),
-        Action::Publish => begin_publish(core, id, &head, more, now),
+        Action::Stream => start_stream(core, id, &head, None, now),
+        Action::Publish => begin_publish(core, id, &head, more, None, now),
     }
 }
 
@@ -229,6 +229,8 @@ pub(super) fn render_metrics(core: &Core) -> String {
             let cache = core.token_cache();
             (cache.capacity() > 0).then(|| (cache.stats(), cache.len()))
         },
+        token_checks: (core.cfg.auth.verify_queue() > 0)
+            .then(|| (core.check_stats(), core.checks_in_flight())),
     };
     core.render_all_metrics(&g)
 }

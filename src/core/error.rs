@@ -60,6 +60,9 @@ pub enum RequestError {
     /// Cluster mode: the shared log did not take the publish (Redis down, overloaded, or
     /// the outcome unknown); try again after this many seconds. No id was handed out.
     BusUnavailable { retry_after_secs: u64 },
+    /// The verifier thread's queue of token checks is full (`--jwt-verify-queue`): come back
+    /// after this many seconds.
+    TokenChecksBusy { retry_after_secs: u64 },
 }
 
 impl RequestError {
@@ -81,7 +84,11 @@ impl RequestError {
             LengthRequired => 411,
             MethodNotAllowed(_) => 405,
             NotFound => 404,
-            TooManyTopics | TooManyClients { .. } | ShuttingDown | BusUnavailable { .. } => 503,
+            TooManyTopics
+            | TooManyClients { .. }
+            | ShuttingDown
+            | BusUnavailable { .. }
+            | TokenChecksBusy { .. } => 503,
             ClientsForbidden => 403,
             StatsNeedToken => 401,
         }
@@ -115,6 +122,7 @@ impl RequestError {
                 "/metrics and /clients need the publish token (Authorization: Bearer)"
             }
             BusUnavailable { .. } => "the shared event log is unavailable, try again",
+            TokenChecksBusy { .. } => "too many tokens waiting to be checked, try again",
         }
     }
 
@@ -125,7 +133,9 @@ impl RequestError {
             MethodNotAllowed(Allow::GetHead) => Some(ALLOW_READ.into()),
             MethodNotAllowed(Allow::Post) => Some(ALLOW_PUBLISH.into()),
             StatsNeedToken => Some("WWW-Authenticate: Bearer".into()),
-            TooManyClients { retry_after_secs } | BusUnavailable { retry_after_secs } => {
+            TooManyClients { retry_after_secs }
+            | BusUnavailable { retry_after_secs }
+            | TokenChecksBusy { retry_after_secs } => {
                 Some(format!("Retry-After: {retry_after_secs}"))
             }
             _ => None,

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::metrics::CloseReason;
+use crate::auth::BearerToken;
 use crate::http::pipeline::RequestStream;
 use crate::http::request::RequestHead;
 use crate::http::response::Connection;
@@ -102,6 +103,15 @@ impl Exchange {
         match &mut self.phase {
             Phase::Answering { early, .. } => Some(early),
             Phase::Pipelined(held) => Some(&mut held.early),
+            Phase::Checking(held) => Some(&mut held.early),
+            _ => None,
+        }
+    }
+
+    /// The number of the token check the request waits for, while it waits.
+    pub fn checking(&self) -> Option<(u64, CheckFor)> {
+        match &self.phase {
+            Phase::Checking(held) => Some((held.check, held.purpose)),
             _ => None,
         }
     }
@@ -187,6 +197,64 @@ impl Exchange {
         }));
     }
 
+    /// The request `head`, just parsed, waits for check number `check` of its `token`: no
+    /// input is parsed until it is answered, and what arrives meanwhile is kept. False (and
+    /// nothing changes) unless the connection was reading requests.
+    pub fn wait_for_check(
+        &mut self,
+        check: u64,
+        purpose: CheckFor,
+        head: RequestHead,
+        token: BearerToken,
+    ) -> bool {
+        if !self.is_reading() {
+            return false;
+        }
+        let Phase::Reading(reading) =
+            std::mem::replace(&mut self.phase, Phase::Closing(CloseReason::Normal))
+        else {
+            return false;
+        };
+        self.phase = Phase::Checking(Box::new(Checking {
+            check,
+            purpose,
+            head,
+            token,
+            reading,
+            early: Vec::new(),
+        }));
+        true
+    }
+
+    /// Check number `check` was answered: the connection reads requests again where it
+    /// stopped (the same framing state), and the held request is handed back with what
+    /// arrived meanwhile. `None` (nothing changes) when it waits for no such check.
+    pub fn end_check(&mut self, check: u64) -> Option<Resumed> {
+        if self.checking().is_none_or(|(c, _)| c != check) {
+            return None;
+        }
+        let Phase::Checking(held) =
+            std::mem::replace(&mut self.phase, Phase::Closing(CloseReason::Normal))
+        else {
+            return None;
+        };
+        let Checking {
+            purpose,
+            head,
+            token,
+            reading,
+            early,
+            ..
+        } = *held;
+        self.phase = Phase::Reading(reading);
+        Some(Resumed {
+            purpose,
+            head,
+            token,
+            early,
+        })
+    }
+
     /// While waiting for publishes with no parsed request held: the input kept meanwhile,
     /// taken (reading may resume).
     pub fn take_held_input(&mut self) -> Option<Vec<u8>> {
@@ -226,6 +294,9 @@ pub enum Phase {
     /// publishes in flight is reached (or one said close). Bytes that arrive meanwhile are
     /// kept (`early`), as for `Answering`.
     Pipelined(Box<Held>),
+    /// A request's token waits for its signature check (off the reactor): no input is
+    /// parsed until it is answered; bytes that arrive meanwhile are kept (`early`).
+    Checking(Box<Checking>),
     /// A complete response is queued in `pending`; when it is sent, either close or go
     /// back to reading a head, with the bytes that arrived meanwhile (`early`).
     Answering { then: AfterAnswer, early: Vec<u8> },
@@ -240,6 +311,39 @@ pub struct Held {
     /// A parsed request that waits for the answers before it.
     pub head: Option<RequestHead>,
     /// Bytes received after it.
+    pub early: Vec<u8>,
+}
+
+/// What the request waiting for a token check asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFor {
+    Stream,
+    Publish,
+}
+
+/// A request held while its token's signature is checked (boxed: the slab entry stays
+/// small).
+#[derive(Debug)]
+pub struct Checking {
+    /// The check's number (the core's, unique per core).
+    pub check: u64,
+    pub purpose: CheckFor,
+    /// The request, parsed.
+    pub head: RequestHead,
+    /// The token being checked.
+    pub token: BearerToken,
+    /// The connection's framing, as the head left it (its body, if any, not read yet).
+    pub reading: Box<Reading>,
+    /// Bytes received after the head.
+    pub early: Vec<u8>,
+}
+
+/// A request whose token check was answered, handed back to go on.
+#[derive(Debug)]
+pub struct Resumed {
+    pub purpose: CheckFor,
+    pub head: RequestHead,
+    pub token: BearerToken,
     pub early: Vec<u8>,
 }
 

@@ -126,6 +126,9 @@ pub struct Gauges<'a> {
     pub topics_total: usize,
     /// The cache of verified tokens: its counts and entries; `None` when it is off.
     pub token_cache: Option<(crate::auth::CacheStats, usize)>,
+    /// Token checks off the reactor: their counts and those in flight; `None` without a
+    /// verifier thread (`--jwt-verify-queue 0`, or no key).
+    pub token_checks: Option<(super::CheckStats, usize)>,
 }
 
 /// Most topics with per-topic series in `/metrics` (those with the most subscribers, then
@@ -336,7 +339,36 @@ pub fn render(m: &Metrics, g: &Gauges<'_>) -> String {
     if let Some((stats, entries)) = &g.token_cache {
         render_token_cache(&mut o, stats, *entries);
     }
+    if let Some((stats, in_flight)) = &g.token_checks {
+        render_token_checks(&mut o, stats, *in_flight);
+    }
     o
+}
+
+/// The verifier thread's series (`--jwt-verify-queue`).
+fn render_token_checks(o: &mut String, stats: &super::CheckStats, in_flight: usize) {
+    help(
+        o,
+        "sse_jwt_verify_queue",
+        "gauge",
+        "Token signature checks handed to the verifier thread and not answered yet.",
+    );
+    let _ = writeln!(o, "sse_jwt_verify_queue {in_flight}");
+    for (name, text, n) in [
+        (
+            "sse_jwt_verify_checks_total",
+            "Token signature checks handed to the verifier thread (RS256/ES256, not cached).",
+            stats.handed_out,
+        ),
+        (
+            "sse_jwt_verify_refused_total",
+            "Token checks refused because the verifier's queue was full (answered 503).",
+            stats.refused,
+        ),
+    ] {
+        help(o, name, "counter", text);
+        let _ = writeln!(o, "{name} {n}");
+    }
 }
 
 /// The `--jwt-cache` series.

@@ -11,8 +11,10 @@
 //! 3. routing: `endpoints::decide` maps a parsed head to an action from the request and what
 //!    it may read of the core; `endpoints::route` applies it (`answers.rs`: answer, fail,
 //!    refuse, read a body).
-//! 4. a stream: `stream::start_stream` asks the log where it starts (`log_engine.rs`),
-//!    places one cursor per topic and queues the prelude (or a `reset`).
+//! 4. a stream: `stream::start_stream` checks the token (`access.rs`; an RS256/ES256
+//!    signature the cache cannot answer holds the request until [`Core::handle_verified`],
+//!    `checks.rs`), asks the log where it starts (`log_engine.rs`), places one cursor per topic
+//!    and queues the prelude (or a `reset`).
 //! 5. a publish: `publish::begin_publish` → its body → `publish::finish_publish` →
 //!    `Core::append_event` (`log_engine.rs`; also [`Core::publish`] for stdin): the memory log
 //!    appends now (`fanout.rs`: wake the subscribers, or the slow-client policy), a shared
@@ -53,6 +55,7 @@
 
 mod access;
 mod answers;
+mod checks;
 mod client;
 mod cluster;
 mod connection;
@@ -80,6 +83,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+pub use checks::{CheckStats, VerifyOutcome, VerifyReply, VerifyRequest};
 use client::Client;
 pub use client::{ClientId, Listener};
 pub use error::{Allow, RequestError};
@@ -109,6 +113,9 @@ pub enum Output {
     /// Hand this request to the event log's engine (a shared log; boxed: the common outputs
     /// stay two words). Its answer comes back through [`Core::handle_bus`].
     Log(Box<crate::bus::types::BusRequest>),
+    /// Check this token's signature off the reactor (boxed, as `Log`). Its answer comes back
+    /// through [`Core::handle_verified`].
+    Verify(Box<VerifyRequest>),
 }
 
 /// Why a read or write failed, as far as the close reason cares.
@@ -145,6 +152,8 @@ pub struct Core {
     wall: access::WallAnchor,
     /// Verified tokens (`--jwt-cache`), so a reconnect skips the signature check.
     tokens: crate::auth::TokenCache,
+    /// Token checks waiting to be handed out and in flight (`checks.rs`).
+    checks: checks::Checks,
 }
 
 impl Core {
@@ -174,6 +183,7 @@ impl Core {
             cluster: cfg_cluster.then(Box::default),
             wall: access::WallAnchor::new(now, wall),
             tokens: cfg_tokens,
+            checks: checks::Checks::default(),
         }
     }
 
@@ -328,6 +338,10 @@ impl Core {
         let Some(c) = self.client_mut(id) else { return };
         match c.http.phase() {
             Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => c.http.end_input(),
+            Phase::Checking(held) => {
+                let purpose = held.purpose;
+                self.checking_read_closed(id, purpose);
+            }
             // Pipelined publishes still wait for the log: answer them, then close.
             _ if !c.http.publishes().is_empty() => c.http.end_input(),
             _ => self.remove(id, CloseReason::Normal),
@@ -347,6 +361,9 @@ impl Core {
                 (self.cfg.max_head + self.cfg.max_body).saturating_sub(early.len())
             }
             Phase::Pipelined(held) => {
+                (self.cfg.max_head + self.cfg.max_body).saturating_sub(held.early.len())
+            }
+            Phase::Checking(held) => {
                 (self.cfg.max_head + self.cfg.max_body).saturating_sub(held.early.len())
             }
             _ => usize::MAX,
@@ -434,7 +451,9 @@ impl Core {
             let keep = match c.http.phase() {
                 Phase::Streaming => self.has_pending(id, c),
                 Phase::Answering { .. } | Phase::Pipelined(_) | Phase::Closing(_) => true,
-                Phase::Reading(_) => !c.http.publishes().is_empty(),
+                // A request waiting for its token check was not acted on: closed (its
+                // answer, when it comes, is dropped), unless publishes before it wait.
+                Phase::Reading(_) | Phase::Checking(_) => !c.http.publishes().is_empty(),
             };
             if !keep {
                 self.remove(id, CloseReason::Shutdown);
@@ -449,7 +468,8 @@ impl Core {
     /// The next thing to do, or `None` when nothing is left (then wait for
     /// [`Core::next_deadline`] or I/O). Closes come first, so a slab key is released to the
     /// driver before any new connection could reuse it; then requests for the log (a
-    /// publish reaches the shared log before any write is made); then responses (a
+    /// publish reaches the shared log before any write is made); then token checks; then
+    /// responses (a
     /// publisher's answer overtakes the fan-out it caused, so its pipelined next request is
     /// parsed before the fan-out is written, and subscribers get several frames per write);
     /// then streams.
@@ -459,6 +479,9 @@ impl Core {
         }
         if let Some(request) = self.next_log_request() {
             return Some(Output::Log(Box::new(request)));
+        }
+        if let Some(request) = self.next_check_request() {
+            return Some(Output::Verify(Box::new(request)));
         }
         while let Some(id) = self.outputs.pop_write() {
             let due = self.client_mut(id).is_some_and(|c| c.take_queued());

@@ -7,11 +7,13 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::Core;
+use super::access::Denied;
 use super::answers::{answer, connection_for, fail, read_body, refuse};
+use super::checks::Answer;
 use super::client::{Bytes, ClientId};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, TICK_TOPIC_ID};
-use super::exchange::{AfterAnswer, BodyPurpose, PublishFields};
+use super::exchange::{AfterAnswer, BodyPurpose, CheckFor, PublishFields};
 use super::log_engine::Appended;
 use crate::http::body::BodyReader;
 use crate::http::request::RequestHead;
@@ -25,11 +27,14 @@ pub(super) fn valid_topic_name(name: &str) -> bool {
     name.len() <= MAX_NAME && !name.contains('\0')
 }
 
+/// Checks a publish's head (topic, token, fields, framing) and begins reading its body.
+/// `checked`: its token's check, made off the reactor, once it came back.
 pub(super) fn begin_publish(
     core: &mut Core,
     id: ClientId,
     head: &RequestHead,
     more: bool,
+    checked: Option<&Answer>,
     now: Instant,
 ) {
     let topic = head.param("topic").unwrap_or(DEFAULT_TOPIC).to_owned();
@@ -40,9 +45,13 @@ pub(super) fn begin_publish(
         return;
     }
     // `--publish-token`, or a token whose `publish` claim covers the topic (401/403).
-    if let Err(refusal) = core.authorize_publish(head, &topic, now) {
-        refuse(core, id, refusal, now);
-        return;
+    match core.authorize_publish(head, &topic, checked, now) {
+        Ok(_) => {}
+        Err(Denied::Refused(refusal)) => return refuse(core, id, refusal, now),
+        // Held until its signature is checked off the reactor; then this runs again.
+        Err(Denied::Check(token)) => {
+            return core.hold_for_check(id, head, CheckFor::Publish, token, now);
+        }
     }
     if let Err(e) = check_fields(event.as_deref(), event_id.as_deref()) {
         fail(core, id, e, now);

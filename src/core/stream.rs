@@ -4,11 +4,13 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::Core;
+use super::access::Denied;
 use super::answers::{answer, fail, fail_with, refuse};
+use super::checks::Answer;
 use super::client::{Bytes, ClientId, Cursor};
 use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
-use super::exchange::AfterAnswer;
+use super::exchange::{AfterAnswer, CheckFor};
 use super::log_engine::Start;
 use super::metrics::CloseReason;
 use super::publish::valid_topic_name;
@@ -18,7 +20,15 @@ use crate::http::request::{Method, RequestHead};
 use crate::http::response;
 use crate::sse::frame;
 
-pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, now: Instant) {
+/// Starts the stream `head` asks for, or answers why not. `checked`: its token's check, made
+/// off the reactor, once it came back (`checked`; `None` on the way in from routing).
+pub(super) fn start_stream(
+    core: &mut Core,
+    id: ClientId,
+    head: &RequestHead,
+    checked: Option<&Answer>,
+    now: Instant,
+) {
     // The topics: none means the default stream; `topic=` (empty) names it explicitly.
     // Counted before anything else is done with them (a repeated name counts each time),
     // then deduplicated in linear time.
@@ -36,10 +46,15 @@ pub(super) fn start_stream(core: &mut Core, id: ClientId, head: &RequestHead, no
         return;
     }
     // Private topics: decided before anything is written or counted (401/403).
-    let grant = match core.authorize_stream(head, &names, now) {
+    let grant = match core.authorize_stream(head, &names, checked, now) {
         Ok(grant) => grant,
-        Err(refusal) => {
+        Err(Denied::Refused(refusal)) => {
             refuse(core, id, refusal, now);
+            return;
+        }
+        // Held until its signature is checked off the reactor; then this runs again.
+        Err(Denied::Check(token)) => {
+            core.hold_for_check(id, head, CheckFor::Stream, token, now);
             return;
         }
     };

@@ -19,31 +19,36 @@ use signal_hook_mio::v1_0::Signals;
 mod accept;
 mod sockets;
 mod sources;
+mod verifier;
 
 use accept::{Accepted, Acceptor};
 mod stdin;
 
 use sockets::Sockets;
 use stdin::{Stdin, StdinSource};
+use verifier::Verifier;
 
 use crate::bus::config::LogStore;
 use crate::bus::types::BusRequest;
 use crate::bus::{BusHandle, Notify};
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
-use crate::core::{ClientId, CloseReason, Core, IoFailure, Listener};
+use crate::core::{ClientId, CloseReason, Core, IoFailure, Listener, VerifyOutcome, VerifyRequest};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const STDIN: Token = Token(usize::MAX - 3);
-/// Cluster mode: the bus threads wake the reactor through a `mio::Waker` on this token.
-const BUS: Token = Token(usize::MAX - 4);
+/// The helper threads (the bus's in cluster mode, the verifier) wake the reactor through one
+/// `mio::Waker` on this token (mio allows one per `Poll`).
+const HELPERS: Token = Token(usize::MAX - 4);
 /// `--metrics-listen`: the listener for `/metrics` and `/health` only.
 const METRICS_LISTENER: Token = Token(usize::MAX - 5);
 /// How long start-up waits for the local log's greeting (it opens a local file).
 const LOCAL_GREETING: Duration = Duration::from_secs(2);
 /// Bus replies fed into the core per wake-up (an `Events` reply is one `XREAD` batch).
 const BUS_REPLIES_PER_TURN: usize = 64;
+/// Token-check answers fed into the core per wake-up.
+const CHECKS_PER_TURN: usize = 256;
 
 /// Connections accepted per wake-up before existing clients get their turn.
 const ACCEPTS_PER_TURN: usize = 256;
@@ -75,6 +80,10 @@ pub struct Driver {
     bus: Option<BusHandle>,
     /// Replies may be left in the bus channel after a bounded turn: poll again at once.
     bus_more: bool,
+    /// The verifier thread (token keys and `--jwt-verify-queue` above 0); `None`: none.
+    verifier: Option<Verifier>,
+    /// Answers may be left in the verifier's channel: poll again at once.
+    checks_more: bool,
     /// Connections not read for backpressure (the core has no room for their input).
     paused: Vec<ClientId>,
     /// Outputs performed per turn ([`OUTPUTS_PER_TURN`]; smaller in tests).
@@ -182,17 +191,30 @@ impl Driver {
         } else {
             None
         };
-        let bus = match &cfg.cluster {
-            None => None,
-            Some(bus_cfg) => {
-                let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), BUS)?);
-                let notify: Notify = std::sync::Arc::new(move || {
-                    let _ = waker.wake();
-                });
-                let handle = BusHandle::start(bus_cfg.clone(), None, notify)
+        let verify_queue = cfg.auth.verify_queue();
+        let notify: Option<Notify> = if cfg.cluster.is_some() || verify_queue > 0 {
+            let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), HELPERS)?);
+            Some(std::sync::Arc::new(move || {
+                let _ = waker.wake();
+            }))
+        } else {
+            None
+        };
+        let bus = match (&cfg.cluster, &notify) {
+            (Some(bus_cfg), Some(notify)) => {
+                let handle = BusHandle::start(bus_cfg.clone(), None, notify.clone())
                     .map_err(|e| io::Error::other(e.to_string()))?;
                 Some(handle)
             }
+            _ => None,
+        };
+        let verifier = match &notify {
+            Some(notify) if verify_queue > 0 => Some(Verifier::start(
+                cfg.auth.clone(),
+                verify_queue,
+                notify.clone(),
+            )?),
+            _ => None,
         };
         let now = Instant::now();
         let wall = chrono::Utc::now();
@@ -224,6 +246,8 @@ impl Driver {
             // Replies may already wait (the greeting's events): look at once.
             bus_more: bus.is_some(),
             bus,
+            verifier,
+            checks_more: false,
             paused: Vec::new(),
             outputs_per_turn: OUTPUTS_PER_TURN,
             outputs_left: false,
@@ -253,6 +277,7 @@ impl Driver {
             // (While accepting is backed off, the retry time is the deadline, not "now".)
             let busy = self.acceptors.iter().any(Acceptor::has_work)
                 || self.bus_more
+                || self.checks_more
                 || self.outputs_left
                 || !self.read_again.is_empty()
                 || matches!(
@@ -301,7 +326,10 @@ impl Driver {
                         }
                     }
                     STDIN => self.read_stdin(now),
-                    BUS => self.bus_more = true,
+                    HELPERS => {
+                        self.bus_more = self.bus.is_some();
+                        self.checks_more = self.verifier.is_some();
+                    }
                     Token(key) => self.on_client_event(key as u32, event, now),
                 }
             }
@@ -329,6 +357,7 @@ impl Driver {
                 self.core.handle_timeout(chrono::Utc::now(), now);
             }
             self.receive_from_bus(now);
+            self.receive_checks(now);
             self.drain_outputs();
             self.maybe_summary(now);
             if self.core.is_finished() {
@@ -554,6 +583,21 @@ impl OutputSink for Driver {
         };
         if let Err(refusal) = bus.submit(request) {
             self.core.handle_bus(refusal, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Hands the check to the verifier thread; a full queue is answered at once (503).
+    fn verify(&mut self, request: VerifyRequest) -> Result<(), Infallible> {
+        let refused = match &self.verifier {
+            Some(v) => v.submit(request).err(),
+            None => {
+                log::error!("the core asked for a token check with no verifier thread");
+                Some(request.reply(VerifyOutcome::Busy))
+            }
+        };
+        if let Some(reply) = refused {
+            self.core.handle_verified(reply, Instant::now());
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The reactor's event sources besides the sockets: the Redis bus (cluster mode), signals,
+//! The reactor's event sources besides the sockets: the Redis bus (cluster mode), the
+//! verifier thread's answers, signals,
 //! standard input, and the periodic summary line. Each feeds the core and nothing else.
 
 use std::io::Read;
@@ -9,7 +10,9 @@ use mio::unix::SourceFd;
 use signal_hook::consts::{SIGHUP, SIGINT};
 
 use super::stdin::{Stdin, StdinSource};
-use super::{BUS_REPLIES_PER_TURN, Driver, READS_PER_TURN, interrupted, would_block};
+use super::{
+    BUS_REPLIES_PER_TURN, CHECKS_PER_TURN, Driver, READS_PER_TURN, interrupted, would_block,
+};
 
 impl Driver {
     /// Cluster mode: feeds up to [`BUS_REPLIES_PER_TURN`] bus replies into the core. Its
@@ -26,6 +29,27 @@ impl Driver {
                 let Some(reply) = bus.try_recv() else { break };
                 self.core.handle_bus(reply, now);
             }
+        }
+    }
+
+    /// Feeds up to [`CHECKS_PER_TURN`] answers of the verifier thread into the core.
+    pub(super) fn receive_checks(&mut self, now: Instant) {
+        let Some(verifier) = &self.verifier else {
+            return;
+        };
+        if !self.checks_more {
+            return;
+        }
+        self.checks_more = false;
+        for i in 0..=CHECKS_PER_TURN {
+            if i == CHECKS_PER_TURN {
+                self.checks_more = true;
+                break;
+            }
+            let Some(reply) = verifier.try_recv() else {
+                break;
+            };
+            self.core.handle_verified(reply, now);
         }
     }
 

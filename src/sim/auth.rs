@@ -12,7 +12,11 @@
 //!   is the `token-expired` reset.
 //!
 //! Run with the cache of verified tokens off and on ([`run_with_cache`]), a scenario must give
-//! every client the same bytes and the same close: the cache changes no decision.
+//! every client the same bytes and the same close: the cache changes no decision. Run with
+//! the token checks handed out of the core ([`run_with`], [`Checks`]) and answered at once,
+//! it must give the same bytes as with checks made inline; answered late, out of order or
+//! after the client hung up ([`AuthOp::Answer`], [`AuthOp::Hangup`]), the oracle still holds,
+//! with each expectation taken at the time the check is answered.
 //!
 //! Kept apart from the main simulator's operation alphabet (`ops.rs`) so the two evolve
 //! independently; [`run`] is usable by a fuzz target as it is by the proptest below.
@@ -28,7 +32,7 @@ use crate::auth::{AuthConfig, AuthOptions, LEEWAY_SECS};
 use crate::bus::types::BusRequest;
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
-use crate::core::{ClientId, CloseReason, Core};
+use crate::core::{ClientId, CloseReason, Core, VerifyRequest};
 use crate::sse::parse::{Event, Parser};
 
 /// The topics of a scenario; `""` (the default stream) is the only public one.
@@ -87,6 +91,22 @@ pub enum AuthOp {
     Squeeze { conn: u8, window: u8 },
     /// Every client's socket has room again.
     Drain,
+    /// The `n % waiting`-th token check still waiting is answered (checks held: late and in
+    /// any order; nothing when none waits).
+    Answer { n: u8 },
+    /// Client `conn` hangs up (its check, if one waits, is answered after it left).
+    Hangup { conn: u8 },
+}
+
+/// Where the simulated core's token checks are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// On the core's thread, as the server does for HS256 (no check leaves the core).
+    Inline,
+    /// Handed out (as RS256/ES256 checks are) and answered at once.
+    AtOnce,
+    /// Handed out and held until an [`AuthOp::Answer`] (or the end of the run) answers them.
+    Held,
 }
 
 /// A simulated connection and what the oracle expects of it.
@@ -104,6 +124,11 @@ struct Conn {
     status: u16,
     /// When its stream must have ended (unix seconds), if its token expires.
     ends_at: Option<u64>,
+    /// When its token stops being valid (`exp` + leeway), if it was valid when sent: a check
+    /// answered from then on refuses it (401).
+    token_ends: Option<u64>,
+    /// The client hung up ([`AuthOp::Hangup`]).
+    hung_up: bool,
 }
 
 struct World {
@@ -116,6 +141,9 @@ struct World {
     /// Every token sent so far, with what the oracle knows of it: its patterns and `exp` when
     /// it is signed with the server's secret and was valid when minted.
     sent: Vec<Minted>,
+    checks: Checks,
+    /// Checks handed out and not answered yet ([`Checks::Held`]).
+    waiting: Vec<VerifyRequest>,
 }
 
 /// What one client got in a run: its bytes and how it was closed.
@@ -177,6 +205,21 @@ impl OutputSink for World {
             "the embedded core asked for a shared log: {request:?}"
         ))
     }
+
+    /// Answered at once or held, as the run's [`Checks`] say; none may leave an inline core.
+    fn verify(&mut self, request: VerifyRequest) -> Result<(), String> {
+        match self.checks {
+            Checks::Inline => Err(format!("an inline core handed out a check: {request:?}")),
+            Checks::AtOnce => {
+                self.answer(&request);
+                Ok(())
+            }
+            Checks::Held => {
+                self.waiting.push(request);
+                Ok(())
+            }
+        }
+    }
 }
 
 fn mint(secret: &str, patterns: u8, exp: u64) -> String {
@@ -206,10 +249,11 @@ fn covers(patterns: &[&str], topic: &str) -> bool {
 }
 
 impl World {
-    fn new(cache_entries: usize) -> Result<World, String> {
+    fn new(cache_entries: usize, checks: Checks) -> Result<World, String> {
         let auth = AuthConfig::new(AuthOptions {
             jwt_secret: Some(SECRET.into()),
             jwt_cache: Some(cache_entries),
+            hs256_off_reactor: checks != Checks::Inline,
             ..AuthOptions::default()
         })
         .map_err(|e| e.0)?;
@@ -232,6 +276,8 @@ impl World {
             conns: Vec::new(),
             published: 0,
             sent: Vec::new(),
+            checks,
+            waiting: Vec::new(),
         })
     }
 
@@ -278,6 +324,50 @@ impl World {
                     }
                 }
             }
+            AuthOp::Answer { n } => {
+                if !self.waiting.is_empty() {
+                    let request = self.waiting.remove(usize::from(*n) % self.waiting.len());
+                    self.answer(&request);
+                }
+            }
+            AuthOp::Hangup { conn } => {
+                let n = self.conns.len();
+                if n > 0 {
+                    let c = &mut self.conns[usize::from(*conn) % n];
+                    if c.closed.is_none() && !c.hung_up {
+                        c.hung_up = true;
+                        let id = c.id;
+                        self.core.handle_read_closed(id);
+                    }
+                }
+            }
+        }
+        self.drain(usize::MAX)?;
+        self.check()
+    }
+
+    /// Answers a check handed out, at the current time: the oracle's expectation of the
+    /// connection that waits for it follows the answer's time (a token that expired since it
+    /// was sent is refused).
+    fn answer(&mut self, request: &VerifyRequest) {
+        let now = self.unix_now();
+        if let Some(c) = self
+            .conns
+            .iter_mut()
+            .find(|c| c.id == request.client && c.closed.is_none())
+            && c.token_ends.is_some_and(|end| now >= end)
+            && c.status != 401
+        {
+            (c.status, c.allowed, c.ends_at) = (401, Vec::new(), None);
+        }
+        let reply = request.check_with(&self.core.config().auth);
+        self.core.handle_verified(reply, self.now);
+    }
+
+    /// Answers every check still waiting, in order (the end of a run).
+    fn answer_all(&mut self) -> Result<(), String> {
+        for request in std::mem::take(&mut self.waiting) {
+            self.answer(&request);
         }
         self.drain(usize::MAX)?;
         self.check()
@@ -322,6 +412,7 @@ impl World {
         }
         // The oracle: public topics need nothing; otherwise a valid token covering each one.
         let private: Vec<&str> = names.iter().copied().filter(|t| !t.is_empty()).collect();
+        let token_ends = valid.as_ref().map(|(_, exp)| exp + LEEWAY_SECS);
         let (status, allowed, ends_at) = if private.is_empty() {
             (200, Vec::new(), None)
         } else {
@@ -362,6 +453,8 @@ impl World {
             allowed,
             status,
             ends_at,
+            token_ends,
+            hung_up: false,
         });
         self.core.handle_read(id, request.as_bytes(), self.now);
         Ok(())
@@ -421,6 +514,7 @@ impl World {
             }
             if let Some(end) = c.ends_at
                 && now >= end
+                && !c.hung_up
             {
                 // Expired: closed once it took its last bytes (its window may hold them
                 // back), or by the linger timeout if it does not take them in time.
@@ -456,14 +550,23 @@ pub fn run(ops: &[AuthOp]) -> Result<(), String> {
 }
 
 /// Runs one scenario with a cache of `cache_entries` verified tokens (0: none) and returns
-/// what each client received.
+/// what each client received; token checks are made on the core's thread.
 pub fn run_with_cache(ops: &[AuthOp], cache_entries: usize) -> Result<Received, String> {
-    let mut world = World::new(cache_entries)?;
+    run_with(ops, cache_entries, Checks::Inline)
+}
+
+/// [`run_with_cache`] with the token checks made as `checks` says; checks still waiting at
+/// the end are answered then (and checked).
+pub fn run_with(ops: &[AuthOp], cache_entries: usize, checks: Checks) -> Result<Received, String> {
+    let mut world = World::new(cache_entries, checks)?;
     for (step, op) in ops.iter().enumerate() {
         world
             .apply(op)
             .map_err(|e| format!("step {step} ({op:?}): {e}"))?;
     }
+    world
+        .answer_all()
+        .map_err(|e| format!("answering the checks left: {e}"))?;
     Ok(world
         .conns
         .into_iter()
@@ -472,139 +575,5 @@ pub fn run_with_cache(ops: &[AuthOp], cache_entries: usize) -> Result<Received, 
 }
 
 #[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn token() -> impl Strategy<Value = SimToken> {
-        prop_oneof![
-            1 => Just(SimToken::None),
-            2 => (any::<u8>(), any::<u8>())
-                .prop_map(|(patterns, ttl_secs)| SimToken::Valid { patterns, ttl_secs }),
-            1 => any::<u8>().prop_map(|patterns| SimToken::Expired { patterns }),
-            1 => any::<u8>().prop_map(|patterns| SimToken::WrongKey { patterns }),
-            1 => any::<u8>().prop_map(SimToken::Garbage),
-            3 => any::<u8>().prop_map(SimToken::Again),
-        ]
-    }
-
-    fn via() -> impl Strategy<Value = Via> {
-        prop_oneof![Just(Via::Header), Just(Via::Cookie), Just(Via::Query)]
-    }
-
-    fn op() -> impl Strategy<Value = AuthOp> {
-        prop_oneof![
-            3 => (0u8..16, token(), via(), any::<bool>())
-                .prop_map(|(topics, token, via, resume)| AuthOp::Subscribe { topics, token, via, resume }),
-            4 => (0u8..4).prop_map(|topic| AuthOp::Publish { topic }),
-            2 => any::<u8>().prop_map(|secs| AuthOp::Advance { secs }),
-            1 => (any::<u8>(), any::<u8>())
-                .prop_map(|(conn, window)| AuthOp::Squeeze { conn, window }),
-            1 => Just(AuthOp::Drain),
-        ]
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-        #[test]
-        fn no_client_sees_a_topic_its_token_does_not_allow(ops in prop::collection::vec(op(), 1..40)) {
-            if let Err(e) = run(&ops) {
-                prop_assert!(false, "{}", e);
-            }
-        }
-
-        /// The cache of verified tokens changes no decision: off, tiny (evicting all the
-        /// time) or large, every client gets the same bytes and the same close.
-        #[test]
-        fn the_token_cache_changes_nothing_a_client_sees(ops in prop::collection::vec(op(), 1..40)) {
-            let off = run_with_cache(&ops, 0);
-            prop_assert!(off.is_ok(), "{:?}", off);
-            for entries in [1, 3, 10_000] {
-                let on = run_with_cache(&ops, entries);
-                prop_assert!(on.is_ok(), "{:?}", on);
-                prop_assert_eq!(&on, &off, "with {} entries", entries);
-            }
-        }
-    }
-
-    #[test]
-    fn a_scenario_with_every_kind_of_token() {
-        let mut ops = Vec::new();
-        for (i, token) in [
-            SimToken::None,
-            SimToken::Valid {
-                patterns: 0b0001,
-                ttl_secs: 3,
-            },
-            SimToken::Valid {
-                patterns: 0b0100,
-                ttl_secs: 30,
-            },
-            SimToken::Expired { patterns: 0b1111 },
-            SimToken::WrongKey { patterns: 0b1111 },
-            SimToken::Garbage(1),
-            SimToken::Again(1),
-            SimToken::Again(4),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            for (topics, via) in [
-                (0b0010, Via::Header),
-                (0b1001, Via::Cookie),
-                (0b0110, Via::Query),
-            ] {
-                ops.push(AuthOp::Subscribe {
-                    topics,
-                    token: token.clone(),
-                    via,
-                    resume: i % 2 == 1,
-                });
-            }
-            ops.push(AuthOp::Publish { topic: i as u8 });
-        }
-        ops.push(AuthOp::Squeeze {
-            conn: 4,
-            window: 10,
-        });
-        for t in 0..4 {
-            ops.push(AuthOp::Publish { topic: t });
-        }
-        ops.push(AuthOp::Advance { secs: 9 });
-        // Reconnects with the tokens held: the 3 s ones expired (refused although cached),
-        // the 30 s ones still valid.
-        for n in 0..6 {
-            ops.push(AuthOp::Subscribe {
-                topics: 0b0110,
-                token: SimToken::Again(n),
-                via: Via::Header,
-                resume: false,
-            });
-        }
-        ops.push(AuthOp::Drain);
-        ops.push(AuthOp::Advance { secs: 19 });
-        ops.push(AuthOp::Advance { secs: 19 });
-        // Every token again, now past its exp: refused although cached.
-        for n in 0..6 {
-            ops.push(AuthOp::Subscribe {
-                topics: 0b0110,
-                token: SimToken::Again(n),
-                via: Via::Header,
-                resume: false,
-            });
-        }
-        let off = run_with_cache(&ops, 0).expect("the scenario holds without the cache");
-        let on = run_with_cache(&ops, 10_000).expect("the scenario holds with the cache");
-        assert_eq!(on, off);
-    }
-
-    /// The oracle can fail: a client whose token allows `user/1` must not be expected to
-    /// see `user/2`.
-    #[test]
-    fn the_oracle_matches_patterns_independently() {
-        assert!(covers(&["shop/1/*"], "shop/1/a"));
-        assert!(!covers(&["user/1"], "user/2"));
-        assert!(covers(&["*"], "user/2"));
-    }
-}
+#[path = "auth_tests.rs"]
+mod tests;

@@ -229,6 +229,13 @@ impl OutputSink for Sim {
         ))
     }
 
+    /// This simulator configures no token keys: a token check leaving the core is a bug.
+    fn verify(&mut self, request: crate::core::VerifyRequest) -> Result<(), String> {
+        Err(format!(
+            "a core without keys asked for a token check: {request:?}"
+        ))
+    }
+
     fn after_output(&mut self, client: Option<ClientId>) -> Result<(), String> {
         self.after_call(client)
     }

@@ -20,6 +20,10 @@ struct T {
     got: Vec<(ClientId, Vec<u8>, bool)>,
     /// Requests for the shared log the core made, in order, not yet taken by the test.
     log_requests: std::collections::VecDeque<BusRequest>,
+    /// Token checks handed out: answered at once by the drain unless `hold_checks`; then
+    /// kept here, in order, for the test to answer.
+    checks: std::collections::VecDeque<VerifyRequest>,
+    hold_checks: bool,
 }
 
 /// The test's driver side: records what each client received.
@@ -73,6 +77,15 @@ impl OutputSink for Sink<'_> {
         self.t.log_requests.push_back(request);
         Ok(())
     }
+
+    fn verify(&mut self, request: VerifyRequest) -> Result<(), Self::Error> {
+        if self.t.hold_checks {
+            self.t.checks.push_back(request);
+        } else {
+            drain::check_now(&mut self.t.core, &request, self.t.now);
+        }
+        Ok(())
+    }
 }
 
 fn peer() -> SocketAddr {
@@ -96,6 +109,8 @@ impl T {
             now,
             got: Vec::new(),
             log_requests: Default::default(),
+            checks: Default::default(),
+            hold_checks: false,
         }
     }
 
@@ -158,6 +173,7 @@ fn resume_request(topic: &str, last: &str) -> Vec<u8> {
 }
 
 mod auth;
+mod checks;
 mod cluster;
 mod latency;
 mod metrics;
