@@ -946,3 +946,58 @@ fn a_name_back_after_recycling_resumes_with_too_old_not_a_hole() {
         panic!("{e}");
     }
 }
+
+/// A reconnect storm under `--max-stream-rate`: bursts of stream requests at one instant and
+/// gaps of 0 to 1.5 s between them, new connections and reconnects, past `--max-clients`
+/// too. The model's bucket must agree with the core's at every request (a bucket one token
+/// larger, or refilled faster or slower, fails here), and the storm must reach refusals.
+#[test]
+fn a_reconnect_storm_is_admitted_at_the_stream_rate_exactly() {
+    for (stream_rate, max_clients) in [(128u8, 5u8), (129, 5), (130, 2), (131, 5)] {
+        let config = SimConfig {
+            stream_rate,
+            max_clients,
+            extra_connections: 250,
+            ticks: false,
+            keepalive: false,
+            ..SimConfig::default()
+        };
+        let stream = |conn| Op::Request {
+            conn,
+            kind: RequestKind::Stream {
+                topics: 0,
+                last_id: LastId::None,
+                in_query: false,
+            },
+            cuts: vec![],
+            hold_back: false,
+        };
+        let mut ops = Vec::new();
+        for i in 0..90u16 {
+            ops.push(Op::Connect);
+            // Any open connection: those already asked are left alone, the new one asks.
+            ops.extend((0..12).map(stream));
+            if i % 4 == 3 {
+                ops.push(Op::Reconnect { conn: i as u8 });
+            }
+            if i % 2 == 1 {
+                ops.push(Op::Advance {
+                    millis: (i * 37) % 150,
+                });
+            }
+        }
+        let mut sim = Sim::new(&config, 7);
+        sim.run(&ops)
+            .unwrap_or_else(|e| panic!("rate {stream_rate}: {e}\n{}", sim.summary()));
+        let m = sim.core().metrics();
+        let refused = m.streams_refused(sse_server::core::StreamRefusal::Rate);
+        assert!(
+            refused > 10 && m.stream_requests > refused + 10,
+            "rate {stream_rate}: {} requests, {refused} refused",
+            m.stream_requests
+        );
+        sim.heal_and_settle(SETTLE_STEPS)
+            .and_then(|()| sim.finish(SETTLE_STEPS))
+            .unwrap_or_else(|e| panic!("rate {stream_rate}: {e}\n{}", sim.summary()));
+    }
+}

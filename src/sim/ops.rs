@@ -209,7 +209,7 @@ pub struct SimConfig {
     /// uses it up leaves the rest for the next turn, as the driver does.
     pub outputs_per_turn: u16,
     // Later fields (at the end: the fields before keep their meaning in existing fuzz inputs).
-    /// `--max-stream-rate`: off below 128, else `1 + stream_rate % 8` new streams a second.
+    /// `--max-stream-rate`: off below 128, else `1 + stream_rate % 4` new streams a second.
     pub stream_rate: u8,
 }
 
@@ -283,7 +283,7 @@ impl SimConfig {
             max_clients,
             max_connections: max_clients + usize::from(self.extra_connections),
             max_stream_rate: match self.stream_rate {
-                r @ 128.. => 1 + u32::from(r % 8),
+                r @ 128.. => 1 + u32::from(r % 4),
                 _ => 0,
             },
             max_client_send: 4096,
