@@ -298,3 +298,50 @@ fn an_earlier_time_refills_nothing() {
     t.now = start + Duration::from_millis(5_500);
     assert_eq!(storm(&mut t, 2), 1);
 }
+
+/// Refusals for the other reasons are counted under their own: `topics` (a full topic table)
+/// and `verify-queue` (the verifier's queue full, EventSource and not).
+#[test]
+fn topic_and_verify_queue_refusals_are_counted_apart() {
+    let mut c = cfg();
+    c.max_topics = 1;
+    let mut t = T::new(c);
+    let a = send(&mut t, b"GET /events?topic=a HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(t.core.is_streaming(a));
+    let b = send(&mut t, b"GET /events?topic=b HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(t.text(b).starts_with("HTTP/1.1 503 "), "{}", t.text(b));
+    let m = t.core.metrics();
+    assert_eq!(m.streams_refused(StreamRefusal::Topics), 1);
+    assert_eq!(m.streams_refused(StreamRefusal::Rate), 0);
+
+    let auth = crate::auth::AuthConfig::new(crate::auth::AuthOptions {
+        jwt_secret: Some("a test secret of at least 32 bytes!".into()),
+        hs256_off_reactor: true,
+        ..Default::default()
+    })
+    .expect("valid");
+    let mut c = cfg();
+    c.auth = std::sync::Arc::new(auth);
+    let mut t = T::new(c);
+    t.hold_checks = true;
+    let good = token(wall0().timestamp() + 60, &["a"]);
+    let plain = send(&mut t, &request("topic=a", &good, None));
+    let mut es_request = request("topic=a", &good, None);
+    es_request.truncate(es_request.len() - 2);
+    es_request.extend_from_slice(b"Accept: text/event-stream\r\n\r\n");
+    let es = send(&mut t, &es_request);
+    for waiting in std::mem::take(&mut t.checks) {
+        t.core
+            .handle_verified(waiting.reply(VerifyOutcome::Busy), t.now);
+    }
+    t.drain(None);
+    assert!(
+        t.text(plain).starts_with("HTTP/1.1 503 "),
+        "{}",
+        t.text(plain)
+    );
+    assert!(t.text(es).contains("\nretry: "), "{}", t.text(es));
+    let m = t.core.metrics();
+    assert_eq!(m.streams_refused(StreamRefusal::VerifyQueue), 2);
+    assert_eq!(m.stream_requests, 2);
+}
