@@ -12,10 +12,10 @@
 //!    it may read of the core; `endpoints::route` applies it (`answers.rs`: answer, fail,
 //!    refuse, read a body).
 //! 4. a stream: `stream::start_stream` checks the request's form, then the connect-rate
-//!    bound (`admission.rs`: a refused storm costs no token or resume work), then the token (`access.rs`; an RS256/ES256
-//!    signature the cache cannot answer holds the request until [`Core::handle_verified`],
-//!    `checks.rs`), asks the log where it starts (`log_engine.rs`), places one cursor per topic
-//!    and queues the prelude (or a `reset`).
+//!    bound (`admission.rs`: a refused storm costs no token or resume work), then the token
+//!    (`access.rs`; an RS256/ES256 signature the cache cannot answer holds the request until
+//!    [`Core::handle_verified`], `checks.rs`), asks the log where it starts (`log_engine.rs`),
+//!    places one cursor per topic and queues the prelude (or a `reset`).
 //! 5. a publish: `publish::begin_publish` → its body → `publish::finish_publish` →
 //!    `Core::append_event` (`log_engine.rs`; also [`Core::publish`] for stdin): the memory log
 //!    appends now (`fanout.rs`: wake the subscribers, or the slow-client policy), a shared
