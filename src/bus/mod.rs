@@ -161,6 +161,7 @@ mod backoff;
 mod command;
 pub mod config;
 mod endpoint;
+pub mod fingerprint;
 mod handle;
 pub mod local;
 pub mod memory;

@@ -4,7 +4,7 @@
 //! [`LogNode`]: what the core sees of the bus ([`BusRequest`] in, [`BusReply`] out).
 
 use sse_server::bus::config::Durability;
-use sse_server::bus::memory::{MemoryLog, MemoryTail};
+use sse_server::bus::memory::{MemoryCommands, MemoryLog, MemoryTail};
 use sse_server::bus::types::new_epoch;
 use sse_server::bus::{BusConfig, BusHandle, BusReply, BusRequest, ClusterId};
 use std::cell::RefCell;
@@ -72,8 +72,8 @@ fn random() -> u64 {
     nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// The in-memory engine: one [`MemoryLog`], a [`MemoryTail`] per node, publishes and ranges
-/// answered at once as the simulator's command side answers them.
+/// The in-memory engine: one [`MemoryLog`], a [`MemoryTail`] and a [`MemoryCommands`] per
+/// node, requests answered at once as the simulator's command side answers them.
 pub fn memory(settings: Settings, _test: &str) -> Option<Box<dyn Engine>> {
     let log = MemoryLog::new(&new_epoch(random()), settings.max_len as usize);
     Some(Box::new(Memory {
@@ -92,6 +92,8 @@ impl Engine for Memory {
         Box::new(MemoryNode {
             log: self.log.clone(),
             tail: MemoryTail::new(),
+            // The command threads cap a page at their batch size; so does the simulator.
+            commands: MemoryCommands::new(self.settings.batch),
             start,
             settings: self.settings,
             replies: VecDeque::new(),
@@ -113,6 +115,7 @@ impl Engine for Memory {
 struct MemoryNode {
     log: Rc<RefCell<MemoryLog>>,
     tail: MemoryTail,
+    commands: MemoryCommands,
     /// Where the first greeting starts, when the node knows where it was.
     start: Option<ClusterId>,
     settings: Settings,
@@ -141,26 +144,18 @@ impl MemoryNode {
 impl LogNode for MemoryNode {
     fn submit(&mut self, request: BusRequest) {
         let mut log = self.log.borrow_mut();
-        let reply = match request {
-            BusRequest::Publish(publish) => log.publish(&publish),
-            BusRequest::FetchRange(mut fetch) => {
-                // The command threads cap a page at their batch size; so does the simulator.
-                fetch.limit = fetch.limit.min(self.settings.batch);
-                BusReply::Range(log.range(&fetch))
-            }
-            BusRequest::ProbeHead { token } => log.probe(token),
-        };
+        let reply = self.commands.serve(&mut log, &self.tail, request);
         self.replies.push_back(reply);
     }
 
     fn recv(&mut self, timeout: Duration) -> Option<BusReply> {
         if self.replies.is_empty() {
-            let log = self.log.borrow();
+            let mut log = self.log.borrow_mut();
             let replies = if self.tail.is_connected() {
-                self.tail.poll(&log, self.settings.batch)
+                self.tail.poll(&mut log, self.settings.batch)
             } else {
                 let warm = self.warm(&log);
-                self.tail.connect(&log, warm)
+                self.tail.connect(&mut log, warm)
             };
             self.replies.extend(replies);
         }
