@@ -292,7 +292,9 @@ impl Drop for Sentinel {
 /// `XRANGE` on (a node's range reads) until [`Proxy::heal`]. [`Proxy::redirect`] sends new
 /// connections to another server, and [`Proxy::drop_tails`] closes the tail connections
 /// (which then reconnect through the proxy): together, a node's tail moved to another copy
-/// of the log while its command connection stays where it was.
+/// of the log while its command connection stays where it was. [`Proxy::drop_commands`]
+/// closes the others (which then reconnect through the proxy): with [`Proxy::redirect`], a
+/// node's command connection moved while its tail stays.
 pub struct Proxy {
     pub port: u16,
     target: Arc<Mutex<PathBuf>>,
@@ -405,6 +407,19 @@ impl Proxy {
                 let _ = conn.client.shutdown(Shutdown::Both);
             }
             !tail
+        });
+    }
+
+    /// Closes every forwarded connection that has not sent `XREAD` (a node's command
+    /// connection).
+    pub fn drop_commands(&self) {
+        let mut open = self.open.lock().unwrap();
+        open.retain(|conn| {
+            let tail = conn.tail.load(Ordering::Relaxed);
+            if !tail {
+                let _ = conn.client.shutdown(Shutdown::Both);
+            }
+            tail
         });
     }
 
