@@ -428,3 +428,49 @@ fn a_range_read_after_a_failover_never_hands_out_a_reused_offset() {
     let (fetches, ..) = sim.range_stats(0);
     assert!(fetches >= 1, "the resume read a range");
 }
+
+/// A failover to a copy whose every entry was trimmed or lost (its head stays at 2, it
+/// holds no event): a node that applied none of them is caught up, and `/health` must not
+/// say it is not applying the log. Before, the greeting's head stayed owed for ever. The
+/// proptest's shrunk case.
+#[test]
+fn a_failover_to_an_emptied_copy_owes_no_event() {
+    let mut sim = ClusterSim::new(3, 1, 4, 0);
+    let publish = ClusterOp::Publish {
+        node: 0,
+        topic: 0,
+        id: 0,
+    };
+    let ops = [
+        publish.clone(),
+        ClusterOp::Serve { node: 0, n: 1 },
+        ClusterOp::Subscribe { node: 0, topic: 0 },
+        publish.clone(),
+        publish,
+        ClusterOp::Serve { node: 0, n: 2 },
+        ClusterOp::Trim { keep: 96 },
+        ClusterOp::Failover { lost: 0 },
+    ];
+    sim.run(&ops).unwrap();
+}
+
+/// A publish answered while the node's tail was away, then lost in a failover: the log's
+/// head is back below it when the tail greets again, so nothing is owed and `/health` must
+/// not say the node is not applying the log. Before, the answered offset stayed owed until
+/// some publish reached it again. The proptest's shrunk case.
+#[test]
+fn a_publish_answered_then_lost_in_a_failover_is_not_owed() {
+    let mut sim = ClusterSim::new(1, 1, 4, 0);
+    let ops = [
+        ClusterOp::Publish {
+            node: 0,
+            topic: 0,
+            id: 0,
+        },
+        ClusterOp::Failover { lost: 0 },
+        ClusterOp::Serve { node: 0, n: 1 },
+        ClusterOp::Failover { lost: 0 },
+        ClusterOp::Subscribe { node: 0, topic: 0 },
+    ];
+    sim.run(&ops).unwrap();
+}

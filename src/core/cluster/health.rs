@@ -144,6 +144,18 @@ impl Cluster {
         self.learn_head(head, now, bound);
     }
 
+    /// The tail greeted with the log's head (and its first retained offset, already noted):
+    /// as [`Cluster::log_head`], except that a log holding no event owes none (a failover to
+    /// a copy whose every entry was trimmed or lost keeps its head, which no tail can apply).
+    pub(super) fn greeted(&mut self, head: u64, now: Instant, bound: Duration) {
+        if self.first_retained.is_none() {
+            self.head_offset = self.head_offset.max(head);
+            self.log_head(self.last_offset.min(head), now, bound);
+        } else {
+            self.log_head(head, now, bound);
+        }
+    }
+
     /// The tail greeted or delivered events.
     pub(super) fn tail_heard(&mut self, now: Instant, bound: Duration) {
         self.watch.tail_heard(now, bound);
