@@ -544,6 +544,60 @@ fn a_range_read_on_a_promoted_replica_never_hands_out_a_reused_offset() {
     assert_one_payload_per_id(&everything);
 }
 
+/// A publish answered while the node's tail was away, then lost: the replica it fails
+/// over to never had it. The publish is sent while the tail is connected and its answer
+/// held by the proxy until the tail has dropped (its reconnects held too); then every
+/// connection moves to the copy, whose head is below the answered offset: nothing is owed,
+/// and `/health` must stay `200` past the bound. Before, the answered offset stayed owed
+/// until some publish reached it again.
+#[test]
+fn a_publish_answered_then_lost_in_a_failover_is_not_owed() {
+    let test = "answered_then_lost";
+    let Some(master) = RedisServer::start_tcp(test, None) else {
+        return;
+    };
+    let Some(replica) = RedisServer::start_tcp(test, Some(master.port())) else {
+        return;
+    };
+    wait_replicating(&replica);
+    let proxy = Proxy::start(master.socket());
+    let a = node(&proxy.url(), &["--health-apply-bound", "500ms"]);
+    wait_healthy(&a);
+    assert_eq!(publish(a.addr, "?topic=t", "kept").0, 200);
+    let len = |server: &RedisServer| int(server.cmd(&["XLEN", "{sse}:log"]));
+    assert!(eventually(LIMIT, || len(&replica) == 1));
+    replica.cmd(&["REPLICAOF", "NO", "ONE"]);
+    proxy.hold_commands();
+    let addr = a.addr;
+    let publisher = std::thread::spawn(move || publish(addr, "?topic=t", "lost"));
+    assert!(
+        eventually(LIMIT, || len(&master) == 2),
+        "the publish reached the master"
+    );
+    // The tail drops; its reconnects wait, and go to the copy.
+    proxy.redirect(replica.socket());
+    proxy.isolate_tail();
+    proxy.drop_tails();
+    assert!(
+        eventually(LIMIT, || a.metric("sse_bus_connected") == 0.0),
+        "the tail never noticed"
+    );
+    proxy.release_commands();
+    let (status, body) = publisher.join().expect("publisher");
+    assert_eq!(status, 200, "{body}");
+    // The command connection follows to the copy, then everything goes through.
+    proxy.drop_commands();
+    proxy.heal();
+    wait_healthy(&a);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        util::health(a.addr),
+        (200, "ok\n".to_owned()),
+        "an offset the log lost is owed"
+    );
+    assert_eq!(a.metric("sse_bus_apply_stalled"), 0.0);
+}
+
 /// No id came with two different payloads (across streams: the same id twice is fine).
 fn assert_one_payload_per_id(got: &[(String, String)]) {
     let mut seen: HashMap<&str, &str> = HashMap::new();

@@ -303,6 +303,8 @@ pub struct Proxy {
     hold_ranges: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<Forwarded>>>,
+    /// The hold flags [`Proxy::hold_commands`] set.
+    commands_held: Mutex<Vec<Arc<AtomicBool>>>,
 }
 
 /// One forwarded connection: the client side, whether it has sent `XREAD` (a tail), and
@@ -362,6 +364,7 @@ impl Proxy {
             hold_ranges,
             stop,
             open,
+            commands_held: Mutex::new(Vec::new()),
         }
     }
 
@@ -408,6 +411,25 @@ impl Proxy {
             }
             !tail
         });
+    }
+
+    /// Holds back the replies of every open connection that has not sent `XREAD` (a node's
+    /// command connection) until [`Proxy::release_commands`] or [`Proxy::heal`].
+    pub fn hold_commands(&self) {
+        let mut held = self.commands_held.lock().unwrap();
+        for conn in self.open.lock().unwrap().iter() {
+            if !conn.tail.load(Ordering::Relaxed) {
+                conn.held.store(true, Ordering::Relaxed);
+                held.push(conn.held.clone());
+            }
+        }
+    }
+
+    /// Lets the replies [`Proxy::hold_commands`] held through (and only those).
+    pub fn release_commands(&self) {
+        for held in self.commands_held.lock().unwrap().drain(..) {
+            held.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Closes every forwarded connection that has not sent `XREAD` (a node's command
