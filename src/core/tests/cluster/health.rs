@@ -395,3 +395,41 @@ fn a_greeting_of_a_log_holding_no_event_owes_none() {
     assert_eq!(greet(None), ok());
     assert_eq!(greet(Some(4)), stalled());
 }
+
+/// A greeting whose head lies between two heads learned: the higher one goes, what the log
+/// holds above the lower one stays owed since the higher one was learned (not since the
+/// greeting).
+#[test]
+fn a_greeting_between_two_heads_learned_keeps_what_the_log_holds() {
+    let mut t = watched();
+    batch(&mut t, 1, 2, 3);
+    let _ = t.core.publish("t", None, None, "x", t.now);
+    let Some(BusRequest::Publish(Publish { token, .. })) = t.next_log_request() else {
+        panic!("a publish")
+    };
+    t.advance(BOUND / 4);
+    t.bus(BusReply::Published {
+        token,
+        id: ClusterId {
+            epoch: EPOCH.into(),
+            offset: 5,
+        },
+    });
+    t.advance(BOUND / 4);
+    t.connected(EPOCH, 4, 0);
+    batch(&mut t, 3, 3, 4);
+    t.advance(BOUND / 2);
+    assert_eq!(
+        health(&mut t),
+        ok(),
+        "4 owed for three quarters of the bound"
+    );
+    t.advance(BOUND / 4 + MS);
+    assert_eq!(
+        health(&mut t),
+        stalled(),
+        "4 owed for the bound: since 5 was learned, not since the greeting"
+    );
+    batch(&mut t, 4, 4, 4);
+    assert_eq!(health(&mut t), ok(), "5 is not in the log");
+}
