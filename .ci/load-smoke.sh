@@ -5,6 +5,7 @@
 # Exit 0 only when sse-load reports every tick reached every client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 
 cargo build --release --quiet --bins
 
@@ -15,12 +16,7 @@ server=$!
 stop() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -f "$out"; }
 trap stop EXIT
 
-addr=""
-for _ in $(seq 1 50); do
-    addr=$(sed -n 's#^listening on http://##p' "$out")
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
+addr=$(listening_addr "$out")
 if [ -z "$addr" ]; then
     echo "load-smoke: the server did not start" >&2
     exit 1

@@ -5,6 +5,7 @@
 # Exit 0 only when every check passed. Without dpkg it skips, unless SSE_REQUIRE_ECOSYSTEM=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 
 say() { printf 'package: %s\n' "$*"; }
 fail() { printf 'package: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -72,12 +73,7 @@ say "the installed server delivers a tick"
 out="$work/server.out"
 env -i PATH=/usr/bin:/bin /usr/bin/sse-server --listen 127.0.0.1:0 --interval 200ms >"$out" 2>"$work/server.err" &
 server=$!
-addr=""
-for _ in $(seq 1 50); do
-    addr=$(sed -n 's#^listening on http://##p' "$out")
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
+addr=$(listening_addr "$out")
 [ -n "$addr" ] || { cat "$work/server.err" >&2; fail "the installed server did not start"; }
 stream=$(curl -sN --max-time 2 "http://$addr/events" || true)
 grep -q '^data: ' <<<"$stream" || fail "no event from http://$addr/events in 2 s (got: '$stream')"

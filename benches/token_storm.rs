@@ -13,6 +13,11 @@
 //! reconnect rate, and the probe's latency percentiles over the events published during the
 //! storm. Tokens are signed with the TEST-ONLY key of `src/auth/testdata/`.
 //!
+//! With `STORM_RATE` (default `0`; e.g. `0,500`: one run per value) the server also runs with
+//! `--max-stream-rate <rate>` (0: no bound); a reconnect refused by it gets the EventSource's
+//! `200` + `retry:` + close, so it still counts as `ok`, and `refused` (from `/metrics`) says
+//! how many were refused: a refused client here does not come back.
+//!
 //! Run: `benches/token_storm.sh` (or `cargo bench --bench token_storm`).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -88,12 +93,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(cache: usize) -> Server {
+    fn start(cache: usize, rate: usize) -> Server {
         let mut child = Command::new(SERVER)
             .args(["--listen", "127.0.0.1:0", "--interval", "off"])
             .args(["--jwt-public-key", EC_PUBLIC])
             .args(["--publish-token", PUBLISH_TOKEN])
             .args(["--jwt-cache", &cache.to_string()])
+            .args(["--max-stream-rate", &rate.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -288,10 +294,11 @@ fn run(
     tokens: &Arc<Vec<String>>,
     distinct: usize,
     cache: usize,
+    rate: usize,
     reconnects: usize,
     threads: usize,
 ) {
-    let server = Server::start(cache);
+    let server = Server::start(cache, rate);
     let pid = server.child.id();
     let probe = Probe::start(&server.addr);
     thread::sleep(Duration::from_millis(300));
@@ -337,7 +344,7 @@ fn run(
     during.sort_unstable();
     let ok = ok.load(Ordering::Relaxed);
     println!(
-        "{distinct:>8} {cache:>6} {ok:>6}/{reconnects:<6} {:>7.2} {:>8.0} {:>8.0} {:>8.1} | {:>5} {:>7.1} {:>7.1} {:>7.1} | {:>6} {:>6}",
+        "{distinct:>8} {cache:>6} {rate:>5} {ok:>6}/{reconnects:<6} {:>7.2} {:>8.0} {:>8.0} {:>8.1} | {:>5} {:>7.1} {:>7.1} {:>7.1} | {:>6} {:>6} {:>7}",
         storm.as_secs_f64(),
         ok as f64 / storm.as_secs_f64(),
         cpu * 1e3,
@@ -348,6 +355,7 @@ fn run(
         percentile(&during, 1.0),
         server.metric("sse_jwt_cache_hits_total"),
         server.metric("sse_jwt_cache_misses_total"),
+        server.metric("sse_streams_refused_total{reason=\"rate\"}"),
     );
 }
 
@@ -361,6 +369,11 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .filter(|&d| d > 0)
         .collect();
+    let rates: Vec<usize> = std::env::var("STORM_RATE")
+        .unwrap_or_else(|_| "0".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let most = distinct.iter().copied().max().unwrap_or(1).min(reconnects);
     let t = Instant::now();
     let tokens = Arc::new(mint(most));
@@ -369,9 +382,10 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     println!(
-        "{:>8} {:>6} {:>13} {:>7} {:>8} {:>8} {:>8} | {:>5} {:>7} {:>7} {:>7} | {:>6} {:>6}",
+        "{:>8} {:>6} {:>5} {:>13} {:>7} {:>8} {:>8} {:>8} | {:>5} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>7}",
         "distinct",
         "cache",
+        "rate",
         "ok",
         "storm_s",
         "recon/s",
@@ -382,11 +396,14 @@ fn main() {
         "p99_ms",
         "max_ms",
         "hits",
-        "misses"
+        "misses",
+        "refused"
     );
     for &d in &distinct {
         for c in [0, cache] {
-            run(&tokens, d.min(most), c, reconnects, threads);
+            for &r in &rates {
+                run(&tokens, d.min(most), c, r, reconnects, threads);
+            }
         }
     }
 }

@@ -41,6 +41,15 @@ pub struct Cli {
     /// Most streaming clients at once (default: what the open-file limit allows).
     #[arg(long, env = "SSE_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// New event streams a second this process admits (a token bucket, a burst of N); past
+    /// it: 503 + jittered Retry-After, an EventSource 200 + jittered retry:. 0: no bound.
+    #[arg(
+        long,
+        env = "SSE_MAX_STREAM_RATE",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_stream_rate: u32,
     /// Comment sent to a client idle this long, so proxies keep the stream (`off` disables).
     #[arg(long, env = "SSE_KEEPALIVE", default_value = "15s", value_parser = parse_opt_duration)]
     pub keepalive: OptDuration,
@@ -222,6 +231,11 @@ pub struct Config {
     pub interval: Option<Duration>,
     /// Most streaming clients.
     pub max_clients: usize,
+    /// New streams a second (a token bucket holding at most this many: a burst of as many
+    /// at once), so a reconnect storm after a deploy is told to come back cheaply instead
+    /// of checking every token and resume at once. 0: no bound (the default: a server that
+    /// starts should let its clients back as fast as it can serve them unless told).
+    pub max_stream_rate: u32,
     /// Most connections of any kind (streaming, reading a head, being answered): the
     /// streaming limit plus room to tell over-limit clients to come back later.
     pub max_connections: usize,
@@ -353,6 +367,7 @@ impl Config {
             interval: cli.interval,
             max_clients,
             max_connections,
+            max_stream_rate: cli.max_stream_rate,
             keepalive: cli.keepalive,
             retry: cli.retry,
             max_head: cli.max_head as usize,
@@ -414,6 +429,7 @@ impl Cli {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             interval: Some(Duration::from_secs(2)),
             max_clients: None,
+            max_stream_rate: 0,
             keepalive: Some(Duration::from_secs(15)),
             retry: None,
             max_head: 8192,

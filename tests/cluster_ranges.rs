@@ -1,6 +1,7 @@
 //! Resumes read from the shared log (`--redis`) by the real binary against a real
-//! `redis-server`: a crowd resuming from one id shares its range read, and a held resume
-//! reads on from the log while the node's cache moves past it (it was dropped as slow).
+//! `redis-server`: a crowd resuming from one id shares its range read, a held resume reads
+//! on from the log while the node's cache moves past it (it was dropped as slow), and so
+//! does a live stream when the log was lost and trimmed while the node's tail was away.
 //!
 //! Skips (and passes) without `redis-server`, unless `SSE_REQUIRE_ECOSYSTEM=1`.
 
@@ -136,6 +137,66 @@ fn a_held_resume_reads_on_from_the_log_while_the_cache_moves_past_it() {
     expected.push("live".into());
     assert_eq!(datas(&s), expected);
     assert!(b.metric("sse_bus_range_extensions_total") >= 1.0);
+    assert_eq!(
+        b.metric("sse_connections_closed_total{reason=\"slow\"}"),
+        0.0
+    );
+}
+
+/// Redis loses the log (FLUSHALL) while node B's tail is cut off; 20 events of the stream's
+/// topic are published into the new log, which is then trimmed to its newest 15. Once the
+/// tail is back, its first batch starts with a gap (a `reset` `too-old` goes to the stream
+/// first) and brings 15 events of the topic to a node that caches one: the cache moves past
+/// the stream again and again before anything is written. The client, which did not read
+/// meanwhile and then reads (its socket took everything), is not dropped as slow: it gets
+/// the `restart`, the `too-old`, every retained event once, in order, then the live ones.
+#[test]
+fn a_live_stream_after_a_lost_and_trimmed_log_reads_on_and_is_not_slow() {
+    let Some(redis) = RedisServer::start("lost_trimmed_reads_on", Persistence::None) else {
+        return;
+    };
+    let proxy = Proxy::start(redis.socket());
+    let a = node(&redis.url(), &[]);
+    let b = node(&proxy.url(), &["--history", "1"]);
+    let mut s = Stream::open(b.addr, "/events?topic=t", &[]);
+    publish_ok(a.addr, "?topic=t", "x0");
+    s.wait_events(1, LIMIT);
+    assert_eq!(datas(&s), ["x0"]);
+    proxy.isolate_tail();
+    redis.cmd(&["FLUSHALL"]);
+    for i in 1..=20 {
+        publish_ok(a.addr, "?topic=t", &format!("x{i}"));
+    }
+    redis.cmd(&["XTRIM", "{sse}:log", "MAXLEN", "15"]);
+    proxy.heal();
+    let all = eventually(LIMIT, || {
+        s.fill_nonblocking();
+        s.events.len() >= 18
+    });
+    let slow = b.metric("sse_connections_closed_total{reason=\"slow\"}");
+    assert!(
+        all && slow == 0.0,
+        "{slow} dropped as slow; {} events: {:?}",
+        s.events.len(),
+        s.types_and_datas()
+    );
+    publish_ok(a.addr, "?topic=t", "live");
+    s.wait_events(19, LIMIT);
+    let got: Vec<(String, String)> = s
+        .types_and_datas()
+        .into_iter()
+        .map(|(t, d)| (t.to_owned(), d.to_owned()))
+        .collect();
+    let mut expected = vec![
+        ("message".to_owned(), "x0".to_owned()),
+        ("reset".to_owned(), "{\"reason\":\"restart\"}".to_owned()),
+        ("reset".to_owned(), "{\"reason\":\"too-old\"}".to_owned()),
+    ];
+    for i in 6..=20 {
+        expected.push(("message".to_owned(), format!("x{i}")));
+    }
+    expected.push(("message".to_owned(), "live".to_owned()));
+    assert_eq!(got, expected);
     assert_eq!(
         b.metric("sse_connections_closed_total{reason=\"slow\"}"),
         0.0

@@ -25,6 +25,7 @@ fn a_long_head_timeout_settles_within_the_fuzz_targets_budget() {
         keepalive_secs: 80,
         max_body: 9377,
         outputs_per_turn: 50611,
+        stream_rate: 0,
     };
     let ops = [Op::Advance { millis: 59519 }, Op::Connect];
     let mut sim = Sim::new(&config, 7);

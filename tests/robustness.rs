@@ -450,3 +450,146 @@ fn out_of_file_descriptors_on_accept_neither_spins_nor_crashes() {
         .metric("sse_connections_refused_total")
         >= 1.0));
 }
+
+/// What one connection of a connect storm was told.
+#[derive(Debug, PartialEq, Eq)]
+enum Told {
+    /// A stream began (its head, and it stays open).
+    Streaming,
+    /// `503` with `Retry-After: N`, then a close.
+    ComeBackIn(u64),
+    /// EventSource: the stream head, `retry: N` (ms), then a close.
+    RetryIn(u64),
+}
+
+/// Reads what the server answered a storm request (`event_source`: it asked for
+/// `text/event-stream`): bounded, a stream that stays open counts as streaming.
+fn told(mut s: TcpStream, event_source: bool) -> Told {
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + 5 * SEC;
+    let mut closed = false;
+    while Instant::now() < deadline {
+        let text = String::from_utf8_lossy(&buf);
+        let head_done = text.contains("\r\n\r\n");
+        if head_done && text.starts_with("HTTP/1.1 200 ") && !event_source {
+            break;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // Nothing more within the read timeout: a stream that stays open.
+            Err(_) if head_done => break,
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    match status_of(head) {
+        200 if !closed => Told::Streaming,
+        200 => {
+            let ms = body
+                .strip_prefix("retry: ")
+                .and_then(|r| r.strip_suffix("\n\n"));
+            Told::RetryIn(
+                ms.and_then(|m| m.parse().ok())
+                    .unwrap_or_else(|| panic!("a closed 200 without one retry: frame: {text:?}")),
+            )
+        }
+        503 => {
+            assert!(closed, "a 503 left open: {text:?}");
+            assert!(
+                body.ends_with("too many new streams, try again\n"),
+                "{text:?}"
+            );
+            let after = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Retry-After: "))
+                .and_then(|v| v.parse().ok());
+            Told::ComeBackIn(after.unwrap_or_else(|| panic!("no Retry-After: {text:?}")))
+        }
+        _ => panic!("unexpected answer to a storm request: {text:?}"),
+    }
+}
+
+/// 200 stream requests at once past `--max-stream-rate 20` (a burst of 20): the first get
+/// streams, the rest are told to come back (curl-like: 503 + `Retry-After` of 2 to 6 s; an
+/// EventSource: 200 + `retry:` of 2 to 7 s + close), never more admitted than the bucket
+/// allowed over the storm's length; a stream opened before keeps receiving; `/metrics`
+/// counts every refusal.
+#[test]
+fn a_connect_storm_over_the_stream_rate_is_told_to_come_back() {
+    let server = Server::start(&["--interval", "200ms", "--max-stream-rate", "20"]);
+    let started = Instant::now();
+    let mut keep = Stream::open(server.addr, "/events", &[]);
+    assert!(keep.head.starts_with("HTTP/1.1 200 "), "{}", keep.head);
+    let mut storm = Vec::new();
+    for i in 0..200 {
+        // Every tenth of the second half asks as an EventSource does.
+        let event_source = i >= 100 && i % 10 == 0;
+        let accept = if event_source {
+            "Accept: text/event-stream\r\n"
+        } else {
+            ""
+        };
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(format!("GET /events HTTP/1.1\r\nHost: x\r\n{accept}\r\n").as_bytes())
+            .unwrap();
+        storm.push((s, event_source));
+    }
+    let answers: Vec<(Told, bool)> = storm.into_iter().map(|(s, es)| (told(s, es), es)).collect();
+    let elapsed = started.elapsed();
+    let streaming = answers
+        .iter()
+        .filter(|(t, _)| *t == Told::Streaming)
+        .count();
+    let mut refused = 0;
+    let mut es_refused = 0;
+    for (t, es) in &answers {
+        match t {
+            Told::Streaming => {}
+            Told::ComeBackIn(secs) => {
+                assert!(!es && (2..=6).contains(secs), "{t:?}");
+                refused += 1;
+            }
+            Told::RetryIn(ms) => {
+                assert!(*es && (2_000..7_000).contains(ms), "{t:?}");
+                refused += 1;
+                es_refused += 1;
+            }
+        }
+    }
+    // The bucket: 20 at once, then 20 a second (the stream opened first took one).
+    let allowed = 20 + (20.0 * elapsed.as_secs_f64()).ceil() as usize;
+    assert!(
+        streaming < allowed && streaming >= 19,
+        "{streaming} streams admitted in {elapsed:?} (at most {allowed} allowed)"
+    );
+    assert!(
+        es_refused > 0,
+        "{refused} refused, {es_refused} EventSource"
+    );
+    assert_eq!(streaming + refused, 200);
+    assert_eq!(
+        server.metric("sse_streams_refused_total{reason=\"rate\"}"),
+        refused as f64
+    );
+    assert_eq!(server.metric("sse_stream_requests_total"), 201.0);
+    // The open stream kept its ticks and gets a publish; publishing is not limited.
+    let n = keep.events.len();
+    let (status, body) = publish(server.addr, "", "after the storm");
+    assert_eq!(status, 200, "{body}");
+    keep.wait_events(n + 3, 5 * SEC);
+    assert!(
+        keep.types_and_datas()
+            .iter()
+            .any(|(_, d)| *d == "after the storm"),
+        "{:?}",
+        keep.types_and_datas()
+    );
+}

@@ -474,3 +474,34 @@ fn a_publish_answered_then_lost_in_a_failover_is_not_owed() {
     ];
     sim.run(&ops).unwrap();
 }
+
+/// Redis loses the log and then trims it while a node's tail is behind: the batch its tail
+/// reads next starts with a gap (a `reset` `too-old` put in front of it) and brings more
+/// events of the client's topic than the cache keeps, several times over. The client, whose
+/// socket takes everything, reads them from the log; before the fix it was dropped as slow
+/// because its `reset` was still unwritten when the cache moved past it the second time,
+/// within that one batch. The proptest's shrunk case, as found.
+#[test]
+fn a_gap_then_a_batch_longer_than_the_cache_drops_no_reader() {
+    let mut sim = ClusterSim::new(3, 1, 17, 0);
+    let p = |node, topic| ClusterOp::Publish { node, topic, id: 0 };
+    let ops = [
+        p(3, 0),
+        ClusterOp::Subscribe { node: 0, topic: 1 },
+        p(0, 1),
+        ClusterOp::Lose,
+        ClusterOp::Serve { node: 0, n: 2 },
+        p(0, 1),
+        p(0, 1),
+        p(0, 1),
+        ClusterOp::Deliver { node: 1, batch: 0 },
+        ClusterOp::Block {
+            client: 0,
+            blocked: false,
+        },
+        p(0, 1),
+        ClusterOp::Trim { keep: 32 },
+        p(0, 1),
+    ];
+    sim.run(&ops).unwrap();
+}

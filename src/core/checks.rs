@@ -28,7 +28,7 @@ use super::client::ClientId;
 use super::connection::read_on;
 use super::error::RequestError;
 use super::exchange::CheckFor;
-use super::metrics::CloseReason;
+use super::metrics::{CloseReason, StreamRefusal};
 use super::publish::begin_publish;
 use super::stream::{over_limit, start_stream};
 use crate::auth::{AuthConfig, AuthError, BearerToken, InvalidToken, TokenCache, VerifiedClaims};
@@ -232,11 +232,7 @@ impl Core {
         let more = !held.early.is_empty();
         match reply.outcome {
             VerifyOutcome::Busy if held.purpose == CheckFor::Stream => {
-                if held.head.accepts_event_stream() {
-                    over_limit(self, id, &held.head, now);
-                } else {
-                    fail(self, id, busy(), now);
-                }
+                over_limit(self, id, &held.head, StreamRefusal::VerifyQueue, now)
             }
             VerifyOutcome::Busy => fail(self, id, busy(), now),
             VerifyOutcome::Checked(result) => {
@@ -270,7 +266,8 @@ impl Core {
     }
 }
 
-fn busy() -> RequestError {
+/// The answer to a request whose check found the verifier's queue full.
+pub(super) fn busy() -> RequestError {
     RequestError::TokenChecksBusy {
         retry_after_secs: BUSY_RETRY_AFTER_SECS,
     }

@@ -51,6 +51,9 @@ pub enum RequestError {
     TooManyTopics,
     /// A non-EventSource stream request over `--max-clients`: come back after this many seconds.
     TooManyClients { retry_after_secs: u64 },
+    /// A non-EventSource stream request past `--max-stream-rate` (too many new streams this
+    /// second): come back after this many seconds.
+    StreamRateExceeded { retry_after_secs: u64 },
     /// The server is shutting down.
     ShuttingDown,
     /// `/clients` from a non-loopback peer without the token.
@@ -86,6 +89,7 @@ impl RequestError {
             NotFound => 404,
             TooManyTopics
             | TooManyClients { .. }
+            | StreamRateExceeded { .. }
             | ShuttingDown
             | BusUnavailable { .. }
             | TokenChecksBusy { .. } => 503,
@@ -116,6 +120,7 @@ impl RequestError {
             TooManyTopicsPerClient => "too many topics",
             TooManyTopics => "too many topics in use",
             TooManyClients { .. } => "too many clients",
+            StreamRateExceeded { .. } => "too many new streams, try again",
             ShuttingDown => "shutting down",
             ClientsForbidden => "/clients is for loopback or token holders",
             StatsNeedToken => {
@@ -134,6 +139,7 @@ impl RequestError {
             MethodNotAllowed(Allow::Post) => Some(ALLOW_PUBLISH.into()),
             StatsNeedToken => Some("WWW-Authenticate: Bearer".into()),
             TooManyClients { retry_after_secs }
+            | StreamRateExceeded { retry_after_secs }
             | BusUnavailable { retry_after_secs }
             | TokenChecksBusy { retry_after_secs } => {
                 Some(format!("Retry-After: {retry_after_secs}"))

@@ -57,6 +57,49 @@ impl CloseReason {
     }
 }
 
+/// Why a stream request that was valid in form got no stream (`sse_streams_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamRefusal {
+    /// Past `--max-stream-rate`: too many new streams this second.
+    Rate,
+    /// Past `--max-clients`.
+    Clients,
+    /// Every topic slot holds a topic with subscribers (`--max-topics`).
+    Topics,
+    /// Cluster mode: a resume before the shared log's epoch is known.
+    LogNotReady,
+    /// The verifier thread's queue of token checks was full (`--jwt-verify-queue`).
+    VerifyQueue,
+}
+
+impl StreamRefusal {
+    pub const ALL: [StreamRefusal; 5] = [
+        StreamRefusal::Rate,
+        StreamRefusal::Clients,
+        StreamRefusal::Topics,
+        StreamRefusal::LogNotReady,
+        StreamRefusal::VerifyQueue,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamRefusal::Rate => "rate",
+            StreamRefusal::Clients => "clients",
+            StreamRefusal::Topics => "topics",
+            StreamRefusal::LogNotReady => "log-not-ready",
+            StreamRefusal::VerifyQueue => "verify-queue",
+        }
+    }
+
+    fn index(self) -> usize {
+        StreamRefusal::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or(0)
+    }
+}
+
 /// Monotonic counters and last-value gauges. Gauges derived from state (clients, history)
 /// are computed when rendering.
 #[derive(Debug, Default, Clone)]
@@ -65,6 +108,11 @@ pub struct Metrics {
     /// Connections refused at accept (over the connection limit, or shutting down).
     pub refused: u64,
     closed: [u64; CloseReason::ALL.len()],
+    /// Stream requests (valid in form, not `HEAD`) that reached the connect-rate bound,
+    /// admitted or not; counted whether the bound is on or not.
+    pub stream_requests: u64,
+    /// Stream requests refused, by reason.
+    streams_refused: [u64; StreamRefusal::ALL.len()],
     pub events_published: u64,
     pub ticks: u64,
     /// Log frames fully written to a client (deliveries).
@@ -92,6 +140,14 @@ impl Metrics {
 
     pub fn closed(&self, reason: CloseReason) -> u64 {
         self.closed[reason.index()]
+    }
+
+    pub fn count_stream_refusal(&mut self, reason: StreamRefusal) {
+        self.streams_refused[reason.index()] += 1;
+    }
+
+    pub fn streams_refused(&self, reason: StreamRefusal) -> u64 {
+        self.streams_refused[reason.index()]
     }
 
     pub fn count_response(&mut self, status: u16) {
@@ -251,6 +307,27 @@ pub fn render(m: &Metrics, g: &Gauges<'_>) -> String {
             "sse_connections_closed_total{{reason=\"{}\"}} {}",
             r.as_str(),
             m.closed(r)
+        );
+    }
+    help(
+        &mut o,
+        "sse_stream_requests_total",
+        "counter",
+        "Stream requests valid in form that reached the connect-rate bound (admitted or not).",
+    );
+    let _ = writeln!(o, "sse_stream_requests_total {}", m.stream_requests);
+    help(
+        &mut o,
+        "sse_streams_refused_total",
+        "counter",
+        "Stream requests told to come back later (EventSource: 200 + retry:, others: 503), by reason.",
+    );
+    for r in StreamRefusal::ALL {
+        let _ = writeln!(
+            o,
+            "sse_streams_refused_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            m.streams_refused(r)
         );
     }
     help(

@@ -11,10 +11,11 @@
 //! 3. routing: `endpoints::decide` maps a parsed head to an action from the request and what
 //!    it may read of the core; `endpoints::route` applies it (`answers.rs`: answer, fail,
 //!    refuse, read a body).
-//! 4. a stream: `stream::start_stream` checks the token (`access.rs`; an RS256/ES256
-//!    signature the cache cannot answer holds the request until [`Core::handle_verified`],
-//!    `checks.rs`), asks the log where it starts (`log_engine.rs`), places one cursor per topic
-//!    and queues the prelude (or a `reset`).
+//! 4. a stream: `stream::start_stream` checks the request's form, then the connect-rate
+//!    bound (`admission.rs`: a refused storm costs no token or resume work), then the token
+//!    (`access.rs`; an RS256/ES256 signature the cache cannot answer holds the request until
+//!    [`Core::handle_verified`], `checks.rs`), asks the log where it starts (`log_engine.rs`),
+//!    places one cursor per topic and queues the prelude (or a `reset`).
 //! 5. a publish: `publish::begin_publish` → its body → `publish::finish_publish` →
 //!    `Core::append_event` (`log_engine.rs`; also [`Core::publish`] for stdin): the memory log
 //!    appends now (`fanout.rs`: wake the subscribers, or the slow-client policy), a shared
@@ -54,6 +55,7 @@
 //! ([`latency`]); and the event log's own ([`event_log`]).
 
 mod access;
+mod admission;
 mod answers;
 mod checks;
 mod client;
@@ -89,7 +91,7 @@ pub use client::{ClientId, Listener};
 pub use error::{Allow, RequestError};
 use event_log::EventLog;
 use exchange::Phase;
-pub use metrics::{CloseReason, Metrics};
+pub use metrics::{CloseReason, Metrics, StreamRefusal};
 use queues::OutputQueues;
 use registry::Registry;
 use timers::{TimerKind, Timers};
@@ -154,6 +156,8 @@ pub struct Core {
     tokens: crate::auth::TokenCache,
     /// Token checks waiting to be handed out and in flight (`checks.rs`).
     checks: checks::Checks,
+    /// New streams a second (`--max-stream-rate`, `admission.rs`).
+    admission: admission::StreamBucket,
 }
 
 impl Core {
@@ -168,6 +172,7 @@ impl Core {
         let log = EventLog::new(millis, cfg.history, cfg.history_bytes, cfg.max_topics);
         let cfg_cluster = cfg.cluster.is_some();
         let cfg_tokens = cfg.auth.token_cache();
+        let cfg_rate = cfg.max_stream_rate;
         Core {
             next_tick: cfg.interval.map(|i| now + i),
             connections: Registry::with_capacity(cfg.max_connections.min(1 << 20)),
@@ -184,6 +189,7 @@ impl Core {
             wall: access::WallAnchor::new(now, wall),
             tokens: cfg_tokens,
             checks: checks::Checks::default(),
+            admission: admission::StreamBucket::new(cfg_rate),
         }
     }
 

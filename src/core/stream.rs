@@ -12,7 +12,7 @@ use super::error::RequestError;
 use super::event_log::{DEFAULT_TOPIC, DEFAULT_TOPIC_ID, Resume, TICK_TOPIC_ID};
 use super::exchange::{AfterAnswer, CheckFor};
 use super::log_engine::Start;
-use super::metrics::CloseReason;
+use super::metrics::{CloseReason, StreamRefusal};
 use super::publish::valid_topic_name;
 use super::timers::TimerKind;
 use super::topic::TopicId;
@@ -45,6 +45,12 @@ pub(super) fn start_stream(
         fail(core, id, RequestError::InvalidTopic, now);
         return;
     }
+    // The connect-rate bound: once the request is known valid in form (its 400 above), before
+    // any token or resume work, so a refused storm costs little. A request coming back from
+    // its token check was admitted on its way in; HEAD starts no stream.
+    if checked.is_none() && head.method != Method::Head && !core.admit_stream(id, head, now) {
+        return;
+    }
     // Private topics: decided before anything is written or counted (401/403).
     let grant = match core.authorize_stream(head, &names, checked, now) {
         Ok(grant) => grant,
@@ -66,7 +72,7 @@ pub(super) fn start_stream(
     }
     // Over the limit only once the request itself is known to be valid.
     if core.connections.streaming() >= core.cfg.max_clients {
-        over_limit(core, id, head, now);
+        over_limit(core, id, head, StreamRefusal::Clients, now);
         return;
     }
     let mut topic_ids: Vec<TopicId> = Vec::with_capacity(names.len() + 1);
@@ -79,6 +85,7 @@ pub(super) fn start_stream(
             Ok(t) => topic_ids.push(t),
             Err(e) => {
                 // Topics free up as subscribers leave: ask to come back soon.
+                core.metrics.count_stream_refusal(StreamRefusal::Topics);
                 fail_with(core, id, e, Some("Retry-After: 5"), now);
                 return;
             }
@@ -95,7 +102,7 @@ pub(super) fn start_stream(
     let resume = match start {
         Start::Here(resume) => resume,
         Start::NotReady => {
-            over_limit(core, id, head, now);
+            over_limit(core, id, head, StreamRefusal::LogNotReady, now);
             return;
         }
         // Held at the live edge while the log catches up (`begin_deferred_start` below).
@@ -160,11 +167,21 @@ pub(super) fn start_stream(
     core.schedule(id);
 }
 
-/// A streaming request over `--max-clients`: an EventSource gets a 200 with a jittered
-/// `retry:` and a close (it never retries after a 503); anything else gets 503.
-pub(super) fn over_limit(core: &mut Core, id: ClientId, head: &RequestHead, now: Instant) {
-    let delay = core.jitter(Duration::from_secs(2), Duration::from_secs(5));
+/// A stream request told to come back later (past `--max-clients`, `--max-stream-rate`, the
+/// verifier's queue, or before the shared log is ready), counted by `reason`: an EventSource
+/// gets a 200 with a jittered `retry:` in [2 s, 7 s) and a close (it never retries after a
+/// 503); anything else gets 503 with a jittered `Retry-After` of 2 to 6 s (the verifier's
+/// queue: its own fixed `Retry-After`).
+pub(super) fn over_limit(
+    core: &mut Core,
+    id: ClientId,
+    head: &RequestHead,
+    reason: StreamRefusal,
+    now: Instant,
+) {
+    core.metrics.count_stream_refusal(reason);
     if head.accepts_event_stream() {
+        let delay = retry_delay(core);
         let mut r = response::STREAM_HEAD.as_bytes().to_vec();
         frame::encode_retry(&mut r, delay.as_millis() as u64);
         answer(core, id, 200, r, AfterAnswer::Close, now);
@@ -172,15 +189,25 @@ pub(super) fn over_limit(core: &mut Core, id: ClientId, head: &RequestHead, now:
         if let Some(c) = core.client_mut(id) {
             c.http.close_when_sent(CloseReason::Limit);
         }
-    } else {
-        let retry_after_secs = delay.as_secs().max(1);
-        fail(
-            core,
-            id,
-            RequestError::TooManyClients { retry_after_secs },
-            now,
-        );
+        return;
     }
+    let err = match reason {
+        StreamRefusal::VerifyQueue => super::checks::busy(),
+        StreamRefusal::Rate => RequestError::StreamRateExceeded {
+            retry_after_secs: retry_delay(core).as_secs().max(1),
+        },
+        StreamRefusal::Topics => RequestError::TooManyTopics,
+        StreamRefusal::Clients | StreamRefusal::LogNotReady => RequestError::TooManyClients {
+            retry_after_secs: retry_delay(core).as_secs().max(1),
+        },
+    };
+    fail(core, id, err, now);
+}
+
+/// When a refused stream should come back: jittered in [2 s, 7 s) by the core's seeded
+/// generator, so a refused crowd does not return at once.
+fn retry_delay(core: &mut Core) -> Duration {
+    core.jitter(Duration::from_secs(2), Duration::from_secs(5))
 }
 
 impl Core {

@@ -30,6 +30,8 @@ pub enum Reach {
     SlowSkipped,
     /// A stream request over `--max-clients` got the stream head, `retry:` and a close.
     OverClientLimit,
+    /// A stream request past `--max-stream-rate` was told to come back.
+    StreamRateRefused,
     /// A connection was refused at accept (connection limit or shutdown).
     RefusedAtAccept,
     /// The oldest connection still reading its first head was evicted for a newcomer.
@@ -80,6 +82,7 @@ impl Reach {
         Reach::SlowDropped,
         Reach::SlowSkipped,
         Reach::OverClientLimit,
+        Reach::StreamRateRefused,
         Reach::RefusedAtAccept,
         Reach::EvictedAtAccept,
         Reach::TopicCreated,

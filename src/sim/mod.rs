@@ -233,7 +233,8 @@ struct Conn {
     head_since: Duration,
     want_stream: Option<StreamWant>,
     stream: Option<StreamState>,
-    /// `streaming clients >= max_clients` was seen while its stream request was pending.
+    /// `streaming clients >= max_clients` was seen while its stream request was pending, or
+    /// the request was refused for the connect rate: it may be told to come back.
     maybe_over_limit: bool,
     /// Publish requests sent whose event the core has not appended yet.
     publishes: VecDeque<PubReq>,
@@ -320,6 +321,11 @@ pub struct Sim {
     /// Topics appended to since the last check: their subscribers must be within the
     /// backlog bound now (the bound is enforced when an event is appended).
     appended: Vec<usize>,
+    /// The model of `--max-stream-rate` (`None`: no bound), and the core's admission
+    /// counters at the last look (`admission.rs`).
+    rate_model: Option<admission::RateModel>,
+    seen_stream_requests: u64,
+    seen_rate_refused: u64,
 }
 
 macro_rules! ensure {
@@ -330,6 +336,7 @@ macro_rules! ensure {
     };
 }
 
+mod admission;
 pub mod auth;
 pub mod bus;
 mod cache;
@@ -351,6 +358,7 @@ impl Sim {
     /// A simulated server with no clients. `seed` seeds the core's jitter.
     pub fn new(sc: &SimConfig, seed: u64) -> Sim {
         let cfg = sc.config();
+        let rate_model = admission::RateModel::new(cfg.max_stream_rate);
         let base = Instant::now();
         let wall0 = Utc
             .with_ymd_and_hms(2024, 10, 13, 14, 35, 22)
@@ -396,6 +404,9 @@ impl Sim {
             max_frame: 0,
             appended: Vec::new(),
             strict_slow: true,
+            rate_model,
+            seen_stream_requests: 0,
+            seen_rate_refused: 0,
         }
     }
 

@@ -208,6 +208,9 @@ pub struct SimConfig {
     /// The driver's per-turn output budget (`OUTPUTS_PER_TURN`); 0: unlimited. A drain that
     /// uses it up leaves the rest for the next turn, as the driver does.
     pub outputs_per_turn: u16,
+    // Later fields (at the end: the fields before keep their meaning in existing fuzz inputs).
+    /// `--max-stream-rate`: off below 128, else `1 + stream_rate % 4` new streams a second.
+    pub stream_rate: u8,
 }
 
 impl Default for SimConfig {
@@ -231,6 +234,7 @@ impl Default for SimConfig {
             keepalive_secs: 3,
             max_body: 4096,
             outputs_per_turn: 0,
+            stream_rate: 0,
         }
     }
 }
@@ -278,6 +282,10 @@ impl SimConfig {
             },
             max_clients,
             max_connections: max_clients + usize::from(self.extra_connections),
+            max_stream_rate: match self.stream_rate {
+                r @ 128.. => 1 + u32::from(r % 4),
+                _ => 0,
+            },
             max_client_send: 4096,
             publish_token: None,
             shutdown_grace: Duration::from_secs(2),

@@ -129,6 +129,8 @@ impl Sim {
 
     /// After every call into the core: notice streams that started and events appended.
     pub(super) fn after_call(&mut self, by: Option<ClientId>) -> Result<(), String> {
+        // First: a stream request refused meanwhile is still pending (nothing took it yet).
+        self.check_admissions(by)?;
         let m = self.core.metrics();
         let (published, ticks) = (m.events_published, m.ticks);
         if ticks != self.seen_ticks {

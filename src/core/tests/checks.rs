@@ -54,6 +54,17 @@ fn exp_in(secs: i64) -> i64 {
     wall0().timestamp() + secs
 }
 
+/// Sends `c`'s request for a stream of topic `a` with a token valid for 60 s that may
+/// subscribe to `allowed`, and lets the core act on it (a check is handed out when held).
+fn request_stream(t: &mut T, c: ClientId, allowed: &str) {
+    t.core.handle_read(
+        c,
+        &request("topic=a", &mint(exp_in(60), &[allowed], &[]), None),
+        t.now,
+    );
+    t.drain(None);
+}
+
 fn publish_request(topic: &str, token: &str, body: &str, close: bool) -> Vec<u8> {
     let conn = if close { "Connection: close\r\n" } else { "" };
     format!(
@@ -162,12 +173,7 @@ fn answers_out_of_order_reach_their_own_requests() {
 fn a_late_answer_for_a_client_that_left_is_dropped_and_misses_the_slots_new_owner() {
     let mut t = held();
     let a = t.connect();
-    t.core.handle_read(
-        a,
-        &request("topic=a", &mint(exp_in(60), &["a"], &[]), None),
-        t.now,
-    );
-    t.drain(None);
+    request_stream(&mut t, a, "a");
     t.core.handle_read_closed(a);
     t.drain(None);
     assert!(t.closed(a));
@@ -175,12 +181,7 @@ fn a_late_answer_for_a_client_that_left_is_dropped_and_misses_the_slots_new_owne
     let b = t.connect();
     assert_eq!(b.key, a.key);
     assert_ne!(b.generation, a.generation);
-    t.core.handle_read(
-        b,
-        &request("topic=a", &mint(exp_in(60), &["b"], &[]), None),
-        t.now,
-    );
-    t.drain(None);
+    request_stream(&mut t, b, "b");
     assert_eq!(t.checks.len(), 2);
     answer(&mut t, 0);
     assert_eq!(t.text(b), "", "the old answer does not reach the new owner");
@@ -318,12 +319,7 @@ fn a_publish_waits_with_its_body_and_pipelined_requests_then_goes_on_in_order() 
 fn a_stream_request_whose_client_hangs_up_while_checked_closes_now() {
     let mut t = held();
     let c = t.connect();
-    t.core.handle_read(
-        c,
-        &request("topic=a", &mint(exp_in(60), &["a"], &[]), None),
-        t.now,
-    );
-    t.drain(None);
+    request_stream(&mut t, c, "a");
     t.core.handle_read_closed(c);
     t.drain(None);
     assert!(t.closed(c));
@@ -336,12 +332,7 @@ fn a_stream_request_whose_client_hangs_up_while_checked_closes_now() {
 fn shutdown_closes_requests_waiting_for_a_check_and_finishes() {
     let mut t = held();
     let c = t.connect();
-    t.core.handle_read(
-        c,
-        &request("topic=a", &mint(exp_in(60), &["a"], &[]), None),
-        t.now,
-    );
-    t.drain(None);
+    request_stream(&mut t, c, "a");
     t.core.shutdown(t.now);
     t.drain(None);
     assert!(t.closed(c));

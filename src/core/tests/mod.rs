@@ -172,6 +172,7 @@ fn resume_request(topic: &str, last: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+mod admission;
 mod auth;
 mod checks;
 mod cluster;

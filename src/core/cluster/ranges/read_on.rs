@@ -118,15 +118,18 @@ impl Core {
     /// The cache moved past a cursor of the held stream in slot `key`. Ticks are never
     /// replayed, and a stream waiting for the tail skips what comes before its resume point:
     /// such cursors move to the oldest entry retained. A reading stream reads on from the log
-    /// through the newest offset applied, its cursors at the live edge; one that left its
-    /// page unwritten since the last such move does not read its socket: the slow-client
-    /// policy.
+    /// through the newest offset applied, its cursors at the live edge; one whose socket
+    /// refused bytes and that left its page unwritten since the last such move does not read
+    /// its socket: the slow-client policy. Bytes a socket that takes everything has not been
+    /// offered yet are no slowness: one tail batch can move the cache past a stream several
+    /// times before anything is written (a `reset` put in front of the batch, then more
+    /// events of its topic than the cache keeps).
     pub(in crate::core) fn held_fell_behind(&mut self, key: u32) {
         let Some(id) = self.id_for_key(key) else {
             return;
         };
         let Some(c) = self.client(id) else { return };
-        let unwritten = c.pending().is_some() || self.has_range_frames(id);
+        let unwritten = !c.is_writable() && (c.pending().is_some() || self.has_range_frames(id));
         let events_passed = c.cursors().iter().any(|cur| {
             cur.topic != TICK_TOPIC_ID && cur.next < self.log.topic(cur.topic).first_seq()
         });

@@ -274,3 +274,39 @@ fn a_batch_longer_than_the_cache_makes_a_live_client_read_from_the_log() {
     assert_eq!(t.datas(live), datas(3, 9));
     t.core.check_invariants().unwrap();
 }
+
+/// A tail batch that starts with a gap (a `reset` `too-old` put in front of it, not written
+/// until the batch is applied) and brings more events of the topic than the cache keeps,
+/// several times over: a live client whose socket takes everything reads them from the log
+/// and is not dropped as slow, though its `reset` is still unwritten each time the cache
+/// moves past it. A client whose socket is full is.
+#[test]
+fn a_gap_then_a_long_batch_drops_no_client_whose_socket_takes_everything() {
+    let mut t = node_with(1, 1);
+    let live = t.stream("t", None);
+    let full = t.stream("t", None);
+    t.core.handle_would_block(full, t.now);
+    let names: Vec<String> = (3..=8).map(|o| format!("e{o}")).collect();
+    let batch: Vec<(u64, &str, &str)> = (3..=8)
+        .map(|o| (o, "t", names[o as usize - 3].as_str()))
+        .collect();
+    t.events_in(&batch);
+    assert!(
+        t.core.is_live(live),
+        "dropped while its socket took everything"
+    );
+    assert!(!t.core.is_live(full), "a full socket is slow");
+    assert_eq!(t.core.metrics().closed(CloseReason::Slow), 1);
+    // What the cache no longer has is read from the log, page after page.
+    for _ in 0..4 {
+        let Some(f) = t.fetches().pop() else { break };
+        let through = f.through_offset.unwrap_or(8);
+        t.page_of(f.token, f.after_offset + 1, through, through, true);
+    }
+    assert!(t.fetches().is_empty());
+    t.events_in(&[(9, "t", "e9")]);
+    let mut want = vec!["reset:{\"reason\":\"too-old\"}:ep-2".to_owned()];
+    want.extend(datas(3, 9));
+    assert_eq!(t.datas(live), want);
+    t.core.check_invariants().unwrap();
+}
