@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use util::redis::{RedisServer, Sentinel};
+use util::redis::{Proxy, RedisServer, Sentinel};
 use util::{Server, Stream, eventually, publish};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -461,6 +461,151 @@ fn a_promoted_replica_with_an_older_head_starts_a_new_epoch() {
 #[test]
 fn a_promoted_replica_whose_offsets_were_reused_starts_a_new_epoch() {
     promoted_replica_missed_the_tail("promoted_reused_offsets", true);
+}
+
+/// A node's command connection reaches the promoted replica before its tail does (the
+/// proxy moves only the command connection; the tail stays on the old master, noticing
+/// nothing), and another writer has already reused the lost offsets there. A client
+/// resuming from before them makes the node read the range through that connection: it
+/// must never get an id another client got with another payload. The command thread reads
+/// back the tail's last delivered offset when it reconnects and starts a new epoch, so the
+/// resume is told to come back; once the tail reaches the copy, the first client gets
+/// `reset` `restart`.
+#[test]
+fn a_range_read_on_a_promoted_replica_never_hands_out_a_reused_offset() {
+    let test = "range_on_promoted";
+    let Some(master) = RedisServer::start_tcp(test, None) else {
+        return;
+    };
+    let Some(replica) = RedisServer::start_tcp(test, Some(master.port())) else {
+        return;
+    };
+    wait_replicating(&replica);
+    let proxy = Proxy::start(master.socket());
+    // A cache of two events per topic: a resume from the third event reads the log.
+    let a = node(&proxy.url(), &["--history", "2"]);
+    wait_healthy(&a);
+    let mut first = Stream::open(a.addr, "/events?topic=t", &[]);
+    let mut ids = Vec::new();
+    for i in 1..=8 {
+        if i == 4 {
+            assert!(eventually(LIMIT, || int(
+                replica.cmd(&["XLEN", "{sse}:log"])
+            ) == 3));
+            replica.cmd(&["REPLICAOF", "NO", "ONE"]);
+        }
+        let (status, id) = publish(a.addr, "?topic=t", &format!("m{i}"));
+        assert_eq!(status, 200);
+        ids.push(id.trim().to_owned());
+    }
+    first.wait_events(8, LIMIT);
+    let epoch = text(replica.cmd(&["HGET", "{sse}:meta", "e"]));
+    assert!(ids[7].starts_with(&epoch), "{} in epoch {epoch}", ids[7]);
+    // Another writer, which never saw offsets 4 to 8, reused them on the promoted copy.
+    for k in 4..=10 {
+        let id = format!("{k}-0");
+        let data = format!("other{k}");
+        replica.cmd(&["XADD", "{sse}:log", &id, "e", &epoch, "t", "t", "d", &data]);
+    }
+    replica.cmd(&["HSET", "{sse}:meta", "o", "10"]);
+
+    // Only the command connection moves to the copy; a publish shows it reconnected.
+    proxy.redirect(replica.socket());
+    proxy.drop_commands();
+    assert!(
+        eventually(LIMIT, || publish(a.addr, "?topic=t", "via the copy").0
+            == 200),
+        "the command connection never reached the copy"
+    );
+    let mut late = Stream::open(
+        a.addr,
+        "/events?topic=t",
+        &[&format!("Last-Event-ID: {}", ids[2])],
+    );
+    eventually(Duration::from_secs(3), || {
+        !late.fill_nonblocking() || events(&late).len() >= 5
+    });
+    let mut everything = events(&first);
+    everything.extend(events(&late));
+    assert_one_payload_per_id(&everything);
+
+    // The tail reaches the copy too: a new epoch for the first client as well.
+    proxy.drop_tails();
+    assert!(
+        eventually(LIMIT, || {
+            first.fill_nonblocking();
+            !resets(&first).is_empty()
+        }),
+        "no reset once the tail reached the copy"
+    );
+    assert_eq!(resets(&first), ["{\"reason\":\"restart\"}"]);
+    let mut everything = events(&first);
+    everything.extend(events(&late));
+    assert_one_payload_per_id(&everything);
+}
+
+/// A publish answered while the node's tail was away, then lost: the replica it fails
+/// over to never had it. The publish is sent while the tail is connected and its answer
+/// held by the proxy until the tail has dropped (its reconnects held too); then every
+/// connection moves to the copy, whose head is below the answered offset: nothing is owed,
+/// and `/health` must stay `200` past the bound. Before, the answered offset stayed owed
+/// until some publish reached it again.
+#[test]
+fn a_publish_answered_then_lost_in_a_failover_is_not_owed() {
+    let test = "answered_then_lost";
+    let Some(master) = RedisServer::start_tcp(test, None) else {
+        return;
+    };
+    let Some(replica) = RedisServer::start_tcp(test, Some(master.port())) else {
+        return;
+    };
+    wait_replicating(&replica);
+    let proxy = Proxy::start(master.socket());
+    let a = node(&proxy.url(), &["--health-apply-bound", "500ms"]);
+    wait_healthy(&a);
+    assert_eq!(publish(a.addr, "?topic=t", "kept").0, 200);
+    let len = |server: &RedisServer| int(server.cmd(&["XLEN", "{sse}:log"]));
+    assert!(eventually(LIMIT, || len(&replica) == 1));
+    replica.cmd(&["REPLICAOF", "NO", "ONE"]);
+    proxy.hold_commands();
+    let addr = a.addr;
+    let publisher = std::thread::spawn(move || publish(addr, "?topic=t", "lost"));
+    assert!(
+        eventually(LIMIT, || len(&master) == 2),
+        "the publish reached the master"
+    );
+    // The tail drops; its reconnects wait, and go to the copy.
+    proxy.redirect(replica.socket());
+    proxy.isolate_tail();
+    proxy.drop_tails();
+    assert!(
+        eventually(LIMIT, || a.metric("sse_bus_connected") == 0.0),
+        "the tail never noticed"
+    );
+    proxy.release_commands();
+    let (status, body) = publisher.join().expect("publisher");
+    assert_eq!(status, 200, "{body}");
+    // The command connection follows to the copy, then everything goes through.
+    proxy.drop_commands();
+    proxy.heal();
+    wait_healthy(&a);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        util::health(a.addr),
+        (200, "ok\n".to_owned()),
+        "an offset the log lost is owed"
+    );
+    assert_eq!(a.metric("sse_bus_apply_stalled"), 0.0);
+}
+
+/// No id came with two different payloads (across streams: the same id twice is fine).
+fn assert_one_payload_per_id(got: &[(String, String)]) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (id, data) in got {
+        if let Some(before) = seen.insert(id, data) {
+            assert_eq!(before, data, "id {id} came with two payloads");
+        }
+    }
 }
 
 /// A command connection that reached a replica (an old master demoted by a failover, a stale

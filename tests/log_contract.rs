@@ -21,6 +21,8 @@
 //!   (the database, `-wal`, `-shm`). `local` deletes `-wal` and `-shm` first and the database
 //!   last; `local_removed_apart` deletes them in the order `rm log.sqlite*` does, a few
 //!   milliseconds apart (a node reopening in between must notice the rest go too).
+//! - The local log cannot reach a rewritten tail (one file, no replicas: no copy of it can
+//!   miss its newest events), so that contract runs on memory and Redis only.
 
 mod util;
 
@@ -35,7 +37,7 @@ use engines::{Engine, Settings, Start};
 use peer::{Peer, plain, range_after};
 use ranges::{range_reads_walk_the_log, retention_keeps_the_newest};
 use sse_server::bus::types::is_valid_epoch;
-use sse_server::bus::{BusEvent, BusReply, ClusterId, FetchRange, Publish};
+use sse_server::bus::{BusEvent, BusReply, BusRequest, ClusterId, FetchRange, Publish};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -80,6 +82,7 @@ contract! {
     a_log_behind_the_node_is_a_new_epoch, Settings::DEFAULT, redis, local,
 }
 contract! { head_probes_read_the_head, Settings::DEFAULT, memory, local, redis }
+contract! { a_rewritten_tail_is_a_new_epoch, Settings::DEFAULT, memory, redis }
 
 /// The retention contract's bound: a small `max_len`.
 const RETAINED: Settings = Settings {
@@ -492,5 +495,86 @@ fn a_log_behind_the_node_is_a_new_epoch(engine: &mut dyn Engine) {
             },
         ] if *epoch == next.epoch => {}
         other => panic!("the greeting: {other:?}"),
+    }
+}
+
+/// A log that fails over to a copy missing its newest events, whose offsets another writer
+/// reused with other events (a replica promoted without them, on which a node that never
+/// saw them published first), is a new epoch for a node that delivered the lost events: a
+/// range read (asked before its tail saw the copy) is of the new epoch or holds only what
+/// was delivered, never the events written over the lost offsets under their old ids; its
+/// tail reports `EpochChanged { previous, epoch }` right followed by `Connected {
+/// after_offset: 0 }` and delivers nothing of the copy under an old id; its publishes get
+/// ids of the new epoch. (The local log cannot reach this state: see the module docs.)
+fn a_rewritten_tail_is_a_new_epoch(engine: &mut dyn Engine) {
+    let mut a = Peer::new(engine.node(None));
+    let old = a.greeted().epoch;
+    for i in 1..=6 {
+        a.publish_surely("t", &format!("old-{i}"));
+    }
+    a.wait("the events", |p| p.events.len() >= 6);
+    let others: Vec<String> = (4..=8).map(|i| format!("other-{i}")).collect();
+    if let Err(why) = engine.fail_over(3, &others) {
+        panic!("cannot fail over: {why}");
+    }
+    let range = fetch_surely(&mut a, range_after(3));
+    assert!(
+        range.epoch != old || range.events.iter().all(|e| e.data.starts_with("old-")),
+        "a range of the rewritten log under the old epoch: {range:?}"
+    );
+    a.wait("the epoch change and the greeting after it", |p| {
+        p.replies
+            .iter()
+            .skip_while(|r| !matches!(r, BusReply::EpochChanged { .. }))
+            .nth(1)
+            .is_some()
+    });
+    let new = a.epoch_changes[0].1.clone();
+    assert_eq!(a.epoch_changes, [(old.clone(), new.clone())]);
+    let at = a
+        .replies
+        .iter()
+        .position(|r| matches!(r, BusReply::EpochChanged { .. }))
+        .expect("reported");
+    match a.replies.get(at + 1) {
+        Some(BusReply::Connected {
+            epoch,
+            after_offset: 0,
+            ..
+        }) if *epoch == new => {}
+        other => panic!("after EpochChanged: {other:?}"),
+    }
+    let next = a.publish_surely("t", "after");
+    assert_eq!(next.epoch, new, "{next}");
+    a.settle(QUIET);
+    for e in &a.events {
+        assert!(
+            e.id.epoch != old || e.data.starts_with("old-"),
+            "the copy's {} under an old id {}",
+            e.data,
+            e.id
+        );
+    }
+}
+
+/// A range read, asked again while the command side answers that it cannot reach the log
+/// (right after a failover its connection may have dropped).
+fn fetch_surely(peer: &mut Peer, fetch: FetchRange) -> sse_server::bus::RangeReply {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let token = peer.token();
+        peer.submit(BusRequest::FetchRange(FetchRange {
+            token,
+            ..fetch.clone()
+        }));
+        peer.wait("a range's answer", |p| p.ranges.contains_key(&token));
+        match &peer.ranges[&token][0] {
+            Ok(range) => return range.clone(),
+            Err(why) if std::time::Instant::now() < deadline => {
+                eprintln!("range failed ({why}); again");
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            Err(why) => panic!("range {token}: {why}"),
+        }
     }
 }

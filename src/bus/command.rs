@@ -6,7 +6,8 @@
 use super::backoff::{Backoff, Random};
 use super::config::{BusConfig, RedisStore};
 use super::endpoint::Endpoint;
-use super::outbox::{Outbox, Seen};
+use super::fingerprint::Delivered;
+use super::outbox::{Outbox, Seen, SeenDelivered};
 use super::range::{Scanned, page};
 use super::redis::{self as wire, Entry};
 use super::types::{
@@ -25,6 +26,8 @@ pub(super) struct Commands {
     hello: redis::Script,
     /// The tail's position: checked against the log at every (re)connect.
     seen: Seen,
+    /// The tail's fingerprint: read back at every (re)connect and with every range read.
+    delivered: SeenDelivered,
     con: Option<Connection>,
     /// When `con` last answered: after [`BusConfig::block`] of silence it is checked with a
     /// `PING` before use, so a connection that died while idle (a server `timeout`, a
@@ -44,7 +47,7 @@ impl Commands {
         keys: RedisStore,
         endpoint: Endpoint,
         outbox: Outbox,
-        seen: Seen,
+        (seen, delivered): (Seen, SeenDelivered),
     ) -> Commands {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         Commands {
@@ -55,6 +58,7 @@ impl Commands {
             publish: redis::Script::new(&wire::publish_script()),
             hello: redis::Script::new(wire::HELLO_SCRIPT),
             seen,
+            delivered,
             con: None,
             retry_at: Instant::now(),
             last_answer: Instant::now(),
@@ -119,13 +123,16 @@ impl Commands {
     /// Loads the publish script, and checks the log against the tail's position with the
     /// hello script first: after a Redis restart this connection may well be the first to
     /// reach it, and a log that came back older must get its new epoch before any publish.
+    /// Then the tail's fingerprint: after a failover this connection may reach the promoted
+    /// copy before the tail does, and one whose offsets were already reused with other
+    /// content must get its new epoch before a range read hands any of them out.
     fn prepare(&mut self, mut con: Connection) -> RedisResult<Connection> {
         let seen = self.seen.lock().ok().and_then(|seen| seen.clone());
         let candidate = wire::new_epoch(self.random.next_u64());
         let position = seen
             .as_ref()
             .map(|(epoch, offset)| (epoch.as_str(), *offset));
-        wire::hello(
+        let hello = wire::hello(
             &mut con,
             &self.keys,
             &self.hello,
@@ -133,8 +140,23 @@ impl Commands {
             position,
             false,
         )?;
+        if let Some(delivered) = self.delivered()
+            && delivered.epoch == hello.epoch
+            && hello.head >= delivered.offset
+        {
+            let entries = wire::entry_at(&mut con, &self.keys, delivered.offset, &hello.epoch)?;
+            if delivered.rewritten(&hello.epoch, wire::at_offset(&entries)) {
+                let candidate = wire::new_epoch(self.random.next_u64());
+                renew(&mut con, &self.keys, &self.hello, &candidate, &delivered)?;
+            }
+        }
         self.publish.load(&mut con)?;
         Ok(con)
+    }
+
+    /// The tail's fingerprint as it stands.
+    fn delivered(&self) -> Option<Delivered> {
+        self.delivered.lock().ok().and_then(|d| d.clone())
     }
 
     fn broken(&mut self, error: &redis::RedisError) {
@@ -312,8 +334,23 @@ impl Commands {
                 reason: self.down_reason.clone(),
             }
         } else {
+            let delivered = self.delivered();
+            let candidate = wire::new_epoch(self.random.next_u64());
             let answer = match self.con.as_mut() {
-                Some(con) => read_range(con, &self.config, &self.keys, &range)
+                Some(con) => read_range(con, &self.config, &self.keys, &range, delivered.as_ref())
+                    .and_then(|(reply, rewritten)| match (rewritten, &delivered) {
+                        (true, Some(d)) => {
+                            let epoch = renew(con, &self.keys, &self.hello, &candidate, d)?;
+                            Ok(RangeReply {
+                                epoch,
+                                events: Vec::new(),
+                                scanned_through: range.after_offset,
+                                complete: true,
+                                ..reply
+                            })
+                        }
+                        _ => Ok(reply),
+                    })
                     .inspect(|_| self.last_answer = Instant::now()),
                 None => Err(wire::protocol_error("no connection")),
             };
@@ -360,12 +397,35 @@ impl Commands {
     }
 }
 
+/// The log, still in `delivered`'s epoch, holds another entry at its offset: the hello
+/// script starts a new epoch (`candidate`, unless another node's check did first), as the
+/// tail's greeting would. Answers the log's epoch now.
+fn renew(
+    con: &mut Connection,
+    keys: &RedisStore,
+    hello: &redis::Script,
+    candidate: &str,
+    delivered: &Delivered,
+) -> RedisResult<String> {
+    log::warn!(
+        "bus: the log's entry {} is not the event this node delivered under that id (a \
+         replica promoted without the newest events): starting a new epoch",
+        delivered.offset
+    );
+    let seen = Some((delivered.epoch.as_str(), delivered.offset));
+    Ok(wire::hello(con, keys, hello, candidate, seen, true)?.epoch)
+}
+
+/// One page of a range read, and whether the log was found rewritten under the tail's
+/// fingerprint (`delivered`, read back in the same pipeline): then the page must not be
+/// handed out.
 fn read_range(
     con: &mut Connection,
     config: &BusConfig,
     keys: &RedisStore,
     range: &FetchRange,
-) -> RedisResult<RangeReply> {
+    delivered: Option<&Delivered>,
+) -> RedisResult<(RangeReply, bool)> {
     let limit = range.limit.clamp(1, config.batch.max(1));
     let through = range
         .through_offset
@@ -386,11 +446,23 @@ fn read_range(
         .arg(through)
         .arg("COUNT")
         .arg(limit);
+    if let Some(d) = delivered {
+        let id = format!("{}-0", d.offset);
+        pipe.cmd("XRANGE").arg(keys.stream_key()).arg(&id).arg(&id);
+    }
     let answers: Vec<Value> = pipe.query(con)?;
-    let [epoch, first, entries] = answers.as_slice() else {
-        return Err(wire::protocol_error("unexpected range answer"));
+    let (epoch, first, entries, at) = match answers.as_slice() {
+        [epoch, first, entries] if delivered.is_none() => (epoch, first, entries, None),
+        [epoch, first, entries, at] if delivered.is_some() => (epoch, first, entries, Some(at)),
+        _ => return Err(wire::protocol_error("unexpected range answer")),
     };
     let epoch = wire::as_text(epoch).unwrap_or_default();
+    let rewritten = match (delivered, at) {
+        (Some(d), Some(at)) => {
+            d.rewritten(&epoch, wire::at_offset(&wire::xrange_entries(at, &epoch)))
+        }
+        _ => false,
+    };
     let first_retained_offset = match wire::xrange_entries(first, &epoch).first() {
         Some(Entry::Event(e)) => Some(e.offset),
         Some(Entry::OtherEpoch { offset } | Entry::Unreadable { offset, .. }) => Some(*offset),
@@ -407,5 +479,8 @@ fn read_range(
             Entry::Foreign { .. } => None,
         })
         .collect();
-    Ok(page(range, limit, epoch, first_retained_offset, scanned))
+    Ok((
+        page(range, limit, epoch, first_retained_offset, scanned),
+        rewritten,
+    ))
 }

@@ -4,7 +4,7 @@
 use super::command::Commands;
 use super::config::{BusConfig, BusConfigError, LogStore, RedisStore};
 use super::endpoint::Endpoint;
-use super::outbox::{Notify, Outbox, Seen};
+use super::outbox::{Notify, Outbox, Seen, SeenDelivered};
 use super::tail::Tail;
 use super::types::{BusReply, BusRequest, ClusterId, PublishFailure};
 use std::sync::Arc;
@@ -121,6 +121,7 @@ fn redis_threads(
     let client = Endpoint::open(&keys.url)
         .map_err(|e| BusConfigError(format!("--redis {:?}: {e}", keys.url)))?;
     let seen = Seen::default();
+    let delivered = SeenDelivered::default();
     let stop = outbox.stop_flag();
     let tail = Tail::new(
         config.clone(),
@@ -129,9 +130,9 @@ fn redis_threads(
         start,
         outbox.clone(),
         stop,
-        seen.clone(),
+        (seen.clone(), delivered.clone()),
     );
-    let commands = Commands::new(config, keys, client, outbox, seen);
+    let commands = Commands::new(config, keys, client, outbox, (seen, delivered));
     Ok(vec![
         ("bus-tail", Box::new(move || tail.run())),
         ("bus-commands", Box::new(move || commands.run(requests))),

@@ -25,8 +25,9 @@
 //!     While Redis is down it answers every request at once with a failure and tries to
 //!     reconnect no more often than the backoff allows: a publish fails fast, never hangs.
 //!   - `handle.rs` starts the two threads (`tail.rs`, `command.rs`); they share only
-//!     `outbox.rs` (the reply channel and the tail's position), so neither knows the other
-//!     or the handle.
+//!     `outbox.rs` (the reply channel, the tail's position and its fingerprint, which the
+//!     command thread reads back on every reconnect and range read: `fingerprint.rs`), so
+//!     neither knows the other or the handle.
 //!
 //! Why helper threads rather than RESP on the reactor's own sockets: the `redis` crate is
 //! the well-kept client (connection setup, auth, db selection, unix sockets, scripts,
@@ -161,6 +162,7 @@ mod backoff;
 mod command;
 pub mod config;
 mod endpoint;
+pub mod fingerprint;
 mod handle;
 pub mod local;
 pub mod memory;

@@ -1,5 +1,6 @@
 //! What the two helper threads share: the [`Outbox`] their replies go through to the
-//! reactor, and the tail's [`Seen`] position the command thread checks the log against.
+//! reactor, and the tail's [`Seen`] position and [`SeenDelivered`] fingerprint the command
+//! thread checks the log against.
 //!
 //! Guarantees: a reply sent through an [`Outbox`] is queued in order and followed by one
 //! [`Notify`] call; once the [`super::BusHandle`] is gone, sending marks the bus closed
@@ -17,6 +18,12 @@ pub type Notify = Arc<dyn Fn() + Send + Sync>;
 /// The newest position the tail has seen (epoch, offset), shared with the command thread so
 /// its reconnects can spot a log that came back older (see `HELLO_SCRIPT`).
 pub(super) type Seen = Arc<std::sync::Mutex<Option<(String, u64)>>>;
+
+/// The fingerprint of the last event the Redis tail handed over, shared with the command
+/// thread: on every reconnect, and with every range read, it reads that entry back, so a
+/// log whose offsets were reused after a failover is a new epoch before the command side
+/// hands out (or publishes under) any of its ids, even while the tail has not noticed yet.
+pub(super) type SeenDelivered = Arc<std::sync::Mutex<Option<super::fingerprint::Delivered>>>;
 
 /// The sending side of the reply channel, shared by both threads: queues a reply (waiting
 /// while the reactor is behind: the channel is bounded) and wakes the reactor.

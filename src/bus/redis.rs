@@ -2,6 +2,7 @@
 //! decoding of stream entries and script answers.
 
 use super::config::{BusConfig, RedisStore};
+use super::fingerprint::AtOffset;
 pub(super) use super::types::new_epoch;
 use super::types::{BusEvent, ClusterId};
 use redis::{Connection, RedisResult, Value};
@@ -303,13 +304,30 @@ fn decode_entry(value: &Value, epoch: &str) -> Option<Entry> {
     }))
 }
 
-/// A fingerprint of an event's content (topic, type, custom id, data), to tell whether the
-/// entry at an offset is still the one a tail delivered. Compared only within one process.
-pub(super) fn digest(event: &BusEvent) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&event.topic, &event.event, &event.custom_id, &event.data).hash(&mut hasher);
-    hasher.finish()
+/// Reads back the entry at `offset` (`XRANGE <offset>-0 <offset>-0`) as the tail
+/// fingerprint's rule sees it; `epoch` is the log's current one.
+pub(super) fn entry_at(
+    con: &mut Connection,
+    keys: &RedisStore,
+    offset: u64,
+    epoch: &str,
+) -> RedisResult<Vec<Entry>> {
+    let id = format!("{offset}-0");
+    let value: Value = redis::cmd("XRANGE")
+        .arg(keys.stream_key())
+        .arg(&id)
+        .arg(&id)
+        .query(con)?;
+    Ok(xrange_entries(&value, epoch))
+}
+
+/// What decoded entries read back at one offset are to the fingerprint's rule.
+pub(super) fn at_offset(entries: &[Entry]) -> AtOffset<'_> {
+    match entries.first() {
+        Some(Entry::Event(event)) => AtOffset::Event(event),
+        Some(Entry::OtherEpoch { .. } | Entry::Unreadable { .. }) => AtOffset::Other,
+        Some(Entry::Foreign { .. }) | None => AtOffset::Nothing,
+    }
 }
 
 /// The offset of a stream id `<offset>-0`; `None` for ids this bus does not write.

@@ -5,7 +5,8 @@
 use super::backoff::{Backoff, Random, sleep_until};
 use super::config::{BusConfig, RedisStore};
 use super::endpoint::Endpoint;
-use super::outbox::{Outbox, Seen};
+use super::fingerprint::Delivered;
+use super::outbox::{Outbox, Seen, SeenDelivered};
 use super::redis::{self as wire, Entry};
 use super::types::{BusEvent, BusReply, ClusterId};
 use redis::{Connection, RedisResult, Value};
@@ -34,16 +35,18 @@ pub(super) struct Tail {
     /// The last offset handed to the reactor (or the starting point); `None` until the
     /// first greeting decides where to start.
     cursor: Option<u64>,
-    /// The offset and [`wire::digest`] of the last event handed over: on every greeting the
-    /// entry at that offset is read back, and if it holds other content the log's offsets
-    /// were reused (a replica promoted without the newest events, and a node published on it
-    /// first), so the log gets a new epoch instead of ids that name two events.
-    delivered: Option<(u64, u64)>,
+    /// The fingerprint of the last event handed over: on every greeting the entry at its
+    /// offset is read back, and if it holds other content the log's offsets were reused (a
+    /// replica promoted without the newest events, and a node published on it first), so
+    /// the log gets a new epoch instead of ids that name two events. Shared with the
+    /// command thread (`delivered_shared`), which checks the same on its side.
+    delivered: Option<Delivered>,
     /// An outage has been reported and no `Connected` followed yet.
     down_reported: bool,
     backoff: Backoff,
     random: Random,
     seen: Seen,
+    delivered_shared: SeenDelivered,
 }
 
 impl Tail {
@@ -56,7 +59,7 @@ impl Tail {
         start: Option<ClusterId>,
         outbox: Outbox,
         shutdown: Arc<AtomicBool>,
-        seen: Seen,
+        (seen, delivered_shared): (Seen, SeenDelivered),
     ) -> Tail {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         Tail {
@@ -74,6 +77,7 @@ impl Tail {
             backoff,
             random: Random::new(),
             seen,
+            delivered_shared,
         }
     }
 
@@ -171,26 +175,18 @@ impl Tail {
     /// Whether the log, still in the epoch followed, holds at the last delivered offset an
     /// entry other than the one delivered. A trimmed or missing entry proves nothing.
     fn diverged(&self, con: &mut Connection, hello: &wire::Hello) -> RedisResult<bool> {
-        let Some((offset, digest)) = self.delivered else {
+        let Some(delivered) = &self.delivered else {
             return Ok(false);
         };
+        let offset = delivered.offset;
         if self.epoch.as_deref() != Some(hello.epoch.as_str())
             || self.cursor != Some(offset)
             || hello.head < offset
         {
             return Ok(false);
         }
-        let id = format!("{offset}-0");
-        let value: Value = redis::cmd("XRANGE")
-            .arg(self.keys.stream_key())
-            .arg(&id)
-            .arg(&id)
-            .query(con)?;
-        let diverged = match wire::xrange_entries(&value, &hello.epoch).first() {
-            Some(Entry::Event(event)) => wire::digest(event) != digest,
-            Some(Entry::OtherEpoch { .. } | Entry::Unreadable { .. }) => true,
-            Some(Entry::Foreign { .. }) | None => false,
-        };
+        let entries = wire::entry_at(con, &self.keys, offset, &hello.epoch)?;
+        let diverged = delivered.rewritten(&hello.epoch, wire::at_offset(&entries));
         if diverged {
             log::warn!(
                 "bus: the log's entry {offset} is not the event this node delivered under that \
@@ -254,7 +250,7 @@ impl Tail {
                 }
                 Entry::Event(event) => {
                     self.cursor = Some(event.offset);
-                    self.delivered = Some((event.offset, wire::digest(&event)));
+                    self.delivered = Some(Delivered::of(&event));
                     events.push(event);
                 }
                 Entry::Unreadable { offset, why } => {
@@ -312,6 +308,9 @@ impl Tail {
     }
 
     fn share_position(&self) {
+        if let Ok(mut shared) = self.delivered_shared.lock() {
+            shared.clone_from(&self.delivered);
+        }
         if let (Some(epoch), Some(cursor), Ok(mut seen)) =
             (&self.epoch, self.cursor, self.seen.lock())
         {

@@ -2,14 +2,18 @@
 //! [`MemoryLog`], each with its own [`MemoryTail`] and a queue of bus requests, driven by
 //! a scenario of [`ClusterOp`]s in which the bus is a faulty component: disconnects (the
 //! tail and the command side), delayed and batched delivery, redelivery of seen offsets,
-//! an epoch change (Redis lost its data), trims (also during an outage), and time passing
-//! (the head probe).
+//! an epoch change (Redis lost its data), trims (also during an outage), a failover to a
+//! copy that missed the newest events (whose offsets later publishes reuse), and time
+//! passing (the head probe). Each node's command side ([`MemoryCommands`]) keeps its own
+//! connection, so it may reach the failed-over log before its tail does.
 //!
-//! The oracle is the shared log's own history (every event it ever accepted, trimmed or
-//! not): each client must receive the events of its topics once, in log order, with no
-//! hole between two of them, unless a documented `reset` comes between; and after the
-//! scenario, with every fault healed and everything delivered, every client must have
-//! caught up with the log's head ([`ClusterSim::finish`]).
+//! The oracle (`bus_oracle.rs`) is the shared log's own history (every event it ever
+//! accepted, trimmed or lost or not): each client must receive the events of its topics
+//! once, in log order, with no hole between two of them, unless a documented `reset` comes
+//! between; never two payloads under one id across all clients; after an event the log
+//! then lost, a reset before anything of the rewritten log; and after the scenario, with
+//! every fault healed and everything delivered, every client must have caught up with the
+//! log's head ([`ClusterSim::finish`]).
 //!
 //! It decides no resume the way the core does: where a client may continue is read from
 //! the ids the log and the reset events carry (with its own reading of `<epoch>-<offset>`,
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 
-use crate::bus::memory::{MemoryLog, MemoryTail, unavailable};
+use crate::bus::memory::{MemoryCommands, MemoryLog, MemoryTail, unavailable};
 use crate::bus::types::{BusReply, BusRequest};
 use crate::config::Config;
 use crate::core::drain::{OutputSink, WriteOutcome, offer};
@@ -33,6 +37,8 @@ use super::cache::CacheModel;
 
 #[path = "bus_health.rs"]
 mod health;
+#[path = "bus_oracle.rs"]
+mod oracle;
 #[path = "bus_sink.rs"]
 mod sink;
 use health::HealthOracle;
@@ -76,6 +82,9 @@ pub enum ClusterOp {
     Crowd { client: u8, node: u8, n: u8 },
     /// Time passes (`ms` × 10 ms): every node's timers run, its head probe among them.
     Wait { ms: u8 },
+    /// Redis fails over to a replica that missed the newest `lost % 4 + 1` events: same
+    /// epoch, lower head; every node's connections drop (each reconnects on its own).
+    Failover { lost: u8 },
 }
 
 struct SimClient {
@@ -125,11 +134,36 @@ struct Logged {
     topic: String,
     data: String,
     custom_id: Option<String>,
+    /// Failovers before it was written: which copy of the log it belongs to.
+    version: u32,
+    /// The failover that lost it (`version` numbering), if one did.
+    lost_at: Option<u32>,
+}
+
+impl Logged {
+    /// The id its frame carries.
+    fn frame_id(&self) -> String {
+        match &self.custom_id {
+            Some(id) => id.clone(),
+            None => format!("{}-{}", self.epoch, self.offset),
+        }
+    }
+
+    /// Both were in the log at one moment (neither was lost before the other was written):
+    /// a stream may go from one to the other without a reset.
+    fn coexists(&self, other: &Logged) -> bool {
+        self.lost_at.is_none_or(|f| f > other.version)
+            && other.lost_at.is_none_or(|f| f > self.version)
+    }
 }
 
 struct Node {
     core: Core,
     tail: MemoryTail,
+    commands: MemoryCommands,
+    /// The node lost Redis ([`ClusterOp::Disconnect`]) until its tail connects again: both
+    /// sides fail.
+    outage: bool,
     requests: VecDeque<BusRequest>,
     /// The (epoch, offset) of the newest event the sim delivered to this node.
     applied: Option<(String, u64)>,
@@ -153,11 +187,15 @@ pub struct ClusterSim {
     answered: Vec<String>,
     /// Resumes from an answered id.
     answered_resumes: usize,
-    /// The entries one range page scans at most (the bus's batch size): 1 to 4, from the
-    /// seed, so that ranges are read in several pages.
-    batch: usize,
     /// What `/health` may say of each node (`bus_health.rs`).
     health: HealthOracle,
+    /// Failovers so far.
+    failovers: u32,
+    /// Per failover (from 1), per node: whether the node had applied an event of the part
+    /// the log lost (only such a node can tell that its offsets are reused).
+    knew: Vec<Vec<bool>>,
+    /// Failovers that lost events some client had already received.
+    failovers_under_clients: usize,
 }
 
 const WARM: u64 = 8;
@@ -185,6 +223,10 @@ impl ClusterSim {
             .map(|i| Node {
                 core: Core::new(cfg.clone(), now, wall, seed ^ i as u64),
                 tail: MemoryTail::new(),
+                // The command side caps a range page at its batch size: 1 to 4 entries,
+                // from the seed, so that ranges are read in several pages.
+                commands: MemoryCommands::new(1 + (seed % 4) as usize),
+                outage: false,
                 requests: VecDeque::new(),
                 applied: None,
                 cache: CacheModel::new(history),
@@ -201,8 +243,10 @@ impl ClusterSim {
             custom_resumes: (0, 0),
             answered: Vec::new(),
             answered_resumes: 0,
-            batch: 1 + (seed % 4) as usize,
             health: HealthOracle::new(),
+            failovers: 0,
+            knew: vec![Vec::new()],
+            failovers_under_clients: 0,
         };
         for n in 0..sim.nodes.len() {
             sim.apply(&ClusterOp::Connect { node: n as u8 });
@@ -235,6 +279,11 @@ impl ClusterSim {
     /// whose cache did not).
     pub fn custom_resumes(&self) -> (usize, usize) {
         self.custom_resumes
+    }
+
+    /// Failovers so far, and how many of them lost events some client had received.
+    pub fn failovers(&self) -> (u32, usize) {
+        (self.failovers, self.failovers_under_clients)
     }
 
     /// How many clients resumed from an id a node answered to a publish.
@@ -328,47 +377,22 @@ impl ClusterSim {
                     let Some(request) = self.nodes[node].requests.pop_front() else {
                         break;
                     };
-                    let reply = if !self.nodes[node].tail.is_connected() {
-                        unavailable(request, "simulated outage")
-                    } else {
-                        match request {
-                            BusRequest::Publish(p) => {
-                                let reply = self.log.publish(&p);
-                                if let BusReply::Published { id, .. } = &reply {
-                                    self.answered.push(id.to_string());
-                                }
-                                self.history.push(Logged {
-                                    epoch: self.log.epoch().to_owned(),
-                                    offset: self.log.head(),
-                                    topic: p.topic.clone(),
-                                    data: p.data.clone(),
-                                    custom_id: p.custom_id.clone(),
-                                });
-                                reply
-                            }
-                            BusRequest::FetchRange(mut f) => {
-                                // The command thread caps a page at its batch size.
-                                f.limit = f.limit.min(self.batch);
-                                BusReply::Range(self.log.range(&f))
-                            }
-                            BusRequest::ProbeHead { token } => {
-                                self.health.probes_answered += 1;
-                                self.log.probe(token)
-                            }
-                        }
-                    };
+                    let reply = self.serve(node, request);
                     self.feed(node, reply);
                 }
             }
             ClusterOp::Deliver { node, batch } => {
                 let n = pick(node);
-                let replies = self.nodes[n].tail.poll(&self.log, batch as usize % 8 + 1);
+                let node = &mut self.nodes[n];
+                let replies = node.tail.poll(&mut self.log, batch as usize % 8 + 1);
                 for r in replies {
                     self.feed(n, r);
                 }
             }
             ClusterOp::Disconnect { node } => {
                 let n = pick(node);
+                self.nodes[n].outage = true;
+                self.nodes[n].commands.disconnect();
                 if let Some(r) = self.nodes[n].tail.disconnect("simulated outage") {
                     self.feed(n, r);
                 }
@@ -381,7 +405,8 @@ impl ClusterSim {
                 if self.nodes[n].tail.is_connected() {
                     return;
                 }
-                for r in self.nodes[n].tail.connect(&self.log, WARM) {
+                self.nodes[n].outage = false;
+                for r in self.nodes[n].tail.connect(&mut self.log, WARM) {
                     self.feed(n, r);
                 }
             }
@@ -407,6 +432,7 @@ impl ClusterSim {
                 }
             }
             ClusterOp::Wait { ms } => self.wait(Duration::from_millis(u64::from(ms) * 10)),
+            ClusterOp::Failover { lost } => self.fail_over(lost as usize % 4 + 1),
             ClusterOp::Block { client, blocked } => {
                 if self.clients.is_empty() {
                     return;
@@ -418,6 +444,83 @@ impl ClusterSim {
                     self.nodes[n].core.handle_writable(id);
                     self.drain(n);
                 }
+            }
+        }
+    }
+
+    /// The node's command side answers `request` (reconnecting first when the log moved to
+    /// another server), or refuses it during an outage.
+    fn serve(&mut self, n: usize, request: BusRequest) -> BusReply {
+        let node = &mut self.nodes[n];
+        if node.outage {
+            return unavailable(request, "simulated outage");
+        }
+        let publish = match &request {
+            BusRequest::Publish(p) => Some((p.topic.clone(), p.data.clone(), p.custom_id.clone())),
+            BusRequest::ProbeHead { .. } => {
+                self.health.probes_answered += 1;
+                None
+            }
+            BusRequest::FetchRange(_) => None,
+        };
+        let reply = node.commands.serve(&mut self.log, &node.tail, request);
+        if let (BusReply::Published { id, .. }, Some((topic, data, custom_id))) = (&reply, publish)
+        {
+            self.answered.push(id.to_string());
+            self.history.push(Logged {
+                epoch: id.epoch.clone(),
+                offset: id.offset,
+                topic,
+                data,
+                custom_id,
+                version: self.failovers,
+                lost_at: None,
+            });
+        }
+        reply
+    }
+
+    /// A failover losing the newest `lost` retained events: the history marks them lost,
+    /// each node's knowledge of them is noted, ids answered for them are forgotten (no
+    /// resume from them is owed an exact answer), and every tail's connection drops (the
+    /// command sides find out at their next request).
+    fn fail_over(&mut self, lost: usize) {
+        let epoch = self.log.epoch().to_owned();
+        self.log.fail_over(lost);
+        let head = self.log.head();
+        self.failovers += 1;
+        let f = self.failovers;
+        let mut lost_data = Vec::new();
+        for l in &mut self.history {
+            if l.epoch == epoch && l.offset > head && l.lost_at.is_none() {
+                l.lost_at = Some(f);
+                lost_data.push(l.data.clone());
+            }
+        }
+        let knew = self
+            .nodes
+            .iter()
+            .map(|n| matches!(&n.applied, Some((e, o)) if *e == epoch && *o > head))
+            .collect();
+        self.knew.push(knew);
+        let seen_lost = self
+            .clients
+            .iter()
+            .any(|c| parse(&c.bytes).iter().any(|e| lost_data.contains(&e.data)));
+        self.failovers_under_clients += usize::from(seen_lost);
+        let lost_id = |id: &str| cluster_position(id).is_some_and(|(e, o)| e == epoch && o > head);
+        self.answered.retain(|id| !lost_id(id));
+        for c in &mut self.clients {
+            if let Start::Resumed { last, answered, .. } = &mut c.start
+                && lost_id(last)
+            {
+                *answered = false;
+            }
+        }
+        self.health.failed_over(self.nodes.len());
+        for n in 0..self.nodes.len() {
+            if let Some(r) = self.nodes[n].tail.disconnect("failover") {
+                self.feed(n, r);
             }
         }
     }
@@ -516,8 +619,11 @@ impl ClusterSim {
                 epoch,
                 after_offset,
                 ..
-            } if self.nodes[n].applied.is_none() => {
-                self.nodes[n].applied = Some((epoch.clone(), *after_offset));
+            } => {
+                self.health.greeted(n);
+                if self.nodes[n].applied.is_none() {
+                    self.nodes[n].applied = Some((epoch.clone(), *after_offset));
+                }
             }
             _ => {}
         }
@@ -535,222 +641,6 @@ impl ClusterSim {
         for c in self.clients.iter_mut().filter(|c| c.node == n && !c.closed) {
             c.reading_range = core.is_reading_range(c.id);
         }
-    }
-}
-
-/// The oracle: what every client received, checked against the shared log and each node's
-/// cache; the liveness check at the end of a run.
-impl ClusterSim {
-    /// Every node's core invariants, and every client so far: its events in log order, once,
-    /// without a hole unless a reset comes between.
-    pub fn check(&self) -> Result<(), String> {
-        for (n, node) in self.nodes.iter().enumerate() {
-            node.core
-                .check_invariants()
-                .map_err(|e| format!("node {n}: core invariant violated: {e}"))?;
-        }
-        self.health.verdict()?;
-        for (i, c) in self.clients.iter().enumerate() {
-            self.check_client(c)
-                .map_err(|e| format!("client {i} on node {} ({:?}): {e}", c.node, c.topic))?;
-        }
-        Ok(())
-    }
-
-    fn check_client(&self, c: &SimClient) -> Result<(), String> {
-        if c.dropped_reading {
-            return Err(format!(
-                "dropped as slow while its socket took everything (reading a range: {})",
-                c.reading_range
-            ));
-        }
-        let events = parse(&c.bytes);
-        // The position the next event must follow: (epoch, offset); None after a reset
-        // that names no position.
-        let mut at: Option<(String, u64)> = self.start_position(&c.start);
-        let mut anchored = matches!(c.start, Start::Fresh(_)) || at.is_some();
-        let (custom, answered) = match &c.start {
-            Start::Resumed {
-                custom, answered, ..
-            } => (custom.as_ref(), *answered),
-            Start::Fresh(_) => (None, false),
-        };
-        for (i, e) in events.iter().enumerate() {
-            if e.event_type == "reset" {
-                if answered && e.data.contains("unknown-id") {
-                    return Err("an id a node answered to a publish: unknown-id".into());
-                }
-                if let Some(cs) = custom.filter(|cs| cs.held) {
-                    if e.data.contains("unknown-id") {
-                        return Err("a publisher-given id this node cached: unknown-id".into());
-                    }
-                    if e.data.contains("restart")
-                        && cs.node_epoch.as_deref() == Some(self.log.epoch())
-                    {
-                        return Err(format!(
-                            "a publisher-given id this node cached: restart, yet the log is \
-                             still in epoch {}",
-                            self.log.epoch()
-                        ));
-                    }
-                }
-                // A reset resets the expectation; its id is where the stream continues
-                // from (restart: the start of an epoch, the rest: after that offset).
-                at = cluster_position(&e.last_event_id);
-                // Exact from its id on, except after `restart`: what is still retained.
-                anchored = !e.data.contains("restart");
-                continue;
-            }
-            if i == 0 && custom.is_some_and(|cs| !cs.held) {
-                return Err(format!(
-                    "a publisher-given id this node never cached, yet {} came without a reset",
-                    e.last_event_id
-                ));
-            }
-            let Some(h) = self.logged(&e.last_event_id) else {
-                return Err(format!("{} is not in the log", e.last_event_id));
-            };
-            if h.topic != c.topic || h.data != e.data {
-                return Err(format!("{} carries the wrong event", e.last_event_id));
-            }
-            let id = (h.epoch.clone(), h.offset);
-            if let Some((ep, o)) = &at {
-                if *ep == id.0 && id.1 <= *o {
-                    return Err(format!("{} again or out of order (after {o})", id.1));
-                }
-                if *ep == id.0 && anchored {
-                    let missed = self.history.iter().find(|l| {
-                        l.epoch == *ep && l.offset > *o && l.offset < id.1 && l.topic == c.topic
-                    });
-                    if let Some(m) = missed {
-                        return Err(format!("skipped {ep}-{} before {ep}-{}", m.offset, id.1));
-                    }
-                }
-            }
-            at = Some(id);
-            anchored = true;
-        }
-        Ok(())
-    }
-
-    /// Whether `id` is a publisher-given id of an event the log accepted.
-    fn is_custom(&self, id: &str) -> bool {
-        self.history
-            .iter()
-            .any(|l| l.custom_id.as_deref() == Some(id))
-    }
-
-    /// The logged event an SSE id names: its publisher-given id, else its cluster id.
-    fn logged(&self, id: &str) -> Option<&Logged> {
-        self.history
-            .iter()
-            .find(|l| l.custom_id.as_deref() == Some(id))
-            .or_else(|| {
-                let (epoch, offset) = cluster_position(id)?;
-                self.history
-                    .iter()
-                    .find(|l| l.epoch == epoch && l.offset == offset && l.custom_id.is_none())
-            })
-    }
-
-    /// The (epoch, offset) an id stands for: a logged event's, else a cluster id's own.
-    fn position(&self, id: &str) -> Option<(String, u64)> {
-        match self.logged(id) {
-            Some(l) => Some((l.epoch.clone(), l.offset)),
-            None => cluster_position(id),
-        }
-    }
-
-    /// Where a client started.
-    fn start_position(&self, start: &Start) -> Option<(String, u64)> {
-        match start {
-            Start::Fresh(applied) => applied.clone(),
-            Start::Resumed { last, .. } => self.position(last),
-        }
-    }
-
-    /// Heals everything (every tail connected, every request served, everything delivered,
-    /// every socket drained), then requires every open client to have reached the head.
-    pub fn finish(&mut self) -> Result<(), String> {
-        for c in &mut self.clients {
-            c.blocked = false;
-        }
-        // Every socket drains first: the cores learn that it takes bytes again before any
-        // more events arrive (a stream whose socket stays full is rightly slow).
-        for n in 0..self.nodes.len() {
-            let ids: Vec<ClientId> = self
-                .clients
-                .iter()
-                .filter(|c| c.node == n && !c.closed)
-                .map(|c| c.id)
-                .collect();
-            for id in ids {
-                self.nodes[n].core.handle_writable(id);
-            }
-            self.drain(n);
-        }
-        for _ in 0..64 {
-            for n in 0..self.nodes.len() {
-                self.apply(&ClusterOp::Connect { node: n as u8 });
-                self.apply(&ClusterOp::Serve {
-                    node: n as u8,
-                    n: 255,
-                });
-                self.apply(&ClusterOp::Deliver {
-                    node: n as u8,
-                    batch: 7,
-                });
-                let ids: Vec<ClientId> = self
-                    .clients
-                    .iter()
-                    .filter(|c| c.node == n && !c.closed)
-                    .map(|c| c.id)
-                    .collect();
-                for id in ids {
-                    self.nodes[n].core.handle_writable(id);
-                }
-                self.drain(n);
-            }
-        }
-        self.check()?;
-        self.healthy_once_caught_up()?;
-        let epoch = self.log.epoch().to_owned();
-        for (i, c) in self.clients.iter().enumerate() {
-            if c.closed {
-                continue;
-            }
-            // The newest event of its topic that can still be delivered: in Redis, or in the
-            // node's cache. One trimmed from Redis before the node read it cannot be (a
-            // client that skipped it was told by a reset, checked above).
-            let node = &self.nodes[c.node];
-            let first_retained = self.log.first_retained();
-            let Some(want) = self.history.iter().rev().find(|l| {
-                l.epoch == epoch
-                    && l.topic == c.topic
-                    && (first_retained.is_some_and(|f| l.offset >= f)
-                        || node.cache.holds_event(&epoch, &c.topic, l.offset))
-            }) else {
-                continue;
-            };
-            // Where the client stands: its last event or reset with a cluster id, else
-            // where it started.
-            let events = parse(&c.bytes);
-            let pos = events
-                .iter()
-                .rev()
-                .find_map(|e| self.position(&e.last_event_id))
-                .or_else(|| self.start_position(&c.start));
-            if !pos
-                .as_ref()
-                .is_some_and(|(ep, o)| *ep == epoch && *o >= want.offset)
-            {
-                return Err(format!(
-                    "no liveness: client {i} on node {} ({:?}) ends at {pos:?}, the log at {epoch}-{}",
-                    c.node, c.topic, want.offset
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

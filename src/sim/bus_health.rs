@@ -3,6 +3,8 @@
 //! the epoch the node follows, has been above the offset it applied for at least the
 //! bound, without a break; and once everything is delivered, no node says it. Time passes
 //! with [`ClusterOp::Wait`], which runs every node's timers (the head probe among them).
+//! A failover's dip of the head (below a node's applied offset, until publishes reuse the
+//! offsets) is no break for a node that has not greeted the log since: it cannot see it.
 
 use std::collections::HashMap;
 
@@ -16,6 +18,8 @@ pub(super) struct HealthOracle {
     /// Per node: since when the log's head has been above the node's applied offset, in
     /// the epoch the node follows, without a break (`None`: caught up).
     behind_since: Vec<Option<Instant>>,
+    /// Per node: a failover lowered the head since its tail last greeted.
+    dipped: Vec<bool>,
     /// The newest head of every epoch the log had (an epoch's head stays once it is lost).
     heads: HashMap<String, u64>,
     /// The first violation seen, reported by [`ClusterSim::check`].
@@ -30,10 +34,23 @@ impl HealthOracle {
     pub(super) fn new() -> HealthOracle {
         HealthOracle {
             behind_since: Vec::new(),
+            dipped: Vec::new(),
             heads: HashMap::new(),
             violation: None,
             stalls_seen: 0,
             probes_answered: 0,
+        }
+    }
+
+    /// The log failed over: no node has seen its head go back yet.
+    pub(super) fn failed_over(&mut self, nodes: usize) {
+        self.dipped = vec![true; nodes];
+    }
+
+    /// Node `n`'s tail greeted: it has read the log's head.
+    pub(super) fn greeted(&mut self, n: usize) {
+        if let Some(d) = self.dipped.get_mut(n) {
+            *d = false;
         }
     }
 
@@ -81,8 +98,10 @@ impl ClusterSim {
             if self.health.behind_since.len() <= n {
                 self.health.behind_since.resize(n + 1, None);
             }
+            let dipped = self.health.dipped.get(n).copied().unwrap_or(false);
             let since = &mut self.health.behind_since[n];
             *since = match (behind, *since) {
+                (false, s) if dipped => s,
                 (false, _) => None,
                 (true, Some(s)) => Some(s),
                 (true, None) => Some(now),

@@ -4,9 +4,9 @@
 //! [`LogNode`]: what the core sees of the bus ([`BusRequest`] in, [`BusReply`] out).
 
 use sse_server::bus::config::Durability;
-use sse_server::bus::memory::{MemoryLog, MemoryTail};
+use sse_server::bus::memory::{MemoryCommands, MemoryLog, MemoryTail};
 use sse_server::bus::types::new_epoch;
-use sse_server::bus::{BusConfig, BusHandle, BusReply, BusRequest, ClusterId};
+use sse_server::bus::{BusConfig, BusHandle, BusReply, BusRequest, ClusterId, Publish};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -59,6 +59,10 @@ pub trait Engine {
     fn replace_log(&mut self) -> Result<(), String>;
     /// Whether retention keeps exactly [`Settings::max_len`] events (else at least that many).
     fn exact_retention(&self) -> bool;
+    /// A failover to a copy holding the log's events up to offset `keep` only, in the same
+    /// epoch, on which a writer that never saw the rest published `others` (topic `t`) at
+    /// once; every connection to the log drops. Or says why this engine cannot.
+    fn fail_over(&mut self, keep: u64, others: &[String]) -> Result<(), String>;
 }
 
 /// A constructor for one engine: `None` when it cannot run here (the skip is printed).
@@ -72,8 +76,8 @@ fn random() -> u64 {
     nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// The in-memory engine: one [`MemoryLog`], a [`MemoryTail`] per node, publishes and ranges
-/// answered at once as the simulator's command side answers them.
+/// The in-memory engine: one [`MemoryLog`], a [`MemoryTail`] and a [`MemoryCommands`] per
+/// node, requests answered at once as the simulator's command side answers them.
 pub fn memory(settings: Settings, _test: &str) -> Option<Box<dyn Engine>> {
     let log = MemoryLog::new(&new_epoch(random()), settings.max_len as usize);
     Some(Box::new(Memory {
@@ -92,6 +96,8 @@ impl Engine for Memory {
         Box::new(MemoryNode {
             log: self.log.clone(),
             tail: MemoryTail::new(),
+            // The command threads cap a page at their batch size; so does the simulator.
+            commands: MemoryCommands::new(self.settings.batch),
             start,
             settings: self.settings,
             replies: VecDeque::new(),
@@ -108,11 +114,29 @@ impl Engine for Memory {
     fn exact_retention(&self) -> bool {
         true
     }
+
+    fn fail_over(&mut self, keep: u64, others: &[String]) -> Result<(), String> {
+        let mut log = self.log.borrow_mut();
+        let lost = log.head().saturating_sub(keep);
+        log.fail_over(lost as usize);
+        for data in others {
+            log.publish(&Publish {
+                token: 0,
+                topic: "t".into(),
+                event: None,
+                custom_id: None,
+                data: data.clone(),
+                accepted_ms: 0,
+            });
+        }
+        Ok(())
+    }
 }
 
 struct MemoryNode {
     log: Rc<RefCell<MemoryLog>>,
     tail: MemoryTail,
+    commands: MemoryCommands,
     /// Where the first greeting starts, when the node knows where it was.
     start: Option<ClusterId>,
     settings: Settings,
@@ -141,26 +165,18 @@ impl MemoryNode {
 impl LogNode for MemoryNode {
     fn submit(&mut self, request: BusRequest) {
         let mut log = self.log.borrow_mut();
-        let reply = match request {
-            BusRequest::Publish(publish) => log.publish(&publish),
-            BusRequest::FetchRange(mut fetch) => {
-                // The command threads cap a page at their batch size; so does the simulator.
-                fetch.limit = fetch.limit.min(self.settings.batch);
-                BusReply::Range(log.range(&fetch))
-            }
-            BusRequest::ProbeHead { token } => log.probe(token),
-        };
+        let reply = self.commands.serve(&mut log, &self.tail, request);
         self.replies.push_back(reply);
     }
 
     fn recv(&mut self, timeout: Duration) -> Option<BusReply> {
         if self.replies.is_empty() {
-            let log = self.log.borrow();
+            let mut log = self.log.borrow_mut();
             let replies = if self.tail.is_connected() {
-                self.tail.poll(&log, self.settings.batch)
+                self.tail.poll(&mut log, self.settings.batch)
             } else {
                 let warm = self.warm(&log);
-                self.tail.connect(&log, warm)
+                self.tail.connect(&mut log, warm)
             };
             self.replies.extend(replies);
         }
@@ -312,6 +328,11 @@ impl Engine for Local {
     fn exact_retention(&self) -> bool {
         true
     }
+
+    /// One file and no replicas: no copy of the log can miss its newest events.
+    fn fail_over(&mut self, _: u64, _: &[String]) -> Result<(), String> {
+        Err("the local log has no replicas to fail over to".into())
+    }
 }
 
 impl Drop for Local {
@@ -349,5 +370,47 @@ impl Engine for Redis {
 
     fn exact_retention(&self) -> bool {
         false
+    }
+
+    /// The promoted copy is made in place: the entries after `keep` deleted, the counter and
+    /// the stream's last id set back, `others` appended as the publish script would, and
+    /// every other client connection killed, in one transaction (as the old master's death
+    /// closes them; no node reads the copy on a connection to the old log, nor greets the
+    /// copy before `others` are in it).
+    fn fail_over(&mut self, keep: u64, others: &[String]) -> Result<(), String> {
+        const SCRIPT: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'e')
+local keep = tonumber(ARGV[1])
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], string.format('%d-1', keep), '+')) do
+  redis.call('XDEL', KEYS[1], entry[1])
+end
+redis.call('XSETID', KEYS[1], string.format('%d-0', keep))
+local o = keep
+for i = 2, #ARGV do
+  o = o + 1
+  redis.call('XADD', KEYS[1], string.format('%d-0', o), 'e', epoch, 't', 't', 'm', 0, 'd', ARGV[i])
+end
+redis.call('HSET', KEYS[2], 'o', o)
+return o
+";
+        let mut con = ::redis::Client::open(self.server.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        let eval = pipe
+            .cmd("EVAL")
+            .arg(SCRIPT)
+            .arg(2)
+            .arg("{sse}:log")
+            .arg("{sse}:meta")
+            .arg(keep);
+        for data in others {
+            eval.arg(data);
+        }
+        pipe.cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal");
+        pipe.query::<::redis::Value>(&mut con)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }

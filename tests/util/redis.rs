@@ -292,7 +292,9 @@ impl Drop for Sentinel {
 /// `XRANGE` on (a node's range reads) until [`Proxy::heal`]. [`Proxy::redirect`] sends new
 /// connections to another server, and [`Proxy::drop_tails`] closes the tail connections
 /// (which then reconnect through the proxy): together, a node's tail moved to another copy
-/// of the log while its command connection stays where it was.
+/// of the log while its command connection stays where it was. [`Proxy::drop_commands`]
+/// closes the others (which then reconnect through the proxy): with [`Proxy::redirect`], a
+/// node's command connection moved while its tail stays.
 pub struct Proxy {
     pub port: u16,
     target: Arc<Mutex<PathBuf>>,
@@ -301,6 +303,8 @@ pub struct Proxy {
     hold_ranges: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<Forwarded>>>,
+    /// The hold flags [`Proxy::hold_commands`] set.
+    commands_held: Mutex<Vec<Arc<AtomicBool>>>,
 }
 
 /// One forwarded connection: the client side, whether it has sent `XREAD` (a tail), and
@@ -360,6 +364,7 @@ impl Proxy {
             hold_ranges,
             stop,
             open,
+            commands_held: Mutex::new(Vec::new()),
         }
     }
 
@@ -405,6 +410,38 @@ impl Proxy {
                 let _ = conn.client.shutdown(Shutdown::Both);
             }
             !tail
+        });
+    }
+
+    /// Holds back the replies of every open connection that has not sent `XREAD` (a node's
+    /// command connection) until [`Proxy::release_commands`] or [`Proxy::heal`].
+    pub fn hold_commands(&self) {
+        let mut held = self.commands_held.lock().unwrap();
+        for conn in self.open.lock().unwrap().iter() {
+            if !conn.tail.load(Ordering::Relaxed) {
+                conn.held.store(true, Ordering::Relaxed);
+                held.push(conn.held.clone());
+            }
+        }
+    }
+
+    /// Lets the replies [`Proxy::hold_commands`] held through (and only those).
+    pub fn release_commands(&self) {
+        for held in self.commands_held.lock().unwrap().drain(..) {
+            held.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes every forwarded connection that has not sent `XREAD` (a node's command
+    /// connection).
+    pub fn drop_commands(&self) {
+        let mut open = self.open.lock().unwrap();
+        open.retain(|conn| {
+            let tail = conn.tail.load(Ordering::Relaxed);
+            if !tail {
+                let _ = conn.client.shutdown(Shutdown::Both);
+            }
+            tail
         });
     }
 

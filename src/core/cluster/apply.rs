@@ -44,7 +44,7 @@ impl Core {
             self.log.claim_gseq(base + after_offset);
         }
         if let Some(cl) = self.cluster.as_mut() {
-            cl.learn_head(head_offset, now, bound);
+            cl.greeted(head_offset, now, bound);
             cl.tail_heard(now, bound);
         }
     }

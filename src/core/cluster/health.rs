@@ -94,6 +94,25 @@ impl ApplyWatch {
         }
     }
 
+    /// The log's own head is `head`: marks above it name offsets it does not hold (a
+    /// publish answered, then lost in a failover) and go; what they waited for up to `head`
+    /// is still owed, since the earliest of them.
+    fn forget_above(&mut self, head: u64, applied: u64) {
+        let mut since = None;
+        while self.marks.back().is_some_and(|m| m.offset > head) {
+            since = self.marks.pop_back().map(|m| m.since);
+        }
+        if let Some(since) = since
+            && head > applied
+            && self.marks.back().is_none_or(|m| m.offset < head)
+        {
+            self.marks.push_back(Mark {
+                offset: head,
+                since,
+            });
+        }
+    }
+
     /// Drops the marks the tail has applied.
     fn applied(&mut self, applied: u64) {
         while self.marks.front().is_some_and(|m| m.offset <= applied) {
@@ -115,6 +134,26 @@ impl Cluster {
     pub(super) fn learn_head(&mut self, head: u64, now: Instant, bound: Duration) {
         self.head_offset = self.head_offset.max(head);
         self.watch.learned(head, self.last_offset, now, bound);
+    }
+
+    /// The log's own head, read by a greeting or a head probe in the epoch followed: heads
+    /// learned above it are not in the log (see [`ApplyWatch::forget_above`]); then as
+    /// [`Cluster::learn_head`].
+    pub(super) fn log_head(&mut self, head: u64, now: Instant, bound: Duration) {
+        self.watch.forget_above(head, self.last_offset);
+        self.learn_head(head, now, bound);
+    }
+
+    /// The tail greeted with the log's head (and its first retained offset, already noted):
+    /// as [`Cluster::log_head`], except that a log holding no event owes none (a failover to
+    /// a copy whose every entry was trimmed or lost keeps its head, which no tail can apply).
+    pub(super) fn greeted(&mut self, head: u64, now: Instant, bound: Duration) {
+        if self.first_retained.is_none() {
+            self.head_offset = self.head_offset.max(head);
+            self.log_head(self.last_offset.min(head), now, bound);
+        } else {
+            self.log_head(head, now, bound);
+        }
     }
 
     /// The tail greeted or delivered events.
@@ -206,7 +245,7 @@ impl Core {
         cl.watch.next_probe = Some(now + bound / 2);
         match head {
             Ok((epoch, head)) if cl.epoch.as_deref() == Some(epoch.as_str()) => {
-                cl.learn_head(head, now, bound);
+                cl.log_head(head, now, bound);
             }
             // Another epoch: the tail finds out when it reads again (greeting, EpochChanged).
             Ok(_) => {}

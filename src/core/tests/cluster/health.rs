@@ -317,3 +317,119 @@ fn each_step_of_catching_up_counts_and_a_long_stall_keeps_few_marks() {
     batch(&mut t, 1251, 1300, 1300);
     assert_eq!(health(&mut t), ok());
 }
+
+/// A publish answered (offset 5) while the tail was away; the log it greets after a
+/// failover holds only up to 3: offsets 4 and 5 are owed no more, offset 3 is, since the
+/// answer came (a greeting does not restart its wait); and a greeting at the applied
+/// offset owes nothing.
+#[test]
+fn a_head_the_log_no_longer_holds_is_owed_no_more() {
+    let mut t = watched();
+    batch(&mut t, 1, 2, 2);
+    let _ = t.core.publish("t", None, None, "x", t.now);
+    let Some(BusRequest::Publish(Publish { token, .. })) = t.next_log_request() else {
+        panic!("a publish")
+    };
+    t.bus(BusReply::Disconnected {
+        reason: "failover".into(),
+    });
+    t.bus(BusReply::Published {
+        token,
+        id: ClusterId {
+            epoch: EPOCH.into(),
+            offset: 5,
+        },
+    });
+    t.advance(BOUND / 2);
+    t.connected(EPOCH, 3, 0);
+    t.advance(BOUND / 2);
+    assert_eq!(health(&mut t), stalled(), "3 owed since the answer came");
+    batch(&mut t, 3, 3, 3);
+    assert_eq!(health(&mut t), ok(), "4 and 5 are not in the log");
+    t.advance(BOUND * 2);
+    assert_eq!(health(&mut t), ok());
+
+    let mut t = watched();
+    batch(&mut t, 1, 2, 2);
+    let _ = t.core.publish("t", None, None, "x", t.now);
+    let Some(BusRequest::Publish(Publish { token, .. })) = t.next_log_request() else {
+        panic!("a publish")
+    };
+    t.bus(BusReply::Disconnected {
+        reason: "failover".into(),
+    });
+    t.bus(BusReply::Published {
+        token,
+        id: ClusterId {
+            epoch: EPOCH.into(),
+            offset: 5,
+        },
+    });
+    t.connected(EPOCH, 2, 0);
+    t.advance(BOUND * 2);
+    assert_eq!(
+        health(&mut t),
+        ok(),
+        "the copy's head is the applied offset"
+    );
+}
+
+/// A greeting of a log that holds no event (every entry trimmed or lost, its head kept at
+/// 4) owes none: nothing there can be applied. A log that holds events owes its head.
+#[test]
+fn a_greeting_of_a_log_holding_no_event_owes_none() {
+    let greet = |first_retained| {
+        let mut t = watched();
+        t.bus(BusReply::Disconnected {
+            reason: "failover".into(),
+        });
+        t.bus(BusReply::Connected {
+            epoch: EPOCH.into(),
+            head_offset: 4,
+            first_retained_offset: first_retained,
+            after_offset: 0,
+        });
+        t.advance(BOUND * 2);
+        health(&mut t)
+    };
+    assert_eq!(greet(None), ok());
+    assert_eq!(greet(Some(4)), stalled());
+}
+
+/// A greeting whose head lies between two heads learned: the higher one goes, what the log
+/// holds above the lower one stays owed since the higher one was learned (not since the
+/// greeting).
+#[test]
+fn a_greeting_between_two_heads_learned_keeps_what_the_log_holds() {
+    let mut t = watched();
+    batch(&mut t, 1, 2, 3);
+    let _ = t.core.publish("t", None, None, "x", t.now);
+    let Some(BusRequest::Publish(Publish { token, .. })) = t.next_log_request() else {
+        panic!("a publish")
+    };
+    t.advance(BOUND / 4);
+    t.bus(BusReply::Published {
+        token,
+        id: ClusterId {
+            epoch: EPOCH.into(),
+            offset: 5,
+        },
+    });
+    t.advance(BOUND / 4);
+    t.connected(EPOCH, 4, 0);
+    batch(&mut t, 3, 3, 4);
+    t.advance(BOUND / 2);
+    assert_eq!(
+        health(&mut t),
+        ok(),
+        "4 owed for three quarters of the bound"
+    );
+    t.advance(BOUND / 4 + MS);
+    assert_eq!(
+        health(&mut t),
+        stalled(),
+        "4 owed for the bound: since 5 was learned, not since the greeting"
+    );
+    batch(&mut t, 4, 4, 4);
+    assert_eq!(health(&mut t), ok(), "5 is not in the log");
+}
