@@ -463,6 +463,15 @@ fn a_promoted_replica_whose_offsets_were_reused_starts_a_new_epoch() {
     promoted_replica_missed_the_tail("promoted_reused_offsets", true);
 }
 
+/// A master and one replica following it (on free TCP ports, stopped when dropped), once
+/// the replica has synced; `None` when redis-server is missing (the test skips).
+fn master_and_replica(test: &str) -> Option<(RedisServer, RedisServer)> {
+    let master = RedisServer::start_tcp(test, None)?;
+    let replica = RedisServer::start_tcp(test, Some(master.port()))?;
+    wait_replicating(&replica);
+    Some((master, replica))
+}
+
 /// A node's command connection reaches the promoted replica before its tail does (the
 /// proxy moves only the command connection; the tail stays on the old master, noticing
 /// nothing), and another writer has already reused the lost offsets there. A client
@@ -474,13 +483,9 @@ fn a_promoted_replica_whose_offsets_were_reused_starts_a_new_epoch() {
 #[test]
 fn a_range_read_on_a_promoted_replica_never_hands_out_a_reused_offset() {
     let test = "range_on_promoted";
-    let Some(master) = RedisServer::start_tcp(test, None) else {
+    let Some((master, replica)) = master_and_replica(test) else {
         return;
     };
-    let Some(replica) = RedisServer::start_tcp(test, Some(master.port())) else {
-        return;
-    };
-    wait_replicating(&replica);
     let proxy = Proxy::start(master.socket());
     // A cache of two events per topic: a resume from the third event reads the log.
     let a = node(&proxy.url(), &["--history", "2"]);
@@ -553,13 +558,9 @@ fn a_range_read_on_a_promoted_replica_never_hands_out_a_reused_offset() {
 #[test]
 fn a_publish_answered_then_lost_in_a_failover_is_not_owed() {
     let test = "answered_then_lost";
-    let Some(master) = RedisServer::start_tcp(test, None) else {
+    let Some((master, replica)) = master_and_replica(test) else {
         return;
     };
-    let Some(replica) = RedisServer::start_tcp(test, Some(master.port())) else {
-        return;
-    };
-    wait_replicating(&replica);
     let proxy = Proxy::start(master.socket());
     let a = node(&proxy.url(), &["--health-apply-bound", "500ms"]);
     wait_healthy(&a);

@@ -631,6 +631,20 @@ impl ClusterSim {
         self.drain(n);
     }
 
+    /// Every open client of node `n` takes bytes again; then the node's outputs run.
+    fn all_writable(&mut self, n: usize) {
+        let ids: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|c| c.node == n && !c.closed)
+            .map(|c| c.id)
+            .collect();
+        for id in ids {
+            self.nodes[n].core.handle_writable(id);
+        }
+        self.drain(n);
+    }
+
     /// Performs the node's outputs, its requests for the bus among them (moved to its queue,
     /// as the driver hands them to the bus): writing can make requests (a range's next page,
     /// a pipelined publish).

@@ -218,16 +218,7 @@ impl ClusterSim {
         // Every socket drains first: the cores learn that it takes bytes again before any
         // more events arrive (a stream whose socket stays full is rightly slow).
         for n in 0..self.nodes.len() {
-            let ids: Vec<ClientId> = self
-                .clients
-                .iter()
-                .filter(|c| c.node == n && !c.closed)
-                .map(|c| c.id)
-                .collect();
-            for id in ids {
-                self.nodes[n].core.handle_writable(id);
-            }
-            self.drain(n);
+            self.all_writable(n);
         }
         for _ in 0..64 {
             for n in 0..self.nodes.len() {
@@ -240,16 +231,7 @@ impl ClusterSim {
                     node: n as u8,
                     batch: 7,
                 });
-                let ids: Vec<ClientId> = self
-                    .clients
-                    .iter()
-                    .filter(|c| c.node == n && !c.closed)
-                    .map(|c| c.id)
-                    .collect();
-                for id in ids {
-                    self.nodes[n].core.handle_writable(id);
-                }
-                self.drain(n);
+                self.all_writable(n);
             }
         }
         self.check()?;

@@ -318,14 +318,10 @@ fn each_step_of_catching_up_counts_and_a_long_stall_keeps_few_marks() {
     assert_eq!(health(&mut t), ok());
 }
 
-/// A publish answered (offset 5) while the tail was away; the log it greets after a
-/// failover holds only up to 3: offsets 4 and 5 are owed no more, offset 3 is, since the
-/// answer came (a greeting does not restart its wait); and a greeting at the applied
-/// offset owes nothing.
-#[test]
-fn a_head_the_log_no_longer_holds_is_owed_no_more() {
-    let mut t = watched();
-    batch(&mut t, 1, 2, 2);
+/// Offsets 1..=2 applied, then a publish answered with offset 5 while the tail is away (its
+/// connection dropped by a failover).
+fn answered_at_5_while_away(t: &mut T) {
+    batch(t, 1, 2, 2);
     let _ = t.core.publish("t", None, None, "x", t.now);
     let Some(BusRequest::Publish(Publish { token, .. })) = t.next_log_request() else {
         panic!("a publish")
@@ -340,6 +336,16 @@ fn a_head_the_log_no_longer_holds_is_owed_no_more() {
             offset: 5,
         },
     });
+}
+
+/// A publish answered (offset 5) while the tail was away; the log it greets after a
+/// failover holds only up to 3: offsets 4 and 5 are owed no more, offset 3 is, since the
+/// answer came (a greeting does not restart its wait); and a greeting at the applied
+/// offset owes nothing.
+#[test]
+fn a_head_the_log_no_longer_holds_is_owed_no_more() {
+    let mut t = watched();
+    answered_at_5_while_away(&mut t);
     t.advance(BOUND / 2);
     t.connected(EPOCH, 3, 0);
     t.advance(BOUND / 2);
@@ -350,21 +356,7 @@ fn a_head_the_log_no_longer_holds_is_owed_no_more() {
     assert_eq!(health(&mut t), ok());
 
     let mut t = watched();
-    batch(&mut t, 1, 2, 2);
-    let _ = t.core.publish("t", None, None, "x", t.now);
-    let Some(BusRequest::Publish(Publish { token, .. })) = t.next_log_request() else {
-        panic!("a publish")
-    };
-    t.bus(BusReply::Disconnected {
-        reason: "failover".into(),
-    });
-    t.bus(BusReply::Published {
-        token,
-        id: ClusterId {
-            epoch: EPOCH.into(),
-            offset: 5,
-        },
-    });
+    answered_at_5_while_away(&mut t);
     t.connected(EPOCH, 2, 0);
     t.advance(BOUND * 2);
     assert_eq!(
