@@ -287,18 +287,24 @@ fn two_servers_on_one_directory_share_one_log() {
     assert_eq!(r.events.len(), 100);
 }
 
-/// Runs the server expecting it to refuse to start: (exit code, stderr).
+/// Runs the server expecting it to refuse to start: (exit code, stderr). A server still
+/// running after [`LIMIT`] is stopped and answers `None`.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
         .args(["--listen", "127.0.0.1:0", "--interval", "off"])
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run sse-server");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let exited = eventually(LIMIT, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("wait for sse-server");
+    let code = if exited { out.status.code() } else { None };
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
