@@ -287,18 +287,24 @@ fn two_servers_on_one_directory_share_one_log() {
     assert_eq!(r.events.len(), 100);
 }
 
-/// Runs the server expecting it to refuse to start: (exit code, stderr).
+/// Runs the server expecting it to refuse to start: (exit code, stderr). A server still
+/// running after [`LIMIT`] is stopped and answers `None`.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sse-server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-server"))
         .args(["--listen", "127.0.0.1:0", "--interval", "off"])
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run sse-server");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let exited = eventually(LIMIT, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("wait for sse-server");
+    let code = if exited { out.status.code() } else { None };
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -416,4 +422,51 @@ fn a_full_disk_answers_503_and_the_server_goes_on() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `rm log.sqlite*` under a running server: the database, `-shm`, then `-wal`, a few
+/// milliseconds apart. The server goes on with a new log (a new epoch); a connection opened
+/// between the removals must not keep the removed `-wal` or `-shm`, which would refuse
+/// every later publish as `disk I/O error`.
+#[test]
+fn a_log_removed_file_by_file_under_a_running_server_becomes_a_new_log() {
+    let dir = TempDir::new("removed-apart");
+    let s = node(&dir.0, &[]);
+    let old: Vec<String> = (0..3)
+        .map(|i| publish_ok(s.addr, "?topic=t", &format!("old {i}")))
+        .collect();
+    for name in ["log.sqlite", "log.sqlite-shm", "log.sqlite-wal"] {
+        std::fs::remove_file(dir.join(name)).expect("remove");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut last = (0, String::new());
+    let answered = eventually(LIMIT, || {
+        last = publish(s.addr, "?topic=t", "new");
+        last.0 == 200
+    });
+    assert!(answered, "publishes refused since the removal: {last:?}");
+    let new = last.1.trim();
+    assert_ne!(epoch_of(new), epoch_of(&old[0]), "a new log: {new}");
+    let next = publish_ok(s.addr, "?topic=t", "next");
+    assert_eq!(epoch_of(&next), epoch_of(new), "{next}");
+    assert!(
+        dir.join("log.sqlite-wal").exists() && dir.join("log.sqlite-shm").exists(),
+        "the new log has its own companions"
+    );
+}
+
+/// A `-wal` or `-shm` left without its database (a log deleted by halves) belongs to
+/// another log: the server does not make a new database next to it.
+#[test]
+fn a_write_ahead_log_without_its_database_is_refused_at_start() {
+    let dir = TempDir::new("leftover");
+    for name in ["log.sqlite-wal", "log.sqlite-shm"] {
+        let only = dir.join(name);
+        std::fs::create_dir_all(&only).expect("dir");
+        std::fs::write(only.join(name), b"left over").expect("write");
+        let (code, err) = refused(&["--data-dir", only.to_str().expect("path")]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("remains"), "{err}");
+        assert!(!only.join("log.sqlite").exists(), "no database made");
+    }
 }

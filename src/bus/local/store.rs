@@ -99,23 +99,86 @@ fn identities(path: &Path) -> [Option<FileIdentity>; 3] {
     files(path).map(|f| identity_of(&f))
 }
 
+/// Why no database may be opened now, judged from the three files' identities: none made
+/// while a `-wal` or `-shm` is there without its database (the files are being removed one
+/// by one, or were only partly removed), as a database made now would sit next to another
+/// log's files.
+fn leftovers(now: &[Option<FileIdentity>; 3]) -> Option<&'static str> {
+    (now[0].is_none() && now[1..].iter().any(Option::is_some)).then_some(
+        "the database file is missing but its -wal or -shm file remains (remove them too)",
+    )
+}
+
+/// Why a connection must not be used, judged from the three files' identities just before
+/// it was opened (`before`) and after its first transaction (`after`), or `None` when it has
+/// the files now at the log's path.
+///
+/// SQLite opens the companions by name and shares one shared-memory index per database file
+/// within a process: a connection that opened a `-wal` or `-shm` just before it was removed
+/// keeps the deleted file while the identities read afterwards are of a newer one, so it
+/// would look current for good, and every other connection of this process would read that
+/// index against another write-ahead log (`disk I/O error`, a short read). Refused: the
+/// [`leftovers`] case, and any of the three replaced during the open (its identity changed)
+/// or missing after the first transaction (which leaves all three in place in WAL mode). A
+/// file that appeared during the open was made by this open or another one, never a
+/// leftover, and is accepted.
+fn stale_files(
+    before: &[Option<FileIdentity>; 3],
+    after: &[Option<FileIdentity>; 3],
+) -> Option<&'static str> {
+    let replaced = before
+        .iter()
+        .zip(after)
+        .any(|(b, a)| a.is_none() || (b.is_some() && b != a));
+    leftovers(before).or_else(|| replaced.then_some(REPLACED))
+}
+
+const REPLACED: &str = "its files were replaced or removed while it was being opened";
+
+/// How often [`Store::open`] tries again at once when the files changed during an attempt
+/// (another process closing the log removes the companions; the next attempt finds them
+/// settled).
+const OPEN_ATTEMPTS: usize = 3;
+
 impl Store {
     /// Opens (creating the directory and the database when missing) the log in `dir`, with
     /// the durability's `synchronous` setting and `busy` as the lock wait. A new database
     /// gets the epoch `new_epoch`. Refuses a file that is not an sse-server log of this
     /// format without writing to it.
+    /// Never answers a connection that may hold another log's `-wal` or `-shm`
+    /// (see [`stale_files`]): that is an [`StoreErrorKind::Io`] error.
     pub(super) fn open(
         dir: &Path,
         durability: Durability,
         busy: Duration,
         new_epoch: &str,
     ) -> Result<Store, StoreError> {
+        for _ in 1..OPEN_ATTEMPTS {
+            if let Some(store) = Store::open_once(dir, durability, busy, new_epoch)? {
+                return Ok(store);
+            }
+        }
+        Store::open_once(dir, durability, busy, new_epoch)?
+            .ok_or_else(|| stale(&dir.join(FILE_NAME), REPLACED))
+    }
+
+    /// One attempt: `None` when the files were replaced or removed during it.
+    fn open_once(
+        dir: &Path,
+        durability: Durability,
+        busy: Duration,
+        new_epoch: &str,
+    ) -> Result<Option<Store>, StoreError> {
         let path = dir.join(FILE_NAME);
         if let Err(e) = std::fs::create_dir_all(dir) {
             return Err(StoreError {
                 kind: StoreErrorKind::Io,
                 message: format!("--data-dir {}: {e}", dir.display()),
             });
+        }
+        let before = identities(&path);
+        if let Some(why) = leftovers(&before) {
+            return Err(stale(&path, why));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -133,7 +196,11 @@ impl Store {
         store.epoch = store.create_or_read(new_epoch)?;
         // After the first transaction in WAL mode, all three files exist.
         store.identity = identities(&store.path);
-        Ok(store)
+        match stale_files(&before, &store.identity) {
+            None => Ok(Some(store)),
+            Some(REPLACED) => Ok(None),
+            Some(why) => Err(stale(&store.path, why)),
+        }
     }
 
     /// The epoch of the open file.
@@ -456,6 +523,15 @@ impl Store {
                 row.get(0)
             })
             .unwrap_or(0);
+    }
+}
+
+/// The refusal of a connection that may hold another log's companion files: an I/O error,
+/// so the caller opens again after its backoff.
+fn stale(path: &Path, why: &str) -> StoreError {
+    StoreError {
+        kind: StoreErrorKind::Io,
+        message: format!("{}: not opened: {why}", path.display()),
     }
 }
 

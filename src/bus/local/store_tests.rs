@@ -225,3 +225,86 @@ fn a_new_file_is_a_new_epoch_and_a_removed_one_is_noticed() {
     assert_eq!(again.epoch(), "ep1", "a new file is a new epoch");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `rm log.sqlite*` under a running process: the database goes first, then `-shm`, then
+/// `-wal`. A database made next to the old companions would share this process's index of
+/// them, and every open after the removal finished would fail with a short read.
+#[test]
+fn a_log_removed_file_by_file_is_opened_again_only_once_all_are_gone() {
+    let dir = temp_dir("removed-apart");
+    let mut old = open(&dir).unwrap();
+    old.append(&[publish("a")], 100).unwrap();
+    let db = dir.join(FILE_NAME);
+    // Each attempt is held, as a thread holds the store it opened until it next uses it.
+    let mut attempts = Vec::new();
+    for removed in ["", "-shm", "-wal"] {
+        std::fs::remove_file(format!("{}{removed}", db.display())).unwrap();
+        attempts.push(Store::open(
+            &dir,
+            Durability::Sync,
+            Duration::from_secs(1),
+            "ep1",
+        ));
+    }
+    let mut first = Store::open(&dir, Durability::Sync, Duration::from_secs(1), "ep1")
+        .expect("the log opens once its files are gone");
+    assert_eq!(first.epoch(), "ep1", "a new file is a new epoch");
+    let mut second = open(&dir).expect("a second connection of this process opens it");
+    assert_eq!(second.epoch(), "ep1");
+    assert_eq!(first.append(&[publish("b")], 100).unwrap()[0].offset, 1);
+    assert_eq!(second.append(&[publish("c")], 100).unwrap()[0].offset, 2);
+    for (attempt, left) in attempts.iter().zip(["-shm and -wal", "-wal"]) {
+        let refused = attempt
+            .as_ref()
+            .err()
+            .unwrap_or_else(|| panic!("opened while {left} remained"));
+        assert_eq!(refused.kind, StoreErrorKind::Io, "{}", refused.message);
+        assert!(refused.message.contains("remains"), "{}", refused.message);
+    }
+    assert!(first.is_current_file() && second.is_current_file());
+    assert!(!old.is_current_file());
+    drop(old);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What an open decides from the files' identities before it and after its first
+/// transaction, with the interleavings `rm log.sqlite*` makes with several openers.
+#[test]
+fn a_connection_whose_files_changed_while_it_opened_is_not_used() {
+    let id = |ino| Some(FileIdentity { dev: 1, ino });
+    let (db, wal, shm, new_db, new_wal, new_shm) = (id(1), id(2), id(3), id(4), id(5), id(6));
+    // Settled: an existing log, or a new one made by this open or a concurrent one.
+    assert_eq!(stale_files(&[db, wal, shm], &[db, wal, shm]), None);
+    assert_eq!(stale_files(&[None; 3], &[new_db, new_wal, new_shm]), None);
+    assert_eq!(
+        stale_files(&[db, None, None], &[db, new_wal, new_shm]),
+        None
+    );
+    // The old -wal was opened, then removed and made anew by another connection: this
+    // connection holds the deleted one while the names show the new one.
+    assert_eq!(
+        stale_files(&[new_db, wal, None], &[new_db, new_wal, new_shm]),
+        Some(REPLACED)
+    );
+    // The database was removed and made again under the open.
+    assert_eq!(
+        stale_files(&[db, wal, shm], &[new_db, wal, shm]),
+        Some(REPLACED)
+    );
+    // No -shm after the first transaction: the index was shared with a connection that
+    // maps a removed one.
+    assert_eq!(
+        stale_files(&[db, None, None], &[db, new_wal, None]),
+        Some(REPLACED)
+    );
+    // The database is gone but a companion remains: the removal is under way.
+    for before in [[None, wal, shm], [None, wal, None], [None, None, shm]] {
+        assert!(leftovers(&before).is_some(), "{before:?}");
+        assert!(
+            stale_files(&before, &[new_db, wal, shm]).is_some(),
+            "{before:?}"
+        );
+    }
+    assert_eq!(leftovers(&[None; 3]), None);
+    assert_eq!(leftovers(&[db, None, None]), None);
+}
