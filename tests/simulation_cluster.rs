@@ -506,8 +506,11 @@ fn a_gap_then_a_batch_longer_than_the_cache_drops_no_reader() {
     sim.run(&ops).unwrap();
 }
 
-/// A failover after a trim, to a copy holding events the node has not applied: the
-/// proptest's shrunk case, as found.
+/// A trim, then a failover to a copy left holding no event (its head stays at 2); node 0,
+/// which applied none, greets it, and a head probe then answers head 2 again. The node is
+/// caught up, and `/health` must not say it is not applying the log. Before, the probe's
+/// head stayed owed until some publish reached past it. The proptest's shrunk case, as
+/// found.
 #[test]
 fn a_failover_after_a_trim_leaves_a_caught_up_node_healthy() {
     let mut sim = ClusterSim::new(3, 1, 4, 0);
