@@ -25,6 +25,11 @@
 //! the marks are dropped then, and at an epoch change, so the bound starts again from the
 //! greeting's head once the tail is back. A reactor that is stuck answers no `/health` at
 //! all, which a load balancer's timeout sees.
+//!
+//! **Heads no tail can apply are not owed.** A greeting or probe below heads learned
+//! earlier (a publish answered, then lost in a failover) drops them; a log the greeting
+//! found holding no event (every entry trimmed, or a failover to a copy that missed them)
+//! owes nothing up to its head, from the greeting or from later probes of that head.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
