@@ -639,3 +639,34 @@ fn a_replica_answering_readonly_is_left_for_the_master() {
         "the node never left the replica"
     );
 }
+
+/// A node starting on a log holding no event (every entry trimmed, as a failover to a copy
+/// that missed them leaves it too; its head stays at 2) applies nothing and owes nothing:
+/// its head probes answer head 2 again, and `/health` must stay `200` past the bound.
+/// Before, the probe's head stayed owed until some publish reached past it.
+#[test]
+fn probes_of_a_log_holding_no_event_owe_nothing() {
+    let Some(redis) = RedisServer::start_tcp("emptied_log", None) else {
+        return;
+    };
+    let a = node(&redis.url(), &[]);
+    wait_healthy(&a);
+    assert_eq!(publish(a.addr, "?topic=t", "one").0, 200);
+    assert_eq!(publish(a.addr, "?topic=t", "two").0, 200);
+    redis.cmd(&["XTRIM", "{sse}:log", "MAXLEN", "0"]);
+    assert_eq!(int(redis.cmd(&["XLEN", "{sse}:log"])), 0);
+    let b = node(&redis.url(), &["--health-apply-bound", "500ms"]);
+    wait_healthy(&b);
+    // Probes every quarter second while the tail is quiet: five span more than the bound
+    // after the first.
+    assert!(
+        eventually(LIMIT, || b.metric("sse_bus_head_probes_total") >= 5.0),
+        "the quiet tail was never probed"
+    );
+    assert_eq!(
+        util::health(b.addr),
+        (200, "ok\n".to_owned()),
+        "a head the log holds no event at is owed"
+    );
+    assert_eq!(b.metric("sse_bus_apply_stalled"), 0.0);
+}

@@ -505,3 +505,33 @@ fn a_gap_then_a_batch_longer_than_the_cache_drops_no_reader() {
     ];
     sim.run(&ops).unwrap();
 }
+
+/// A trim, then a failover to a copy left holding no event (its head stays at 2); node 0,
+/// which applied none, greets it, and a head probe then answers head 2 again. The node is
+/// caught up, and `/health` must not say it is not applying the log. Before, the probe's
+/// head stayed owed until some publish reached past it. The proptest's shrunk case, as
+/// found.
+#[test]
+fn a_failover_after_a_trim_leaves_a_caught_up_node_healthy() {
+    let mut sim = ClusterSim::new(3, 1, 4, 0);
+    let p = |node| ClusterOp::Publish {
+        node,
+        topic: 0,
+        id: 0,
+    };
+    let ops = [
+        p(0),
+        ClusterOp::Subscribe { node: 0, topic: 0 },
+        p(0),
+        ClusterOp::Serve { node: 0, n: 1 },
+        ClusterOp::Connect { node: 0 },
+        ClusterOp::Serve { node: 3, n: 1 },
+        p(1),
+        ClusterOp::Serve { node: 1, n: 1 },
+        ClusterOp::Trim { keep: 96 },
+        ClusterOp::Failover { lost: 0 },
+        ClusterOp::Connect { node: 0 },
+        ClusterOp::Wait { ms: 9 },
+    ];
+    sim.run(&ops).unwrap();
+}

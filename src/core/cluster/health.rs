@@ -25,6 +25,11 @@
 //! the marks are dropped then, and at an epoch change, so the bound starts again from the
 //! greeting's head once the tail is back. A reactor that is stuck answers no `/health` at
 //! all, which a load balancer's timeout sees.
+//!
+//! **Heads no tail can apply are not owed.** A greeting or probe below heads learned
+//! earlier (a publish answered, then lost in a failover) drops them; a log the greeting
+//! found holding no event (every entry trimmed, or a failover to a copy that missed them)
+//! owes nothing up to its head, from the greeting or from later probes of that head.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -57,6 +62,10 @@ pub(super) struct ApplyWatch {
     next_probe: Option<Instant>,
     /// The current stall was logged.
     reported: bool,
+    /// The greeting found the log holding no event at this head (0: it held some): offsets
+    /// up to it are in no copy a tail can read, so a later head at or below it (a probe's
+    /// answer) owes nothing above the applied offset either.
+    unreadable_to: u64,
 }
 
 impl ApplyWatch {
@@ -74,6 +83,7 @@ impl ApplyWatch {
         self.probe = None;
         self.next_probe = None;
         self.reported = false;
+        self.unreadable_to = 0;
     }
 
     /// `head` is in the log (learned at `now`) and `applied` is the applied offset.
@@ -138,22 +148,30 @@ impl Cluster {
 
     /// The log's own head, read by a greeting or a head probe in the epoch followed: heads
     /// learned above it are not in the log (see [`ApplyWatch::forget_above`]); then as
-    /// [`Cluster::learn_head`].
+    /// [`Cluster::learn_head`]. A head no higher than the one the greeting found the log
+    /// holding no event at owes only what was applied (see [`Cluster::greeted`]).
     pub(super) fn log_head(&mut self, head: u64, now: Instant, bound: Duration) {
-        self.watch.forget_above(head, self.last_offset);
-        self.learn_head(head, now, bound);
+        self.head_offset = self.head_offset.max(head);
+        let owed = if head <= self.watch.unreadable_to {
+            self.last_offset.min(head)
+        } else {
+            head
+        };
+        self.watch.forget_above(owed, self.last_offset);
+        self.learn_head(owed, now, bound);
     }
 
     /// The tail greeted with the log's head (and its first retained offset, already noted):
-    /// as [`Cluster::log_head`], except that a log holding no event owes none (a failover to
-    /// a copy whose every entry was trimmed or lost keeps its head, which no tail can apply).
+    /// as [`Cluster::log_head`], except that a log holding no event owes none, now or when a
+    /// probe answers that head again until the tail goes away (a failover to a copy whose
+    /// every entry was trimmed or lost keeps its head, which no tail can apply).
     pub(super) fn greeted(&mut self, head: u64, now: Instant, bound: Duration) {
-        if self.first_retained.is_none() {
-            self.head_offset = self.head_offset.max(head);
-            self.log_head(self.last_offset.min(head), now, bound);
+        self.watch.unreadable_to = if self.first_retained.is_none() {
+            head
         } else {
-            self.log_head(head, now, bound);
-        }
+            0
+        };
+        self.log_head(head, now, bound);
     }
 
     /// The tail greeted or delivered events.

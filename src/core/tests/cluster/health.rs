@@ -425,3 +425,42 @@ fn a_greeting_between_two_heads_learned_keeps_what_the_log_holds() {
     batch(&mut t, 4, 4, 4);
     assert_eq!(health(&mut t), ok(), "5 is not in the log");
 }
+
+/// After a greeting of a log that holds no event (its head kept at 4), head probes that
+/// answer that same head owe nothing either: no tail can apply an offset the log does not
+/// hold. A head above it (an event published since, which the log holds) is owed again.
+#[test]
+fn probes_of_a_log_holding_no_event_owe_none_until_it_moves() {
+    let mut t = watched();
+    t.bus(BusReply::Disconnected {
+        reason: "failover".into(),
+    });
+    t.bus(BusReply::Connected {
+        epoch: EPOCH.into(),
+        head_offset: 4,
+        first_retained_offset: None,
+        after_offset: 0,
+    });
+    for _ in 0..4 {
+        t.advance(BOUND / 2);
+        let [token] = probes(&mut t)[..] else {
+            panic!("the tail is quiet: one probe")
+        };
+        head(&mut t, token, EPOCH, 4);
+    }
+    assert_eq!(
+        health(&mut t),
+        ok(),
+        "two bounds of probes at the empty head"
+    );
+    for _ in 0..3 {
+        t.advance(BOUND / 2);
+        let [token] = probes(&mut t)[..] else {
+            panic!("the tail is quiet: one probe")
+        };
+        head(&mut t, token, EPOCH, 5);
+    }
+    assert_eq!(health(&mut t), stalled(), "5 is in the log, unapplied");
+    batch(&mut t, 5, 5, 5);
+    assert_eq!(health(&mut t), ok());
+}
