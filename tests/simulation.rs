@@ -475,9 +475,9 @@ fn seeded_swarm() {
     );
 }
 
-/// Regression (found by the simulator): the head timer armed at accept fired in the next
-/// head phase of a kept-alive connection, closing it 8 s after its answer instead of 10 s
-/// (and a second request begun meanwhile got a premature 408).
+/// The head timer armed at accept must not fire in the next head phase of a kept-alive
+/// connection: that would close it 8 s after its answer instead of 10 s (and give a second
+/// request begun meanwhile a premature 408).
 #[test]
 fn keep_alive_connection_gets_a_full_head_timeout() {
     let config = SimConfig {
@@ -522,9 +522,9 @@ fn keep_alive_connection_gets_a_full_head_timeout() {
     );
 }
 
-/// Regression (found by the simulator): once the shutdown deadline had passed,
-/// `next_deadline()` kept returning it, a deadline in the past right after `handle_timeout`
-/// (a caller that waits for the next deadline would spin).
+/// Once the shutdown deadline has passed, `next_deadline()` must stop returning it: a
+/// deadline in the past right after `handle_timeout` would make a caller that waits for the
+/// next deadline spin.
 #[test]
 fn shutdown_deadline_does_not_stay_in_the_past() {
     let config = SimConfig {

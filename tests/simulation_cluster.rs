@@ -264,9 +264,9 @@ fn a_restart_on_a_quiet_topic_gets_what_only_the_cache_still_has() {
 }
 
 /// A stream told to come back (an epoch change) while the next page of its range read waits
-/// for it to write the last: the parked page goes with it. Before, it stayed parked for a
-/// client no longer held (the core's invariant check). The proptest's shrunk case, as found
-/// (the seed also sets the page size: one entry).
+/// for it to write the last: the parked page goes with it, never left parked for a client
+/// no longer held (the core's invariant check). A minimal scenario (the seed also sets the
+/// page size: one entry).
 #[test]
 fn a_stream_ended_while_its_next_page_is_parked() {
     let mut sim = ClusterSim::new(1, 1, 6, 485242607792277948);
@@ -478,9 +478,9 @@ fn a_publish_answered_then_lost_in_a_failover_is_not_owed() {
 /// Redis loses the log and then trims it while a node's tail is behind: the batch its tail
 /// reads next starts with a gap (a `reset` `too-old` put in front of it) and brings more
 /// events of the client's topic than the cache keeps, several times over. The client, whose
-/// socket takes everything, reads them from the log; before the fix it was dropped as slow
-/// because its `reset` was still unwritten when the cache moved past it the second time,
-/// within that one batch. The proptest's shrunk case, as found.
+/// socket takes everything, reads them from the log: a `reset` still unwritten when the
+/// cache moves past it a second time within that one batch is no sign of slowness. A
+/// minimal scenario.
 #[test]
 fn a_gap_then_a_batch_longer_than_the_cache_drops_no_reader() {
     let mut sim = ClusterSim::new(3, 1, 17, 0);

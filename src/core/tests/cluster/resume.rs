@@ -213,8 +213,8 @@ fn a_token_that_expires_while_the_stream_is_held_ends_it_with_nothing_after() {
 /// A resume from the epoch's start (`restart`: here a publisher-given id this node no longer
 /// caches, shaped like an id of another epoch) that Redis can serve only in part: first the
 /// events of the client's topics this node still caches and Redis has trimmed (a quiet
-/// topic's cache reaches back further than a busy shared log), in order, then Redis's range
-/// (found by the cluster simulator: the client never got the topic's newest event).
+/// topic's cache reaches back further than a busy shared log), in order, then Redis's range,
+/// so the client also gets the topic's newest event.
 #[test]
 fn a_restart_fetch_first_writes_what_only_this_nodes_cache_still_has() {
     let mut t = T::new(Config {
@@ -250,8 +250,7 @@ fn a_restart_fetch_first_writes_what_only_this_nodes_cache_still_has() {
 
 /// What the cache holds from before a hole (events trimmed before this node read them) is
 /// left out of a restart's fetch: the client would get the events on both sides of the hole
-/// with no reset between (found by the cluster simulator with the cache's frames first
-/// written from the oldest).
+/// with no reset between (a cache whose frames are written from the oldest first).
 #[test]
 fn a_restart_fetch_writes_nothing_cached_from_before_a_hole() {
     let mut t = T::new(Config {
